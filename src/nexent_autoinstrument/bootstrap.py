@@ -1,0 +1,127 @@
+"""Bootstrap: the single, idempotent way into the agent, whichever door was used.
+
+Doors: the ``opentelemetry-instrument`` distro, configurator and post-instrument hooks
+(entry points named ``nexent``), the auto-load .pth hook, and the manual API. All of them
+call ``initialize``; the first call builds the pipeline, the others return what it built.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .guard import report_internal_error
+from .settings import get_settings
+
+logger = logging.getLogger("nexent_autoinstrument")
+
+_lock = threading.Lock()
+_initialized = False
+_telemetry: Any = None
+_pipeline: Any = None
+#: How the agent was started in this process ("auto-load", "opentelemetry-instrument", "manual").
+started_by: str | None = None
+
+
+def opentelemetry_installed() -> bool:
+    """True when the OpenTelemetry SDK and prometheus_client can be imported (checked without importing)."""
+    from importlib.util import find_spec
+
+    try:
+        return all(find_spec(m) is not None for m in ("opentelemetry.sdk", "prometheus_client"))
+    except (ImportError, ValueError):
+        return False
+
+
+def _instrument_fastapi(module: Any) -> None:
+    try:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        instrumentor = FastAPIInstrumentor()
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument()
+    except ImportError:
+        logger.info("nexent-autoinstrument: opentelemetry-instrumentation-fastapi is not installed; "
+                    "FastAPI requests are not traced")
+    except Exception as exc:
+        report_internal_error("instrument.fastapi", exc)
+
+
+#: Libraries patched lazily, when the application imports them: name -> (module, hook).
+LAZY_INSTRUMENTATIONS: dict[str, tuple[str, Callable[[Any], None]]] = {
+    "fastapi": ("fastapi", _instrument_fastapi),
+}
+
+
+def _register_lazy_instrumentations(disabled: frozenset[str]) -> None:
+    import wrapt
+
+    for name, (module, hook) in LAZY_INSTRUMENTATIONS.items():
+        if name not in disabled:
+            wrapt.register_post_import_hook(hook, module)
+
+
+def initialize(source: str = "manual") -> Any:
+    """Build the pipeline once per process; returns the shared ``Telemetry`` or None when off."""
+    global _initialized, _telemetry, _pipeline, started_by
+    if _initialized:
+        return _telemetry
+    with _lock:
+        if _initialized:
+            return _telemetry
+        _initialized = True
+        settings = get_settings()
+        if not settings.enabled:
+            return None
+        if not opentelemetry_installed():
+            logger.warning("nexent-autoinstrument: ENABLE_TELEMETRY is on but OpenTelemetry is not installed; "
+                           "install 'nexent-autoinstrument[performance]'. Telemetry stays off.")
+            return None
+        try:
+            from .pipeline import Pipeline
+
+            _pipeline = Pipeline(settings)
+            _telemetry = _pipeline.telemetry()
+            started_by = source
+            _register_lazy_instrumentations(settings.disabled_instrumentations)
+        except Exception as exc:
+            report_internal_error("bootstrap", exc)
+            _telemetry = None
+    return _telemetry
+
+
+def current_telemetry() -> Any:
+    """The shared ``Telemetry`` if the agent is running, else None. Never initializes."""
+    return _telemetry
+
+
+def current_pipeline() -> Any:
+    """The running ``Pipeline`` or None."""
+    return _pipeline
+
+
+def ensure_initialized() -> None:
+    """``opentelemetry_post_instrument`` hook: initialize if no distro or configurator of ours did."""
+    initialize("opentelemetry-instrument")
+
+
+try:
+    from opentelemetry.instrumentation.distro import BaseDistro
+    from opentelemetry.sdk._configuration import _BaseConfigurator
+
+    class NexentDistro(BaseDistro):
+        """The ``opentelemetry_distro`` entry point: configures everything through ``initialize``."""
+
+        def _configure(self, **kwargs: Any) -> None:
+            initialize("opentelemetry-instrument")
+
+    class NexentConfigurator(_BaseConfigurator):
+        """The ``opentelemetry_configurator`` entry point; the distro has usually done the work."""
+
+        def _configure(self, **kwargs: Any) -> None:
+            initialize("opentelemetry-instrument")
+
+except ImportError:  # base install: no OpenTelemetry, so no opentelemetry-instrument either
+    pass

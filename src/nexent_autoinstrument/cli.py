@@ -1,0 +1,25 @@
+"""``nexent-autoinstrument``: mock-llm, demo and doctor."""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    "mock-llm": ("nexent_autoinstrument.mock_llm", "run the mock OpenAI-compatible LLM"),
+    "demo": ("nexent_autoinstrument.demo", "run the example service on the mock LLM and print what was measured"),
+    "doctor": ("nexent_autoinstrument.doctor", "check the setup and say how to fix what is wrong"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Dispatch to a sub-command."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in COMMANDS:
+        print("usage: nexent-autoinstrument {" + ",".join(COMMANDS) + "} [options]\n")
+        for name, (_, help_text) in COMMANDS.items():
+            print(f"  {name:10} {help_text}")
+        sys.exit(0 if args and args[0] in ("-h", "--help") else 2)
+    import importlib
+
+    module = importlib.import_module(COMMANDS[args[0]][0])
+    module.main(args[1:])

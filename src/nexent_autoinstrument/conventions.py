@@ -1,0 +1,91 @@
+"""Names that dashboards, alerts and users depend on: metric names, buckets, span attributes.
+
+Changing any name here is a breaking change (see DESIGN.md, "The contract").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Prometheus exposition names (counters are declared without ``_total``; the client adds it).
+TTFT = "llm_time_to_first_token_seconds"
+TOKEN_RATE = "llm_token_generation_rate"
+REQUEST_DURATION = "llm_request_duration_seconds"
+INTER_TOKEN_LATENCY = "llm_inter_token_latency_seconds"
+TOTAL_TOKENS = "llm_total_tokens"
+ERROR_COUNT = "llm_error_count"
+SLOW_REQUESTS = "llm_slow_requests"
+
+# Latencies from about 10 ms to minutes.
+SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
+                   7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+# Gaps between tokens: from a millisecond to a stall.
+GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25,
+               0.5, 1.0, 2.0, 5.0, 10.0)
+# Decode rates from 1 to several thousand tokens per second.
+RATE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0,
+                500.0, 750.0, 1000.0, 1500.0, 2500.0, 5000.0)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One instrument of the contract."""
+
+    name: str
+    kind: str  # "histogram" or "counter"
+    description: str
+    unit: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] = ()
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(TTFT, "histogram", "Time from the call to the first content token", "s",
+               ("model", "operation"), SECONDS_BUCKETS),
+    MetricSpec(TOKEN_RATE, "histogram", "Decode rate: output tokens per second after the first token",
+               "{token}/s", ("model", "operation"), RATE_BUCKETS),
+    MetricSpec(REQUEST_DURATION, "histogram", "Time from the call to the end of the response", "s",
+               ("model", "operation", "outcome"), SECONDS_BUCKETS),
+    MetricSpec(INTER_TOKEN_LATENCY, "histogram", "Gap between consecutive content tokens", "s",
+               ("model", "operation"), GAP_BUCKETS),
+    MetricSpec(TOTAL_TOKENS, "counter", "Tokens consumed and produced", "{token}",
+               ("model", "operation", "type")),
+    MetricSpec(ERROR_COUNT, "counter", "LLM calls that failed", "{request}",
+               ("model", "operation", "error_type")),
+    MetricSpec(SLOW_REQUESTS, "counter", "LLM calls slower than the configured thresholds", "{request}",
+               ("model", "operation", "reason")),
+)
+
+# Outcomes of a call (span attribute ``llm.stream.outcome`` and the ``outcome`` label).
+COMPLETED = "completed"
+CLOSED_EARLY = "closed_early"
+ERROR = "error"
+CANCELLED = "cancelled"
+ABANDONED = "abandoned"
+
+# Span attributes: GenAI semantic conventions plus our token-level measurements.
+GEN_AI_PROVIDER = "gen_ai.provider.name"
+GEN_AI_OPERATION = "gen_ai.operation.name"
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_RESPONSE_ID = "gen_ai.response.id"
+GEN_AI_FINISH_REASONS = "gen_ai.response.finish_reasons"
+GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+ERROR_TYPE = "error.type"
+LLM_TTFT = "llm.time_to_first_token"
+LLM_RATE = "llm.token_generation_rate"
+LLM_ITL_P50 = "llm.inter_token_latency.p50"
+LLM_ITL_P99 = "llm.inter_token_latency.p99"
+LLM_ITL_MAX = "llm.inter_token_latency.max"
+LLM_OFFSETS = "llm.token.offsets"
+LLM_OFFSETS_TRUNCATED = "llm.token.offsets_truncated"
+LLM_STREAM = "llm.stream"
+LLM_STREAM_CHUNKS = "llm.stream.chunks"
+LLM_STREAM_OUTCOME = "llm.stream.outcome"
+LLM_USAGE_SOURCE = "llm.usage.source"
+EVENT_STALL = "llm.stream.stall"
+EVENT_SLOW_REQUEST = "llm.slow_request"
+EVENT_SLOW_TOKEN_RATE = "llm.slow_token_rate"

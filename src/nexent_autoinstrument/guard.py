@@ -1,0 +1,22 @@
+"""Keeping our own bugs out of the host application: log once per kind, count, never raise."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+logger = logging.getLogger("nexent_autoinstrument")
+
+#: How often each kind of internal error happened in this process (exposed on /metrics).
+internal_errors: Counter[str] = Counter()
+
+
+def report_internal_error(where: str, exc: BaseException) -> None:
+    """Record a failure inside the agent; the first of each kind is logged with its traceback."""
+    try:
+        internal_errors[where] += 1
+        if internal_errors[where] == 1:
+            logger.warning("nexent-autoinstrument: internal error in %s (reported once, counted after)",
+                           where, exc_info=exc)
+    except Exception:  # pragma: no cover - logging itself failed; nothing more we can do safely
+        pass

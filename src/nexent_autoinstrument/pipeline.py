@@ -1,0 +1,222 @@
+"""The telemetry pipeline: resource, tracer and meter providers, exporters, /metrics server.
+
+Built once per process by ``bootstrap.initialize``. Exporters run on the SDK's batching
+threads with bounded queues, so an unreachable collector costs dropped data and one
+warning, never a blocked or failing application.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource, get_aggregated_resources
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from . import __version__
+from .metrics import LLMMetrics
+from .settings import Settings
+from .tracker import Telemetry
+
+logger = logging.getLogger("nexent_autoinstrument")
+
+#: Upper bound on how long flushing telemetry may hold up process exit.
+SHUTDOWN_BOUND_SECONDS = 5.0
+EXPORT_TIMEOUT_SECONDS = 5
+MAX_QUEUED_SPANS = 2048
+
+_EXPORTER_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http",
+    "opentelemetry.exporter.otlp.proto.grpc",
+    "opentelemetry.exporter.jaeger.thrift",
+    "opentelemetry.sdk._shared_internal",
+    "opentelemetry.sdk.metrics._internal.export",
+    "opentelemetry.sdk.trace.export",
+)
+
+
+class _FirstWarningOnly(logging.Filter):
+    """Lets an exporter's first complaint through and drops the repeats (an unreachable
+    collector would otherwise log on every export interval)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+        self._seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        if self._seen:
+            self.dropped += 1
+            return False
+        self._seen = True
+        return True
+
+
+def make_resource(settings: Settings) -> Resource:
+    """service.name/version, a per-process instance id, host and process facts, OTEL_RESOURCE_ATTRIBUTES."""
+    own = Resource({
+        "service.name": settings.service_name,
+        "service.version": settings.service_version,
+        "service.instance.id": str(uuid.uuid4()),
+        "host.name": socket.gethostname(),
+        "process.pid": os.getpid(),
+        "process.runtime.name": sys.implementation.name,
+        "process.runtime.version": ".".join(map(str, sys.version_info[:3])),
+        "process.executable.name": os.path.basename(sys.executable),
+        "telemetry.distro.name": "nexent-autoinstrument",
+        "telemetry.distro.version": __version__,
+    })
+    detected = get_aggregated_resources([OTELResourceDetector()])
+    # The user's explicit OTEL_RESOURCE_ATTRIBUTES win, except service.name which settings resolved.
+    merged = own.merge(detected)
+    return merged.merge(Resource({"service.name": settings.service_name}))
+
+
+def _otlp_timeout() -> dict[str, Any]:
+    return {} if os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT") else {"timeout": EXPORT_TIMEOUT_SECONDS}
+
+
+def _otlp_span_exporter(settings: Settings) -> Any:
+    if settings.otlp_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+
+        return Grpc(**_otlp_timeout())
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+
+    return Http(**_otlp_timeout())
+
+
+def _otlp_metric_exporter(settings: Settings) -> Any:
+    if settings.otlp_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
+
+        return Grpc(**_otlp_timeout())
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
+
+    return Http(**_otlp_timeout())
+
+
+def _jaeger_span_exporter(settings: Settings) -> Any:
+    from .jaeger_thrift import make_exporter
+
+    return make_exporter(settings.jaeger_endpoint, EXPORT_TIMEOUT_SECONDS)
+
+
+def _console_metric_exporter(settings: Settings) -> Any:
+    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+    return ConsoleMetricExporter()
+
+
+SPAN_EXPORTERS: dict[str, Callable[[Settings], Any]] = {
+    "otlp": _otlp_span_exporter,
+    "jaeger": _jaeger_span_exporter,
+    "console": lambda settings: ConsoleSpanExporter(),
+}
+METRIC_EXPORTERS: dict[str, Callable[[Settings], Any]] = {
+    "otlp": _otlp_metric_exporter,
+    "console": _console_metric_exporter,
+}
+
+
+def _quiet_repeated_exporter_warnings() -> None:
+    for name in _EXPORTER_LOGGERS:
+        exporter_logger = logging.getLogger(name)
+        if not any(isinstance(f, _FirstWarningOnly) for f in exporter_logger.filters):
+            exporter_logger.addFilter(_FirstWarningOnly())
+
+
+def _run_bounded(action: Callable[[], Any], seconds: float) -> None:
+    worker = threading.Thread(target=action, name="nexent-telemetry-shutdown", daemon=True)
+    worker.start()
+    worker.join(seconds)
+
+
+class Pipeline:
+    """The providers this process exports through, and how to flush them at exit."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics_server_port: int | None = None
+        _quiet_repeated_exporter_warnings()
+        existing = trace.get_tracer_provider()
+        self.owns_tracer_provider = not isinstance(existing, TracerProvider)
+        if self.owns_tracer_provider:
+            provider = TracerProvider(resource=make_resource(settings), shutdown_on_exit=False,
+                                      sampler=ParentBased(TraceIdRatioBased(settings.sample_rate)))
+            for name in settings.traces_exporters:
+                if name in SPAN_EXPORTERS:
+                    provider.add_span_processor(BatchSpanProcessor(
+                        SPAN_EXPORTERS[name](settings), max_queue_size=MAX_QUEUED_SPANS,
+                        export_timeout_millis=EXPORT_TIMEOUT_SECONDS * 1000))
+            trace.set_tracer_provider(provider)
+        else:
+            provider = existing  # another SDK configuration came first: join it, add nothing
+            logger.info("nexent-autoinstrument: using the tracer provider that is already configured")
+        self.tracer_provider: TracerProvider = provider  # type: ignore[assignment]
+        self.meter_provider = self._make_meter_provider(settings)
+        meter = self.meter_provider.get_meter("nexent_autoinstrument", __version__) if self.meter_provider else None
+        self.metrics = LLMMetrics(meter=meter, max_model_labels=settings.max_model_labels)
+        if settings.prometheus_port is not None:
+            self.metrics_server_port = serve_metrics(settings.prometheus_port)
+        atexit.register(self.shutdown)
+
+    def _make_meter_provider(self, settings: Settings) -> Any:
+        exporters = [METRIC_EXPORTERS[n](settings) for n in settings.metrics_exporters if n in METRIC_EXPORTERS]
+        if not exporters:
+            return None
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        readers = [PeriodicExportingMetricReader(e, export_timeout_millis=EXPORT_TIMEOUT_SECONDS * 1000)
+                   for e in exporters]
+        provider = MeterProvider(metric_readers=readers, resource=make_resource(settings), shutdown_on_exit=False)
+        otel_metrics.set_meter_provider(provider)
+        return provider
+
+    def telemetry(self) -> Telemetry:
+        """The shared state every call tracker records into."""
+        tracer = trace.get_tracer("nexent_autoinstrument", __version__, tracer_provider=self.tracer_provider)
+        return Telemetry(self.settings, tracer, self.metrics)
+
+    def shutdown(self) -> None:
+        """Flush and stop exporters; never holds exit longer than ``SHUTDOWN_BOUND_SECONDS``."""
+        def flush_all() -> None:
+            if self.owns_tracer_provider:
+                self.tracer_provider.shutdown()
+            if self.meter_provider is not None:
+                self.meter_provider.shutdown(timeout_millis=SHUTDOWN_BOUND_SECONDS * 1000)
+
+        _run_bounded(flush_all, SHUTDOWN_BOUND_SECONDS)
+
+
+def serve_metrics(port: int, addr: str = "0.0.0.0") -> int | None:
+    """Serve /metrics on ``port`` (0 picks a free one); returns the port, or None if it is taken."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.registry import REGISTRY
+
+    registry: CollectorRegistry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    try:
+        server, _thread = start_http_server(port, addr=addr, registry=registry)
+    except OSError as exc:
+        logger.warning("nexent-autoinstrument: cannot serve /metrics on PROMETHEUS_PORT=%s (%s)", port, exc)
+        return None
+    return int(server.server_address[1])

@@ -1,0 +1,241 @@
+"""The one engine behind every LLM call: clock, TTFT, token offsets, gaps, rate, usage, outcome.
+
+Adapters (openai chunks, SSE events, the manual API) feed a ``CallTracker`` with neutral
+facts. Per content chunk the tracker only reads the clock and updates plain local state;
+everything else (span attributes, events, metrics, the slow-call warning) happens once, in
+``finish``, which is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from . import conventions as names
+from .guard import report_internal_error
+from .metrics import LLMMetrics
+from .settings import Settings
+
+logger = logging.getLogger("nexent_autoinstrument")
+
+_clock = time.perf_counter
+_MAX_STALL_EVENTS = 32
+
+
+class Telemetry:
+    """What every tracker shares: the settings, a tracer and the metric instruments."""
+
+    def __init__(self, settings: Settings, tracer: trace.Tracer, metrics: LLMMetrics) -> None:
+        self.settings = settings
+        self.tracer = tracer
+        self.metrics = metrics
+
+    def start_call(self, operation: str, model: str | None, *, provider: str = "openai",
+                   stream: bool = False, attributes: dict[str, Any] | None = None) -> CallTracker:
+        """Open the span of one LLM call and start its clock."""
+        return CallTracker(self, operation, model or "unknown", provider, stream, attributes)
+
+
+def percentile(ordered: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending sequence."""
+    index = max(0, min(len(ordered) - 1, int(round(fraction * len(ordered) + 0.5)) - 1))
+    return ordered[index]
+
+
+class CallTracker:
+    """The lifecycle of one LLM call, from its start to exactly one ``finish``."""
+
+    __slots__ = (
+        "_telemetry", "span", "operation", "model", "stream", "started", "_start_ns",
+        "first_content", "last_content", "content_chunks", "chunks", "estimated_tokens",
+        "_times", "_times_cap", "_max_gap", "_stall_after", "_stalls",
+        "input_tokens", "output_tokens", "response_model", "response_id", "finish_reasons",
+        "error_type", "outcome", "finished",
+    )
+
+    def __init__(self, telemetry: Telemetry, operation: str, model: str, provider: str, stream: bool,
+                 attributes: dict[str, Any] | None) -> None:
+        settings = telemetry.settings
+        self._telemetry = telemetry
+        self.operation = operation
+        self.model = model
+        self.stream = stream
+        attrs = {names.GEN_AI_PROVIDER: provider, names.GEN_AI_OPERATION: operation,
+                 names.GEN_AI_REQUEST_MODEL: model, names.LLM_STREAM: stream}
+        if attributes:
+            attrs.update((k, v) for k, v in attributes.items() if v is not None)
+        self._start_ns = time.time_ns()
+        self.span = telemetry.tracer.start_span(f"{operation} {model}", kind=SpanKind.CLIENT,
+                                                attributes=attrs, start_time=self._start_ns)
+        self.started = _clock()
+        self.first_content: float | None = None
+        self.last_content = 0.0
+        self.content_chunks = 0
+        self.chunks = 0
+        self.estimated_tokens = 0
+        self._times: list[float] = []
+        self._times_cap = settings.token_timestamps_max
+        self._max_gap = 0.0
+        self._stall_after = settings.stall_threshold_seconds
+        self._stalls: list[tuple[int, float, float]] = []
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.response_model: str | None = None
+        self.response_id: str | None = None
+        self.finish_reasons: list[str] = []
+        self.error_type: str | None = None
+        self.outcome: str | None = None
+        self.finished = False
+
+    # -- the hot path: called once per chunk --------------------------------------------------
+
+    def chunk(self) -> None:
+        """Any chunk or event of a stream arrived (content or not)."""
+        self.chunks += 1
+
+    def content(self, tokens: int = 1) -> None:
+        """A chunk carrying content (text, tool arguments, refusal, reasoning) arrived now."""
+        now = _clock()
+        if self.first_content is None:
+            self.first_content = now
+        else:
+            gap = now - self.last_content
+            if gap > self._max_gap:
+                self._max_gap = gap
+            if gap > self._stall_after and len(self._stalls) < _MAX_STALL_EVENTS:
+                self._stalls.append((self.content_chunks, gap, now))
+        self.last_content = now
+        self.content_chunks += 1
+        self.estimated_tokens += tokens
+        if self.content_chunks <= self._times_cap:
+            self._times.append(now)
+
+    # -- facts reported by adapters -----------------------------------------------------------
+
+    def usage(self, input_tokens: int | None, output_tokens: int | None) -> None:
+        """Token usage as reported by the API."""
+        if input_tokens is not None:
+            self.input_tokens = input_tokens
+        if output_tokens is not None:
+            self.output_tokens = output_tokens
+
+    def response(self, model: str | None = None, response_id: str | None = None,
+                 finish_reason: str | None = None) -> None:
+        """Response metadata; any argument may be None."""
+        if model:
+            self.response_model = model
+        if response_id:
+            self.response_id = response_id
+        if finish_reason and finish_reason not in self.finish_reasons:
+            self.finish_reasons.append(finish_reason)
+
+    def fail(self, error: BaseException | str) -> None:
+        """The call failed: an exception, or an error type such as an HTTP status."""
+        if isinstance(error, BaseException):
+            self.error_type = type(error).__name__
+            if self.span.is_recording():
+                self.span.record_exception(error)
+        else:
+            self.error_type = error
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def finish(self, outcome: str = names.COMPLETED) -> None:
+        """End the call exactly once: span attributes, events, status, metrics, slow warning."""
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            self._emit(outcome)
+        except Exception as exc:
+            report_internal_error("tracker.finish", exc)
+            try:
+                self.span.end()
+            except Exception:
+                pass
+
+    def _emit(self, outcome: str) -> None:
+        end = _clock()
+        if self.error_type is not None:
+            outcome = names.ERROR
+        self.outcome = outcome
+        settings = self._telemetry.settings
+        duration = end - self.started
+        ttft = rate = None
+        api_usage = self.output_tokens is not None
+        output_tokens = self.output_tokens if api_usage else (self.estimated_tokens or None)
+        if self.first_content is not None:
+            ttft = self.first_content - self.started
+            window = self.last_content - self.first_content
+            if self.content_chunks >= 2 and window > 0 and output_tokens:
+                # Tokens that arrived after the first content chunk, over the time they took.
+                rate = output_tokens * (self.content_chunks - 1) / self.content_chunks / window
+        times = self._times
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        slow: list[str] = []
+        if duration > settings.slow_request_threshold_seconds:
+            slow.append("duration")
+        if rate is not None and rate < settings.slow_token_rate_threshold:
+            slow.append("token_rate")
+
+        span = self.span
+        if span.is_recording():
+            self._annotate(span, outcome, ttft, rate, gaps, api_usage, output_tokens, slow, duration)
+        span.end()
+        self._telemetry.metrics.record(
+            model=self.model, operation=self.operation, outcome=outcome, duration=duration,
+            ttft=ttft, rate=rate, gaps=gaps, input_tokens=self.input_tokens,
+            output_tokens=output_tokens, error_type=self.error_type, slow_reasons=slow)
+        if slow:
+            logger.warning(
+                "nexent-autoinstrument: slow LLM call %s %s: %.3f s%s (thresholds %.1f s, %.1f tokens/s)",
+                self.operation, self.model, duration,
+                f", {rate:.1f} tokens/s" if rate is not None else "",
+                settings.slow_request_threshold_seconds, settings.slow_token_rate_threshold)
+
+    def _annotate(self, span: Any, outcome: str, ttft: float | None, rate: float | None,
+                  gaps: list[float], api_usage: bool, output_tokens: int | None, slow: list[str],
+                  duration: float) -> None:
+        attrs: dict[str, Any] = {names.LLM_STREAM_OUTCOME: outcome}
+        if self.stream:
+            attrs[names.LLM_STREAM_CHUNKS] = self.chunks
+        if self.response_model:
+            attrs[names.GEN_AI_RESPONSE_MODEL] = self.response_model
+        if self.response_id:
+            attrs[names.GEN_AI_RESPONSE_ID] = self.response_id
+        if self.finish_reasons:
+            attrs[names.GEN_AI_FINISH_REASONS] = self.finish_reasons
+        if self.input_tokens is not None:
+            attrs[names.GEN_AI_INPUT_TOKENS] = self.input_tokens
+        if output_tokens is not None:
+            attrs[names.GEN_AI_OUTPUT_TOKENS] = output_tokens
+            attrs[names.LLM_USAGE_SOURCE] = "api" if api_usage else "estimated"
+        if ttft is not None:
+            attrs[names.LLM_TTFT] = ttft
+        if rate is not None:
+            attrs[names.LLM_RATE] = rate
+        if gaps:
+            ordered = sorted(gaps)
+            attrs[names.LLM_ITL_P50] = percentile(ordered, 0.50)
+            attrs[names.LLM_ITL_P99] = percentile(ordered, 0.99)
+            attrs[names.LLM_ITL_MAX] = max(self._max_gap, ordered[-1])
+        if self._times:
+            attrs[names.LLM_OFFSETS] = [round(t - self.started, 6) for t in self._times]
+            attrs[names.LLM_OFFSETS_TRUNCATED] = self.content_chunks > len(self._times)
+        if self.error_type is not None:
+            attrs[names.ERROR_TYPE] = self.error_type
+        span.set_attributes(attrs)
+        for index, gap, at in self._stalls:
+            span.add_event(names.EVENT_STALL, {"llm.stall.gap_seconds": gap, "llm.stall.chunk_index": index},
+                           timestamp=self._start_ns + int((at - self.started) * 1e9))
+        if "duration" in slow:
+            span.add_event(names.EVENT_SLOW_REQUEST, {"llm.duration_seconds": duration})
+        if "token_rate" in slow:
+            span.add_event(names.EVENT_SLOW_TOKEN_RATE, {"llm.token_generation_rate": rate or 0.0})
+        if self.error_type is not None:
+            span.set_status(Status(StatusCode.ERROR, self.error_type))
