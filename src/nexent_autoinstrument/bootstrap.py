@@ -35,13 +35,22 @@ def opentelemetry_installed() -> bool:
         return False
 
 
+def _instrument_when_imported(instrumentor_path: str, library: str) -> None:
+    """Instrument ``library`` through its instrumentor; openai's patches wait for its import."""
+    from importlib import import_module
+    from importlib.util import find_spec
+
+    if find_spec(library) is None:
+        return
+    module_name, class_name = instrumentor_path.split(":")
+    instrumentor = getattr(import_module(module_name), class_name)()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(skip_dep_check=True)
+
+
 def _instrument_fastapi(module: Any) -> None:
     try:
-        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
-        instrumentor = FastAPIInstrumentor()
-        if not instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.instrument()
+        _instrument_when_imported("opentelemetry.instrumentation.fastapi:FastAPIInstrumentor", "fastapi")
     except ImportError:
         logger.info("nexent-autoinstrument: opentelemetry-instrumentation-fastapi is not installed; "
                     "FastAPI requests are not traced")
@@ -49,15 +58,28 @@ def _instrument_fastapi(module: Any) -> None:
         report_internal_error("instrument.fastapi", exc)
 
 
-#: Libraries patched lazily, when the application imports them: name -> (module, hook).
+def _instrument_openai() -> None:
+    _instrument_when_imported("nexent_autoinstrument.instrumentors.openai:OpenAIInstrumentor", "openai")
+
+
+#: What auto-load and the manual API instrument (``opentelemetry-instrument`` does this itself
+#: through entry points). Names are those of OTEL_PYTHON_DISABLED_INSTRUMENTATIONS.
+#: Our own instrumentors register post-import hooks themselves; others wait for the import here.
+OWN_INSTRUMENTATIONS: dict[str, Callable[[], None]] = {"openai": _instrument_openai}
 LAZY_INSTRUMENTATIONS: dict[str, tuple[str, Callable[[Any], None]]] = {
     "fastapi": ("fastapi", _instrument_fastapi),
 }
 
 
-def _register_lazy_instrumentations(disabled: frozenset[str]) -> None:
+def _instrument_libraries(disabled: frozenset[str]) -> None:
     import wrapt
 
+    for name, instrument in OWN_INSTRUMENTATIONS.items():
+        if name not in disabled:
+            try:
+                instrument()
+            except Exception as exc:
+                report_internal_error(f"instrument.{name}", exc)
     for name, (module, hook) in LAZY_INSTRUMENTATIONS.items():
         if name not in disabled:
             wrapt.register_post_import_hook(hook, module)
@@ -85,7 +107,8 @@ def initialize(source: str = "manual") -> Any:
             _pipeline = Pipeline(settings)
             _telemetry = _pipeline.telemetry()
             started_by = source
-            _register_lazy_instrumentations(settings.disabled_instrumentations)
+            if source != "opentelemetry-instrument":  # there, entry points instrument each library
+                _instrument_libraries(settings.disabled_instrumentations)
         except Exception as exc:
             report_internal_error("bootstrap", exc)
             _telemetry = None

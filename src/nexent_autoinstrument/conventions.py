@@ -5,6 +5,7 @@ Changing any name here is a breaking change (see DESIGN.md, "The contract").
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 # Prometheus exposition names (counters are declared without ``_total``; the client adds it).
@@ -63,6 +64,17 @@ ERROR = "error"
 CANCELLED = "cancelled"
 ABANDONED = "abandoned"
 
+
+def outcome_of(exc: BaseException | None) -> str:
+    """How a call ended, from the exception that ended it (None: it completed)."""
+    if exc is None:
+        return COMPLETED
+    if isinstance(exc, GeneratorExit):
+        return CLOSED_EARLY
+    if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+        return CANCELLED
+    return ERROR
+
 # Span attributes: GenAI semantic conventions plus our token-level measurements.
 GEN_AI_PROVIDER = "gen_ai.provider.name"
 GEN_AI_OPERATION = "gen_ai.operation.name"
@@ -75,6 +87,8 @@ GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 ERROR_TYPE = "error.type"
+GEN_AI_INPUT = "gen_ai.input.messages"
+GEN_AI_OUTPUT = "gen_ai.output.messages"
 LLM_TTFT = "llm.time_to_first_token"
 LLM_RATE = "llm.token_generation_rate"
 LLM_ITL_P50 = "llm.inter_token_latency.p50"
@@ -89,3 +103,11 @@ LLM_USAGE_SOURCE = "llm.usage.source"
 EVENT_STALL = "llm.stream.stall"
 EVENT_SLOW_REQUEST = "llm.slow_request"
 EVENT_SLOW_TOKEN_RATE = "llm.slow_token_rate"
+
+#: Captured prompts and completions (only with content capture on) are cut to this many characters.
+CONTENT_LIMIT = 4096
+
+
+def bounded_text(text: str) -> str:
+    """``text`` cut to ``CONTENT_LIMIT`` characters."""
+    return text if len(text) <= CONTENT_LIMIT else text[:CONTENT_LIMIT] + "…"

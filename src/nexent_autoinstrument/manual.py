@@ -8,7 +8,6 @@ because of the agent; the user's own exceptions pass through unchanged.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 
 from . import bootstrap
 from . import conventions as names
+from .conventions import outcome_of
 from .adapters.usage import usage_of
 from .guard import report_internal_error
 from .settings import get_settings
@@ -31,17 +31,6 @@ def _telemetry() -> Any:
     if telemetry is None and get_settings().enabled:
         telemetry = bootstrap.initialize("manual")
     return telemetry
-
-
-def outcome_of(exc: BaseException | None) -> str:
-    """How a call ended, from the exception that ended it (None: it completed)."""
-    if exc is None:
-        return names.COMPLETED
-    if isinstance(exc, GeneratorExit):
-        return names.CLOSED_EARLY
-    if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
-        return names.CANCELLED
-    return names.ERROR
 
 
 # -- scopes: what a decorator does around one call -----------------------------------------------

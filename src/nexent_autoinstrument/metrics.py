@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -90,7 +90,7 @@ class LLMMetrics:
             otel.add(value, labels)
 
     def record(self, *, model: str, operation: str, outcome: str, duration: float,
-               ttft: float | None = None, rate: float | None = None, gaps: Iterable[float] = (),
+               ttft: float | None = None, rate: float | None = None, gaps: Sequence[float] = (),
                input_tokens: int | None = None, output_tokens: int | None = None,
                error_type: str | None = None, slow_reasons: Iterable[str] = ()) -> None:
         """Record a finished call. Values that were not measured are passed as None."""
@@ -100,12 +100,13 @@ class LLMMetrics:
             self._observe(names.TTFT, ttft, base)
         if rate is not None:
             self._observe(names.TOKEN_RATE, rate, base)
-        itl = self._prom[names.INTER_TOKEN_LATENCY].labels(**base)
-        itl_otel = self._otel.get(names.INTER_TOKEN_LATENCY)
-        for gap in gaps:
-            itl.observe(gap)
-            if itl_otel is not None:
-                itl_otel.record(gap, base)
+        if gaps:
+            itl = self._prom[names.INTER_TOKEN_LATENCY].labels(**base)
+            itl_otel = self._otel.get(names.INTER_TOKEN_LATENCY)
+            for gap in gaps:
+                itl.observe(gap)
+                if itl_otel is not None:
+                    itl_otel.record(gap, base)
         if input_tokens:
             self._add(names.TOTAL_TOKENS, input_tokens, {**base, "type": "input"})
         if output_tokens:

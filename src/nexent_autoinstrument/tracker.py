@@ -55,7 +55,7 @@ class CallTracker:
         "first_content", "last_content", "content_chunks", "chunks", "estimated_tokens",
         "_times", "_times_cap", "_max_gap", "_stall_after", "_stalls",
         "input_tokens", "output_tokens", "response_model", "response_id", "finish_reasons",
-        "error_type", "outcome", "finished",
+        "error_type", "outcome", "finished", "captured",
     )
 
     def __init__(self, telemetry: Telemetry, operation: str, model: str, provider: str, stream: bool,
@@ -91,6 +91,8 @@ class CallTracker:
         self.error_type: str | None = None
         self.outcome: str | None = None
         self.finished = False
+        #: Generated text pieces, kept only when content capture is on.
+        self.captured: list[str] | None = [] if settings.capture_content else None
 
     # -- the hot path: called once per chunk --------------------------------------------------
 
@@ -229,6 +231,8 @@ class CallTracker:
             attrs[names.LLM_OFFSETS_TRUNCATED] = self.content_chunks > len(self._times)
         if self.error_type is not None:
             attrs[names.ERROR_TYPE] = self.error_type
+        if self.captured:
+            attrs[names.GEN_AI_OUTPUT] = names.bounded_text("".join(self.captured))
         span.set_attributes(attrs)
         for index, gap, at in self._stalls:
             span.add_event(names.EVENT_STALL, {"llm.stall.gap_seconds": gap, "llm.stall.chunk_index": index},

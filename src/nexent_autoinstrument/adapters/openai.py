@@ -1,0 +1,211 @@
+"""OpenAI-compatible API shapes -> neutral facts for the call tracker.
+
+One table maps an API path to its operation and to the function that reads one streamed
+item (a chat chunk, a completion chunk, a Responses event). The same functions serve the
+openai SDK's parsed objects and plain dicts decoded from SSE by the httpx layer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..conventions import GEN_AI_INPUT, bounded_text
+from .usage import usage_of
+
+
+def _get(source: Any, key: str) -> Any:
+    if type(source) is dict:
+        return source.get(key)
+    return getattr(source, key, None)
+
+
+def _reasoning(delta: Any) -> Any:
+    return _get(delta, "reasoning_content") or _get(delta, "reasoning")
+
+
+def read_chat_chunk(tracker: Any, chunk: Any) -> None:
+    """A ``chat.completion.chunk``: content, tool-call, refusal or reasoning deltas count as content."""
+    tracker.chunks += 1
+    choices = _get(chunk, "choices")
+    if choices:
+        for choice in choices:
+            delta = _get(choice, "delta")
+            if delta is None:
+                continue
+            text = _get(delta, "content")
+            if text or _get(delta, "tool_calls") or _get(delta, "refusal") or _get(delta, "function_call") \
+                    or _reasoning(delta):
+                tracker.content()
+                if tracker.captured is not None and text:
+                    tracker.captured.append(text)
+                break
+        for choice in choices:
+            reason = _get(choice, "finish_reason")
+            if reason:
+                tracker.response(finish_reason=reason)
+    if tracker.response_id is None:
+        tracker.response(_get(chunk, "model"), _get(chunk, "id"))
+    usage = _get(chunk, "usage")
+    if usage is not None:
+        read_usage(tracker, usage)
+
+
+def read_completion_chunk(tracker: Any, chunk: Any) -> None:
+    """A legacy ``text_completion`` chunk."""
+    tracker.chunks += 1
+    choices = _get(chunk, "choices")
+    if choices:
+        for choice in choices:
+            text = _get(choice, "text")
+            if text:
+                tracker.content()
+                if tracker.captured is not None:
+                    tracker.captured.append(text)
+                break
+        for choice in choices:
+            reason = _get(choice, "finish_reason")
+            if reason:
+                tracker.response(finish_reason=reason)
+    if tracker.response_id is None:
+        tracker.response(_get(chunk, "model"), _get(chunk, "id"))
+    usage = _get(chunk, "usage")
+    if usage is not None:
+        read_usage(tracker, usage)
+
+
+_RESPONSE_END_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+def read_response_event(tracker: Any, event: Any) -> None:
+    """A Responses API stream event: any non-empty ``*.delta`` is content; the last event has usage."""
+    tracker.chunks += 1
+    kind = _get(event, "type")
+    if kind is None:
+        return
+    if kind.endswith(".delta"):
+        delta = _get(event, "delta")
+        if delta:
+            tracker.content()
+            if tracker.captured is not None and kind == "response.output_text.delta":
+                tracker.captured.append(delta)
+    elif kind in _RESPONSE_END_EVENTS or kind == "response.created":
+        read_response(tracker, _get(event, "response"))
+        if kind == "response.failed":
+            tracker.fail("response.failed")
+    elif kind == "error":
+        tracker.fail(str(_get(event, "code") or "stream_error"))
+
+
+def read_usage(tracker: Any, usage: Any) -> None:
+    """Report a usage object or dict to the tracker."""
+    counts = usage_of(usage)
+    if counts is not None:
+        tracker.usage(*counts)
+
+
+def read_response(tracker: Any, response: Any) -> None:
+    """A whole (non-streamed) response object or dict: model, id, finish reasons, usage."""
+    if response is None:
+        return
+    tracker.response(_get(response, "model"), _get(response, "id"))
+    for choice in _get(response, "choices") or ():
+        reason = _get(choice, "finish_reason")
+        if reason:
+            tracker.response(finish_reason=reason)
+    status = _get(response, "status")
+    if isinstance(status, str) and _get(response, "object") == "response":
+        tracker.response(finish_reason=status)
+    usage = _get(response, "usage")
+    if usage is not None:
+        read_usage(tracker, usage)
+    if tracker.captured is not None and not tracker.captured:
+        text = output_text(response)
+        if text:
+            tracker.captured.append(text)
+
+
+def output_text(response: Any) -> str:
+    """The generated text of a whole response, for content capture."""
+    parts: list[str] = []
+    for choice in _get(response, "choices") or ():
+        message = _get(choice, "message")
+        text = _get(message, "content") if message is not None else _get(choice, "text")
+        if isinstance(text, str):
+            parts.append(text)
+    for item in _get(response, "output") or ():
+        for content in _get(item, "content") or ():
+            text = _get(content, "text")
+            if isinstance(text, str):
+                parts.append(text)
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What an OpenAI-compatible path is: its GenAI operation and how to read its stream."""
+
+    operation: str
+    read_item: Callable[[Any, Any], None] | None
+    accepts_stream_options: bool = False
+
+
+#: Longest suffix first: "/chat/completions" must win over "/completions".
+ENDPOINTS: tuple[tuple[str, Endpoint], ...] = (
+    ("/chat/completions", Endpoint("chat", read_chat_chunk, accepts_stream_options=True)),
+    ("/completions", Endpoint("text_completion", read_completion_chunk, accepts_stream_options=True)),
+    ("/embeddings", Endpoint("embeddings", None)),
+    ("/responses", Endpoint("generate_content", read_response_event)),
+)
+
+
+def endpoint_for(path: str) -> Endpoint | None:
+    """The endpoint an API path ends with (Azure and proxies add prefixes), else None."""
+    path = path.split("?", 1)[0].rstrip("/")
+    for suffix, endpoint in ENDPOINTS:
+        if path.endswith(suffix):
+            return endpoint
+    return None
+
+
+# Request body field -> span attribute (GenAI semantic conventions).
+REQUEST_ATTRIBUTES: tuple[tuple[str, str], ...] = (
+    ("temperature", "gen_ai.request.temperature"),
+    ("top_p", "gen_ai.request.top_p"),
+    ("max_tokens", "gen_ai.request.max_tokens"),
+    ("max_completion_tokens", "gen_ai.request.max_tokens"),
+    ("max_output_tokens", "gen_ai.request.max_tokens"),
+    ("frequency_penalty", "gen_ai.request.frequency_penalty"),
+    ("presence_penalty", "gen_ai.request.presence_penalty"),
+    ("seed", "gen_ai.request.seed"),
+)
+
+_INPUT_FIELDS = ("messages", "prompt", "input")
+
+
+def request_attributes(body: Any, capture_content: bool) -> dict[str, Any]:
+    """Span attributes from a request body; prompts only when content capture is on."""
+    if not isinstance(body, dict):
+        return {}
+    attributes = {}
+    for field, name in REQUEST_ATTRIBUTES:
+        value = body.get(field)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            attributes[name] = value
+    if capture_content:
+        for field in _INPUT_FIELDS:
+            if field in body:
+                attributes[GEN_AI_INPUT] = bounded_json(body[field])
+                break
+    return attributes
+
+
+def bounded_json(value: Any) -> str:
+    """JSON text of ``value``, cut to a bounded length."""
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return bounded_text(text)

@@ -1,0 +1,1 @@
+"""Instrumentors: wrapt patches applied in post-import hooks, one module per library."""
