@@ -35,6 +35,11 @@ def opentelemetry_installed() -> bool:
         return False
 
 
+#: Keyword arguments our doors give other libraries' instrumentors. The ASGI instrumentation
+#: otherwise makes one span per streamed body chunk: for an LLM relay, one span per token.
+INSTRUMENTOR_OPTIONS: dict[str, dict[str, Any]] = {"fastapi": {"exclude_spans": ["receive", "send"]}}
+
+
 def _instrument_when_imported(instrumentor_path: str, library: str) -> None:
     """Instrument ``library`` through its instrumentor; openai's patches wait for its import."""
     from importlib import import_module
@@ -45,7 +50,7 @@ def _instrument_when_imported(instrumentor_path: str, library: str) -> None:
     module_name, class_name = instrumentor_path.split(":")
     instrumentor = getattr(import_module(module_name), class_name)()
     if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument(skip_dep_check=True)
+        instrumentor.instrument(skip_dep_check=True, **INSTRUMENTOR_OPTIONS.get(library, {}))
 
 
 def _instrument_fastapi(module: Any) -> None:
@@ -139,6 +144,10 @@ try:
 
         def _configure(self, **kwargs: Any) -> None:
             initialize("opentelemetry-instrument")
+
+        def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+            """Instrument one library, with our options for it (see ``INSTRUMENTOR_OPTIONS``)."""
+            super().load_instrumentor(entry_point, **{**INSTRUMENTOR_OPTIONS.get(entry_point.name, {}), **kwargs})
 
     class NexentConfigurator(_BaseConfigurator):
         """The ``opentelemetry_configurator`` entry point; the distro has usually done the work."""

@@ -392,8 +392,10 @@ def _instrument_app(app: Any) -> None:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
     except ImportError:
         return
+    from .bootstrap import INSTRUMENTOR_OPTIONS
+
     if not getattr(app, "_is_instrumented_by_opentelemetry", False):
-        FastAPIInstrumentor.instrument_app(app)
+        FastAPIInstrumentor.instrument_app(app, **INSTRUMENTOR_OPTIONS["fastapi"])
 
 
 monitoring_manager = MonitoringManager()

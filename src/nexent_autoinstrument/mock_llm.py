@@ -94,8 +94,8 @@ class MockLLMHandler(BaseHTTPRequestHandler):
 
     def _config_for(self, body: dict[str, Any]) -> MockConfig:
         config = self.server.config
-        overrides = {field: body[f"mock_{field}"] for field in ("ttft", "itl", "tokens", "drop_after")
-                     if f"mock_{field}" in body}
+        casts = {"ttft": float, "itl": float, "tokens": int, "drop_after": int}
+        overrides = {field: cast(body[f"mock_{field}"]) for field, cast in casts.items() if f"mock_{field}" in body}
         if "mock_error" in body:
             overrides["error_status"] = int(body["mock_error"])
         config = replace(config, **overrides)
