@@ -7,7 +7,8 @@ token and the gaps between tokens are what was configured, plus jitter.
 
 Per request, a JSON body may override the server's defaults with ``mock_ttft``,
 ``mock_itl`` (seconds between tokens), ``mock_tokens``, ``mock_error`` (an HTTP status to
-answer with) and ``mock_drop_after`` (cut the connection after that many content chunks).
+answer with), ``mock_drop_after`` (cut the connection after that many content chunks), and
+``mock_stall_at`` with ``mock_stall`` (pause that many seconds before that token).
 """
 
 from __future__ import annotations
@@ -37,14 +38,25 @@ class MockConfig:
     error_rate: float = 0.0
     drop_after: int | None = None
     error_status: int | None = None
+    stall_at: int | None = None
+    stall: float = 0.0
 
 
 class _Dropped(Exception):
     """The server cut the connection on purpose."""
 
 
-def _words(count: int) -> list[str]:
-    return [WORDS[i % len(WORDS)] + " " for i in range(count)]
+def _words(count: int, as_json: bool = False) -> list[str]:
+    """``count`` token strings; as a JSON object {"answer": ...} when structured output was asked for."""
+    words = [WORDS[i % len(WORDS)] + " " for i in range(count)]
+    if as_json and count >= 2:
+        words[0], words[-1] = '{"answer": "' + words[0], words[-1].strip() + '"}'
+    return words
+
+
+def _wants_json(body: dict[str, Any]) -> bool:
+    response_format = body.get("response_format") or (body.get("text") or {}).get("format") or {}
+    return isinstance(response_format, dict) and response_format.get("type") in ("json_schema", "json_object")
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
@@ -94,7 +106,7 @@ class MockLLMHandler(BaseHTTPRequestHandler):
 
     def _config_for(self, body: dict[str, Any]) -> MockConfig:
         config = self.server.config
-        casts = {"ttft": float, "itl": float, "tokens": int, "drop_after": int}
+        casts = {"ttft": float, "itl": float, "tokens": int, "drop_after": int, "stall_at": int, "stall": float}
         overrides = {field: cast(body[f"mock_{field}"]) for field, cast in casts.items() if f"mock_{field}" in body}
         if "mock_error" in body:
             overrides["error_status"] = int(body["mock_error"])
@@ -111,6 +123,8 @@ class MockLLMHandler(BaseHTTPRequestHandler):
             if config.drop_after is not None and index >= config.drop_after:
                 raise _Dropped
             due = started + config.ttft + index * config.itl
+            if config.stall_at is not None and index >= config.stall_at:
+                due += config.stall
             if config.jitter:
                 due += rng.uniform(-config.jitter, config.jitter) * config.itl
             delay = due - time.perf_counter()
@@ -170,7 +184,7 @@ class MockLLMHandler(BaseHTTPRequestHandler):
                  "total_tokens": _prompt_tokens(body) + config.tokens}
         obj = "chat.completion" if chat else "text_completion"
         if not body.get("stream"):
-            text = "".join(_words(config.tokens))
+            text = "".join(_words(config.tokens, _wants_json(body)))
             for _ in self._schedule(config, started):
                 pass
             choice: dict[str, Any] = ({"index": 0, "message": {"role": "assistant", "content": text},
@@ -190,7 +204,7 @@ class MockLLMHandler(BaseHTTPRequestHandler):
 
         if chat:
             self._send_event(chunk({"role": "assistant", "content": ""}))
-        words = _words(config.tokens)
+        words = _words(config.tokens, _wants_json(body))
         for index in self._schedule(config, started):
             self._send_event(chunk({"content": words[index]} if chat else words[index]))
         self._send_event(chunk({} if chat else "", "stop"))
@@ -214,7 +228,7 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         model = body.get("model", "mock-gpt")
         rid = f"resp_{uuid.uuid4().hex[:16]}"
         mid = f"msg_{uuid.uuid4().hex[:16]}"
-        words = _words(config.tokens)
+        words = _words(config.tokens, _wants_json(body))
         usage = {"input_tokens": _prompt_tokens(body), "output_tokens": config.tokens,
                  "total_tokens": _prompt_tokens(body) + config.tokens,
                  "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
@@ -236,15 +250,26 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         seq = iter(range(1_000_000))
         self._send_event({"type": "response.created", "sequence_number": next(seq),
                           "response": response("in_progress", None)}, "response.created")
+        text = "".join(words)
+        message = {"type": "message", "id": mid, "status": "in_progress", "role": "assistant", "content": []}
+        part = {"type": "output_text", "text": "", "annotations": []}
+        where = {"item_id": mid, "output_index": 0, "content_index": 0}
         self._send_event({"type": "response.output_item.added", "sequence_number": next(seq), "output_index": 0,
-                          "item": {"type": "message", "id": mid, "status": "in_progress", "role": "assistant",
-                                   "content": []}}, "response.output_item.added")
+                          "item": message}, "response.output_item.added")
+        self._send_event({"type": "response.content_part.added", "sequence_number": next(seq), **where,
+                          "part": part}, "response.content_part.added")
         for index in self._schedule(config, started):
-            self._send_event({"type": "response.output_text.delta", "sequence_number": next(seq),
-                              "item_id": mid, "output_index": 0, "content_index": 0, "delta": words[index],
-                              "logprobs": []}, "response.output_text.delta")
+            self._send_event({"type": "response.output_text.delta", "sequence_number": next(seq), **where,
+                              "delta": words[index], "logprobs": []}, "response.output_text.delta")
+        self._send_event({"type": "response.output_text.done", "sequence_number": next(seq), **where,
+                          "text": text, "logprobs": []}, "response.output_text.done")
+        self._send_event({"type": "response.content_part.done", "sequence_number": next(seq), **where,
+                          "part": {**part, "text": text}}, "response.content_part.done")
+        self._send_event({"type": "response.output_item.done", "sequence_number": next(seq), "output_index": 0,
+                          "item": {**message, "status": "completed", "content": [{**part, "text": text}]}},
+                         "response.output_item.done")
         self._send_event({"type": "response.completed", "sequence_number": next(seq),
-                          "response": response("completed", "".join(words))}, "response.completed")
+                          "response": response("completed", text)}, "response.completed")
         self._end_sse()
 
 

@@ -91,10 +91,13 @@ def read_response_event(tracker: Any, event: Any) -> None:
             tracker.content()
             if tracker.captured is not None and kind == "response.output_text.delta":
                 tracker.captured.append(delta)
-    elif kind in _RESPONSE_END_EVENTS or kind == "response.created":
+    elif kind in _RESPONSE_END_EVENTS:
         read_response(tracker, _get(event, "response"))
         if kind == "response.failed":
             tracker.fail("response.failed")
+    elif kind == "response.created" and tracker.response_id is None:
+        response = _get(event, "response")
+        tracker.response(_get(response, "model"), _get(response, "id"))
     elif kind == "error":
         tracker.fail(str(_get(event, "code") or "stream_error"))
 

@@ -1,0 +1,110 @@
+"""Shared fixtures: a real mock LLM on loopback, an in-memory telemetry harness, subprocess helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
+from nexent_autoinstrument import bootstrap, settings
+from nexent_autoinstrument.metrics import LLMMetrics
+from nexent_autoinstrument.mock_llm import MockConfig, MockLLMServer, start_in_thread
+from nexent_autoinstrument.settings import Settings
+from nexent_autoinstrument.tracker import Telemetry
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Harness:
+    """Telemetry recording into memory: spans in an exporter, metrics in a private registry."""
+
+    telemetry: Telemetry
+    exporter: InMemorySpanExporter
+    registry: CollectorRegistry
+    provider: TracerProvider
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def llm_spans(self) -> list[ReadableSpan]:
+        return [s for s in self.spans() if s.attributes and "gen_ai.operation.name" in s.attributes]
+
+    def llm_span(self) -> ReadableSpan:
+        spans = self.llm_spans()
+        assert len(spans) == 1, [s.name for s in spans]
+        return spans[0]
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+
+def make_harness(**overrides: Any) -> Harness:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    registry = CollectorRegistry()
+    config = replace(Settings(enabled=True, service_name="tests"), **overrides)
+    metrics = LLMMetrics(registry=registry, max_model_labels=config.max_model_labels)
+    telemetry = Telemetry(config, provider.get_tracer("tests"), metrics)
+    return Harness(telemetry, exporter, registry, provider)
+
+
+@pytest.fixture
+def harness_factory() -> Any:
+    return make_harness
+
+
+@pytest.fixture
+def harness() -> Harness:
+    return make_harness()
+
+
+@pytest.fixture(scope="session")
+def mock_llm() -> Iterator[MockLLMServer]:
+    server = start_in_thread(MockConfig(ttft=0.02, itl=0.002, tokens=10), seed=1)
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def as_manual(monkeypatch: pytest.MonkeyPatch, harness: Harness) -> Harness:
+    """Make the manual API record into ``harness`` as if the agent were running."""
+    monkeypatch.setattr(settings, "_cached", harness.telemetry.settings)
+    monkeypatch.setattr(bootstrap, "_telemetry", harness.telemetry)
+    monkeypatch.setattr(bootstrap, "_initialized", True)
+    return harness
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process: ours, minus anything that configures the agent."""
+    prefixes = ("OTEL_", "ENABLE_TELEMETRY", "SERVICE_NAME", "JAEGER_", "TELEMETRY_", "LLM_", "PROMETHEUS_",
+                "PYTHONPATH")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def run_python(code: str, *, env: dict[str, str], instrument: bool = False, timeout: float = 60,
+               tmp_path: Path | None = None, args: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as a script in a fresh interpreter (optionally under opentelemetry-instrument)."""
+    script_dir = tmp_path or Path(os.environ.get("TMPDIR", "/tmp"))
+    script = script_dir / "app_under_test.py"
+    script.write_text(code)
+    command = [sys.executable, *args, str(script)]
+    if instrument:
+        command = [str(BIN / "opentelemetry-instrument"), *command]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=script_dir)
