@@ -1,0 +1,422 @@
+"""Each exit path of a stream ends its span exactly once, sync and async; measurements are right."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture
+def instrument(harness_factory: Any, caplog: pytest.LogCaptureFixture) -> Iterator[Any]:
+    """Instrument openai with a harness built from the given settings; checks spans end once."""
+    instrumentor = OpenAIInstrumentor()
+
+    def start(**overrides: Any) -> Any:
+        harness = harness_factory(**overrides)
+        instrumentor.uninstrument()
+        instrumentor.instrument(telemetry=harness.telemetry)
+        return harness
+
+    with caplog.at_level(logging.WARNING):
+        yield start
+    instrumentor.uninstrument()
+    assert not [r for r in caplog.records if "ended span" in r.getMessage()]  # no double end()
+
+
+def sync_client(mock_llm: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=mock_llm.base_url, api_key="sk-test", max_retries=0)
+
+
+def async_client(mock_llm: Any) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=mock_llm.base_url, api_key="sk-test", max_retries=0)
+
+
+def outcome(harness: Any) -> str:
+    return harness.llm_span().attributes["llm.stream.outcome"]
+
+
+def create(client: Any, **extra: Any) -> Any:
+    return client.chat.completions.create(model="mock-gpt", messages=MESSAGES, stream=True,
+                                          extra_body=extra or None)
+
+
+# -- exit paths, sync ---------------------------------------------------------------------------
+
+def test_sync_consumed_to_the_end(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+    stream = create(sync_client(mock_llm))
+    assert isinstance(stream, openai.Stream)
+    assert stream.response.status_code == 200
+    chunks = list(stream)
+    assert outcome(harness) == "completed"
+    assert harness.llm_span().attributes["llm.stream.chunks"] == len(chunks) == 12  # role + 10 + finish
+
+
+def test_sync_break_then_close(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+    stream = create(sync_client(mock_llm), mock_tokens=50)
+    for index, _ in enumerate(stream):
+        if index == 3:
+            break
+    assert not harness.llm_spans()
+    stream.close()
+    attrs = harness.llm_span().attributes
+    assert attrs["llm.stream.outcome"] == "closed_early"
+    assert len(attrs["llm.token.offsets"]) == 3 and attrs["llm.time_to_first_token"] > 0  # partial data
+
+
+def test_sync_break_inside_with(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+    with create(sync_client(mock_llm), mock_tokens=50) as stream:
+        assert isinstance(stream, openai.Stream)
+        next(stream)
+        next(stream)
+    assert outcome(harness) == "closed_early"
+
+
+def test_sync_abandoned_and_garbage_collected(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+    stream = create(sync_client(mock_llm), mock_tokens=50)
+    next(stream)
+    next(stream)
+    del stream
+    gc.collect()
+    assert outcome(harness) == "abandoned"
+    assert harness.value("llm_time_to_first_token_seconds_count", model="mock-gpt", operation="chat") == 1
+
+
+def test_sync_connection_drop_reaches_user_unchanged(instrument: Any, mock_llm: Any) -> None:
+    bare: list[BaseException] = []
+    try:
+        list(create(sync_client(mock_llm), mock_drop_after=3))
+    except Exception as exc:
+        bare.append(exc)
+    harness = instrument()
+    with pytest.raises(Exception) as caught:
+        list(create(sync_client(mock_llm), mock_drop_after=3))
+    assert type(caught.value) is type(bare[0]) and str(caught.value) == str(bare[0])
+    span = harness.llm_span()
+    assert span.status.status_code.name == "ERROR"
+    assert span.attributes["llm.stream.outcome"] == "error"
+    assert span.attributes["error.type"] == type(caught.value).__name__
+    assert len(span.attributes["llm.token.offsets"]) == 3
+    assert harness.value("llm_error_count_total", model="mock-gpt", operation="chat",
+                         error_type=type(caught.value).__name__) == 1
+
+
+def test_sync_exception_in_user_loop_body(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+    with pytest.raises(ZeroDivisionError), create(sync_client(mock_llm), mock_tokens=50) as stream:
+        for _ in stream:
+            1 / 0  # noqa: B018
+    assert outcome(harness) == "closed_early"
+    assert harness.value("llm_error_count_total", model="mock-gpt", operation="chat",
+                         error_type="ZeroDivisionError") == 0  # the user's bug is not an LLM error
+
+    harness = instrument()
+    stream = create(sync_client(mock_llm), mock_tokens=50)
+    with pytest.raises(KeyError):
+        for _ in stream:
+            raise KeyError("user")
+    del stream
+    gc.collect()
+    assert outcome(harness) == "abandoned"
+
+
+# -- exit paths, async --------------------------------------------------------------------------
+
+def test_async_consumed_to_the_end(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+
+    async def main() -> int:
+        stream = await create(async_client(mock_llm))
+        assert isinstance(stream, openai.AsyncStream)
+        return len([chunk async for chunk in stream])
+
+    assert asyncio.run(main()) == 12
+    assert outcome(harness) == "completed"
+
+
+def test_async_break_then_close_and_aclose(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+
+    async def main(close_name: str) -> None:
+        stream = await create(async_client(mock_llm), mock_tokens=50)
+        async for _ in stream:
+            break
+        await getattr(stream, close_name)()
+
+    asyncio.run(main("close"))
+    assert outcome(harness) == "closed_early"
+    harness = instrument()
+    asyncio.run(main("aclose"))
+    assert outcome(harness) == "closed_early"
+
+
+def test_async_break_inside_async_with(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+
+    async def main() -> None:
+        async with await create(async_client(mock_llm), mock_tokens=50) as stream:
+            assert isinstance(stream, openai.AsyncStream)
+            async for _ in stream:
+                break
+
+    asyncio.run(main())
+    assert outcome(harness) == "closed_early"
+
+
+def test_async_abandoned_and_garbage_collected(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+
+    async def main() -> None:
+        stream = await create(async_client(mock_llm), mock_tokens=50)
+        await stream.__anext__()
+        del stream
+        gc.collect()
+
+    asyncio.run(main())
+    assert outcome(harness) == "abandoned"
+
+
+def test_async_connection_drop(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+
+    async def main() -> None:
+        async for _ in await create(async_client(mock_llm), mock_drop_after=2):
+            pass
+
+    with pytest.raises(openai.APIError):
+        asyncio.run(main())
+    assert outcome(harness) == "error"
+    assert harness.llm_span().status.status_code.name == "ERROR"
+
+
+def test_async_cancellation_is_recorded_and_propagates(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+
+    async def consume(first: asyncio.Event) -> None:
+        stream = await create(async_client(mock_llm), mock_tokens=200, mock_itl=0.05)
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                first.set()
+
+    async def main() -> None:
+        first = asyncio.Event()
+        task = asyncio.create_task(consume(first))
+        await first.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    attrs = harness.llm_span().attributes
+    assert attrs["llm.stream.outcome"] == "cancelled"
+    assert attrs["llm.time_to_first_token"] > 0
+    assert harness.value("llm_request_duration_seconds_count", model="mock-gpt", operation="chat",
+                         outcome="cancelled") == 1
+    assert harness.value("llm_error_count_total", model="mock-gpt", operation="chat",
+                         error_type="CancelledError") == 0
+
+
+def test_async_exception_in_user_loop_body(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+
+    async def main() -> None:
+        async with await create(async_client(mock_llm), mock_tokens=50) as stream:
+            async for _ in stream:
+                raise ValueError("user bug")
+
+    with pytest.raises(ValueError, match="user bug"):
+        asyncio.run(main())
+    assert outcome(harness) == "closed_early"
+
+
+# -- what is measured -----------------------------------------------------------------------------
+
+def test_ttft_and_rate_accuracy_against_known_timing(instrument: Any, mock_llm: Any) -> None:
+    """Mock: role chunk at once, first content at 200 ms, then 10 ms between 50 tokens.
+    Tolerances: TTFT within 15 ms (loopback and scheduling), rate within 5 %."""
+    harness = instrument()
+    stream = create(sync_client(mock_llm), mock_ttft=0.2, mock_itl=0.01, mock_tokens=50)
+    for _ in stream:
+        pass
+    attrs = harness.llm_span().attributes
+    assert abs(attrs["llm.time_to_first_token"] - 0.200) <= 0.015
+    assert abs(attrs["llm.token_generation_rate"] - 100.0) <= 5.0
+    assert abs(attrs["llm.inter_token_latency.p50"] - 0.010) <= 0.003
+    offsets = attrs["llm.token.offsets"]
+    assert len(offsets) == 50 and list(offsets) == sorted(offsets)
+    assert abs(offsets[-1] - offsets[0] - 0.49) <= 0.03
+
+
+def test_ttft_ignores_the_role_only_first_chunk(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+    list(create(sync_client(mock_llm), mock_ttft=0.15))
+    assert harness.llm_span().attributes["llm.time_to_first_token"] >= 0.14
+
+
+def test_stall_event_marks_the_gap_and_position(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument(stall_threshold_seconds=0.1)
+    list(create(sync_client(mock_llm), mock_tokens=10, mock_stall_at=6, mock_stall=0.25))
+    span = harness.llm_span()
+    stalls = [e for e in span.events if e.name == "llm.stream.stall"]
+    assert len(stalls) == 1
+    assert stalls[0].attributes["llm.stall.chunk_index"] == 6
+    assert stalls[0].attributes["llm.stall.gap_seconds"] >= 0.2
+    assert span.attributes["llm.inter_token_latency.max"] >= 0.2
+    assert not [e for e in span.events if e.name.startswith("llm.token")]  # never one event per token
+
+
+def test_token_offsets_are_capped(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument(token_timestamps_max=5)
+    list(create(sync_client(mock_llm), mock_tokens=12))
+    attrs = harness.llm_span().attributes
+    assert len(attrs["llm.token.offsets"]) == 5 and attrs["llm.token.offsets_truncated"] is True
+    assert attrs["gen_ai.usage.output_tokens"] == 12
+
+
+def test_slow_duration_and_slow_rate(instrument: Any, mock_llm: Any, caplog: pytest.LogCaptureFixture) -> None:
+    harness = instrument(slow_request_threshold_seconds=0.05, slow_token_rate_threshold=1000.0)
+    list(create(sync_client(mock_llm), mock_tokens=10, mock_itl=0.01))
+    span = harness.llm_span()
+    assert {e.name for e in span.events} >= {"llm.slow_request", "llm.slow_token_rate"}
+    for reason in ("duration", "token_rate"):
+        assert harness.value("llm_slow_requests_total", model="mock-gpt", operation="chat", reason=reason) == 1
+    assert len([r for r in caplog.records if "slow LLM call" in r.getMessage()]) == 1
+
+
+def test_fast_call_is_not_slow(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+    list(create(sync_client(mock_llm)))
+    assert not harness.llm_span().events
+
+
+def test_usage_from_api_when_the_user_asks_for_it(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+    chunks = list(sync_client(mock_llm).chat.completions.create(
+        model="mock-gpt", messages=MESSAGES, stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None  # theirs: they see it
+    attrs = harness.llm_span().attributes
+    assert attrs["llm.usage.source"] == "api" and attrs["gen_ai.usage.output_tokens"] == 10
+
+
+def test_injected_usage_chunk_is_consumed_by_the_agent(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument(inject_stream_usage=True)
+    chunks = list(create(sync_client(mock_llm)))
+    assert all(chunk.choices for chunk in chunks)  # chunk.choices[0] never crashes
+    assert mock_llm.requests[-1][2]["stream_options"] == {"include_usage": True}
+    attrs = harness.llm_span().attributes
+    assert attrs["llm.usage.source"] == "api" and attrs["gen_ai.usage.input_tokens"] > 0
+
+    async def main() -> list[Any]:
+        return [c async for c in await create(async_client(mock_llm))]
+
+    harness = instrument(inject_stream_usage=True)
+    assert all(chunk.choices for chunk in asyncio.run(main()))
+    assert harness.llm_span().attributes["llm.usage.source"] == "api"
+
+
+def test_estimated_usage_without_api_usage(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+    list(create(sync_client(mock_llm), mock_tokens=7))
+    attrs = harness.llm_span().attributes
+    assert attrs["llm.usage.source"] == "estimated" and attrs["gen_ai.usage.output_tokens"] == 7
+
+
+def test_http_error_is_counted_and_raised_unchanged(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+    with pytest.raises(openai.InternalServerError) as caught:
+        sync_client(mock_llm).chat.completions.create(model="mock-gpt", messages=MESSAGES,
+                                                      extra_body={"mock_error": 500})
+    assert caught.value.status_code == 500
+    span = harness.llm_span()
+    assert span.status.status_code.name == "ERROR"
+    assert span.attributes["error.type"] == "InternalServerError"
+    assert span.attributes["http.response.status_code"] == 500
+    assert harness.value("llm_error_count_total", model="mock-gpt", operation="chat",
+                         error_type="InternalServerError") == 1
+    assert harness.value("llm_request_duration_seconds_count", model="mock-gpt", operation="chat",
+                         outcome="error") == 1
+
+
+def test_model_labels_are_bounded(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument(max_model_labels=2)
+    client = sync_client(mock_llm)
+    for model in ("m-1", "m-2", "m-3", "m-4"):
+        client.chat.completions.create(model=model, messages=MESSAGES)
+    assert harness.value("llm_request_duration_seconds_count", model="other", operation="chat",
+                         outcome="completed") == 2
+    assert harness.llm_spans()[-1].attributes["gen_ai.request.model"] == "m-4"  # spans keep the truth
+
+
+def test_span_is_child_of_the_current_span_also_in_a_task(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+    tracer = harness.provider.get_tracer("app")
+
+    async def main() -> None:
+        with tracer.start_as_current_span("request") as parent:
+            async def call() -> None:
+                async for _ in await create(async_client(mock_llm)):
+                    pass
+            await asyncio.create_task(call())
+        llm = harness.llm_span()
+        assert llm.parent is not None and llm.parent.span_id == parent.get_span_context().span_id
+        assert llm.context.trace_id == parent.get_span_context().trace_id
+
+    asyncio.run(main())
+
+
+def test_span_context_does_not_leak_into_the_caller(instrument: Any, mock_llm: Any) -> None:
+    from opentelemetry import trace
+
+    instrument()
+    before = trace.get_current_span()
+    stream = create(sync_client(mock_llm))
+    assert trace.get_current_span() is before
+    next(stream)
+    assert trace.get_current_span() is before
+    stream.close()
+
+
+def test_content_is_not_captured_by_default_and_bounded_when_on(instrument: Any, mock_llm: Any) -> None:
+    harness = instrument()
+    list(create(sync_client(mock_llm)))
+    attrs = harness.llm_span().attributes
+    assert "gen_ai.input.messages" not in attrs and "gen_ai.output.messages" not in attrs
+
+    harness = instrument(capture_content=True)
+    list(create(sync_client(mock_llm), mock_tokens=3000))
+    attrs = harness.llm_span().attributes
+    assert "hello" in attrs["gen_ai.input.messages"]
+    assert attrs["gen_ai.output.messages"].startswith("the model")
+    assert len(attrs["gen_ai.output.messages"]) <= 4097
+
+
+def test_a_bug_in_the_agent_never_reaches_the_user(instrument: Any, mock_llm: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from nexent_autoinstrument import guard
+    from nexent_autoinstrument.adapters import openai as adapter
+
+    def broken(tracker: Any, chunk: Any) -> None:
+        raise RuntimeError("agent bug")
+
+    endpoints = tuple((suffix, type(ep)(ep.operation, broken, ep.accepts_stream_options))
+                      for suffix, ep in adapter.ENDPOINTS)
+    monkeypatch.setattr(adapter, "ENDPOINTS", endpoints)
+    harness = instrument()
+    before = guard.internal_errors["stream.read_item"]
+    chunks = list(create(sync_client(mock_llm)))
+    assert len(chunks) == 12
+    assert guard.internal_errors["stream.read_item"] == before + 12
+    assert outcome(harness) == "completed"
