@@ -21,6 +21,8 @@ _lock = threading.Lock()
 _initialized = False
 _telemetry: Any = None
 _pipeline: Any = None
+#: How many pipelines this process built: 1 when telemetry is on, whichever doors were used.
+pipelines_built = 0
 #: How the agent was started in this process ("auto-load", "opentelemetry-instrument", "manual").
 started_by: str | None = None
 
@@ -92,7 +94,7 @@ def _instrument_libraries(disabled: frozenset[str]) -> None:
 
 def initialize(source: str = "manual") -> Any:
     """Build the pipeline once per process; returns the shared ``Telemetry`` or None when off."""
-    global _initialized, _telemetry, _pipeline, started_by
+    global _initialized, _telemetry, _pipeline, started_by, pipelines_built
     if _initialized:
         return _telemetry
     with _lock:
@@ -110,6 +112,7 @@ def initialize(source: str = "manual") -> Any:
             from .pipeline import Pipeline
 
             _pipeline = Pipeline(settings)
+            pipelines_built += 1
             _telemetry = _pipeline.telemetry()
             started_by = source
             if source != "opentelemetry-instrument":  # there, entry points instrument each library

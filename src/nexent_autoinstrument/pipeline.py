@@ -36,33 +36,32 @@ SHUTDOWN_BOUND_SECONDS = 5.0
 EXPORT_TIMEOUT_SECONDS = 5
 MAX_QUEUED_SPANS = 2048
 
-_EXPORTER_LOGGERS = (
-    "opentelemetry.exporter.otlp.proto.http",
-    "opentelemetry.exporter.otlp.proto.grpc",
-    "opentelemetry.exporter.jaeger.thrift",
-    "opentelemetry.sdk._shared_internal",
-    "opentelemetry.sdk.metrics._internal.export",
-    "opentelemetry.sdk.trace.export",
-)
+#: Loggers under these names belong to exporters and the SDK's export machinery.
+_EXPORTER_LOGGER_PREFIXES = ("opentelemetry.exporter", "opentelemetry.sdk._shared_internal",
+                             "opentelemetry.sdk.trace.export", "opentelemetry.sdk.metrics")
 
 
 class _FirstWarningOnly(logging.Filter):
-    """Lets an exporter's first complaint through and drops the repeats (an unreachable
-    collector would otherwise log on every export interval)."""
+    """Lets the first export complaint through and counts the repeats (an unreachable collector
+    would otherwise log on every export interval, for every signal)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.dropped = 0
-        self._seen = False
+        self.passed = False
+        self.suppressed = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        if self._seen:
-            self.dropped += 1
+        if self.passed:
+            self.suppressed += 1
             return False
-        self._seen = True
+        self.passed = True
+        record.msg = f"{record.msg} (nexent-autoinstrument: further export errors are counted, not logged)"
         return True
+
+
+EXPORT_WARNINGS = _FirstWarningOnly()
 
 
 def make_resource(settings: Settings) -> Resource:
@@ -133,10 +132,13 @@ METRIC_EXPORTERS: dict[str, Callable[[Settings], Any]] = {
 
 
 def _quiet_repeated_exporter_warnings() -> None:
-    for name in _EXPORTER_LOGGERS:
-        exporter_logger = logging.getLogger(name)
-        if not any(isinstance(f, _FirstWarningOnly) for f in exporter_logger.filters):
-            exporter_logger.addFilter(_FirstWarningOnly())
+    """Attach the shared filter to every exporter logger (filters do not apply to child loggers,
+    so each one needs it; call after the exporters are imported)."""
+    for name in list(logging.Logger.manager.loggerDict):
+        if name.startswith(_EXPORTER_LOGGER_PREFIXES):
+            exporter_logger = logging.getLogger(name)
+            if EXPORT_WARNINGS not in exporter_logger.filters:
+                exporter_logger.addFilter(EXPORT_WARNINGS)
 
 
 def _run_bounded(action: Callable[[], Any], seconds: float) -> None:
@@ -151,7 +153,6 @@ class Pipeline:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics_server_port: int | None = None
-        _quiet_repeated_exporter_warnings()
         existing = trace.get_tracer_provider()
         self.owns_tracer_provider = not isinstance(existing, TracerProvider)
         if self.owns_tracer_provider:
@@ -170,6 +171,7 @@ class Pipeline:
         self.meter_provider = self._make_meter_provider(settings)
         meter = self.meter_provider.get_meter("nexent_autoinstrument", __version__) if self.meter_provider else None
         self.metrics = LLMMetrics(meter=meter, max_model_labels=settings.max_model_labels)
+        _quiet_repeated_exporter_warnings()
         if settings.prometheus_port is not None:
             self.metrics_server_port = serve_metrics(settings.prometheus_port)
         atexit.register(self.shutdown)

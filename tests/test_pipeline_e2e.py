@@ -1,0 +1,209 @@
+"""The real thing: child processes under opentelemetry-instrument or auto-load, exporting to real receivers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from receivers import JaegerThriftReceiver, OTLPGrpcReceiver, OTLPHTTPReceiver, attributes
+
+from conftest import clean_env, run_python
+
+APP = """
+import os, sys
+import openai
+from nexent_autoinstrument import monitoring_manager
+from nexent_autoinstrument import bootstrap
+
+@monitoring_manager.monitor_endpoint("handle_request")
+def handle_request():
+    client = openai.OpenAI(base_url=os.environ["MOCK_URL"], api_key="sk-e2e-secret-key-1234", max_retries=0)
+    stream = client.chat.completions.create(model="mock-gpt", stream=True,
+                                            messages=[{"role": "user", "content": "hi"}])
+    return sum(1 for _ in stream)
+
+print("chunks", handle_request())
+from nexent_autoinstrument.guard import internal_errors
+print("started_by", bootstrap.started_by, "internal_errors", dict(internal_errors))
+"""
+
+
+@pytest.fixture
+def otlp() -> Iterator[OTLPHTTPReceiver]:
+    receiver = OTLPHTTPReceiver()
+    yield receiver
+    receiver.stop()
+
+
+def app_env(mock_llm: Any, **extra: str) -> dict[str, str]:
+    return clean_env(ENABLE_TELEMETRY="true", MOCK_URL=mock_llm.base_url, SERVICE_NAME="e2e-service", **extra)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def llm_and_parent(spans: list[tuple[dict[str, Any], Any]]) -> tuple[Any, Any, dict[str, Any]]:
+    by_name = {span.name: (resource, span) for resource, span in spans}
+    resource, llm = by_name["chat mock-gpt"]
+    _, parent = by_name["handle_request"]
+    return llm, parent, resource
+
+
+@pytest.mark.parametrize("door", ["opentelemetry-instrument", "auto-load"])
+def test_otlp_http_export_through_both_doors(door: str, otlp: OTLPHTTPReceiver, mock_llm: Any,
+                                             tmp_path: Path) -> None:
+    env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_METRICS_EXPORTER="otlp")
+    result = run_python(APP, env=env, instrument=door == "opentelemetry-instrument", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "chunks 12" in result.stdout
+    assert f"started_by {door}" in result.stdout and "internal_errors {}" in result.stdout
+    llm, parent, resource = llm_and_parent(list(otlp.spans()))
+    assert llm.trace_id == parent.trace_id and llm.parent_span_id == parent.span_id
+    attrs = attributes(llm.attributes)
+    assert attrs["llm.stream.outcome"] == "completed" and attrs["llm.time_to_first_token"] > 0
+    assert len(attrs["llm.token.offsets"]) == 10
+    assert resource["service.name"] == "e2e-service"
+    assert resource["service.instance.id"] and resource["host.name"] and resource["process.pid"]
+    assert resource["service.version"]
+    assert {"llm_request_duration_seconds", "llm_time_to_first_token_seconds",
+            "llm_token_generation_rate", "llm_total_tokens"} <= otlp.metric_names()
+    ttft = otlp.metric("llm_time_to_first_token_seconds")
+    assert list(ttft.histogram.data_points[0].explicit_bounds)[:3] == [0.01, 0.025, 0.05]
+    assert b"sk-e2e-secret" not in b"".join(r.SerializeToString() for r in otlp.traces)
+
+
+def test_each_process_has_its_own_instance_id(otlp: OTLPHTTPReceiver, mock_llm: Any, tmp_path: Path) -> None:
+    env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint)
+    for _ in range(2):
+        assert run_python(APP, env=env, tmp_path=tmp_path).returncode == 0
+    ids = {resource["service.instance.id"] for resource, _ in otlp.spans()}
+    assert len(ids) == 2
+
+
+def test_hook_and_opentelemetry_instrument_initialize_exactly_once(otlp: OTLPHTTPReceiver, mock_llm: Any,
+                                                                   tmp_path: Path) -> None:
+    code = APP + "\nprint('pipelines', bootstrap.pipelines_built)\n"
+    env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint)
+    result = run_python(code, env=env, instrument=True, tmp_path=tmp_path)
+    assert "pipelines 1" in result.stdout, result.stderr
+    spans = [span.name for _, span in otlp.spans()]
+    assert spans.count("chat mock-gpt") == 1  # one openai patch, one span
+
+
+def test_otlp_grpc_export(mock_llm: Any, tmp_path: Path) -> None:
+    receiver = OTLPGrpcReceiver()
+    try:
+        env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
+        result = run_python(APP, env=env, instrument=True, tmp_path=tmp_path)
+        assert result.returncode == 0, result.stderr
+        llm, parent, _ = llm_and_parent(list(receiver.spans()))
+        assert llm.parent_span_id == parent.span_id
+    finally:
+        receiver.stop()
+
+
+def test_jaeger_thrift_round_trip(mock_llm: Any, tmp_path: Path) -> None:
+    receiver = JaegerThriftReceiver()
+    try:
+        env = app_env(mock_llm, JAEGER_ENDPOINT=receiver.endpoint)
+        result = run_python(APP, env=env, instrument=True, tmp_path=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert receiver.batches, result.stderr
+        content_type, batch = receiver.batches[0]
+        assert "thrift" in content_type
+        spans = {s.operationName: s for _, b in receiver.batches for s in b.spans}
+        assert batch.process.serviceName == "e2e-service"
+        llm = spans["chat mock-gpt"]
+        tags = {t.key: t for t in llm.tags}
+        assert tags["gen_ai.request.model"].vStr == "mock-gpt"
+        assert tags["llm.stream.outcome"].vStr == "completed"
+        assert llm.parentSpanId == spans["handle_request"].spanId
+    finally:
+        receiver.stop()
+
+
+def test_console_exporter_writes_spans_to_stdout(mock_llm: Any, tmp_path: Path) -> None:
+    result = run_python(APP, env=app_env(mock_llm, OTEL_TRACES_EXPORTER="console"), tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert '"name": "chat mock-gpt"' in result.stdout
+    assert '"llm.stream.outcome": "completed"' in result.stdout
+
+
+def test_none_exports_nothing_and_still_runs(otlp: OTLPHTTPReceiver, mock_llm: Any, tmp_path: Path) -> None:
+    env = app_env(mock_llm, OTEL_TRACES_EXPORTER="none", OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint)
+    result = run_python(APP, env=env, instrument=True, tmp_path=tmp_path)
+    assert result.returncode == 0 and "chunks 12" in result.stdout, result.stderr
+    assert not list(otlp.spans())
+
+
+def test_unreachable_collector_means_one_warning_and_a_bounded_exit(mock_llm: Any, tmp_path: Path) -> None:
+    env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{closed_port()}",
+                  OTEL_METRICS_EXPORTER="otlp", OTEL_METRIC_EXPORT_INTERVAL="200")
+    code = APP + "\nimport time; time.sleep(1.5)\n"  # several metric export intervals fail meanwhile
+    started = time.monotonic()
+    result = run_python(code, env=env, instrument=True, tmp_path=tmp_path)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0 and "chunks 12" in result.stdout, result.stderr
+    assert "Traceback" not in result.stderr
+    complaints = [line for line in result.stderr.splitlines() if "export" in line.lower()]
+    assert 1 <= len(complaints) <= 2, result.stderr  # at most one per signal (traces, metrics)
+    assert elapsed < 1.5 + 5.0 + 10.0  # sleep + shutdown bound + interpreter start, generously
+
+
+def test_sample_rate_zero_drops_spans_but_keeps_metrics(otlp: OTLPHTTPReceiver, mock_llm: Any,
+                                                        tmp_path: Path) -> None:
+    env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_METRICS_EXPORTER="otlp",
+                  TELEMETRY_SAMPLE_RATE="0")
+    result = run_python(APP, env=env, instrument=True, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not list(otlp.spans())
+    assert "llm_request_duration_seconds" in otlp.metric_names()
+
+
+def test_disabled_instrumentation_is_respected_by_auto_load(otlp: OTLPHTTPReceiver, mock_llm: Any,
+                                                            tmp_path: Path) -> None:
+    env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
+                  OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="openai")
+    result = run_python(APP, env=env, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    names = [span.name for _, span in otlp.spans()]
+    assert "handle_request" in names and "chat mock-gpt" not in names
+
+
+def test_prometheus_port_serves_metrics_for_non_web_apps(mock_llm: Any, tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = closed_port()
+    code = APP + "\nimport urllib.request\nprint(urllib.request.urlopen('http://127.0.0.1:%d/metrics').read().decode())\n" % port
+    result = run_python(code, env=app_env(mock_llm, OTEL_TRACES_EXPORTER="none", PROMETHEUS_PORT=str(port)),
+                        tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.split("internal_errors {}", 1)[1]
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["llm_time_to_first_token_seconds"].type == "histogram"
+
+
+def test_bad_configuration_warns_once_and_the_app_runs(mock_llm: Any, tmp_path: Path) -> None:
+    env = app_env(mock_llm, OTEL_TRACES_EXPORTER="none", TELEMETRY_SAMPLE_RATE="abc", PROMETHEUS_PORT="http",
+                  LLM_SLOW_REQUEST_THRESHOLD_SECONDS="-1")
+    result = run_python(APP, env=env, instrument=True, tmp_path=tmp_path)
+    assert result.returncode == 0 and "chunks 12" in result.stdout, result.stderr
+    for name in ("TELEMETRY_SAMPLE_RATE", "PROMETHEUS_PORT", "LLM_SLOW_REQUEST_THRESHOLD_SECONDS"):
+        assert result.stderr.count(name) == 1, result.stderr
+
+
+def test_secret_never_appears_in_console_output(mock_llm: Any, tmp_path: Path) -> None:
+    env = app_env(mock_llm, OTEL_TRACES_EXPORTER="console",
+                  OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true")
+    result = run_python(APP, env=env, tmp_path=tmp_path)
+    assert result.returncode == 0
+    assert "sk-e2e-secret" not in result.stdout + result.stderr
+    assert json.dumps("hi") in result.stdout or '\\"hi\\"' in result.stdout  # content capture did work
