@@ -1,0 +1,193 @@
+"""The seed's manual API: decorators and context managers on the shared engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from nexent_autoinstrument import MONITORING_AVAILABLE, get_monitoring_manager, monitoring_manager
+
+
+def test_public_names_import() -> None:
+    assert MONITORING_AVAILABLE is True
+    assert get_monitoring_manager() is monitoring_manager
+
+
+def test_monitor_llm_call_injects_nothing_and_returns_the_same_value(as_manual: Any) -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    @monitoring_manager.monitor_llm_call("gpt-x", "chat")
+    def call_llm(messages: list[str]) -> dict[str, Any]:
+        calls.append((messages,))
+        return {"text": "ok", "usage": {"prompt_tokens": 3, "completion_tokens": 5}}
+
+    assert call_llm(["hi"]) == {"text": "ok", "usage": {"prompt_tokens": 3, "completion_tokens": 5}}
+    assert calls == [(["hi"],)]
+    assert call_llm.__name__ == "call_llm"
+    span = as_manual.llm_span()
+    assert span.attributes["gen_ai.usage.input_tokens"] == 3
+    assert as_manual.value("llm_total_tokens_total", model="gpt-x", operation="chat", type="output") == 5
+
+
+def test_monitor_llm_call_on_a_generator_measures_tokens(as_manual: Any) -> None:
+    @monitoring_manager.monitor_llm_call("gpt-x", "chat")
+    def stream() -> Any:
+        time.sleep(0.05)
+        for word in ("a", "b", "c"):
+            yield word
+            time.sleep(0.01)
+
+    assert list(stream()) == ["a", "b", "c"]
+    attrs = as_manual.llm_span().attributes
+    assert attrs["llm.time_to_first_token"] >= 0.04
+    assert len(attrs["llm.token.offsets"]) == 3 and attrs["llm.token_generation_rate"] > 0
+
+
+def test_monitor_llm_call_on_async_function_and_async_generator(as_manual: Any) -> None:
+    @monitoring_manager.monitor_llm_call("gpt-a", "chat")
+    async def call() -> str:
+        await asyncio.sleep(0.01)
+        return "done"
+
+    @monitoring_manager.monitor_llm_call("gpt-b", "chat")
+    async def stream() -> Any:
+        for word in ("x", "y"):
+            await asyncio.sleep(0.01)
+            yield word
+
+    async def main() -> tuple[str, list[str]]:
+        return await call(), [w async for w in stream()]
+
+    assert asyncio.run(main()) == ("done", ["x", "y"])
+    names = sorted(s.name for s in as_manual.llm_spans())
+    assert names == ["chat gpt-a", "chat gpt-b"]
+
+
+def test_llm_call_exception_is_an_llm_error(as_manual: Any) -> None:
+    @monitoring_manager.monitor_llm_call("gpt-x", "chat")
+    def call() -> None:
+        raise TimeoutError("upstream")
+
+    with pytest.raises(TimeoutError, match="upstream"):
+        call()
+    assert as_manual.value("llm_error_count_total", model="gpt-x", operation="chat", error_type="TimeoutError") == 1
+    assert as_manual.llm_span().status.status_code.name == "ERROR"
+
+
+def test_monitor_endpoint_all_four_kinds_and_errors_are_not_llm_errors(as_manual: Any) -> None:
+    @monitoring_manager.monitor_endpoint("sync_ep")
+    def sync_ep(x: int) -> int:
+        return x + 1
+
+    @monitoring_manager.monitor_endpoint("async_ep")
+    async def async_ep() -> int:
+        return 2
+
+    @monitoring_manager.monitor_endpoint("gen_ep")
+    def gen_ep() -> Any:
+        yield 1
+        yield 2
+
+    @monitoring_manager.monitor_endpoint("agen_ep")
+    async def agen_ep() -> Any:
+        yield 1
+
+    @monitoring_manager.monitor_endpoint("failing_ep")
+    def failing_ep() -> None:
+        raise ValueError("bad input")
+
+    assert sync_ep(1) == 2
+    assert asyncio.run(async_ep()) == 2
+    gen = gen_ep()
+    assert next(gen) == 1
+    assert not [s for s in as_manual.spans() if s.name == "gen_ep"]  # open during the iteration
+    assert list(gen) == [2]
+
+    async def consume() -> list[int]:
+        return [x async for x in agen_ep()]
+
+    assert asyncio.run(consume()) == [1]
+    with pytest.raises(ValueError):
+        failing_ep()
+    names = {s.name: s for s in as_manual.spans()}
+    assert set(names) == {"sync_ep", "async_ep", "gen_ep", "agen_ep", "failing_ep"}
+    assert names["failing_ep"].status.status_code.name == "ERROR"
+    assert not [s for s in as_manual.registry.collect() if s.name == "llm_error_count" and s.samples]
+
+
+def test_generator_span_is_not_current_between_items(as_manual: Any) -> None:
+    from opentelemetry import trace
+
+    @monitoring_manager.monitor_endpoint("gen")
+    def gen() -> Any:
+        yield trace.get_current_span().get_span_context().span_id
+
+    iterator = gen()
+    inside = next(iterator)
+    assert trace.get_current_span().get_span_context().span_id != inside
+    list(iterator)
+
+
+def test_trace_llm_request_sync_with_handle(as_manual: Any) -> None:
+    with monitoring_manager.trace_llm_request("chat", "hand-model", temperature=0.5) as handle:
+        time.sleep(0.03)
+        handle.record_first_token()
+        for _ in range(4):
+            time.sleep(0.005)
+            handle.record_token()
+        handle.record_usage(input_tokens=11, output_tokens=5)
+        handle.set_attributes(custom="yes")
+        handle.add_event("checkpoint", step=1)
+    attrs = as_manual.llm_span().attributes
+    assert attrs["llm.time_to_first_token"] >= 0.025
+    assert attrs["gen_ai.usage.output_tokens"] == 5 and attrs["llm.usage.source"] == "api"
+    assert attrs["temperature"] == 0.5 and attrs["custom"] == "yes"
+    assert as_manual.value("llm_token_generation_rate_count", model="hand-model", operation="chat") == 1
+
+
+def test_trace_llm_request_async_and_error(as_manual: Any) -> None:
+    async def main() -> None:
+        async with monitoring_manager.trace_llm_request("chat", "async-model") as handle:
+            handle.record_token()
+            raise ConnectionError("dropped")
+
+    with pytest.raises(ConnectionError):
+        asyncio.run(main())
+    assert as_manual.value("llm_error_count_total", model="async-model", operation="chat",
+                           error_type="ConnectionError") == 1
+    assert as_manual.value("llm_request_duration_seconds_count", model="async-model", operation="chat",
+                           outcome="error") == 1
+
+
+def test_span_helpers_act_on_the_current_span(as_manual: Any) -> None:
+    @monitoring_manager.monitor_endpoint("ep")
+    def ep() -> None:
+        monitoring_manager.add_span_event("step", {"n": 1})
+        monitoring_manager.set_span_attributes(user_tier="gold")
+
+    ep()
+    span = as_manual.spans()[0]
+    assert span.attributes["user_tier"] == "gold" and span.events[0].name == "step"
+
+
+def test_everything_is_a_no_op_when_telemetry_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nexent_autoinstrument import bootstrap, settings
+    from nexent_autoinstrument.settings import Settings
+
+    monkeypatch.setattr(settings, "_cached", Settings(enabled=False))
+    monkeypatch.setattr(bootstrap, "_telemetry", None)
+
+    def plain(x: int) -> int:
+        return x * 2
+
+    assert monitoring_manager.monitor_llm_call("m")(plain) is plain
+    assert monitoring_manager.monitor_endpoint("e")(plain) is plain
+    with monitoring_manager.trace_llm_request("chat", "m") as handle:
+        handle.record_token()
+        handle.record_usage(1, 2)
+    monitoring_manager.add_span_event("x")
+    monitoring_manager.set_span_attributes(a=1)
+    assert not monitoring_manager.is_enabled
