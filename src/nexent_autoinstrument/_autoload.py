@@ -18,10 +18,20 @@ TOOLING = frozenset({
 })
 
 
+_OPTIONS_WITH_VALUE = frozenset({"-X", "-W", "--check-hash-based-pycs"})
+
+
 def program_name(argv: list[str]) -> str:
     """The module run with -m, or the script's name without .py; '' for -c and the REPL."""
     args = argv[1:]
+    skip_next = False
     for index, arg in enumerate(args):
+        if skip_next:
+            skip_next = False
+            continue
+        if arg in _OPTIONS_WITH_VALUE:
+            skip_next = True
+            continue
         if arg == "-m" and index + 1 < len(args):
             return args[index + 1].split(".")[0]
         if arg.startswith("-m") and len(arg) > 2:

@@ -28,11 +28,16 @@ started_by: str | None = None
 
 
 def opentelemetry_installed() -> bool:
-    """True when the OpenTelemetry SDK and prometheus_client can be imported (checked without importing)."""
+    """True when the OpenTelemetry SDK and prometheus_client are installed; imports neither
+    (``find_spec`` of a submodule would import the parent package, so look at the directory)."""
+    import os
     from importlib.util import find_spec
 
     try:
-        return all(find_spec(m) is not None for m in ("opentelemetry.sdk", "prometheus_client"))
+        otel = find_spec("opentelemetry")
+        if otel is None or find_spec("prometheus_client") is None:
+            return False
+        return any(os.path.isdir(os.path.join(path, "sdk")) for path in otel.submodule_search_locations or ())
     except (ImportError, ValueError):
         return False
 
@@ -136,27 +141,3 @@ def current_pipeline() -> Any:
 def ensure_initialized() -> None:
     """``opentelemetry_post_instrument`` hook: initialize if no distro or configurator of ours did."""
     initialize("opentelemetry-instrument")
-
-
-try:
-    from opentelemetry.instrumentation.distro import BaseDistro
-    from opentelemetry.sdk._configuration import _BaseConfigurator
-
-    class NexentDistro(BaseDistro):
-        """The ``opentelemetry_distro`` entry point: configures everything through ``initialize``."""
-
-        def _configure(self, **kwargs: Any) -> None:
-            initialize("opentelemetry-instrument")
-
-        def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
-            """Instrument one library, with our options for it (see ``INSTRUMENTOR_OPTIONS``)."""
-            super().load_instrumentor(entry_point, **{**INSTRUMENTOR_OPTIONS.get(entry_point.name, {}), **kwargs})
-
-    class NexentConfigurator(_BaseConfigurator):
-        """The ``opentelemetry_configurator`` entry point; the distro has usually done the work."""
-
-        def _configure(self, **kwargs: Any) -> None:
-            initialize("opentelemetry-instrument")
-
-except ImportError:  # base install: no OpenTelemetry, so no opentelemetry-instrument either
-    pass

@@ -1,0 +1,84 @@
+"""Auto-load through the .pth hook: on when asked, invisible when not, harmless to tooling."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, clean_env, run_python
+from nexent_autoinstrument._autoload import TOOLING, program_name
+
+CHECK_MODULES = """
+import sys
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("nexent_autoinstrument", "opentelemetry", "openai",
+                                                              "prometheus_client", "wrapt"))
+print("LOADED", loaded)
+"""
+
+
+def test_hook_is_installed_next_to_the_package() -> None:
+    pth = Path(sysconfig.get_paths()["purelib"]) / "nexent_autoinstrument.pth"
+    assert pth.read_text() == (ROOT / "src" / "nexent_autoinstrument.pth").read_text()
+
+
+@pytest.mark.parametrize("value", [None, "false", "0", "no"])
+def test_hook_imports_nothing_when_telemetry_is_off(value: str | None, tmp_path: Path) -> None:
+    env = clean_env() if value is None else clean_env(ENABLE_TELEMETRY=value)
+    result = run_python(CHECK_MODULES, env=env, tmp_path=tmp_path)
+    assert "LOADED []" in result.stdout, result.stdout + result.stderr
+
+
+def test_manual_api_import_with_telemetry_off_imports_neither_openai_nor_the_sdk(tmp_path: Path) -> None:
+    code = ("from nexent_autoinstrument import monitoring_manager, MONITORING_AVAILABLE\n"
+            "@monitoring_manager.monitor_endpoint('x')\ndef f():\n    return 1\nassert f() == 1\n" + CHECK_MODULES)
+    result = run_python(code, env=clean_env(), tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.split("LOADED", 1)[1]
+    assert "openai" not in loaded and "opentelemetry" not in loaded and "prometheus_client" not in loaded
+
+
+def test_plain_python_is_instrumented_with_telemetry_on(tmp_path: Path) -> None:
+    code = CHECK_MODULES + "from nexent_autoinstrument import bootstrap\nprint('started_by', bootstrap.started_by)\n"
+    result = run_python(code, env=clean_env(ENABLE_TELEMETRY="TRUE", OTEL_TRACES_EXPORTER="none"),
+                        tmp_path=tmp_path)
+    assert "started_by auto-load" in result.stdout, result.stderr
+    assert "'openai'" not in result.stdout  # patches wait for the application's own import
+
+
+def test_user_sitecustomize_keeps_working(tmp_path: Path) -> None:
+    site_dir = tmp_path / "usersite"
+    site_dir.mkdir()
+    (site_dir / "sitecustomize.py").write_text("print('USER SITECUSTOMIZE RAN')\n")
+    code = "from nexent_autoinstrument import bootstrap\nprint('started_by', bootstrap.started_by)\n"
+    result = run_python(code, env=clean_env(ENABLE_TELEMETRY="true", OTEL_TRACES_EXPORTER="none",
+                                            PYTHONPATH=str(site_dir)), tmp_path=tmp_path)
+    assert "USER SITECUSTOMIZE RAN" in result.stdout and "started_by auto-load" in result.stdout, result.stderr
+
+
+def test_pip_is_left_alone_with_telemetry_on() -> None:
+    env = clean_env(ENABLE_TELEMETRY="true")
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "pip", "--version"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "pip" in result.stdout
+    assert "opentelemetry" not in result.stderr and "nexent_autoinstrument.bootstrap" not in result.stderr
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["python", "app.py"], "app"),
+    (["python", "-u", "/srv/main_service.py", "--port", "1"], "main_service"),
+    (["python", "-m", "pip", "install", "x"], "pip"),
+    (["python", "-mpip", "list"], "pip"),
+    (["/venv/bin/python", "/venv/bin/uv", "sync"], "uv"),
+    (["python", "-c", "print(1)"], ""),
+    (["python"], ""),
+])
+def test_program_name(argv: list[str], expected: str) -> None:
+    assert program_name(argv) == expected
+
+
+def test_tooling_list_covers_installers() -> None:
+    assert {"pip", "uv", "ensurepip", "virtualenv", "opentelemetry-instrument"} <= TOOLING

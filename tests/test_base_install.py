@@ -1,0 +1,70 @@
+"""With only the base install (wrapt, no OpenTelemetry), everything imports and does nothing, harmlessly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, clean_env
+
+APP = """
+import sys
+from nexent_autoinstrument import monitoring_manager, MONITORING_AVAILABLE, get_monitoring_manager
+print("AVAILABLE", MONITORING_AVAILABLE)
+
+def call_llm(messages):
+    return {"echo": messages}
+
+decorated = monitoring_manager.monitor_llm_call("gpt", "chat")(call_llm)
+print("SAME", decorated is call_llm, decorated(["hi"]) == {"echo": ["hi"]})
+
+@monitoring_manager.monitor_endpoint("ep")
+async def ep():
+    return 5
+
+import asyncio
+print("ASYNC", asyncio.run(ep()))
+with monitoring_manager.trace_llm_request("chat", "gpt") as handle:
+    handle.record_token(); handle.record_usage(1, 2)
+monitoring_manager.add_span_event("e"); monitoring_manager.set_span_attributes(a=1)
+monitoring_manager.setup_fastapi_app(object())
+print("OTEL", any(m.startswith("opentelemetry") for m in sys.modules))
+"""
+
+
+@pytest.fixture(scope="module")
+def base_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    venv = tmp_path_factory.mktemp("base") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", str(ROOT)], capture_output=True,
+                             text=True, timeout=600)
+    assert install.returncode == 0, install.stderr
+    return python
+
+
+@pytest.mark.parametrize("enabled", ["false", "true"])
+def test_base_install_degrades_to_a_harmless_no_op(base_venv: Path, enabled: str, tmp_path: Path) -> None:
+    script = tmp_path / "app.py"
+    script.write_text(APP)
+    env = clean_env(ENABLE_TELEMETRY=enabled)
+    env["PATH"] = f"{base_venv.parent}:{env['PATH']}"
+    result = subprocess.run([str(base_venv), str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "AVAILABLE False" in result.stdout
+    assert "SAME True True" in result.stdout and "ASYNC 5" in result.stdout and "OTEL False" in result.stdout
+    if enabled == "true":
+        assert result.stderr.count("OpenTelemetry is not installed") == 1
+
+
+def test_base_install_has_the_hook_and_only_wrapt(base_venv: Path) -> None:
+    listing = subprocess.run([str(base_venv), "-m", "pip", "list", "--format=freeze"], capture_output=True,
+                             text=True, timeout=60).stdout
+    names = {line.split("==")[0].lower() for line in listing.split()}
+    assert "wrapt" in names and not any(n.startswith("opentelemetry") for n in names)
+    site = subprocess.run([str(base_venv), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True).stdout.strip()
+    assert (Path(site) / "nexent_autoinstrument.pth").exists()
