@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from receivers import JaegerThriftReceiver, OTLPGrpcReceiver, OTLPHTTPReceiver, attributes
 
 from conftest import clean_env, run_python
+from receivers import JaegerThriftReceiver, OTLPGrpcReceiver, OTLPHTTPReceiver, attributes
 
 APP = """
 import os, sys
@@ -182,7 +182,8 @@ def test_prometheus_port_serves_metrics_for_non_web_apps(mock_llm: Any, tmp_path
     from prometheus_client.parser import text_string_to_metric_families
 
     port = closed_port()
-    code = APP + "\nimport urllib.request\nprint(urllib.request.urlopen('http://127.0.0.1:%d/metrics').read().decode())\n" % port
+    scrape = f"urllib.request.urlopen('http://127.0.0.1:{port}/metrics').read().decode()"
+    code = APP + f"\nimport urllib.request\nprint({scrape})\n"
     result = run_python(code, env=app_env(mock_llm, OTEL_TRACES_EXPORTER="none", PROMETHEUS_PORT=str(port)),
                         tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
 from .bootstrap import INSTRUMENTOR_OPTIONS, initialize
 
 
-class NexentDistro(BaseDistro):  # type: ignore[misc]
+class NexentDistro(BaseDistro):
     """The ``opentelemetry_distro`` entry point: configures everything through ``initialize``."""
 
     def _configure(self, **kwargs: Any) -> None:
@@ -22,7 +22,7 @@ class NexentDistro(BaseDistro):  # type: ignore[misc]
         super().load_instrumentor(entry_point, **{**INSTRUMENTOR_OPTIONS.get(entry_point.name, {}), **kwargs})
 
 
-class NexentConfigurator(_BaseConfigurator):  # type: ignore[misc]
+class NexentConfigurator(_BaseConfigurator):
     """The ``opentelemetry_configurator`` entry point; the distro has usually done the work."""
 
     def _configure(self, **kwargs: Any) -> None:

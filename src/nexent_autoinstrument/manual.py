@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 from . import bootstrap
 from . import conventions as names
-from .conventions import outcome_of
 from .adapters.usage import usage_of
+from .conventions import outcome_of
 from .guard import report_internal_error
 from .settings import get_settings
 

@@ -292,7 +292,7 @@ class MockLLMServer(ThreadingHTTPServer):
     def base_url(self) -> str:
         """The OpenAI-compatible base URL, e.g. ``http://127.0.0.1:PORT/v1``."""
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}/v1"
 
     def record_request(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> None:
         with self._lock:

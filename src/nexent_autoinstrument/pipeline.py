@@ -154,20 +154,9 @@ class Pipeline:
         self.settings = settings
         self.metrics_server_port: int | None = None
         existing = trace.get_tracer_provider()
+        # When another SDK configuration came first, join its provider and add nothing to it.
         self.owns_tracer_provider = not isinstance(existing, TracerProvider)
-        if self.owns_tracer_provider:
-            provider = TracerProvider(resource=make_resource(settings), shutdown_on_exit=False,
-                                      sampler=ParentBased(TraceIdRatioBased(settings.sample_rate)))
-            for name in settings.traces_exporters:
-                if name in SPAN_EXPORTERS:
-                    provider.add_span_processor(BatchSpanProcessor(
-                        SPAN_EXPORTERS[name](settings), max_queue_size=MAX_QUEUED_SPANS,
-                        export_timeout_millis=EXPORT_TIMEOUT_SECONDS * 1000))
-            trace.set_tracer_provider(provider)
-        else:
-            provider = existing  # another SDK configuration came first: join it, add nothing
-            logger.info("nexent-autoinstrument: using the tracer provider that is already configured")
-        self.tracer_provider: TracerProvider = provider  # type: ignore[assignment]
+        self.tracer_provider: Any = self._make_tracer_provider(settings) if self.owns_tracer_provider else existing
         self.meter_provider = self._make_meter_provider(settings)
         meter = self.meter_provider.get_meter("nexent_autoinstrument", __version__) if self.meter_provider else None
         self.metrics = LLMMetrics(meter=meter, max_model_labels=settings.max_model_labels)
@@ -175,6 +164,18 @@ class Pipeline:
         if settings.prometheus_port is not None:
             self.metrics_server_port = serve_metrics(settings.prometheus_port)
         atexit.register(self.shutdown)
+
+    @staticmethod
+    def _make_tracer_provider(settings: Settings) -> TracerProvider:
+        provider = TracerProvider(resource=make_resource(settings), shutdown_on_exit=False,
+                                  sampler=ParentBased(TraceIdRatioBased(settings.sample_rate)))
+        for name in settings.traces_exporters:
+            if name in SPAN_EXPORTERS:
+                provider.add_span_processor(BatchSpanProcessor(
+                    SPAN_EXPORTERS[name](settings), max_queue_size=MAX_QUEUED_SPANS,
+                    export_timeout_millis=EXPORT_TIMEOUT_SECONDS * 1000))
+        trace.set_tracer_provider(provider)
+        return provider
 
     def _make_meter_provider(self, settings: Settings) -> Any:
         exporters = [METRIC_EXPORTERS[n](settings) for n in settings.metrics_exporters if n in METRIC_EXPORTERS]

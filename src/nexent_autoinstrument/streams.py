@@ -46,7 +46,7 @@ def _is_usage_only(item: Any) -> bool:
     return not getattr(item, "choices", True) and getattr(item, "usage", None) is not None
 
 
-class _ClosingResponse(wrapt.ObjectProxy):  # type: ignore[misc]
+class _ClosingResponse(wrapt.ObjectProxy):
     """The stream's HTTP response; closing it (as the SDK's stream helpers do) ends the call."""
 
     def __init__(self, response: Any, tracker: Any) -> None:
@@ -66,7 +66,7 @@ class _ClosingResponse(wrapt.ObjectProxy):  # type: ignore[misc]
             end_call(self._self_tracker, None, names.CLOSED_EARLY)
 
 
-class _TracedStreamBase(wrapt.ObjectProxy):  # type: ignore[misc]
+class _TracedStreamBase(wrapt.ObjectProxy):
     def __init__(self, stream: Any, tracker: Any, read_item: ReadItem, drop_usage_only: bool = False) -> None:
         super().__init__(stream)
         self._self_tracker = tracker

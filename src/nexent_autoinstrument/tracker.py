@@ -8,7 +8,10 @@ everything else (span attributes, events, metrics, the slow-call warning) happen
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -43,7 +46,7 @@ class Telemetry:
 
 def percentile(ordered: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile of an ascending sequence."""
-    index = max(0, min(len(ordered) - 1, int(round(fraction * len(ordered) + 0.5)) - 1))
+    index = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))
     return ordered[index]
 
 
@@ -51,11 +54,32 @@ class CallTracker:
     """The lifecycle of one LLM call, from its start to exactly one ``finish``."""
 
     __slots__ = (
-        "_telemetry", "span", "operation", "model", "stream", "started", "_start_ns",
-        "first_content", "last_content", "content_chunks", "chunks", "estimated_tokens",
-        "_times", "_times_cap", "_max_gap", "_stall_after", "_stalls",
-        "input_tokens", "output_tokens", "response_model", "response_id", "finish_reasons",
-        "error_type", "outcome", "finished", "captured",
+        "_max_gap",
+        "_stall_after",
+        "_stalls",
+        "_start_ns",
+        "_telemetry",
+        "_times",
+        "_times_cap",
+        "captured",
+        "chunks",
+        "content_chunks",
+        "error_type",
+        "estimated_tokens",
+        "finish_reasons",
+        "finished",
+        "first_content",
+        "input_tokens",
+        "last_content",
+        "model",
+        "operation",
+        "outcome",
+        "output_tokens",
+        "response_id",
+        "response_model",
+        "span",
+        "started",
+        "stream",
     )
 
     def __init__(self, telemetry: Telemetry, operation: str, model: str, provider: str, stream: bool,
@@ -65,7 +89,7 @@ class CallTracker:
         self.operation = operation
         self.model = model
         self.stream = stream
-        attrs = {names.GEN_AI_PROVIDER: provider, names.GEN_AI_OPERATION: operation,
+        attrs: dict[str, Any] = {names.GEN_AI_PROVIDER: provider, names.GEN_AI_OPERATION: operation,
                  names.GEN_AI_REQUEST_MODEL: model, names.LLM_STREAM: stream}
         if attributes:
             attrs.update((k, v) for k, v in attributes.items() if v is not None)
@@ -156,10 +180,8 @@ class CallTracker:
             self._emit(outcome)
         except Exception as exc:
             report_internal_error("tracker.finish", exc)
-            try:
+            with contextlib.suppress(Exception):
                 self.span.end()
-            except Exception:
-                pass
 
     def _emit(self, outcome: str) -> None:
         end = _clock()
@@ -178,7 +200,7 @@ class CallTracker:
                 # Tokens that arrived after the first content chunk, over the time they took.
                 rate = output_tokens * (self.content_chunks - 1) / self.content_chunks / window
         times = self._times
-        gaps = [b - a for a, b in zip(times, times[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         slow: list[str] = []
         if duration > settings.slow_request_threshold_seconds:
             slow.append("duration")

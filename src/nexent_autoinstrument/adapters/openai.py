@@ -192,7 +192,7 @@ def request_attributes(body: Any, capture_content: bool) -> dict[str, Any]:
     """Span attributes from a request body; prompts only when content capture is on."""
     if not isinstance(body, dict):
         return {}
-    attributes = {}
+    attributes: dict[str, Any] = {}
     for field, name in REQUEST_ATTRIBUTES:
         value = body.get(field)
         if isinstance(value, (int, float)) and not isinstance(value, bool):

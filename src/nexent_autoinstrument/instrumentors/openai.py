@@ -10,6 +10,7 @@ post-import hook, so the agent never imports openai itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Collection
 from typing import Any
@@ -59,7 +60,7 @@ class _Call:
 def _start(telemetry: Any, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call | None:
     options = kwargs.get("options", args[1] if len(args) > 1 else None)
     endpoint = endpoint_for(getattr(options, "url", "") or "")
-    if endpoint is None:
+    if endpoint is None or options is None:
         return None
     body = getattr(options, "json_data", None)
     body = body if isinstance(body, dict) else {}
@@ -84,11 +85,15 @@ def _provider(client: Any) -> str:
     return "openai" if host.endswith("openai.com") or not host else "openai_compatible"
 
 
+def _count_chunk(tracker: Any, item: Any) -> None:
+    tracker.chunks += 1
+
+
 def _finish_value(call: _Call, value: Any, is_async: bool) -> Any:
     """What the user gets back: streams and unread raw responses are proxied, the rest is untouched."""
     if isinstance(value, _State.stream_types):
         proxy = AsyncTracedStream if is_async else TracedStream
-        return proxy(value, call.tracker, call.endpoint.read_item, call.drop_usage_only)
+        return proxy(value, call.tracker, call.endpoint.read_item or _count_chunk, call.drop_usage_only)
     if isinstance(value, _State.raw_types):
         return _raw_response(call, value, is_async)
     read_response(call.tracker, value)
@@ -99,16 +104,14 @@ def _finish_value(call: _Call, value: Any, is_async: bool) -> Any:
 def _raw_response(call: _Call, raw: Any, is_async: bool) -> Any:
     http = getattr(raw, "http_response", None)
     if not call.stream and http is not None and getattr(http, "is_stream_consumed", False):
-        try:  # the body is already read: take usage from it without touching the SDK's parse cache
+        with contextlib.suppress(ValueError):  # the body is read: usage without touching the SDK's parse cache
             read_response(call.tracker, json.loads(http.content))
-        except ValueError:
-            pass
         end_call(call.tracker, None)
         return raw
     return (AsyncTracedRawResponse if is_async else TracedRawResponse)(raw, call)
 
 
-class TracedRawResponse(wrapt.ObjectProxy):  # type: ignore[misc]
+class TracedRawResponse(wrapt.ObjectProxy):
     """A raw response whose body is not read yet (``with_streaming_response``)."""
 
     def __init__(self, raw: Any, call: _Call) -> None:
@@ -140,10 +143,10 @@ class TracedRawResponse(wrapt.ObjectProxy):  # type: ignore[misc]
 class AsyncTracedRawResponse(TracedRawResponse):
     """The async form of ``TracedRawResponse``."""
 
-    async def parse(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def parse(self, *args: Any, **kwargs: Any) -> Any:
         return self._self_parsed(await self.__wrapped__.parse(*args, **kwargs))
 
-    async def close(self) -> Any:  # type: ignore[override]
+    async def close(self) -> Any:
         try:
             return await self.__wrapped__.close()
         finally:
@@ -222,7 +225,7 @@ def _patch(module: Any) -> None:
         report_internal_error("openai.patch", exc)
 
 
-class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class OpenAIInstrumentor(BaseInstrumentor):
     """Traces and measures every openai SDK call. ``instrument(telemetry=...)`` is for tests."""
 
     def instrumentation_dependencies(self) -> Collection[str]:

@@ -1,0 +1,133 @@
+"""The example service and the CLI, as users run them: real subprocesses, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import BIN, ROOT, clean_env
+from nexent_autoinstrument.demo import free_port
+from receivers import OTLPHTTPReceiver, attributes
+
+
+@pytest.fixture
+def service(mock_llm: Any) -> Iterator[tuple[str, OTLPHTTPReceiver]]:
+    receiver = OTLPHTTPReceiver()
+    port = free_port()
+    env = clean_env(ENABLE_TELEMETRY="true", SERVICE_NAME="example-backend", PORT=str(port),
+                    OPENAI_BASE_URL=mock_llm.base_url, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+                    OTEL_BSP_SCHEDULE_DELAY="100")
+    process = subprocess.Popen([str(BIN / "opentelemetry-instrument"), sys.executable,
+                                str(ROOT / "examples" / "backend" / "main_service.py")],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(base + "/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    yield base, receiver
+    process.terminate()
+    _, stderr = process.communicate(timeout=20)
+    receiver.stop()
+    assert b"Traceback" not in stderr, stderr.decode()
+
+
+def post_chat(base: str, **body: Any) -> tuple[int, str]:
+    request = urllib.request.Request(base + "/chat", data=json.dumps({"message": "hi", **body}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def wait_for(predicate: Any, seconds: float = 10.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    return predicate()
+
+
+def test_one_trace_from_the_http_request_to_the_llm_call(service: tuple[str, OTLPHTTPReceiver]) -> None:
+    base, receiver = service
+    status, text = post_chat(base)
+    assert status == 200 and text.startswith("the model")
+
+    def trace() -> Any:
+        spans = [span for _, span in receiver.spans()]
+        names = {s.name: s for s in spans}
+        return names if "POST /chat" in names and "chat mock-gpt" in names else None
+
+    names = wait_for(trace)
+    assert names, [s.name for _, s in receiver.spans()]
+    server, llm = names["POST /chat"], names["chat mock-gpt"]
+    assert server.kind == server.SPAN_KIND_SERVER and llm.kind == llm.SPAN_KIND_CLIENT
+    assert llm.trace_id == server.trace_id
+    by_id = {s.span_id: s for _, s in receiver.spans()}
+    parent = by_id.get(llm.parent_span_id)
+    while parent is not None and parent.span_id != server.span_id:
+        parent = by_id.get(parent.parent_span_id)
+    assert parent is not None  # an unbroken chain of parents up to the server span
+    assert not any(s.name.endswith("http send") for s in by_id.values())  # no span per streamed token
+    assert attributes(llm.attributes)["llm.stream.outcome"] == "completed"
+
+
+def test_metrics_on_the_apps_own_port(service: tuple[str, OTLPHTTPReceiver]) -> None:
+    base, _ = service
+    assert post_chat(base, model="mock-gpt-mini")[0] == 200
+    assert post_chat(base, model="mock-gpt-mini", mock={"error": 500})[0] == 502
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    ttft = samples[("llm_time_to_first_token_seconds_count", (("model", "mock-gpt-mini"), ("operation", "chat")))]
+    assert ttft == 1
+    errors = samples[("llm_error_count_total", (("error_type", "InternalServerError"), ("model", "mock-gpt-mini"),
+                                                ("operation", "chat")))]
+    assert errors == 1
+
+
+def test_doctor_tells_the_truth_with_nothing_running() -> None:
+    env = clean_env(ENABLE_TELEMETRY="true", TELEMETRY_SAMPLE_RATE="7",
+                    OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}")
+    result = subprocess.run([str(BIN / "nexent-autoinstrument"), "doctor"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    out = result.stdout
+    assert "[OK  ] telemetry is enabled" in out and "MONITORING_AVAILABLE=True" in out
+    assert "[FAIL] ignoring TELEMETRY_SAMPLE_RATE='7'" in out
+    assert "[FAIL] nothing listens at the OTLP endpoint" in out and "fix:" in out
+    assert "Grafana is not running" in out
+    assert "openai" in out and "auto-load hook installed" in out
+
+
+def test_demo_prints_the_per_model_table(tmp_path: Path) -> None:
+    env = clean_env()
+    result = subprocess.run([str(BIN / "nexent-autoinstrument"), "demo", "--requests", "12"], env=env,
+                            capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("model"))
+    rows = {line.split()[0]: line.split() for line in lines[header + 2:header + 4]}
+    assert set(rows) == {"mock-gpt", "mock-gpt-mini"}
+    for row in rows.values():
+        assert row[4].endswith("ms") and row[4] != "-ms"  # TTFT p50
+    assert "12/12" in result.stdout
+    assert os.path.exists(tmp_path / ".demo" / "traces.jsonl")
