@@ -8,7 +8,7 @@ proxy rather than the wrapped object.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import wrapt
@@ -73,20 +73,13 @@ class _TracedStreamBase(wrapt.ObjectProxy):
         self._self_read = read_item
         self._self_drop_usage_only = drop_usage_only
         self._self_response: Any = None
+        self._self_iterator: Any = None
 
     @property
     def response(self) -> Any:
         if self._self_response is None:
             self._self_response = _ClosingResponse(self.__wrapped__.response, self._self_tracker)
         return self._self_response
-
-    def _read(self, item: Any) -> bool:
-        """Report one item; False when the item is ours alone (an injected usage chunk)."""
-        try:
-            self._self_read(self._self_tracker, item)
-        except Exception as exc:
-            report_internal_error("stream.read_item", exc)
-        return not (self._self_drop_usage_only and _is_usage_only(item))
 
     def __del__(self) -> None:
         tracker = getattr(self, "_self_tracker", None)
@@ -97,21 +90,31 @@ class _TracedStreamBase(wrapt.ObjectProxy):
 class TracedStream(_TracedStreamBase):
     """A synchronous stream (``openai.Stream``) seen by the call tracker."""
 
-    def __iter__(self) -> TracedStream:
-        return self
+    def __iter__(self) -> Iterator[Any]:
+        # A generator, like the SDK's own ``Stream.__iter__``: resuming a frame per chunk is
+        # cheaper than a ``__next__`` call. This loop is the per-chunk hot path.
+        tracker, read, drop_usage_only = self._self_tracker, self._self_read, self._self_drop_usage_only
+        try:
+            for item in self.__wrapped__:
+                tracker.chunks += 1
+                try:
+                    read(tracker, item)
+                except Exception as exc:
+                    report_internal_error("stream.read_item", exc)
+                if drop_usage_only and _is_usage_only(item):
+                    continue
+                yield item
+        except GeneratorExit:
+            raise  # this iterator was dropped (e.g. after ``break``); the stream itself may go on
+        except BaseException as exc:
+            end_call(tracker, exc)
+            raise
+        end_call(tracker, None)
 
     def __next__(self) -> Any:
-        while True:
-            try:
-                item = self.__wrapped__.__next__()
-            except StopIteration:
-                end_call(self._self_tracker, None)
-                raise
-            except BaseException as exc:
-                end_call(self._self_tracker, exc)
-                raise
-            if self._read(item):
-                return item
+        if self._self_iterator is None:
+            self._self_iterator = self.__iter__()
+        return next(self._self_iterator)
 
     def close(self) -> Any:
         try:
@@ -140,13 +143,19 @@ class AsyncTracedStream(_TracedStreamBase):
         while True:
             try:
                 item = await self.__wrapped__.__anext__()
+                self._self_tracker.chunks += 1
             except StopAsyncIteration:
                 end_call(self._self_tracker, None)
                 raise
             except BaseException as exc:
                 end_call(self._self_tracker, exc)
                 raise
-            if self._read(item):
+            # Inlined on purpose: this runs once per chunk.
+            try:
+                self._self_read(self._self_tracker, item)
+            except Exception as exc:
+                report_internal_error("stream.read_item", exc)
+            if not self._self_drop_usage_only or not _is_usage_only(item):
                 return item
 
     async def close(self) -> Any:

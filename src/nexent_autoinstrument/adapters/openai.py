@@ -17,7 +17,8 @@ from .usage import usage_of
 
 
 def _get(source: Any, key: str) -> Any:
-    if type(source) is dict:
+    """A field of an SDK object or of a plain dict; None when absent (off the hot path)."""
+    if isinstance(source, dict):
         return source.get(key)
     return getattr(source, key, None)
 
@@ -26,54 +27,46 @@ def _reasoning(delta: Any) -> Any:
     return _get(delta, "reasoning_content") or _get(delta, "reasoning")
 
 
+# The per-chunk readers below take openai SDK objects, or ``AttrDict`` JSON decoded from SSE:
+# both give declared fields as attributes, so the hot path is plain attribute access.
+
 def read_chat_chunk(tracker: Any, chunk: Any) -> None:
     """A ``chat.completion.chunk``: content, tool-call, refusal or reasoning deltas count as content."""
-    tracker.chunks += 1
-    choices = _get(chunk, "choices")
-    if choices:
-        for choice in choices:
-            delta = _get(choice, "delta")
-            if delta is None:
-                continue
-            text = _get(delta, "content")
-            if text or _get(delta, "tool_calls") or _get(delta, "refusal") or _get(delta, "function_call") \
-                    or _reasoning(delta):
-                tracker.content()
-                if tracker.captured is not None and text:
-                    tracker.captured.append(text)
-                break
-        for choice in choices:
-            reason = _get(choice, "finish_reason")
-            if reason:
-                tracker.response(finish_reason=reason)
+    content = None
+    for choice in chunk.choices or ():
+        delta = choice.delta
+        if content is None and delta is not None:
+            text = delta.content
+            if text or delta.tool_calls or delta.refusal or delta.function_call or _reasoning(delta):
+                content = text or ""
+        if choice.finish_reason:
+            tracker.response(finish_reason=choice.finish_reason)
+    if content is not None:
+        tracker.content()
+        if tracker.captured is not None and content:
+            tracker.captured.append(content)
     if tracker.response_id is None:
-        tracker.response(_get(chunk, "model"), _get(chunk, "id"))
-    usage = _get(chunk, "usage")
-    if usage is not None:
-        read_usage(tracker, usage)
+        tracker.response(chunk.model, chunk.id)
+    if chunk.usage is not None:
+        read_usage(tracker, chunk.usage)
 
 
 def read_completion_chunk(tracker: Any, chunk: Any) -> None:
     """A legacy ``text_completion`` chunk."""
-    tracker.chunks += 1
-    choices = _get(chunk, "choices")
-    if choices:
-        for choice in choices:
-            text = _get(choice, "text")
-            if text:
-                tracker.content()
-                if tracker.captured is not None:
-                    tracker.captured.append(text)
-                break
-        for choice in choices:
-            reason = _get(choice, "finish_reason")
-            if reason:
-                tracker.response(finish_reason=reason)
+    content = None
+    for choice in chunk.choices or ():
+        if content is None and choice.text:
+            content = choice.text
+        if choice.finish_reason:
+            tracker.response(finish_reason=choice.finish_reason)
+    if content is not None:
+        tracker.content()
+        if tracker.captured is not None:
+            tracker.captured.append(content)
     if tracker.response_id is None:
-        tracker.response(_get(chunk, "model"), _get(chunk, "id"))
-    usage = _get(chunk, "usage")
-    if usage is not None:
-        read_usage(tracker, usage)
+        tracker.response(chunk.model, chunk.id)
+    if chunk.usage is not None:
+        read_usage(tracker, chunk.usage)
 
 
 _RESPONSE_END_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -81,7 +74,6 @@ _RESPONSE_END_EVENTS = frozenset({"response.completed", "response.incomplete", "
 
 def read_response_event(tracker: Any, event: Any) -> None:
     """A Responses API stream event: any non-empty ``*.delta`` is content; the last event has usage."""
-    tracker.chunks += 1
     kind = _get(event, "type")
     if kind is None:
         return

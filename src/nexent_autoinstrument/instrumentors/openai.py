@@ -85,15 +85,15 @@ def _provider(client: Any) -> str:
     return "openai" if host.endswith("openai.com") or not host else "openai_compatible"
 
 
-def _count_chunk(tracker: Any, item: Any) -> None:
-    tracker.chunks += 1
+def _ignore_item(tracker: Any, item: Any) -> None:
+    """For endpoints whose stream items carry nothing to measure beyond their count."""
 
 
 def _finish_value(call: _Call, value: Any, is_async: bool) -> Any:
     """What the user gets back: streams and unread raw responses are proxied, the rest is untouched."""
     if isinstance(value, _State.stream_types):
         proxy = AsyncTracedStream if is_async else TracedStream
-        return proxy(value, call.tracker, call.endpoint.read_item or _count_chunk, call.drop_usage_only)
+        return proxy(value, call.tracker, call.endpoint.read_item or _ignore_item, call.drop_usage_only)
     if isinstance(value, _State.raw_types):
         return _raw_response(call, value, is_async)
     read_response(call.tracker, value)
