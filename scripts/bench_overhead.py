@@ -24,10 +24,10 @@ from typing import Any
 
 
 def sse_body(chunks: int) -> list[bytes]:
-    head = ('data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"bench",'
-            '"choices":[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}\n\n').encode()
-    role = ('data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"bench",'
-            '"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n').encode()
+    head = (b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"bench",'
+            b'"choices":[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}\n\n')
+    role = (b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"bench",'
+            b'"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n')
     return [role] + [head] * chunks + [b"data: [DONE]\n\n"]
 
 
@@ -72,7 +72,8 @@ def make_telemetry() -> Any:
     provider = TracerProvider()
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    telemetry = Telemetry(Settings(enabled=True, slow_request_threshold_seconds=1e9), provider.get_tracer("bench"), LLMMetrics(CollectorRegistry()))
+    settings = Settings(enabled=True, slow_request_threshold_seconds=1e9)
+    telemetry = Telemetry(settings, provider.get_tracer("bench"), LLMMetrics(CollectorRegistry()))
     return telemetry, exporter
 
 

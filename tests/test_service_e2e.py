@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,16 +21,14 @@ from nexent_autoinstrument.demo import free_port
 from receivers import OTLPHTTPReceiver, attributes
 
 
-@pytest.fixture
-def service(mock_llm: Any) -> Iterator[tuple[str, OTLPHTTPReceiver]]:
-    receiver = OTLPHTTPReceiver()
+def start_example(mock_llm: Any, receiver: OTLPHTTPReceiver, **env: str) -> tuple[str, subprocess.Popen[bytes]]:
+    """The example service under opentelemetry-instrument, ready to answer."""
     port = free_port()
-    env = clean_env(ENABLE_TELEMETRY="true", SERVICE_NAME="example-backend", PORT=str(port),
-                    OPENAI_BASE_URL=mock_llm.base_url, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
-                    OTEL_BSP_SCHEDULE_DELAY="100")
+    environ = clean_env(ENABLE_TELEMETRY="true", SERVICE_NAME="example-backend", PORT=str(port),
+                        OPENAI_BASE_URL=mock_llm.base_url, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, **env)
     process = subprocess.Popen([str(BIN / "opentelemetry-instrument"), sys.executable,
                                 str(ROOT / "examples" / "backend" / "main_service.py")],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -38,6 +37,13 @@ def service(mock_llm: Any) -> Iterator[tuple[str, OTLPHTTPReceiver]]:
             break
         except OSError:
             time.sleep(0.2)
+    return base, process
+
+
+@pytest.fixture
+def service(mock_llm: Any) -> Iterator[tuple[str, OTLPHTTPReceiver]]:
+    receiver = OTLPHTTPReceiver()
+    base, process = start_example(mock_llm, receiver, OTEL_BSP_SCHEDULE_DELAY="100")
     yield base, receiver
     process.terminate()
     _, stderr = process.communicate(timeout=20)
@@ -102,6 +108,24 @@ def test_metrics_on_the_apps_own_port(service: tuple[str, OTLPHTTPReceiver]) -> 
     errors = samples[("llm_error_count_total", (("error_type", "InternalServerError"), ("model", "mock-gpt-mini"),
                                                 ("operation", "chat")))]
     assert errors == 1
+
+
+def test_sigterm_flushes_what_was_measured(mock_llm: Any) -> None:
+    """uvicorn re-raises SIGTERM after its graceful shutdown, which skips atexit: without the
+    agent's chained handler, every span still in the batch queue would be lost."""
+    receiver = OTLPHTTPReceiver()
+    try:
+        base, process = start_example(mock_llm, receiver, OTEL_BSP_SCHEDULE_DELAY="60000")
+        for _ in range(3):
+            assert post_chat(base)[0] == 200
+        assert not list(receiver.spans())  # still queued
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+        assert process.returncode == -signal.SIGTERM  # dies of the signal, as it would without the agent
+        llm_spans = [span for _, span in receiver.spans() if span.name == "chat mock-gpt"]
+        assert len(llm_spans) == 3
+    finally:
+        receiver.stop()
 
 
 def test_doctor_tells_the_truth_with_nothing_running() -> None:

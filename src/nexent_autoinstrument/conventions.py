@@ -5,7 +5,7 @@ Changing any name here is a breaking change (see DESIGN.md, "The contract").
 
 from __future__ import annotations
 
-import asyncio
+import sys
 from dataclasses import dataclass
 
 # Prometheus exposition names (counters are declared without ``_total``; the client adds it).
@@ -71,7 +71,10 @@ def outcome_of(exc: BaseException | None) -> str:
         return COMPLETED
     if isinstance(exc, GeneratorExit):
         return CLOSED_EARLY
-    if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return CANCELLED
+    asyncio = sys.modules.get("asyncio")  # not imported: then nothing can be a CancelledError
+    if asyncio is not None and isinstance(exc, asyncio.CancelledError):
         return CANCELLED
     return ERROR
 

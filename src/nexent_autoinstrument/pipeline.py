@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -153,6 +154,7 @@ class Pipeline:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics_server_port: int | None = None
+        self._shut_down = False
         existing = trace.get_tracer_provider()
         # When another SDK configuration came first, join its provider and add nothing to it.
         self.owns_tracer_provider = not isinstance(existing, TracerProvider)
@@ -164,6 +166,7 @@ class Pipeline:
         if settings.prometheus_port is not None:
             self.metrics_server_port = serve_metrics(settings.prometheus_port)
         atexit.register(self.shutdown)
+        _flush_on_sigterm(self.shutdown)
 
     @staticmethod
     def _make_tracer_provider(settings: Settings) -> TracerProvider:
@@ -196,7 +199,10 @@ class Pipeline:
         return Telemetry(self.settings, tracer, self.metrics)
 
     def shutdown(self) -> None:
-        """Flush and stop exporters; never holds exit longer than ``SHUTDOWN_BOUND_SECONDS``."""
+        """Flush and stop exporters, once; never holds exit longer than ``SHUTDOWN_BOUND_SECONDS``."""
+        if self._shut_down:
+            return
+        self._shut_down = True
         def flush_all() -> None:
             if self.owns_tracer_provider:
                 self.tracer_provider.shutdown()
@@ -204,6 +210,25 @@ class Pipeline:
                 self.meter_provider.shutdown(timeout_millis=SHUTDOWN_BOUND_SECONDS * 1000)
 
         _run_bounded(flush_all, SHUTDOWN_BOUND_SECONDS)
+
+
+def _flush_on_sigterm(flush: Callable[[], None]) -> None:
+    """Flush before dying of SIGTERM, which skips atexit. Installed only where nobody handles
+    SIGTERM yet, so an application's own handler replaces it; servers such as uvicorn restore
+    and re-raise the previous handler after their graceful shutdown, which brings us here."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        try:
+            flush()
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)  # die of the signal, as without the agent
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def serve_metrics(port: int, addr: str = "0.0.0.0") -> int | None:
