@@ -8,7 +8,13 @@ measured. Bare and instrumented runs are interleaved in one process by toggling
 ever adds time. Instrumented means the real engine with a real SDK TracerProvider and
 Prometheus instruments (span exported to memory).
 
-    python scripts/bench_overhead.py [--chunks 100000] [--rounds 5] [--json]
+With ``--peers``, the same workload also runs under OpenLLMetry
+(opentelemetry-instrumentation-openai) and the official OpenTelemetry instrumentation
+(opentelemetry-instrumentation-genai-openai), each in a side venv under ``.bench/`` that the
+script makes, with their default settings, an SDK tracer provider exporting to memory and an
+SDK meter provider. A peer's figure is printed only if it really emitted a span per stream.
+
+    python scripts/bench_overhead.py [--chunks 100000] [--rounds 5] [--peers] [--json]
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import argparse
 import gc
 import importlib
 import json
+import os
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -59,6 +67,54 @@ def cpu_seconds(client: Any) -> float:
     return time.process_time() - started
 
 
+#: agent -> (module, instrumentor class, pip packages for its side venv; empty for ours)
+AGENTS: dict[str, tuple[str, str, list[str]]] = {
+    "nexent-autoinstrument": ("nexent_autoinstrument.instrumentors.openai", "OpenAIInstrumentor", []),
+    "openllmetry": ("opentelemetry.instrumentation.openai", "OpenAIInstrumentor",
+                    ["opentelemetry-instrumentation-openai"]),
+    "otel-genai-openai": ("opentelemetry.instrumentation.genai.openai", "OpenAIInstrumentor",
+                          ["opentelemetry-instrumentation-genai-openai"]),
+}
+
+
+def make_peer(agent: str) -> tuple[Any, dict[str, Any], Any]:
+    """A peer's instrumentor, its instrument() arguments, and its span exporter."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    module, name, _ = AGENTS[agent]
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    meters = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    instrumentor = getattr(importlib.import_module(module), name)()
+    return instrumentor, {"tracer_provider": provider, "meter_provider": meters}, exporter
+
+
+def run_peers(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each peer in its own venv (made on first use), on the same workload, as JSON lines."""
+    results = []
+    for agent, (_, _, packages) in AGENTS.items():
+        if not packages:
+            continue
+        venv = os.path.join(".bench", agent)
+        python = os.path.join(venv, "bin", "python")
+        if not os.path.exists(python):
+            subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+            subprocess.run([python, "-m", "pip", "install", "-q", "openai", "opentelemetry-sdk", *packages],
+                           check=True)
+        run = subprocess.run([python, __file__, "--agent", agent, "--json", "--chunks", str(args.chunks),
+                              "--rounds", str(args.rounds)], capture_output=True, text=True)
+        if run.returncode != 0:
+            results.append({"agent": agent, "error": (run.stderr.strip().splitlines() or ["failed"])[-1]})
+        else:
+            results.append(json.loads(run.stdout.strip().splitlines()[-1]))
+    return results
+
+
 def make_telemetry() -> Any:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -77,32 +133,31 @@ def make_telemetry() -> Any:
     return telemetry, exporter
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--chunks", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--json", action="store_true", help="print one JSON line (used by the peer runner)")
-    args = parser.parse_args()
-
+def measure(agent: str, chunks: int, rounds: int) -> dict[str, Any]:
+    """Interleaved bare/instrumented rounds for one agent, in this interpreter."""
     import openai
 
-    from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
-
-    body = sse_body(args.chunks)
+    body = sse_body(chunks)
     client = make_client(body)
-    telemetry, exporter = make_telemetry()
-    instrumentor = OpenAIInstrumentor()
+    if agent == "nexent-autoinstrument":
+        from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+
+        telemetry, exporter = make_telemetry()
+        instrumentor, kwargs = OpenAIInstrumentor(), {"telemetry": telemetry}
+    else:
+        instrumentor, kwargs, exporter = make_peer(agent)
     consume(client)  # warm up imports and caches
     bare, instrumented = [], []
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         bare.append(cpu_seconds(client))
-        instrumentor.instrument(telemetry=telemetry)
+        instrumentor.instrument(**kwargs)
         instrumented.append(cpu_seconds(client))
         instrumentor.uninstrument()
     spans = exporter.get_finished_spans()
-    assert len(spans) == args.rounds and spans[-1].attributes["llm.stream.chunks"] == args.chunks + 1, "no spans"
+    if len(spans) < rounds:
+        raise SystemExit(f"{agent} emitted {len(spans)} spans for {rounds} streams: its figure would mean nothing")
 
-    instrumentor.instrument(telemetry=telemetry)
+    instrumentor.instrument(**kwargs)
     tracemalloc.start()
     consume(client)
     gc.collect()
@@ -113,24 +168,39 @@ def main() -> None:
     consume(client)
     _, peak_bare = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-
     best_bare, best_inst = min(bare), min(instrumented)
-    result = {
-        "agent": "nexent-autoinstrument", "openai": openai.__version__, "chunks": args.chunks,
+    return {
+        "agent": agent, "openai": openai.__version__, "chunks": chunks,
         "bare_s": round(best_bare, 4), "instrumented_s": round(best_inst, 4),
-        "overhead_us_per_chunk": round((best_inst - best_bare) / args.chunks * 1e6, 3),
+        "overhead_us_per_chunk": round((best_inst - best_bare) / chunks * 1e6, 3),
         "ratio": round(best_inst / best_bare, 4),
         "peak_memory_extra_mb": round((peak_instrumented - peak_bare) / 2**20, 3),
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--agent", choices=sorted(AGENTS), default="nexent-autoinstrument")
+    parser.add_argument("--peers", action="store_true", help="also run the peers, each in its side venv")
+    parser.add_argument("--json", action="store_true", help="print one JSON line (used for the peers)")
+    args = parser.parse_args()
+
+    result = measure(args.agent, args.chunks, args.rounds)
     if args.json:
         print(json.dumps(result))
         return
-    print(f"openai {openai.__version__}, python {sys.version.split()[0]}, {args.chunks:,} chunks, "
-          f"min of {args.rounds} interleaved rounds (CPU time)")
-    print(f"  bare          {best_bare:8.3f} s   ({best_bare / args.chunks * 1e6:.2f} us/chunk)")
-    print(f"  instrumented  {best_inst:8.3f} s   ({best_inst / args.chunks * 1e6:.2f} us/chunk)")
-    print(f"  overhead      {result['overhead_us_per_chunk']:8.3f} us/chunk, ratio {result['ratio']:.3f}")
-    print(f"  peak memory   +{result['peak_memory_extra_mb']:.3f} MB over bare for one stream")
+    results = [result, *(run_peers(args) if args.peers else [])]
+    print(f"python {sys.version.split()[0]}, {args.chunks:,} chunks per stream, "
+          f"min CPU time of {args.rounds} interleaved bare/instrumented rounds")
+    print(f"{'agent':<24}{'openai':>9}{'bare us/chunk':>15}{'added us/chunk':>16}{'ratio':>8}{'memory MB':>11}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['agent']:<24}  did not run: {r['error']}")
+            continue
+        print(f"{r['agent']:<24}{r['openai']:>9}{r['bare_s'] / r['chunks'] * 1e6:>15.2f}"
+              f"{r['overhead_us_per_chunk']:>16.2f}{r['ratio']:>8.3f}{r['peak_memory_extra_mb']:>+11.2f}")
 
 
 if __name__ == "__main__":
