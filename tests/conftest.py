@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from nexent_autoinstrument import bootstrap, settings
-from nexent_autoinstrument.metrics import LLMMetrics
+from nexent_autoinstrument.metrics import HTTPMetrics, LLMMetrics
 from nexent_autoinstrument.mock_llm import MockConfig, MockLLMServer, start_in_thread
 from nexent_autoinstrument.settings import Settings
 from nexent_autoinstrument.tracker import Telemetry
@@ -57,7 +57,7 @@ def make_harness(**overrides: Any) -> Harness:
     registry = CollectorRegistry()
     config = replace(Settings(enabled=True, service_name="tests"), **overrides)
     metrics = LLMMetrics(registry=registry, max_model_labels=config.max_model_labels)
-    telemetry = Telemetry(config, provider.get_tracer("tests"), metrics)
+    telemetry = Telemetry(config, provider.get_tracer("tests"), metrics, HTTPMetrics(registry=registry))
     return Harness(telemetry, exporter, registry, provider)
 
 

@@ -171,11 +171,22 @@ def test_sample_rate_zero_drops_spans_but_keeps_metrics(otlp: OTLPHTTPReceiver, 
 def test_disabled_instrumentation_is_respected_by_auto_load(otlp: OTLPHTTPReceiver, mock_llm: Any,
                                                             tmp_path: Path) -> None:
     env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
-                  OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="openai")
+                  OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="openai,httpx,httpx2")
     result = run_python(APP, env=env, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     names = [span.name for _, span in otlp.spans()]
-    assert "handle_request" in names and "chat mock-gpt" not in names
+    assert "handle_request" in names and "chat mock-gpt" not in names and "POST" not in names
+
+
+def test_without_the_openai_layer_the_http_layer_still_measures_the_call(otlp: OTLPHTTPReceiver, mock_llm: Any,
+                                                                         tmp_path: Path) -> None:
+    env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="openai")
+    result = run_python(APP, env=env, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    spans = {span.name: span for _, span in otlp.spans()}
+    llm = spans["chat mock-gpt"]
+    assert attributes(llm.attributes)["llm.stream.outcome"] == "completed"
+    assert spans["POST"].parent_span_id == llm.span_id
 
 
 def test_prometheus_port_serves_metrics_for_non_web_apps(mock_llm: Any, tmp_path: Path) -> None:

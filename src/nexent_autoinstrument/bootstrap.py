@@ -70,14 +70,14 @@ def _instrument_fastapi(module: Any) -> None:
         report_internal_error("instrument.fastapi", exc)
 
 
-def _instrument_openai() -> None:
-    _instrument_when_imported("nexent_autoinstrument.instrumentors.openai:OpenAIInstrumentor", "openai")
-
-
 #: What auto-load and the manual API instrument (``opentelemetry-instrument`` does this itself
 #: through entry points). Names are those of OTEL_PYTHON_DISABLED_INSTRUMENTATIONS.
 #: Our own instrumentors register post-import hooks themselves; others wait for the import here.
-OWN_INSTRUMENTATIONS: dict[str, Callable[[], None]] = {"openai": _instrument_openai}
+OWN_INSTRUMENTATIONS: dict[str, str] = {
+    "openai": "nexent_autoinstrument.instrumentors.openai:OpenAIInstrumentor",
+    "httpx": "nexent_autoinstrument.instrumentors.httpx:HTTPXInstrumentor",
+    "httpx2": "nexent_autoinstrument.instrumentors.httpx:HTTPX2Instrumentor",
+}
 LAZY_INSTRUMENTATIONS: dict[str, tuple[str, Callable[[Any], None]]] = {
     "fastapi": ("fastapi", _instrument_fastapi),
 }
@@ -86,10 +86,10 @@ LAZY_INSTRUMENTATIONS: dict[str, tuple[str, Callable[[Any], None]]] = {
 def _instrument_libraries(disabled: frozenset[str]) -> None:
     import wrapt
 
-    for name, instrument in OWN_INSTRUMENTATIONS.items():
+    for name, instrumentor in OWN_INSTRUMENTATIONS.items():
         if name not in disabled:
             try:
-                instrument()
+                _instrument_when_imported(instrumentor, name)
             except Exception as exc:
                 report_internal_error(f"instrument.{name}", exc)
     for name, (module, hook) in LAZY_INSTRUMENTATIONS.items():

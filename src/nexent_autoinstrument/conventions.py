@@ -28,6 +28,12 @@ RATE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 75.0, 100.0, 
                 500.0, 750.0, 1000.0, 1500.0, 2500.0, 5000.0)
 
 
+# The OpenTelemetry HTTP client duration (semantic conventions), exposed for Prometheus too.
+HTTP_CLIENT_DURATION = "http.client.request.duration"
+HTTP_CLIENT_DURATION_PROMETHEUS = "http_client_request_duration_seconds"
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0)
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     """One instrument of the contract."""

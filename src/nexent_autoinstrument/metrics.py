@@ -117,6 +117,27 @@ class LLMMetrics:
             self._add(names.SLOW_REQUESTS, 1, {**base, "reason": reason})
 
 
+class HTTPMetrics:
+    """``http.client.request.duration`` for every HTTP request the httpx layer traces."""
+
+    def __init__(self, registry: CollectorRegistry | None = REGISTRY, meter: Any = None) -> None:
+        self.server_label = BoundedLabel(100)
+        self._prom = Histogram(names.HTTP_CLIENT_DURATION_PROMETHEUS, "Duration of HTTP client requests, to the end "
+                               "of the body", ("http_request_method", "http_response_status_code", "server_address"),
+                               buckets=names.HTTP_BUCKETS, registry=registry)
+        self._otel = None if meter is None else meter.create_histogram(
+            names.HTTP_CLIENT_DURATION, unit="s", description="Duration of HTTP client requests.",
+            explicit_bucket_boundaries_advisory=list(names.HTTP_BUCKETS))
+
+    def record(self, duration: float, attributes: dict[str, Any]) -> None:
+        """Record one request; ``attributes`` use the semantic-convention names."""
+        self._prom.labels(attributes.get("http.request.method", "_OTHER"),
+                          str(attributes.get("http.response.status_code", "")),
+                          self.server_label(attributes.get("server.address"))).observe(duration)
+        if self._otel is not None:
+            self._otel.record(duration, attributes)
+
+
 def exposition() -> tuple[bytes, str]:
     """The /metrics payload and its content type; sums over workers in multiprocess mode."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

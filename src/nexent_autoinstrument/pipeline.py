@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from . import __version__
-from .metrics import LLMMetrics
+from .metrics import HTTPMetrics, LLMMetrics
 from .settings import Settings
 from .tracker import Telemetry
 
@@ -162,6 +162,7 @@ class Pipeline:
         self.meter_provider = self._make_meter_provider(settings)
         meter = self.meter_provider.get_meter("nexent_autoinstrument", __version__) if self.meter_provider else None
         self.metrics = LLMMetrics(meter=meter, max_model_labels=settings.max_model_labels)
+        self.http_metrics = HTTPMetrics(meter=meter)
         _quiet_repeated_exporter_warnings()
         if settings.prometheus_port is not None:
             self.metrics_server_port = serve_metrics(settings.prometheus_port)
@@ -196,7 +197,7 @@ class Pipeline:
     def telemetry(self) -> Telemetry:
         """The shared state every call tracker records into."""
         tracer = trace.get_tracer("nexent_autoinstrument", __version__, tracer_provider=self.tracer_provider)
-        return Telemetry(self.settings, tracer, self.metrics)
+        return Telemetry(self.settings, tracer, self.metrics, self.http_metrics)
 
     def shutdown(self) -> None:
         """Flush and stop exporters, once; never holds exit longer than ``SHUTDOWN_BOUND_SECONDS``."""

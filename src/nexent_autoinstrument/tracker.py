@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import conventions as names
 from .guard import report_internal_error
-from .metrics import LLMMetrics
+from .metrics import HTTPMetrics, LLMMetrics
 from .settings import Settings
 
 logger = logging.getLogger("nexent_autoinstrument")
@@ -33,10 +33,12 @@ _MAX_STALL_EVENTS = 32
 class Telemetry:
     """What every tracker shares: the settings, a tracer and the metric instruments."""
 
-    def __init__(self, settings: Settings, tracer: trace.Tracer, metrics: LLMMetrics) -> None:
+    def __init__(self, settings: Settings, tracer: trace.Tracer, metrics: LLMMetrics,
+                 http_metrics: HTTPMetrics | None = None) -> None:
         self.settings = settings
         self.tracer = tracer
         self.metrics = metrics
+        self.http_metrics = http_metrics
 
     def start_call(self, operation: str, model: str | None, *, provider: str = "openai",
                    stream: bool = False, attributes: dict[str, Any] | None = None) -> CallTracker:

@@ -138,6 +138,11 @@ def output_text(response: Any) -> str:
     return "".join(parts)
 
 
+def provider_for(host: str | None) -> str:
+    """``gen_ai.provider.name`` for a server host: OpenAI's own API, or a compatible server."""
+    return "openai" if not host or host.endswith("openai.com") else "openai_compatible"
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """What an OpenAI-compatible path is: its GenAI operation and how to read its stream."""

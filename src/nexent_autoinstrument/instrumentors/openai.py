@@ -21,9 +21,10 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 
 from .. import bootstrap
 from .. import conventions as names
-from ..adapters.openai import Endpoint, endpoint_for, read_response, request_attributes
+from ..adapters.openai import Endpoint, endpoint_for, provider_for, read_response, request_attributes
 from ..guard import report_internal_error
 from ..streams import AsyncTracedStream, TracedStream, end_call
+from .context import current_llm_call
 
 SUPPORTED = ("openai >= 1.40.0, < 4",)
 _TARGETS = (("SyncAPIClient.request", False), ("AsyncAPIClient.request", True))
@@ -48,9 +49,10 @@ def _server(client: Any) -> dict[str, Any]:
 class _Call:
     """One traced SDK request: its tracker, endpoint, and whether we injected stream usage."""
 
-    __slots__ = ("drop_usage_only", "endpoint", "stream", "tracker")
+    __slots__ = ("attempts", "drop_usage_only", "endpoint", "stream", "tracker")
 
     def __init__(self, tracker: Any, endpoint: Endpoint, stream: bool, drop_usage_only: bool) -> None:
+        self.attempts = 0  # HTTP attempts, counted by the httpx layer (retries = attempts - 1)
         self.tracker = tracker
         self.endpoint = endpoint
         self.stream = stream
@@ -81,8 +83,7 @@ def _provider(client: Any) -> str:
     name = type(client).__name__.lower()
     if "azure" in name:
         return "azure.ai.openai"
-    host = str(getattr(getattr(client, "base_url", None), "host", "") or "")
-    return "openai" if host.endswith("openai.com") or not host else "openai_compatible"
+    return provider_for(str(getattr(getattr(client, "base_url", None), "host", "") or ""))
 
 
 def _ignore_item(tracker: Any, item: Any) -> None:
@@ -177,12 +178,14 @@ def _sync_request(wrapped: Any, client: Any, args: tuple[Any, ...], kwargs: dict
     if call is None:
         return wrapped(*args, **kwargs)
     token = context.attach(trace.set_span_in_context(call.tracker.span))
+    call_token = current_llm_call.set(call)
     try:
         value = wrapped(*args, **kwargs)
     except BaseException as exc:
         end_call(call.tracker, exc)
         raise
     finally:
+        current_llm_call.reset(call_token)
         context.detach(token)
     return _guarded_finish(call, value, False)
 
@@ -192,12 +195,14 @@ async def _async_request(wrapped: Any, client: Any, args: tuple[Any, ...], kwarg
     if call is None:
         return await wrapped(*args, **kwargs)
     token = context.attach(trace.set_span_in_context(call.tracker.span))
+    call_token = current_llm_call.set(call)
     try:
         value = await wrapped(*args, **kwargs)
     except BaseException as exc:
         end_call(call.tracker, exc)
         raise
     finally:
+        current_llm_call.reset(call_token)
         context.detach(token)
     return _guarded_finish(call, value, True)
 
