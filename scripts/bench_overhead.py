@@ -5,8 +5,9 @@ A 100,000-chunk SSE stream is served from memory (``httpx.MockTransport`` or
 ``httpx2.MockTransport``, whichever the installed openai uses), so only client-side work is
 measured. Bare and instrumented runs are interleaved in one process by toggling
 ``instrument()``/``uninstrument()``; the minimum CPU time of each is kept, since noise only
-ever adds time. Instrumented means the real engine with a real SDK TracerProvider and
-Prometheus instruments (span exported to memory).
+ever adds time. Instrumented means our openai, httpx and httpx2 layers together, as an
+application runs them, with a real SDK TracerProvider (spans exported to memory) and the
+Prometheus instruments.
 
 With ``--peers``, the same workload also runs under OpenLLMetry
 (opentelemetry-instrumentation-openai) and the official OpenTelemetry instrumentation
@@ -115,13 +116,31 @@ def run_peers(args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
+class NexentLayers:
+    """Our openai, httpx and httpx2 layers together, as an application runs them."""
+
+    def __init__(self) -> None:
+        from nexent_autoinstrument.instrumentors.httpx import HTTPX2Instrumentor, HTTPXInstrumentor
+        from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+
+        self.layers = [OpenAIInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor()]
+
+    def instrument(self, **kwargs: Any) -> None:
+        for layer in self.layers:
+            layer.instrument(**kwargs)
+
+    def uninstrument(self) -> None:
+        for layer in self.layers:
+            layer.uninstrument()
+
+
 def make_telemetry() -> Any:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from prometheus_client import CollectorRegistry
 
-    from nexent_autoinstrument.metrics import LLMMetrics
+    from nexent_autoinstrument.metrics import HTTPMetrics, LLMMetrics
     from nexent_autoinstrument.settings import Settings
     from nexent_autoinstrument.tracker import Telemetry
 
@@ -129,7 +148,8 @@ def make_telemetry() -> Any:
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     settings = Settings(enabled=True, slow_request_threshold_seconds=1e9)
-    telemetry = Telemetry(settings, provider.get_tracer("bench"), LLMMetrics(CollectorRegistry()))
+    registry = CollectorRegistry()
+    telemetry = Telemetry(settings, provider.get_tracer("bench"), LLMMetrics(registry), HTTPMetrics(registry))
     return telemetry, exporter
 
 
@@ -140,10 +160,8 @@ def measure(agent: str, chunks: int, rounds: int) -> dict[str, Any]:
     body = sse_body(chunks)
     client = make_client(body)
     if agent == "nexent-autoinstrument":
-        from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
-
         telemetry, exporter = make_telemetry()
-        instrumentor, kwargs = OpenAIInstrumentor(), {"telemetry": telemetry}
+        instrumentor, kwargs = NexentLayers(), {"telemetry": telemetry}
     else:
         instrumentor, kwargs, exporter = make_peer(agent)
     consume(client)  # warm up imports and caches
@@ -153,7 +171,7 @@ def measure(agent: str, chunks: int, rounds: int) -> dict[str, Any]:
         instrumentor.instrument(**kwargs)
         instrumented.append(cpu_seconds(client))
         instrumentor.uninstrument()
-    spans = exporter.get_finished_spans()
+    spans = [s for s in exporter.get_finished_spans() if s.kind.name == "CLIENT" and s.name != "POST"]
     if len(spans) < rounds:
         raise SystemExit(f"{agent} emitted {len(spans)} spans for {rounds} streams: its figure would mean nothing")
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from nexent_autoinstrument import bootstrap, settings
+from nexent_autoinstrument.demo import free_port
 from nexent_autoinstrument.metrics import HTTPMetrics, LLMMetrics
 from nexent_autoinstrument.mock_llm import MockConfig, MockLLMServer, start_in_thread
 from nexent_autoinstrument.settings import Settings
@@ -96,6 +101,35 @@ def clean_env(**extra: str) -> dict[str, str]:
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env
+
+
+def start_example(mock_llm: Any, **env: str) -> tuple[str, subprocess.Popen[bytes]]:
+    """The example service under opentelemetry-instrument, ready to answer."""
+    port = free_port()
+    environ = clean_env(ENABLE_TELEMETRY="true", SERVICE_NAME="example-backend", PORT=str(port),
+                        OPENAI_BASE_URL=mock_llm.base_url, **env)
+    process = subprocess.Popen([str(BIN / "opentelemetry-instrument"), sys.executable,
+                                str(ROOT / "examples" / "backend" / "main_service.py")],
+                               env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(base + "/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    return base, process
+
+
+def post_chat(base: str, **body: Any) -> tuple[int, str]:
+    request = urllib.request.Request(base + "/chat", data=json.dumps({"message": "hi", **body}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
 def run_python(code: str, *, env: dict[str, str], instrument: bool = False, timeout: float = 60,

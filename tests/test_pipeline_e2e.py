@@ -33,6 +33,19 @@ print("started_by", bootstrap.started_by, "internal_errors", dict(internal_error
 """
 
 
+RAW_APP = """
+import json, os, sys
+import {library}
+
+with {library}.Client() as client:
+    body = {{"model": "mock-gpt", "stream": True, "messages": [{{"role": "user", "content": "hi"}}]}}
+    with client.stream("POST", os.environ["MOCK_URL"] + "/chat/completions", json=body,
+                       headers={{"Authorization": "Bearer sk-e2e-secret-key-1234"}}) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data: {{")]
+print("events", len(lines))
+"""
+
+
 @pytest.fixture
 def otlp() -> Iterator[OTLPHTTPReceiver]:
     receiver = OTLPHTTPReceiver()
@@ -219,3 +232,31 @@ def test_secret_never_appears_in_console_output(mock_llm: Any, tmp_path: Path) -
     assert result.returncode == 0
     assert "sk-e2e-secret" not in result.stdout + result.stderr
     assert json.dumps("hi") in result.stdout or '\\"hi\\"' in result.stdout  # content capture did work
+
+
+@pytest.mark.parametrize("library", ["httpx", "httpx2"])
+def test_raw_httpx_stream_under_opentelemetry_instrument_matches_the_openai_layer(
+        library: str, otlp: OTLPHTTPReceiver, mock_llm: Any, tmp_path: Path) -> None:
+    env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_METRICS_EXPORTER="otlp")
+    result = run_python(RAW_APP.format(library=library), env=env, instrument=True, tmp_path=tmp_path)
+    assert result.returncode == 0 and "events 12" in result.stdout, result.stderr
+    raw = {span.name: span for _, span in otlp.spans()}
+    llm = raw["chat mock-gpt"]
+    assert raw["POST"].parent_span_id == llm.span_id
+    raw_attrs = attributes(llm.attributes)
+    assert raw_attrs["llm.stream.outcome"] == "completed" and len(raw_attrs["llm.token.offsets"]) == 10
+    assert {"llm_request_duration_seconds", "llm_time_to_first_token_seconds"} <= otlp.metric_names()
+    assert b"sk-e2e-secret" not in b"".join(r.SerializeToString() for r in otlp.traces)
+
+    sdk_receiver = OTLPHTTPReceiver()
+    try:
+        env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=sdk_receiver.endpoint)
+        assert run_python(APP, env=env, instrument=True, tmp_path=tmp_path).returncode == 0
+        sdk_llm = {span.name: span for _, span in sdk_receiver.spans()}["chat mock-gpt"]
+    finally:
+        sdk_receiver.stop()
+    sdk_attrs = attributes(sdk_llm.attributes)
+    sdk_attrs.pop("openai.request.id"), sdk_attrs.pop("openai.processing_ms")
+    for name in [k for k in sdk_attrs if k.startswith("openai.ratelimit")]:
+        sdk_attrs.pop(name)
+    assert set(raw_attrs) == set(sdk_attrs)

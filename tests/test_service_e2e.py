@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -16,49 +14,21 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import BIN, ROOT, clean_env
+from conftest import BIN, clean_env, post_chat, start_example
 from nexent_autoinstrument.demo import free_port
 from receivers import OTLPHTTPReceiver, attributes
-
-
-def start_example(mock_llm: Any, receiver: OTLPHTTPReceiver, **env: str) -> tuple[str, subprocess.Popen[bytes]]:
-    """The example service under opentelemetry-instrument, ready to answer."""
-    port = free_port()
-    environ = clean_env(ENABLE_TELEMETRY="true", SERVICE_NAME="example-backend", PORT=str(port),
-                        OPENAI_BASE_URL=mock_llm.base_url, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, **env)
-    process = subprocess.Popen([str(BIN / "opentelemetry-instrument"), sys.executable,
-                                str(ROOT / "examples" / "backend" / "main_service.py")],
-                               env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(base + "/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.2)
-    return base, process
 
 
 @pytest.fixture
 def service(mock_llm: Any) -> Iterator[tuple[str, OTLPHTTPReceiver]]:
     receiver = OTLPHTTPReceiver()
-    base, process = start_example(mock_llm, receiver, OTEL_BSP_SCHEDULE_DELAY="100")
+    base, process = start_example(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+                                  OTEL_BSP_SCHEDULE_DELAY="100")
     yield base, receiver
     process.terminate()
     _, stderr = process.communicate(timeout=20)
     receiver.stop()
     assert b"Traceback" not in stderr, stderr.decode()
-
-
-def post_chat(base: str, **body: Any) -> tuple[int, str]:
-    request = urllib.request.Request(base + "/chat", data=json.dumps({"message": "hi", **body}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def wait_for(predicate: Any, seconds: float = 10.0) -> Any:
@@ -115,7 +85,8 @@ def test_sigterm_flushes_what_was_measured(mock_llm: Any) -> None:
     agent's chained handler, every span still in the batch queue would be lost."""
     receiver = OTLPHTTPReceiver()
     try:
-        base, process = start_example(mock_llm, receiver, OTEL_BSP_SCHEDULE_DELAY="60000")
+        base, process = start_example(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+                                      OTEL_BSP_SCHEDULE_DELAY="60000")
         for _ in range(3):
             assert post_chat(base)[0] == 200
         assert not list(receiver.spans())  # still queued

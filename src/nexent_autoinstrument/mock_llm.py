@@ -7,8 +7,9 @@ token and the gaps between tokens are what was configured, plus jitter.
 
 Per request, a JSON body may override the server's defaults with ``mock_ttft``,
 ``mock_itl`` (seconds between tokens), ``mock_tokens``, ``mock_error`` (an HTTP status to
-answer with), ``mock_drop_after`` (cut the connection after that many content chunks), and
-``mock_stall_at`` with ``mock_stall`` (pause that many seconds before that token).
+answer with), ``mock_drop_after`` (cut the connection after that many content chunks),
+``mock_stall_at`` with ``mock_stall`` (pause that many seconds before that token), and
+``mock_fail_attempts`` (answer 503 until the SDK's ``x-stainless-retry-count`` reaches it).
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-request-id", f"req_{uuid.uuid4().hex[:12]}")
+        self._common_headers()
+        if status >= 500:
+            self.send_header("retry-after-ms", "10")  # keeps SDK retries fast in tests
         self.end_headers()
         self.wfile.write(data)
 
@@ -90,8 +93,16 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache")
-        self.send_header("x-request-id", f"req_{uuid.uuid4().hex[:12]}")
+        self._common_headers()
         self.end_headers()
+
+    def _common_headers(self) -> None:
+        """What OpenAI sends with every answer: a request id, processing time, rate limits."""
+        self.send_header("x-request-id", f"req_{uuid.uuid4().hex[:12]}")
+        self.send_header("openai-processing-ms", "7")
+        self.send_header("x-ratelimit-remaining-requests", "4999")
+        self.send_header("x-ratelimit-remaining-tokens", "159000")
+        self.send_header("x-ratelimit-reset-requests", "12ms")
 
     def _send_event(self, payload: Any, event: str | None = None) -> None:
         text = payload if isinstance(payload, str) else json.dumps(payload)
@@ -110,6 +121,9 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         overrides = {field: cast(body[f"mock_{field}"]) for field, cast in casts.items() if f"mock_{field}" in body}
         if "mock_error" in body:
             overrides["error_status"] = int(body["mock_error"])
+        retry = int(self.headers.get("x-stainless-retry-count") or 0)
+        if retry < int(body.get("mock_fail_attempts", 0)):
+            overrides["error_status"] = 503
         config = replace(config, **overrides)
         limit = body.get("max_tokens") or body.get("max_output_tokens") or body.get("max_completion_tokens")
         if isinstance(limit, int) and limit > 0:

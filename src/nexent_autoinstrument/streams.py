@@ -1,9 +1,9 @@
 """Stream proxies: the user keeps the real ``openai.Stream`` (``isinstance`` holds), and every
 item, and every way a stream can end, reaches the call tracker exactly once.
 
-wrapt's ObjectProxy forwards attributes but not the iteration protocol, so ``__next__``,
-``__aiter__`` and ``__anext__`` are defined here, and ``__iter__``/``__enter__`` return the
-proxy rather than the wrapped object.
+wrapt's ObjectProxy forwards attributes, ``iter()`` and ``with`` to the wrapped object, and has
+no ``__next__``, ``__aiter__`` or ``__anext__``; all of them are defined here, so iteration
+passes through the proxy and ``with`` hands back the proxy, not the bare stream.
 """
 
 from __future__ import annotations

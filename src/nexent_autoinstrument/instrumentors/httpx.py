@@ -149,10 +149,10 @@ class Exchange:
         if self.sse is not None:
             read_item = self.endpoint.read_item
             for data in self.sse.feed(chunk):
-                self.tracker.chunks += 1
-                if data == b"[DONE]":
+                if data == b"[DONE]":  # the end marker, not a chunk (the SDK never yields it either)
                     self.done = True
                     continue
+                self.tracker.chunks += 1
                 try:
                     event = decode_json(data)
                 except ValueError:

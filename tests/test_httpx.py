@@ -1,0 +1,287 @@
+"""The httpx and httpx2 layer, against real loopback servers, sync and async."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import openai
+import pytest
+from opentelemetry.trace import format_span_id
+
+from nexent_autoinstrument.instrumentors.httpx import HTTPX2Instrumentor, HTTPXInstrumentor, redact_url
+from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+
+LIBRARIES = ["httpx", "httpx2"]
+CHAT = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hello"}]}
+
+
+@pytest.fixture
+def instrumented(harness: Any) -> Iterator[Any]:
+    instrumentors = [OpenAIInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor()]
+    for instrumentor in instrumentors:
+        instrumentor.instrument(telemetry=harness.telemetry)
+    yield harness
+    for instrumentor in instrumentors:
+        instrumentor.uninstrument()
+
+
+@pytest.fixture(scope="module")
+def plain_server() -> Iterator[str]:
+    """A non-LLM HTTP server that echoes the headers it received."""
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = json.dumps(dict(self.headers)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def http_spans(harness: Any) -> list[Any]:
+    return [s for s in harness.spans() if "http.request.method" in (s.attributes or {})]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_plain_request_gets_a_client_span_and_propagates_context(instrumented: Any, plain_server: str,
+                                                                 library: str) -> None:
+    httpx = importlib.import_module(library)
+    tracer = instrumented.provider.get_tracer("app")
+    with tracer.start_as_current_span("parent"), httpx.Client() as client:
+        echoed = client.get(plain_server + "/things?api_key=s3cret&page=2").json()
+    (span,) = http_spans(instrumented)
+    attrs = span.attributes
+    assert span.kind.name == "CLIENT" and span.name == "GET"
+    assert attrs["http.request.method"] == "GET" and attrs["http.response.status_code"] == 200
+    assert attrs["server.address"] == "127.0.0.1" and attrs["server.port"] > 0
+    assert attrs["url.full"].endswith("/things?api_key=REDACTED&page=2")
+    assert echoed["traceparent"].split("-")[2] == format_span_id(span.context.span_id)
+    assert not instrumented.llm_spans()
+    assert instrumented.value("http_client_request_duration_seconds_count", http_request_method="GET",
+                              http_response_status_code="200", server_address="127.0.0.1") == 1
+
+
+def test_redaction_of_credentials_and_secret_parameters() -> None:
+    url = "https://user:pa55@api.example.com/v1/x?key=abc&token=t&signature=z&sig=q&model=gpt&page=1"
+    assert redact_url(url) == ("https://REDACTED:REDACTED@api.example.com/v1/x?key=REDACTED&token=REDACTED"
+                               "&signature=REDACTED&sig=REDACTED&model=gpt&page=1")
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_connection_error_marks_the_span(instrumented: Any, library: str) -> None:
+    httpx = importlib.import_module(library)
+    from nexent_autoinstrument.demo import free_port
+
+    with pytest.raises(httpx.ConnectError), httpx.Client() as client:
+        client.get(f"http://127.0.0.1:{free_port()}/")
+    (span,) = http_spans(instrumented)
+    assert span.status.status_code.name == "ERROR" and span.attributes["error.type"] == "ConnectError"
+
+
+def test_openai_span_is_the_parent_of_each_attempt_and_counts_once(instrumented: Any, mock_llm: Any) -> None:
+    client = openai.OpenAI(base_url=mock_llm.base_url, api_key="sk-test", max_retries=2)
+    client.chat.completions.create(**CHAT, extra_body={"mock_fail_attempts": 2})
+    llm = instrumented.llm_span()
+    attempts = http_spans(instrumented)
+    assert len(attempts) == 3
+    assert all(a.parent.span_id == llm.context.span_id for a in attempts)
+    assert [a.attributes["http.response.status_code"] for a in attempts] == [503, 503, 200]
+    assert llm.attributes["llm.request.retries"] == 2
+    assert llm.attributes["openai.request.id"].startswith("req_")
+    assert llm.attributes["openai.processing_ms"] == 7.0
+    assert llm.attributes["openai.ratelimit.remaining_requests"] == 4999
+    assert instrumented.value("llm_request_duration_seconds_count", model="mock-gpt", operation="chat",
+                              outcome="completed") == 1
+    _, headers, _ = mock_llm.requests[-1]
+    assert headers["traceparent"].split("-")[2] == format_span_id(attempts[-1].context.span_id)
+
+
+def test_streamed_attempt_ends_when_the_body_is_consumed(instrumented: Any, mock_llm: Any) -> None:
+    client = openai.OpenAI(base_url=mock_llm.base_url, api_key="sk-test", max_retries=0)
+    stream = client.chat.completions.create(**CHAT, stream=True)
+    assert not http_spans(instrumented)  # headers are in, the body is not
+    list(stream)
+    (attempt,) = http_spans(instrumented)
+    assert attempt.parent.span_id == instrumented.llm_span().context.span_id
+    assert attempt.end_time >= instrumented.llm_span().start_time
+
+
+def _raw_stream(library: str, base_url: str, reader: str) -> Any:
+    httpx = importlib.import_module(library)
+    body = {**CHAT, "stream": True}
+    with httpx.Client() as client, client.stream("POST", base_url + "/chat/completions", json=body) as response:
+        if reader == "iter_lines":
+            return list(response.iter_lines())
+        if reader == "iter_text":
+            return "".join(response.iter_text())
+        if reader == "iter_bytes":
+            return b"".join(response.iter_bytes())
+        return response.read()
+
+
+async def _raw_stream_async(library: str, base_url: str, reader: str) -> Any:
+    httpx = importlib.import_module(library)
+    body = {**CHAT, "stream": True}
+    async with httpx.AsyncClient() as client, client.stream("POST", base_url + "/chat/completions",
+                                                            json=body) as response:
+        if reader == "iter_lines":
+            return [line async for line in response.aiter_lines()]
+        if reader == "iter_text":
+            return "".join([text async for text in response.aiter_text()])
+        if reader == "iter_bytes":
+            return b"".join([part async for part in response.aiter_bytes()])
+        return await response.aread()
+
+
+def _normalize(value: Any) -> str:
+    """Chat ids and timestamps differ per request; everything else must be identical."""
+    import re
+
+    if isinstance(value, list):
+        value = "\n".join(value)
+    text = value.decode() if isinstance(value, bytes) else value
+    return re.sub(r'"id": ?"[^"]+"|"created": ?\d+', "", text)
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("reader", ["iter_lines", "iter_text", "iter_bytes", "read"])
+def test_raw_sse_call_is_measured_and_the_user_reads_identical_bytes(
+        harness_factory: Any, mock_llm: Any, library: str, reader: str) -> None:
+    bare = _raw_stream(library, mock_llm.base_url, reader)
+    bare_async = asyncio.run(_raw_stream_async(library, mock_llm.base_url, reader))
+    harness = harness_factory()
+    instrumentor = HTTPXInstrumentor() if library == "httpx" else HTTPX2Instrumentor()
+    instrumentor.instrument(telemetry=harness.telemetry)
+    try:
+        seen = _raw_stream(library, mock_llm.base_url, reader)
+        seen_async = asyncio.run(_raw_stream_async(library, mock_llm.base_url, reader))
+    finally:
+        instrumentor.uninstrument()
+    assert _normalize(seen) == _normalize(bare) and _normalize(seen_async) == _normalize(bare_async)
+    assert type(seen) is type(bare)
+    llm_spans = harness.llm_spans()
+    assert len(llm_spans) == 2
+    for span in llm_spans:
+        attrs = span.attributes
+        assert attrs["llm.stream.outcome"] == "completed" and attrs["llm.stream"] is True
+        assert attrs["gen_ai.provider.name"] == "openai_compatible"
+        assert len(attrs["llm.token.offsets"]) == 10 and attrs["llm.time_to_first_token"] > 0
+        assert attrs["gen_ai.response.finish_reasons"] == ("stop",)
+        (http,) = [s for s in harness.spans() if s.parent and s.parent.span_id == span.context.span_id]
+        assert http.name == "POST"
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_raw_call_equals_what_the_openai_layer_measures(harness_factory: Any, mock_llm: Any, library: str) -> None:
+    """The same stream measured by the two layers: same facts, from the same engine."""
+    httpx = importlib.import_module(library)
+    raw = harness_factory()
+    instrumentor = HTTPXInstrumentor() if library == "httpx" else HTTPX2Instrumentor()
+    instrumentor.instrument(telemetry=raw.telemetry)
+    try:
+        body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}, "temperature": 0.5}
+        with httpx.Client() as client, client.stream("POST", mock_llm.base_url + "/chat/completions",
+                                                     json=body) as response:
+            for _ in response.iter_lines():
+                pass
+    finally:
+        instrumentor.uninstrument()
+    sdk = harness_factory()
+    OpenAIInstrumentor().instrument(telemetry=sdk.telemetry)
+    try:
+        client = openai.OpenAI(base_url=mock_llm.base_url, api_key="sk-test", max_retries=0)
+        list(client.chat.completions.create(**CHAT, stream=True, stream_options={"include_usage": True},
+                                            temperature=0.5))
+    finally:
+        OpenAIInstrumentor().uninstrument()
+    raw_attrs, sdk_attrs = dict(raw.llm_span().attributes), dict(sdk.llm_span().attributes)
+    timing = {"llm.time_to_first_token", "llm.token_generation_rate", "llm.token.offsets", "server.port",
+              "llm.inter_token_latency.p50", "llm.inter_token_latency.p99", "llm.inter_token_latency.max",
+              "gen_ai.response.id"}
+    assert set(raw_attrs) == set(sdk_attrs)
+    assert {k: v for k, v in raw_attrs.items() if k not in timing} == \
+        {k: v for k, v in sdk_attrs.items() if k not in timing}
+    assert len(raw_attrs["llm.token.offsets"]) == len(sdk_attrs["llm.token.offsets"]) == 10
+    for name in ("llm_request_duration_seconds_count", "llm_time_to_first_token_seconds_count"):
+        labels = {"model": "mock-gpt", "operation": "chat"}
+        if name.startswith("llm_request"):
+            labels["outcome"] = "completed"
+        assert raw.value(name, **labels) == sdk.value(name, **labels) == 1
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_raw_json_call_and_http_error(instrumented: Any, mock_llm: Any, library: str) -> None:
+    httpx = importlib.import_module(library)
+    with httpx.Client() as client:
+        ok = client.post(mock_llm.base_url + "/chat/completions", json=CHAT)
+        failed = client.post(mock_llm.base_url + "/chat/completions", json={**CHAT, "mock_error": 429})
+    assert ok.json()["usage"]["completion_tokens"] == 10 and failed.status_code == 429
+    spans = {s.attributes.get("llm.stream.outcome"): s for s in instrumented.llm_spans()}
+    assert spans["completed"].attributes["gen_ai.usage.output_tokens"] == 10
+    assert spans["error"].attributes["error.type"] == "429"
+    assert instrumented.value("llm_error_count_total", model="mock-gpt", operation="chat", error_type="429") == 1
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_raw_stream_closed_early_and_dropped(instrumented: Any, mock_llm: Any, library: str) -> None:
+    httpx = importlib.import_module(library)
+    with httpx.Client() as client:
+        with client.stream("POST", mock_llm.base_url + "/chat/completions",
+                           json={**CHAT, "stream": True, "mock_tokens": 50}) as response:
+            for line in response.iter_lines():
+                if "the" in line:
+                    break
+        with pytest.raises(httpx.RemoteProtocolError), client.stream(
+                "POST", mock_llm.base_url + "/chat/completions",
+                json={**CHAT, "stream": True, "mock_drop_after": 2}) as response:
+            for _ in response.iter_lines():
+                pass
+    outcomes = sorted(s.attributes["llm.stream.outcome"] for s in instrumented.llm_spans())
+    assert outcomes == ["closed_early", "error"]
+
+
+def test_no_duplicate_http_spans_with_the_official_httpx_instrumentation(instrumented: Any, mock_llm: Any,
+                                                                         plain_server: str) -> None:
+    import httpx
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    official = HTTPXClientInstrumentor()
+    official.instrument(tracer_provider=instrumented.provider)
+    try:
+        with httpx.Client() as client:
+            client.get(plain_server)
+            with client.stream("POST", mock_llm.base_url + "/chat/completions",
+                               json={**CHAT, "stream": True}) as response:
+                response.read()
+    finally:
+        official.uninstrument()
+    http = [s for s in instrumented.spans()
+            if s.kind.name == "CLIENT" and not s.attributes.get("gen_ai.operation.name")]
+    assert len(http) == 2  # one per request: theirs
+    assert all("http.client.library" not in s.attributes for s in http)
+    assert instrumented.llm_span().attributes["llm.stream.outcome"] == "completed"  # we still measure LLM calls
+
+
+def test_uninstrument_restores_send() -> None:
+    import httpx
+    import wrapt
+
+    HTTPXInstrumentor().instrument()
+    assert isinstance(httpx.Client.__dict__["send"], wrapt.FunctionWrapper)
+    HTTPXInstrumentor().uninstrument()
+    assert not isinstance(httpx.Client.__dict__["send"], wrapt.FunctionWrapper)
+    assert not isinstance(httpx.AsyncClient.__dict__["send"], wrapt.FunctionWrapper)
