@@ -273,7 +273,9 @@ def test_no_duplicate_http_spans_with_the_official_httpx_instrumentation(instrum
             if s.kind.name == "CLIENT" and not s.attributes.get("gen_ai.operation.name")]
     assert len(http) == 2  # one per request: theirs
     assert all("http.client.library" not in s.attributes for s in http)
-    assert instrumented.llm_span().attributes["llm.stream.outcome"] == "completed"  # we still measure LLM calls
+    llm = instrumented.llm_span()
+    assert llm.attributes["llm.stream.outcome"] == "completed"  # we still measure LLM calls
+    assert [s.parent.span_id for s in http if s.parent] == [llm.context.span_id]  # theirs nests under it
 
 
 def test_uninstrument_restores_send() -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import wrapt
-from opentelemetry import propagate, trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -117,6 +117,19 @@ class Exchange:
             llm_call.attempts += 1
             if llm_call.attempts > 1:
                 llm_call.tracker.span.set_attribute("llm.request.retries", llm_call.attempts - 1)
+
+    def make_current(self) -> Any:
+        """While a raw LLM call is sent, its span is current: HTTP spans of other
+        instrumentations (the official httpx one) then nest under it, as ours do."""
+        if self.tracker is None:
+            return None
+        return context.attach(trace.set_span_in_context(self.tracker.span))
+
+    @staticmethod
+    def restore(token: Any) -> None:
+        """Undo ``make_current``."""
+        if token is not None:
+            context.detach(token)
 
     def responded(self, response: Any) -> None:
         """Headers are in: status, the openai span's headers, and how to read the body."""
@@ -351,11 +364,14 @@ def _make_send(module_name: str) -> tuple[Any, Any]:
         if exchange is None:
             return wrapped(*args, **kwargs)
         read_body = not kwargs.get("stream", False)
+        token = exchange.make_current()
         try:
             response = wrapped(*args, **{**kwargs, "stream": True})
         except BaseException as exc:
             _guard(exchange.failed, exc)
             raise
+        finally:
+            exchange.restore(token)
         _observe(sys.modules[module_name], response, exchange, False)
         if read_body:  # what send(stream=False) does, now that the body is observed
             try:
@@ -370,11 +386,14 @@ def _make_send(module_name: str) -> tuple[Any, Any]:
         if exchange is None:
             return await wrapped(*args, **kwargs)
         read_body = not kwargs.get("stream", False)
+        token = exchange.make_current()
         try:
             response = await wrapped(*args, **{**kwargs, "stream": True})
         except BaseException as exc:
             _guard(exchange.failed, exc)
             raise
+        finally:
+            exchange.restore(token)
         _observe(sys.modules[module_name], response, exchange, True)
         if read_body:
             try:
