@@ -118,6 +118,9 @@ def initialize(source: str = "manual") -> Any:
 
             _pipeline = Pipeline(settings)
             pipelines_built += 1
+            from .adapters import tokens
+
+            tokens.start_loading()
             _telemetry = _pipeline.telemetry()
             started_by = source
             if source != "opentelemetry-instrument":  # there, entry points instrument each library

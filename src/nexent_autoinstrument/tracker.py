@@ -20,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import conventions as names
+from .adapters import tokens as token_estimate
 from .guard import report_internal_error
 from .metrics import HTTPMetrics, LLMMetrics
 from .settings import Settings
@@ -41,9 +42,11 @@ class Telemetry:
         self.http_metrics = http_metrics
 
     def start_call(self, operation: str, model: str | None, *, provider: str = "openai",
-                   stream: bool = False, attributes: dict[str, Any] | None = None) -> CallTracker:
-        """Open the span of one LLM call and start its clock."""
-        return CallTracker(self, operation, model or "unknown", provider, stream, attributes)
+                   stream: bool = False, attributes: dict[str, Any] | None = None,
+                   usage_expected: bool = False) -> CallTracker:
+        """Open the span of one LLM call and start its clock. ``usage_expected``: the stream
+        was asked to end with usage, so there is no need to keep text for an estimate."""
+        return CallTracker(self, operation, model or "unknown", provider, stream, attributes, usage_expected)
 
 
 def percentile(ordered: Sequence[float], fraction: float) -> float:
@@ -63,7 +66,6 @@ class CallTracker:
         "_telemetry",
         "_times",
         "_times_cap",
-        "captured",
         "chunks",
         "content_chunks",
         "error_type",
@@ -82,10 +84,11 @@ class CallTracker:
         "span",
         "started",
         "stream",
+        "texts",
     )
 
     def __init__(self, telemetry: Telemetry, operation: str, model: str, provider: str, stream: bool,
-                 attributes: dict[str, Any] | None) -> None:
+                 attributes: dict[str, Any] | None, usage_expected: bool = False) -> None:
         settings = telemetry.settings
         self._telemetry = telemetry
         self.operation = operation
@@ -117,8 +120,9 @@ class CallTracker:
         self.error_type: str | None = None
         self.outcome: str | None = None
         self.finished = False
-        #: Generated text pieces, kept only when content capture is on.
-        self.captured: list[str] | None = [] if settings.capture_content else None
+        #: Generated text pieces, kept only for content capture or a tiktoken estimate.
+        keep_text = settings.capture_content or (stream and not usage_expected and token_estimate.ready())
+        self.texts: list[str] | None = [] if keep_text else None
 
     # -- the hot path: called once per chunk --------------------------------------------------
 
@@ -194,7 +198,8 @@ class CallTracker:
         duration = end - self.started
         ttft = rate = None
         api_usage = self.output_tokens is not None
-        output_tokens = self.output_tokens if api_usage else (self.estimated_tokens or None)
+        output_tokens = self.output_tokens if api_usage else (
+            token_estimate.count(self.texts or ()) or self.estimated_tokens or None)
         if self.first_content is not None:
             ttft = self.first_content - self.started
             window = self.last_content - self.first_content
@@ -255,8 +260,8 @@ class CallTracker:
             attrs[names.LLM_OFFSETS_TRUNCATED] = self.content_chunks > len(self._times)
         if self.error_type is not None:
             attrs[names.ERROR_TYPE] = self.error_type
-        if self.captured:
-            attrs[names.GEN_AI_OUTPUT] = names.bounded_text("".join(self.captured))
+        if self.texts and self._telemetry.settings.capture_content:
+            attrs[names.GEN_AI_OUTPUT] = names.bounded_text("".join(self.texts))
         span.set_attributes(attrs)
         for index, gap, at in self._stalls:
             span.add_event(names.EVENT_STALL, {"llm.stall.gap_seconds": gap, "llm.stall.chunk_index": index},

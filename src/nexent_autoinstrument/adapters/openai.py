@@ -43,8 +43,8 @@ def read_chat_chunk(tracker: Any, chunk: Any) -> None:
             tracker.response(finish_reason=choice.finish_reason)
     if content is not None:
         tracker.content()
-        if tracker.captured is not None and content:
-            tracker.captured.append(content)
+        if tracker.texts is not None and content:
+            tracker.texts.append(content)
     if tracker.response_id is None:
         tracker.response(chunk.model, chunk.id)
     if chunk.usage is not None:
@@ -61,8 +61,8 @@ def read_completion_chunk(tracker: Any, chunk: Any) -> None:
             tracker.response(finish_reason=choice.finish_reason)
     if content is not None:
         tracker.content()
-        if tracker.captured is not None:
-            tracker.captured.append(content)
+        if tracker.texts is not None:
+            tracker.texts.append(content)
     if tracker.response_id is None:
         tracker.response(chunk.model, chunk.id)
     if chunk.usage is not None:
@@ -81,8 +81,8 @@ def read_response_event(tracker: Any, event: Any) -> None:
         delta = _get(event, "delta")
         if delta:
             tracker.content()
-            if tracker.captured is not None and kind == "response.output_text.delta":
-                tracker.captured.append(delta)
+            if tracker.texts is not None and kind == "response.output_text.delta":
+                tracker.texts.append(delta)
     elif kind in _RESPONSE_END_EVENTS:
         read_response(tracker, _get(event, "response"))
         if kind == "response.failed":
@@ -116,10 +116,10 @@ def read_response(tracker: Any, response: Any) -> None:
     usage = _get(response, "usage")
     if usage is not None:
         read_usage(tracker, usage)
-    if tracker.captured is not None and not tracker.captured:
+    if tracker.texts is not None and not tracker.texts:
         text = output_text(response)
         if text:
-            tracker.captured.append(text)
+            tracker.texts.append(text)
 
 
 def output_text(response: Any) -> str:

@@ -333,9 +333,10 @@ def _begin(library: str, client: Any, args: tuple[Any, ...], kwargs: dict[str, A
             attributes = {names.SERVER_ADDRESS: host, names.SERVER_PORT: request.url.port or
                           (443 if request.url.scheme == "https" else 80),
                           **request_attributes(body, telemetry.settings.capture_content)}
-            tracker = telemetry.start_call(endpoint.operation, model if isinstance(model, str) else None,
-                                           provider=provider_for(host), stream=bool(body.get("stream")),
-                                           attributes=attributes)
+            tracker = telemetry.start_call(
+                endpoint.operation, model if isinstance(model, str) else None, provider=provider_for(host),
+                stream=bool(body.get("stream")), attributes=attributes,
+                usage_expected=bool((body.get("stream_options") or {}).get("include_usage")))
     if not own_span and tracker is None and llm_call is None:
         return None
     return Exchange(telemetry, request, library, own_span, llm_call, tracker, endpoint)

@@ -74,8 +74,10 @@ def _start(telemetry: Any, client: Any, args: tuple[Any, ...], kwargs: dict[str,
         options.json_data = {**body, "stream_options": {"include_usage": True}}
     attributes = {**_server(client), **request_attributes(body, settings.capture_content)}
     model = body.get("model")
+    usage_expected = inject or bool((body.get("stream_options") or {}).get("include_usage"))
     tracker = telemetry.start_call(endpoint.operation, model if isinstance(model, str) else None,
-                                   provider=_provider(client), stream=stream, attributes=attributes)
+                                   provider=_provider(client), stream=stream, attributes=attributes,
+                                   usage_expected=usage_expected)
     return _Call(tracker, endpoint, stream, inject)
 
 
