@@ -68,3 +68,23 @@ def test_base_install_has_the_hook_and_only_wrapt(base_venv: Path) -> None:
     site = subprocess.run([str(base_venv), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True).stdout.strip()
     assert (Path(site) / "nexent_autoinstrument.pth").exists()
+
+
+def test_uv_sync_with_the_performance_extra(tmp_path: Path) -> None:
+    """The documented ``uv sync --extra performance`` works on a copy of the project."""
+    copy = tmp_path / "project"
+    copy.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True).stdout
+    for name in filter(None, archive.decode().split("\0")):
+        target = copy / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / name).is_file():
+            target.write_bytes((ROOT / name).read_bytes())
+    uv = Path(sys.executable).parent / "uv"
+    result = subprocess.run([str(uv), "sync", "--extra", "performance", "--quiet"], cwd=copy, capture_output=True,
+                            text=True, timeout=600, env=clean_env())
+    assert result.returncode == 0, result.stderr
+    check = subprocess.run([str(copy / ".venv" / "bin" / "python"), "-c",
+                            "import nexent_autoinstrument, opentelemetry.sdk, prometheus_client; print('ok')"],
+                           capture_output=True, text=True, timeout=60)
+    assert check.stdout.strip() == "ok", check.stderr

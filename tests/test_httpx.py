@@ -75,6 +75,20 @@ def test_plain_request_gets_a_client_span_and_propagates_context(instrumented: A
                               http_response_status_code="200", server_address="127.0.0.1") == 1
 
 
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_baggage_is_propagated(instrumented: Any, plain_server: str, library: str) -> None:
+    from opentelemetry import baggage, context
+
+    httpx = importlib.import_module(library)
+    token = context.attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        with httpx.Client() as client:
+            echoed = client.get(plain_server).json()
+    finally:
+        context.detach(token)
+    assert echoed["baggage"] == "tenant=acme"
+
+
 def test_redaction_of_credentials_and_secret_parameters() -> None:
     url = "https://user:pa55@api.example.com/v1/x?key=abc&token=t&signature=z&sig=q&model=gpt&page=1"
     assert redact_url(url) == ("https://REDACTED:REDACTED@api.example.com/v1/x?key=REDACTED&token=REDACTED"
