@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, clean_env, run_python
-from nexent_autoinstrument._autoload import TOOLING, program_name
+from nexent_autoinstrument.process import TOOLING, program_name
 
 CHECK_MODULES = """
 import sys

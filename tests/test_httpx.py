@@ -268,12 +268,14 @@ def test_raw_stream_closed_early_and_dropped(instrumented: Any, mock_llm: Any, l
     assert outcomes == ["closed_early", "error"]
 
 
+@pytest.mark.parametrize("library", LIBRARIES)
 def test_no_duplicate_http_spans_with_the_official_httpx_instrumentation(instrumented: Any, mock_llm: Any,
-                                                                         plain_server: str) -> None:
-    import httpx
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+                                                                         plain_server: str, library: str) -> None:
+    from opentelemetry.instrumentation import httpx as official_module
 
-    official = HTTPXClientInstrumentor()
+    httpx = importlib.import_module(library)
+    official = getattr(official_module, {"httpx": "HTTPXClientInstrumentor",
+                                         "httpx2": "HTTPX2ClientInstrumentor"}[library])()
     official.instrument(tracer_provider=instrumented.provider)
     try:
         with httpx.Client() as client:

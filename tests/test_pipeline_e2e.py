@@ -80,6 +80,8 @@ def test_otlp_http_export_through_both_doors(door: str, otlp: OTLPHTTPReceiver, 
     assert f"started_by {door}" in result.stdout and "internal_errors {}" in result.stdout
     llm, parent, resource = llm_and_parent(list(otlp.spans()))
     assert llm.trace_id == parent.trace_id and llm.parent_span_id == parent.span_id
+    (http,) = [span for _, span in otlp.spans() if span.parent_span_id == llm.span_id]
+    assert attributes(http.attributes)["http.client.library"] == "httpx2"  # ours, not the official one
     attrs = attributes(llm.attributes)
     assert attrs["llm.stream.outcome"] == "completed" and attrs["llm.time_to_first_token"] > 0
     assert len(attrs["llm.token.offsets"]) == 10

@@ -8,11 +8,13 @@ call ``initialize``; the first call builds the pipeline, the others return what 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from .guard import report_internal_error
+from .process import PREFORK_SERVERS, program_name
 from .settings import get_settings
 
 logger = logging.getLogger("nexent_autoinstrument")
@@ -99,7 +101,7 @@ def _instrument_libraries(disabled: frozenset[str]) -> None:
 
 def initialize(source: str = "manual") -> Any:
     """Build the pipeline once per process; returns the shared ``Telemetry`` or None when off."""
-    global _initialized, _telemetry, _pipeline, started_by, pipelines_built
+    global _initialized, started_by
     if _initialized:
         return _telemetry
     with _lock:
@@ -113,22 +115,34 @@ def initialize(source: str = "manual") -> Any:
             logger.warning("nexent-autoinstrument: ENABLE_TELEMETRY is on but OpenTelemetry is not installed; "
                            "install 'nexent-autoinstrument[performance]'. Telemetry stays off.")
             return None
+        started_by = source
         try:
-            from .pipeline import Pipeline
-
-            _pipeline = Pipeline(settings)
-            pipelines_built += 1
-            from .adapters import tokens
-
-            tokens.start_loading()
-            _telemetry = _pipeline.telemetry()
-            started_by = source
             if source != "opentelemetry-instrument":  # there, entry points instrument each library
                 _instrument_libraries(settings.disabled_instrumentations)
+            if program_name().lower() in PREFORK_SERVERS:
+                # Patches are in place (they look up the telemetry at call time); each worker
+                # builds its own pipeline, with its own instance id and export threads.
+                os.register_at_fork(after_in_child=_build_pipeline)
+                return None
+            _build_pipeline()
         except Exception as exc:
             report_internal_error("bootstrap", exc)
-            _telemetry = None
     return _telemetry
+
+
+def _build_pipeline() -> None:
+    global _telemetry, _pipeline, pipelines_built
+    try:
+        from .adapters import tokens
+        from .pipeline import Pipeline
+
+        _pipeline = Pipeline(get_settings())
+        pipelines_built += 1
+        _telemetry = _pipeline.telemetry()
+        tokens.start_loading()
+    except Exception as exc:
+        report_internal_error("bootstrap", exc)
+        _telemetry = None
 
 
 def current_telemetry() -> Any:

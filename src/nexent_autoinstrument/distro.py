@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _BaseConfigurator
 
-from .bootstrap import INSTRUMENTOR_OPTIONS, initialize
+from .bootstrap import INSTRUMENTOR_OPTIONS, OWN_INSTRUMENTATIONS, initialize
+
+logger = logging.getLogger("nexent_autoinstrument")
 
 
 class NexentDistro(BaseDistro):
@@ -18,7 +21,14 @@ class NexentDistro(BaseDistro):
         initialize("opentelemetry-instrument")
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
-        """Instrument one library, with our options for it (see ``INSTRUMENTOR_OPTIONS``)."""
+        """Instrument one library, with our options for it (see ``INSTRUMENTOR_OPTIONS``).
+
+        Our httpx and httpx2 layers take the place of the official ones here: the same HTTP
+        spans, and query-string secrets redacted (the official redaction knows four names)."""
+        if entry_point.name in OWN_INSTRUMENTATIONS and not entry_point.value.startswith(__package__ or ""):
+            logger.debug("nexent-autoinstrument: %s is instrumented by the agent; skipping %s",
+                         entry_point.name, entry_point.value)
+            return
         super().load_instrumentor(entry_point, **{**INSTRUMENTOR_OPTIONS.get(entry_point.name, {}), **kwargs})
 
 

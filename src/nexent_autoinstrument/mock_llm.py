@@ -292,6 +292,7 @@ class MockLLMServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 512  # many clients connect at once in load tests
 
     def __init__(self, address: tuple[str, int], config: MockConfig, seed: int | None = None,
                  verbose: bool = False) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource, get_aggregated_resources
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
@@ -83,6 +83,17 @@ def make_resource(settings: Settings) -> Resource:
     # The user's explicit OTEL_RESOURCE_ATTRIBUTES win, except service.name which settings resolved.
     merged = own.merge(detected)
     return merged.merge(Resource({"service.name": settings.service_name}))
+
+
+#: Longest span attribute value unless OTEL_*ATTRIBUTE_VALUE_LENGTH_LIMIT says otherwise: a
+#: free-form model name or error message must not make spans unbounded.
+MAX_ATTRIBUTE_LENGTH = 8192
+
+
+def _span_limits() -> SpanLimits:
+    configured = any(os.environ.get(name) for name in ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+                                                        "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT"))
+    return SpanLimits(max_span_attribute_length=None if configured else MAX_ATTRIBUTE_LENGTH)
 
 
 def _otlp_timeout() -> dict[str, Any]:
@@ -172,7 +183,8 @@ class Pipeline:
     @staticmethod
     def _make_tracer_provider(settings: Settings) -> TracerProvider:
         provider = TracerProvider(resource=make_resource(settings), shutdown_on_exit=False,
-                                  sampler=ParentBased(TraceIdRatioBased(settings.sample_rate)))
+                                  sampler=ParentBased(TraceIdRatioBased(settings.sample_rate)),
+                                  span_limits=_span_limits())
         for name in settings.traces_exporters:
             if name in SPAN_EXPORTERS:
                 provider.add_span_processor(BatchSpanProcessor(

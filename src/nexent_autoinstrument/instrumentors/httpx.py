@@ -78,13 +78,18 @@ def _request_body(request: Any) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _official_httpx_active(client: Any) -> bool:
+#: The official instrumentation's class for each library (opentelemetry-instrumentation-httpx).
+OFFICIAL_INSTRUMENTORS = {"httpx": "HTTPXClientInstrumentor", "httpx2": "HTTPX2ClientInstrumentor"}
+
+
+def _official_httpx_active(client: Any, library: str) -> bool:
+    """Whether opentelemetry-instrumentation-httpx traces this client (globally or per client)."""
     if getattr(client, "_is_instrumented_by_opentelemetry", False):
         return True
     module = sys.modules.get("opentelemetry.instrumentation.httpx")
-    instrumentor = getattr(module, "HTTPXClientInstrumentor", None)
-    return bool(instrumentor is not None and getattr(instrumentor, "_instance", None) is not None
-                and instrumentor._instance.is_instrumented_by_opentelemetry)
+    instrumentor = getattr(module, OFFICIAL_INSTRUMENTORS[library], None)
+    instance = instrumentor.__dict__.get("_instance") if isinstance(instrumentor, type) else None
+    return bool(instance is not None and instance.is_instrumented_by_opentelemetry)
 
 
 class Exchange:
@@ -322,7 +327,7 @@ def _begin(library: str, client: Any, args: tuple[Any, ...], kwargs: dict[str, A
         return None
     request = args[0] if args else kwargs["request"]
     llm_call = current_llm_call.get()
-    own_span = not _official_httpx_active(client)
+    own_span = not _official_httpx_active(client, library)
     tracker = endpoint = None
     if llm_call is None and request.method == "POST":
         endpoint = endpoint_for(request.url.path)
