@@ -9,11 +9,9 @@ import random
 import re
 import signal
 import socket
-import subprocess
 import threading
 import time
 import tracemalloc
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,14 +20,14 @@ import openai
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-from receivers import OTLPHTTPReceiver
-from test_settings import BAD
 
 from conftest import clean_env, post_chat, run_python, start_example
 from nexent_autoinstrument.demo import free_port
 from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
 from nexent_autoinstrument.pipeline import SHUTDOWN_BOUND_SECONDS
 from nexent_autoinstrument.streams import TracedStream
+from receivers import OTLPHTTPReceiver
+from test_settings import BAD
 
 
 class BlackHole:
