@@ -21,29 +21,36 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
-def test_encoding_source_is_read_from_tiktokens_own_code() -> None:
-    import tiktoken_ext.openai_public as public
+def _tiktoken_source() -> str:
+    from importlib.util import find_spec
 
-    blob, digest = tokens.encoding_source(public, tokens.ENCODING)
+    return Path(find_spec("tiktoken_ext.openai_public").origin).read_text()
+
+
+def test_encoding_source_is_read_from_tiktokens_own_code() -> None:
+    blob, digest = tokens.encoding_source(_tiktoken_source(), tokens.ENCODING)
     assert blob.endswith("o200k_base.tiktoken") and len(digest) == 64
 
 
-def test_without_the_cached_encoding_nothing_is_downloaded(no_network: None, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_cached_encoding_nothing_is_loaded_or_downloaded(no_network: None, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(tokens, "_encoder", None)
-    tokens._load()
+    monkeypatch.delitem(sys.modules, "tiktoken", raising=False)
+    assert tokens.offline_encoding() is None
+    assert "tiktoken" not in sys.modules  # the check imports nothing
     assert not tokens.ready() and tokens.count(["some text"]) is None
 
 
 def test_a_corrupt_cache_file_is_left_alone(no_network: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tiktoken_ext.openai_public as public
-
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(tokens, "_encoder", None)
-    blob, _ = tokens.encoding_source(public, tokens.ENCODING)
+    blob, digest = tokens.encoding_source(_tiktoken_source(), tokens.ENCODING)
     Path(tokens.cache_path(blob)).write_bytes(b"not the encoding")
-    tokens._load()  # tiktoken would delete it and download again; we must not even ask
+    assert tokens.offline_encoding() == (tokens.cache_path(blob), digest)
+    tokens._load(*tokens.offline_encoding())  # tiktoken would delete it and download again; we must not ask
     assert not tokens.ready() and Path(tokens.cache_path(blob)).exists()
 
 
@@ -60,10 +67,10 @@ def test_a_verified_cache_file_loads_the_encoding_and_streams_use_it(
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(tokens, "_encoder", None)
     digest = hashlib.sha256(data).hexdigest()
-    monkeypatch.setattr(tokens, "encoding_source", lambda module, name: ("blob://enc", digest))
+    monkeypatch.setattr(tokens, "encoding_source", lambda source, name: ("blob://enc", digest))
     Path(tokens.cache_path("blob://enc")).write_bytes(data)
     monkeypatch.setattr(tiktoken, "get_encoding", lambda name: _WordEncoder())
-    tokens._load()
+    tokens._load(*tokens.offline_encoding())
     assert tokens.ready()
 
     harness = harness_factory()

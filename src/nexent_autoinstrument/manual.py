@@ -365,9 +365,13 @@ class MonitoringManager:
             _safely(trace.get_current_span().set_attributes, attributes)
 
     def setup_fastapi_app(self, app: Any) -> None:
-        """Serve ``/metrics`` on the app's own port and trace its requests with server spans."""
-        if _telemetry() is None:
+        """Serve ``/metrics`` on the app's own port and trace its requests with server spans.
+
+        Works before the pipeline exists too (a pre-fork server's master imports the app; each
+        worker builds its pipeline after fork): the route reads the registry per request."""
+        if not self.is_enabled:
             return
+        _telemetry()
         _safely(_add_metrics_route, app)
         _safely(_instrument_app, app)
 

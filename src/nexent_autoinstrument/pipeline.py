@@ -20,7 +20,7 @@ from typing import Any
 
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
-from opentelemetry.sdk.resources import OTELResourceDetector, Resource, get_aggregated_resources
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
@@ -66,7 +66,12 @@ EXPORT_WARNINGS = _FirstWarningOnly()
 
 
 def make_resource(settings: Settings) -> Resource:
-    """service.name/version, a per-process instance id, host and process facts, OTEL_RESOURCE_ATTRIBUTES."""
+    """service.name/version, a per-process instance id, host and process facts, OTEL_RESOURCE_ATTRIBUTES.
+
+    Built without ``Resource.create``/``get_aggregated_resources``: they run detectors on a
+    thread pool, which deadlocks when this runs in a pre-fork server's worker right after fork."""
+    from opentelemetry.sdk.version import __version__ as sdk_version
+
     own = Resource({
         "service.name": settings.service_name,
         "service.version": settings.service_version,
@@ -76,12 +81,14 @@ def make_resource(settings: Settings) -> Resource:
         "process.runtime.name": sys.implementation.name,
         "process.runtime.version": ".".join(map(str, sys.version_info[:3])),
         "process.executable.name": os.path.basename(sys.executable),
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.name": "opentelemetry",
+        "telemetry.sdk.version": sdk_version,
         "telemetry.distro.name": "nexent-autoinstrument",
         "telemetry.distro.version": __version__,
     })
-    detected = get_aggregated_resources([OTELResourceDetector()])
     # The user's explicit OTEL_RESOURCE_ATTRIBUTES win, except service.name which settings resolved.
-    merged = own.merge(detected)
+    merged = own.merge(OTELResourceDetector().detect())
     return merged.merge(Resource({"service.name": settings.service_name}))
 
 
@@ -179,6 +186,7 @@ class Pipeline:
             self.metrics_server_port = serve_metrics(settings.prometheus_port)
         atexit.register(self.shutdown)
         _flush_on_sigterm(self.shutdown)
+        os.register_at_fork(after_in_child=self._flush_when_forked_child_exits)
 
     @staticmethod
     def _make_tracer_provider(settings: Settings) -> TracerProvider:
@@ -211,6 +219,14 @@ class Pipeline:
         tracer = trace.get_tracer("nexent_autoinstrument", __version__, tracer_provider=self.tracer_provider)
         return Telemetry(self.settings, tracer, self.metrics, self.http_metrics)
 
+    def _flush_when_forked_child_exits(self) -> None:
+        """multiprocessing ends a forked child with os._exit, which skips atexit; its own exit
+        hook (multiprocessing.util finalizers) still runs. The child's bootstrap clears the
+        finalizers it inherited and then runs the after-fork callbacks, so register from one."""
+        util = sys.modules.get("multiprocessing.util")
+        if util is not None:
+            util.register_after_fork(self, _finalize_on_exit)
+
     def shutdown(self) -> None:
         """Flush and stop exporters, once; never holds exit longer than ``SHUTDOWN_BOUND_SECONDS``."""
         if self._shut_down:
@@ -223,6 +239,12 @@ class Pipeline:
                 self.meter_provider.shutdown(timeout_millis=SHUTDOWN_BOUND_SECONDS * 1000)
 
         _run_bounded(flush_all, SHUTDOWN_BOUND_SECONDS)
+
+
+def _finalize_on_exit(pipeline: Pipeline) -> None:
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(pipeline, pipeline.shutdown, exitpriority=100)
 
 
 def _flush_on_sigterm(flush: Callable[[], None]) -> None:

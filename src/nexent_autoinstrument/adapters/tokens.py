@@ -4,26 +4,31 @@ With tiktoken installed and its encoding available offline, the generated text i
 with it; otherwise the estimate is the number of content chunks, which OpenAI-compatible
 servers send about one token at a time. tiktoken downloads an encoding the first time it is
 used, and the agent must never cause that: the cache file tiktoken would read is located the
-way tiktoken locates it and checked against the expected hash first, and only then is the
-encoding loaded, once, on a background thread.
+way tiktoken locates it (read from tiktoken's source, without importing it) and checked
+against the expected hash first, and only then is the encoding loaded, once, on a background
+thread. A fork waits for that thread (it holds import locks while it runs, and a child forked
+meanwhile would deadlock on them).
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-import inspect
 import logging
 import os
 import tempfile
 import threading
 from collections.abc import Sequence
+from importlib.util import find_spec
 from typing import Any
 
 logger = logging.getLogger("nexent_autoinstrument")
 
 ENCODING = "o200k_base"
+#: Longest a fork waits for the background load (it takes well under a second).
+FORK_WAIT_SECONDS = 5.0
 _encoder: Any = None
+_loader: threading.Thread | None = None
 _loading = threading.Lock()
 _started = False
 
@@ -41,9 +46,9 @@ def count(texts: Sequence[str]) -> int | None:
     return len(encoder.encode_ordinary("".join(texts)))
 
 
-def encoding_source(module: Any, name: str) -> tuple[str, str] | None:
-    """(blob path, sha256) that tiktoken's ``name`` constructor loads, read from its source."""
-    tree = ast.parse(inspect.getsource(module))
+def encoding_source(source: str, name: str) -> tuple[str, str] | None:
+    """(blob path, sha256) that tiktoken's ``name`` constructor loads, read from its source code."""
+    tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name == name:
             for call in ast.walk(node):
@@ -66,23 +71,31 @@ def cache_path(blobpath: str) -> str | None:
     return os.path.join(cache_dir, hashlib.sha1(blobpath.encode()).hexdigest())
 
 
-def _load() -> None:
+def offline_encoding() -> tuple[str, str] | None:
+    """(cache file, sha256) of the encoding if tiktoken is installed and the file is on disk.
+    Reads tiktoken's source as text: nothing is imported, nothing is fetched."""
+    try:
+        spec = find_spec("tiktoken_ext.openai_public")
+        if spec is None or not spec.origin or find_spec("tiktoken") is None:
+            return None
+        with open(spec.origin, encoding="utf-8") as module_source:
+            source = encoding_source(module_source.read(), ENCODING)
+    except (ImportError, OSError, SyntaxError, ValueError):
+        return None
+    path = cache_path(source[0]) if source else None
+    if source is None or path is None or not os.path.exists(path):
+        return None
+    return path, source[1]
+
+
+def _load(path: str, digest: str) -> None:
     global _encoder
     try:
-        import tiktoken
-        import tiktoken_ext.openai_public as public
-    except ImportError:
-        return
-    try:
-        source = encoding_source(public, ENCODING)
-        path = cache_path(source[0]) if source else None
-        if source is None or path is None or not os.path.exists(path):
-            logger.info("nexent-autoinstrument: tiktoken's %s is not available offline; "
-                        "streams without usage are counted in content chunks", ENCODING)
-            return
         with open(path, "rb") as cached:
-            if hashlib.sha256(cached.read()).hexdigest() != source[1]:
+            if hashlib.sha256(cached.read()).hexdigest() != digest:
                 return  # tiktoken would delete it and download again: leave it alone
+        import tiktoken
+
         _encoder = tiktoken.get_encoding(ENCODING)
     except Exception as exc:  # an estimate is optional; never let it hurt
         logger.info("nexent-autoinstrument: tiktoken not used (%s)", exc)
@@ -90,9 +103,22 @@ def _load() -> None:
 
 def start_loading() -> None:
     """Load the encoding in the background, once per process, if that is possible offline."""
-    global _started
+    global _started, _loader
     with _loading:
         if _started:
             return
         _started = True
-    threading.Thread(target=_load, name="nexent-tiktoken", daemon=True).start()
+    found = offline_encoding()
+    if found is None:
+        logger.info("nexent-autoinstrument: tiktoken's %s is not available offline; "
+                    "streams without usage are counted in content chunks", ENCODING)
+        return
+    _loader = threading.Thread(target=_load, args=found, name="nexent-tiktoken", daemon=True)
+    _loader.start()
+    os.register_at_fork(before=_wait_for_loader)
+
+
+def _wait_for_loader() -> None:
+    loader = _loader
+    if loader is not None and loader.is_alive():
+        loader.join(timeout=FORK_WAIT_SECONDS)
