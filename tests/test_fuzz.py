@@ -1,0 +1,194 @@
+"""Property-based: whatever a server sends, the user sees exactly what they would see without the
+agent (values, or exception type and message), through the openai SDK and through bare httpx/httpx2."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import openai
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nexent_autoinstrument.instrumentors.httpx import HTTPX2Instrumentor, HTTPXInstrumentor
+from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+
+
+@dataclass
+class Reply:
+    status: int
+    content_type: str
+    pieces: list[bytes]
+    cut: bool  # drop the connection instead of ending the body
+
+
+class FuzzServer(ThreadingHTTPServer):
+    daemon_threads = True
+    reply = Reply(200, "application/json", [b"{}"], False)
+
+
+class FuzzHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: FuzzServer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        reply = self.server.reply
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for piece in reply.pieces:
+            if piece:
+                self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                self.wfile.flush()
+        if reply.cut:
+            self.close_connection = True
+            return
+        self.wfile.write(b"0\r\n\r\n")
+
+
+@pytest.fixture(scope="module")
+def fuzz_server() -> Iterator[FuzzServer]:
+    server = FuzzServer(("127.0.0.1", 0), FuzzHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+
+
+text = st.text(max_size=20)
+usage = st.fixed_dictionaries({"prompt_tokens": st.integers(0, 10**6), "completion_tokens": st.integers(0, 10**6),
+                               "total_tokens": st.integers(0, 10**6)})
+delta = st.one_of(
+    st.fixed_dictionaries({"role": st.just("assistant"), "content": st.just("")}),
+    st.fixed_dictionaries({"content": st.one_of(text, st.none())}),
+    st.fixed_dictionaries({"tool_calls": st.lists(st.fixed_dictionaries({
+        "index": st.integers(0, 2), "id": st.just("call_1"), "type": st.just("function"),
+        "function": st.fixed_dictionaries({"name": st.just("f"), "arguments": st.one_of(st.none(), text)})}),
+        max_size=2)}),
+    st.fixed_dictionaries({"refusal": text}),
+    st.fixed_dictionaries({"reasoning_content": text}),
+    st.just({}),
+)
+choice = st.fixed_dictionaries({"index": st.just(0), "delta": delta},
+                               optional={"finish_reason": st.sampled_from([None, "stop", "length", "tool_calls"])})
+chunk = st.fixed_dictionaries(
+    {"id": st.just("chatcmpl-1"), "object": st.just("chat.completion.chunk"), "created": st.just(1),
+     "model": st.just("m"), "choices": st.lists(choice, max_size=2)},
+    optional={"usage": usage, "unexpected_field": text, "system_fingerprint": text})
+data_line = st.one_of(
+    chunk.map(json.dumps),
+    st.fixed_dictionaries({"choices": st.just([]), "usage": usage}).map(json.dumps),  # usage only
+    st.just('{"choices": [{"delta": {"content": "x"'),  # malformed JSON
+    st.just('{"choices": "not a list", "usage": 5}'),  # wrong types
+    text.map(lambda t: json.dumps({"choices": [{"index": 0, "delta": {"content": t * 500}}]})),  # huge
+    st.just('{"error": {"message": "overloaded", "type": "server_error"}}'),
+)
+
+
+@st.composite
+def sse_reply(draw: Any) -> Reply:
+    lines = draw(st.lists(data_line, max_size=8))
+    done_at = draw(st.one_of(st.none(), st.integers(0, len(lines))))  # [DONE] early, at the end, or missing
+    if done_at is not None:
+        lines.insert(done_at, "[DONE]")
+    body = "".join(f"data: {line}\n\n" for line in lines).encode()
+    cuts = sorted(draw(st.lists(st.integers(0, max(len(body), 1)), max_size=6)))  # split anywhere
+    pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    return Reply(200, "text/event-stream", pieces, draw(st.booleans()))
+
+
+@st.composite
+def json_reply(draw: Any) -> Reply:
+    document = draw(st.one_of(
+        st.fixed_dictionaries({"id": st.just("c"), "object": st.just("chat.completion"), "model": st.just("m"),
+                               "choices": st.lists(st.fixed_dictionaries({
+                                   "index": st.just(0), "message": st.fixed_dictionaries(
+                                       {"role": st.just("assistant"), "content": st.one_of(text, st.none())}),
+                                   "finish_reason": st.sampled_from(["stop", "length"])}), max_size=2)},
+                              optional={"usage": usage, "extra": text}).map(json.dumps),
+        st.just("{not json"), text, st.just('{"error": {"message": "bad request", "type": "invalid"}}')))
+    status = draw(st.sampled_from([200, 200, 400, 429, 500]))
+    return Reply(status, "application/json", [document.encode()], draw(st.booleans()))
+
+
+def observe(call: Any) -> Any:
+    """What user code sees: the values, or the exception's type and message."""
+    try:
+        return ("ok", call())
+    except Exception as exc:
+        return ("raised", type(exc).__name__, str(exc))
+
+
+class Agent:
+    """Toggles every layer of the agent on and off around one run."""
+
+    def __init__(self, harness: Any) -> None:
+        self.harness = harness
+        self.layers = [OpenAIInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor()]
+
+    def run(self, call: Any) -> tuple[Any, Any]:
+        bare = observe(call)
+        for layer in self.layers:
+            layer.instrument(telemetry=self.harness.telemetry)
+        try:
+            return bare, observe(call)
+        finally:
+            for layer in self.layers:
+                layer.uninstrument()
+
+
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                        HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(reply=sse_reply())
+def test_openai_streams_are_unchanged(fuzz_server: FuzzServer, harness: Any, reply: Reply) -> None:
+    fuzz_server.reply = reply
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{fuzz_server.server_address[1]}/v1", api_key="sk-fuzz",
+                           max_retries=0)
+
+    def call() -> list[Any]:
+        return [c.model_dump() for c in client.chat.completions.create(model="m", messages=[], stream=True)]
+
+    bare, instrumented = Agent(harness).run(call)
+    assert instrumented == bare
+
+
+@FUZZ
+@given(reply=json_reply())
+def test_openai_json_bodies_are_unchanged(fuzz_server: FuzzServer, harness: Any, reply: Reply) -> None:
+    fuzz_server.reply = reply
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{fuzz_server.server_address[1]}/v1", api_key="sk-fuzz",
+                           max_retries=0)
+    bare, instrumented = Agent(harness).run(
+        lambda: client.chat.completions.create(model="m", messages=[]).model_dump())
+    assert instrumented == bare
+
+
+@pytest.mark.parametrize("library", ["httpx", "httpx2"])
+@FUZZ
+@given(reply=st.one_of(sse_reply(), json_reply()), reader=st.sampled_from(["iter_lines", "iter_text", "read"]))
+def test_bare_http_bodies_are_unchanged(fuzz_server: FuzzServer, harness: Any, library: str, reply: Reply,
+                                        reader: str) -> None:
+    fuzz_server.reply = reply
+    httpx = importlib.import_module(library)
+    url = f"http://127.0.0.1:{fuzz_server.server_address[1]}/v1/chat/completions"
+
+    def call() -> Any:
+        with httpx.Client() as client, client.stream("POST", url, json={"model": "m", "stream": True}) as response:
+            body = getattr(response, reader)()
+            return (response.status_code, body if isinstance(body, bytes) else list(body))
+
+    bare, instrumented = Agent(harness).run(call)
+    assert instrumented == bare
