@@ -309,6 +309,13 @@ class MockLLMServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}/v1"
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients that hang up (a finished process, a dropped keep-alive) are not errors."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
     def record_request(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> None:
         with self._lock:
             self.requests.append((path, headers, body))
