@@ -233,6 +233,23 @@ def _guard(action: Any, *args: Any) -> None:
         report_internal_error(f"httpx.{getattr(action, '__name__', 'exchange')}", exc)
 
 
+class _ObservedBody:
+    """What the sync and async byte-stream wrappers share: the exchange, ``elapsed``, abandonment."""
+
+    def __init__(self, inner: Any, exchange: Exchange) -> None:
+        self._inner = inner
+        self._exchange = exchange
+
+    @property
+    def elapsed(self) -> Any:
+        return getattr(self._inner, "elapsed", None)  # httpx2 reads the response's elapsed time here
+
+    def __del__(self) -> None:
+        exchange = getattr(self, "_exchange", None)
+        if exchange is not None and not exchange.ended:
+            _guard(exchange.end, names.ABANDONED)
+
+
 _STREAM_CLASSES: dict[str, tuple[type, type]] = {}
 
 
@@ -242,15 +259,7 @@ def _stream_classes(module: Any) -> tuple[type, type]:
     if classes is not None:
         return classes
 
-    class ObservedStream(module.SyncByteStream):
-        def __init__(self, inner: Any, exchange: Exchange) -> None:
-            self._inner = inner
-            self._exchange = exchange
-
-        @property
-        def elapsed(self) -> Any:
-            return getattr(self._inner, "elapsed", None)
-
+    class ObservedStream(_ObservedBody, module.SyncByteStream):
         def __iter__(self) -> Any:
             exchange = self._exchange
             try:
@@ -259,7 +268,7 @@ def _stream_classes(module: Any) -> tuple[type, type]:
                         _guard(exchange.on_bytes, chunk)
                     yield chunk
             except GeneratorExit:
-                raise
+                raise  # the reader stopped early; close() follows
             except BaseException as exc:
                 _guard(exchange.on_error, exc)
                 raise
@@ -271,20 +280,7 @@ def _stream_classes(module: Any) -> tuple[type, type]:
             finally:
                 _guard(self._exchange.end)
 
-        def __del__(self) -> None:
-            exchange = getattr(self, "_exchange", None)
-            if exchange is not None and not exchange.ended:
-                _guard(exchange.end, names.ABANDONED)
-
-    class ObservedAsyncStream(module.AsyncByteStream):
-        def __init__(self, inner: Any, exchange: Exchange) -> None:
-            self._inner = inner
-            self._exchange = exchange
-
-        @property
-        def elapsed(self) -> Any:
-            return getattr(self._inner, "elapsed", None)
-
+    class ObservedAsyncStream(_ObservedBody, module.AsyncByteStream):
         async def __aiter__(self) -> Any:
             exchange = self._exchange
             try:
@@ -304,11 +300,6 @@ def _stream_classes(module: Any) -> tuple[type, type]:
                 await self._inner.aclose()
             finally:
                 _guard(self._exchange.end)
-
-        def __del__(self) -> None:
-            exchange = getattr(self, "_exchange", None)
-            if exchange is not None and not exchange.ended:
-                _guard(exchange.end, names.ABANDONED)
 
     _STREAM_CLASSES[module.__name__] = (ObservedStream, ObservedAsyncStream)
     return _STREAM_CLASSES[module.__name__]

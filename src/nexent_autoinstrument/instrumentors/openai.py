@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import wrapt
@@ -175,20 +175,29 @@ def _guarded_finish(call: _Call, value: Any, is_async: bool) -> Any:
         return value
 
 
-def _sync_request(wrapped: Any, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    call = _guarded_start(client, args, kwargs)
-    if call is None:
-        return wrapped(*args, **kwargs)
+@contextlib.contextmanager
+def _in_call(call: _Call) -> Iterator[None]:
+    """While the SDK sends the request: the call's span is current (HTTP attempts nest under
+    it), the httpx layer sees the call, and a failure ends the call. Undone before returning,
+    so a stream's span never stays current in the caller."""
     token = context.attach(trace.set_span_in_context(call.tracker.span))
     call_token = current_llm_call.set(call)
     try:
-        value = wrapped(*args, **kwargs)
+        yield
     except BaseException as exc:
         end_call(call.tracker, exc)
         raise
     finally:
         current_llm_call.reset(call_token)
         context.detach(token)
+
+
+def _sync_request(wrapped: Any, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    call = _guarded_start(client, args, kwargs)
+    if call is None:
+        return wrapped(*args, **kwargs)
+    with _in_call(call):
+        value = wrapped(*args, **kwargs)
     return _guarded_finish(call, value, False)
 
 
@@ -196,16 +205,8 @@ async def _async_request(wrapped: Any, client: Any, args: tuple[Any, ...], kwarg
     call = _guarded_start(client, args, kwargs)
     if call is None:
         return await wrapped(*args, **kwargs)
-    token = context.attach(trace.set_span_in_context(call.tracker.span))
-    call_token = current_llm_call.set(call)
-    try:
+    with _in_call(call):
         value = await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        end_call(call.tracker, exc)
-        raise
-    finally:
-        current_llm_call.reset(call_token)
-        context.detach(token)
     return _guarded_finish(call, value, True)
 
 
