@@ -32,7 +32,6 @@ started_by: str | None = None
 def opentelemetry_installed() -> bool:
     """True when the OpenTelemetry SDK and prometheus_client are installed; imports neither
     (``find_spec`` of a submodule would import the parent package, so look at the directory)."""
-    import os
     from importlib.util import find_spec
 
     try:
@@ -148,11 +147,6 @@ def _build_pipeline() -> None:
 def current_telemetry() -> Any:
     """The shared ``Telemetry`` if the agent is running, else None. Never initializes."""
     return _telemetry
-
-
-def current_pipeline() -> Any:
-    """The running ``Pipeline`` or None."""
-    return _pipeline
 
 
 def ensure_initialized() -> None:

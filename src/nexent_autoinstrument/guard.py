@@ -9,6 +9,8 @@ logger = logging.getLogger("nexent_autoinstrument")
 
 #: How often each kind of internal error happened in this process (exposed on /metrics).
 internal_errors: Counter[str] = Counter()
+#: Warnings from exporters (an unreachable collector): only the first is logged, all are counted.
+export_warnings: Counter[str] = Counter()
 
 
 def report_internal_error(where: str, exc: BaseException) -> None:

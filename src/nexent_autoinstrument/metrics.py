@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from . import conventions as names
-from .guard import internal_errors
+from .guard import export_warnings, internal_errors
 
 OTHER = "other"
 
@@ -48,6 +48,9 @@ class _InternalErrorCollector(Collector):
         for where, count in sorted(internal_errors.items()):
             family.add_metric([where], count)
         yield family
+        yield CounterMetricFamily("nexent_autoinstrument_export_warnings",
+                                  "Exporter warnings (an unreachable collector); only the first is logged",
+                                  value=export_warnings["total"])
 
 
 class LLMMetrics:

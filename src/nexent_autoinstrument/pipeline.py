@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from . import __version__
+from .guard import export_warnings
 from .metrics import HTTPMetrics, LLMMetrics
 from .settings import Settings
 from .tracker import Telemetry
@@ -46,18 +47,12 @@ class _FirstWarningOnly(logging.Filter):
     """Lets the first export complaint through and counts the repeats (an unreachable collector
     would otherwise log on every export interval, for every signal)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.passed = False
-        self.suppressed = 0
-
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        if self.passed:
-            self.suppressed += 1
+        export_warnings["total"] += 1
+        if export_warnings["total"] > 1:
             return False
-        self.passed = True
         record.msg = f"{record.msg} (nexent-autoinstrument: further export errors are counted, not logged)"
         return True
 

@@ -198,9 +198,3 @@ def get_settings() -> Settings:
     if _cached is None:
         _cached = load_settings()
     return _cached
-
-
-def reset_settings_for_tests() -> None:
-    """Forget the cached settings so the next ``get_settings`` reads the environment again."""
-    global _cached
-    _cached = None
