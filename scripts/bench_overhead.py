@@ -15,7 +15,12 @@ With ``--peers``, the same workload also runs under OpenLLMetry
 script makes, with their default settings, an SDK tracer provider exporting to memory and an
 SDK meter provider. A peer's figure is printed only if it really emitted a span per stream.
 
-    python scripts/bench_overhead.py [--chunks 100000] [--rounds 5] [--peers] [--json]
+With ``--callgrind``, the same comparison is made in instructions instead of seconds, which
+is deterministic: each agent consumes one stream of N1 and one of N2 chunks under
+``valgrind --tool=callgrind``, bare and instrumented, and the slope (I(N2) - I(N1)) / (N2 - N1)
+gives the instructions per chunk with start-up cancelled out.
+
+    python scripts/bench_overhead.py [--chunks 100000] [--rounds 5] [--peers] [--json] [--callgrind]
 """
 
 from __future__ import annotations
@@ -196,6 +201,48 @@ def measure(agent: str, chunks: int, rounds: int) -> dict[str, Any]:
     }
 
 
+def run_once(agent: str, chunks: int, instrumented: bool) -> None:
+    """Consume one stream (under callgrind): warm up, then the measured stream."""
+    client = make_client(sse_body(chunks))
+    if instrumented:
+        if agent == "nexent-autoinstrument":
+            telemetry, _ = make_telemetry()
+            instrumentor, kwargs = NexentLayers(), {"telemetry": telemetry}
+        else:
+            instrumentor, kwargs, _ = make_peer(agent)
+        instrumentor.instrument(**kwargs)
+    consume(client)
+
+
+def instructions(python: str, agent: str, chunks: int, instrumented: bool) -> int:
+    """Instructions executed by one ``run_once`` process, counted by callgrind."""
+    import re
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        run = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={scratch}/out", python, __file__,
+             "--run-once", agent, "--chunks", str(chunks), *(["--instrumented"] if instrumented else [])],
+            capture_output=True, text=True, check=True)
+    return int(re.search(r"Collected : (\d+)", run.stderr).group(1))
+
+
+def callgrind_table(args: argparse.Namespace) -> None:
+    small, large = args.chunks // 4, args.chunks
+    print(f"instructions per chunk, slope between streams of {small:,} and {large:,} chunks (callgrind)")
+    print(f"{'agent':<24}{'bare':>10}{'instrumented':>14}{'added':>9}{'ratio':>8}")
+    for agent, (_, _, packages) in AGENTS.items():
+        if packages and not args.peers:
+            continue
+        python = sys.executable if not packages else os.path.join(".bench", agent, "bin", "python")
+        slopes = []
+        for instrumented in (False, True):
+            counts = [instructions(python, agent, n, instrumented) for n in (small, large)]
+            slopes.append((counts[1] - counts[0]) / (large - small))
+        print(f"{agent:<24}{slopes[0]:>10,.0f}{slopes[1]:>14,.0f}{slopes[1] - slopes[0]:>9,.0f}"
+              f"{slopes[1] / slopes[0]:>8.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chunks", type=int, default=100_000)
@@ -203,7 +250,16 @@ def main() -> None:
     parser.add_argument("--agent", choices=sorted(AGENTS), default="nexent-autoinstrument")
     parser.add_argument("--peers", action="store_true", help="also run the peers, each in its side venv")
     parser.add_argument("--json", action="store_true", help="print one JSON line (used for the peers)")
+    parser.add_argument("--callgrind", action="store_true", help="count instructions instead of seconds")
+    parser.add_argument("--run-once", choices=sorted(AGENTS), help=argparse.SUPPRESS)
+    parser.add_argument("--instrumented", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.run_once:
+        run_once(args.run_once, args.chunks, args.instrumented)
+        return
+    if args.callgrind:
+        callgrind_table(args)
+        return
 
     result = measure(args.agent, args.chunks, args.rounds)
     if args.json:

@@ -263,10 +263,12 @@ def _stream_classes(module: Any) -> tuple[type, type]:
         def __iter__(self) -> Any:
             exchange = self._exchange
             try:
-                for chunk in self._inner:
-                    if exchange.tracker is not None:
+                if exchange.tracker is None:
+                    yield from self._inner  # nothing to read per chunk: let C delegate
+                else:
+                    for chunk in self._inner:
                         _guard(exchange.on_bytes, chunk)
-                    yield chunk
+                        yield chunk
             except GeneratorExit:
                 raise  # the reader stopped early; close() follows
             except BaseException as exc:
@@ -287,7 +289,7 @@ def _stream_classes(module: Any) -> tuple[type, type]:
                 async for chunk in self._inner:
                     if exchange.tracker is not None:
                         _guard(exchange.on_bytes, chunk)
-                    yield chunk
+                    yield chunk  # (async generators have no ``yield from``)
             except GeneratorExit:
                 raise
             except BaseException as exc:
