@@ -267,3 +267,69 @@ def test_raw_httpx_stream_under_opentelemetry_instrument_matches_the_openai_laye
     for name in [k for k in sdk_attrs if k.startswith("openai.ratelimit")]:
         sdk_attrs.pop(name)
     assert set(raw_attrs) == set(sdk_attrs)
+
+
+FASTAPI_APP = """
+import threading, time, urllib.request
+import uvicorn
+from fastapi import FastAPI
+
+app = FastAPI()  # no monitoring call at all
+
+
+@app.get("/ping")
+def ping():
+    return {"pong": True}
+
+
+server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port={port}, log_level="warning"))
+threading.Thread(target=server.run, daemon=True).start()
+while not server.started:
+    time.sleep(0.05)
+print(urllib.request.urlopen("http://127.0.0.1:{port}/ping").read().decode())
+server.should_exit = True
+time.sleep(0.3)
+"""
+
+
+def test_auto_load_traces_a_fastapi_app_with_no_call(otlp: OTLPHTTPReceiver, tmp_path: Path) -> None:
+    from nexent_autoinstrument.demo import free_port
+
+    code = FASTAPI_APP.replace("{port}", str(free_port()))
+    env = clean_env(ENABLE_TELEMETRY="true", OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint)
+    result = run_python(code, env=env, tmp_path=tmp_path)
+    assert result.returncode == 0 and '"pong":true' in result.stdout, result.stderr
+    servers = [span for _, span in otlp.spans() if span.kind == span.SPAN_KIND_SERVER]
+    assert [span.name for span in servers] == ["GET /ping"]
+
+
+def test_mock_llm_command_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from nexent_autoinstrument.demo import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "nexent_autoinstrument", "mock-llm", "--port", str(port),
+                               "--ttft", "0.01", "--tokens-per-second", "500", "--tokens", "5", "--error-rate", "0"],
+                              env=clean_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert "mock LLM listening on" in server.stdout.readline()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                models = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models").read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert "mock-gpt" in [m["id"] for m in models["data"]]
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=json.dumps(
+            {"model": "mock-gpt", "messages": []}).encode(), headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request).read())
+        assert answer["usage"]["completion_tokens"] == 5
+    finally:
+        server.terminate()
+        server.wait(10)
