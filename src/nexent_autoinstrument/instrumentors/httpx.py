@@ -193,7 +193,7 @@ class Exchange:
                 read_response(self.tracker, decode_json(bytes(self.json_body)))
 
     def on_error(self, exc: BaseException) -> None:
-        """Reading the body failed (connection dropped, timeout, cancellation)."""
+        """Sending, or reading the body, failed (connection refused or dropped, timeout, cancellation)."""
         if self.span is not None and names.outcome_of(exc) == names.ERROR:
             self.span.record_exception(exc)
             self.attributes["error.type"] = type(exc).__name__
@@ -218,11 +218,7 @@ class Exchange:
 
     def failed(self, exc: BaseException) -> None:
         """``send`` itself raised: no response at all."""
-        if self.span is not None and names.outcome_of(exc) == names.ERROR:
-            self.span.record_exception(exc)
-            self.attributes["error.type"] = type(exc).__name__
-        if self.tracker is not None:
-            end_call(self.tracker, exc)
+        self.on_error(exc)
         self.end()
 
 
