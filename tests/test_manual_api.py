@@ -191,3 +191,26 @@ def test_everything_is_a_no_op_when_telemetry_is_off(monkeypatch: pytest.MonkeyP
     monitoring_manager.add_span_event("x")
     monitoring_manager.set_span_attributes(a=1)
     assert not monitoring_manager.is_enabled
+
+
+def test_an_openai_call_inside_monitor_llm_call_is_counted_once(as_manual: Any, mock_llm: Any) -> None:
+    import openai
+
+    from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+
+    OpenAIInstrumentor().instrument(telemetry=as_manual.telemetry)
+    try:
+        client = openai.OpenAI(base_url=mock_llm.base_url, api_key="sk-test", max_retries=0)
+
+        @monitoring_manager.monitor_llm_call("mock-gpt", "chat")
+        def call_llm(messages: list[dict[str, str]]) -> Any:  # the seed's README example
+            return client.chat.completions.create(model="mock-gpt", messages=messages)
+
+        call_llm([{"role": "user", "content": "hi"}])
+    finally:
+        OpenAIInstrumentor().uninstrument()
+    manual, sdk = sorted(as_manual.llm_spans(), key=lambda s: s.start_time)
+    assert sdk.parent.span_id == manual.context.span_id  # both spans, nested
+    assert as_manual.value("llm_request_duration_seconds_count", model="mock-gpt", operation="chat",
+                           outcome="completed") == 1  # but one call in the metrics
+    assert as_manual.value("llm_total_tokens_total", model="mock-gpt", operation="chat", type="output") == 10

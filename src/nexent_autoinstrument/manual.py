@@ -18,6 +18,7 @@ from . import conventions as names
 from .adapters.usage import usage_of
 from .conventions import outcome_of
 from .guard import report_internal_error
+from .instrumentors.context import current_manual_call
 from .settings import get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -94,21 +95,29 @@ def _safely(action: Callable[..., Any], *args: Any) -> Any:
 
 
 class _Current:
-    """Makes a scope's span current for a stretch of user code, and only for that stretch."""
+    """Makes a scope's span current for a stretch of user code, and only for that stretch; an
+    LLM scope is also the manual call that automatic layers inside it take over."""
 
-    __slots__ = ("scope", "token")
+    __slots__ = ("manual_token", "scope", "token")
 
     def __init__(self, scope: Any) -> None:
         self.scope = scope
-        self.token = None
+        self.token: Any = None
+        self.manual_token: Any = None
 
     def __enter__(self) -> None:
         if self.scope is not None:
             from opentelemetry import context, trace
 
             self.token = _safely(lambda: context.attach(trace.set_span_in_context(self.scope.span)))
+            tracker = getattr(self.scope, "tracker", None)
+            if tracker is not None:
+                self.manual_token = current_manual_call.set(tracker)
 
     def __exit__(self, *exc: Any) -> None:
+        if self.manual_token is not None:
+            _safely(current_manual_call.reset, self.manual_token)
+            self.manual_token = None
         if self.token is not None:
             from opentelemetry import context
 

@@ -68,6 +68,7 @@ class CallTracker:
         "_times_cap",
         "chunks",
         "content_chunks",
+        "delegated",
         "error_type",
         "estimated_tokens",
         "finish_reasons",
@@ -120,6 +121,8 @@ class CallTracker:
         self.error_type: str | None = None
         self.outcome: str | None = None
         self.finished = False
+        #: Set when a more precise layer measured this call from inside it (see instrumentors.context).
+        self.delegated = False
         #: Generated text pieces, kept only for content capture or a tiktoken estimate.
         keep_text = settings.capture_content or (stream and not usage_expected and token_estimate.ready())
         self.texts: list[str] | None = [] if keep_text else None
@@ -218,6 +221,8 @@ class CallTracker:
         if span.is_recording():
             self._annotate(span, outcome, ttft, rate, gaps, api_usage, output_tokens, slow, duration)
         span.end()
+        if self.delegated:
+            return  # the call inside recorded the metrics (and any slow-call warning)
         self._telemetry.metrics.record(
             model=self.model, operation=self.operation, outcome=outcome, duration=duration,
             ttft=ttft, rate=rate, gaps=gaps, input_tokens=self.input_tokens,

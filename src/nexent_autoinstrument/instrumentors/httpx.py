@@ -36,7 +36,7 @@ from ..adapters.openai import endpoint_for, provider_for, read_response, request
 from ..adapters.sse import SSEDecoder, decode_json
 from ..guard import report_internal_error
 from ..streams import end_call
-from .context import current_llm_call
+from .context import current_llm_call, take_over_manual_call
 
 #: Response header -> attribute of the openai span, and how to read its value.
 RESPONSE_HEADERS: tuple[tuple[str, str, type], ...] = (
@@ -321,6 +321,7 @@ def _begin(library: str, client: Any, args: tuple[Any, ...], kwargs: dict[str, A
     if llm_call is None and request.method == "POST":
         endpoint = endpoint_for(request.url.path)
         if endpoint is not None:
+            take_over_manual_call()
             body = _request_body(request)
             model = body.get("model")
             host = request.url.host

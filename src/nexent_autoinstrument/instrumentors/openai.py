@@ -24,7 +24,7 @@ from .. import conventions as names
 from ..adapters.openai import Endpoint, endpoint_for, provider_for, read_response, request_attributes
 from ..guard import report_internal_error
 from ..streams import AsyncTracedStream, TracedStream, end_call
-from .context import current_llm_call
+from .context import current_llm_call, take_over_manual_call
 
 SUPPORTED = ("openai >= 1.40.0, < 4",)
 _TARGETS = (("SyncAPIClient.request", False), ("AsyncAPIClient.request", True))
@@ -74,6 +74,7 @@ def _start(telemetry: Any, client: Any, args: tuple[Any, ...], kwargs: dict[str,
         options.json_data = {**body, "stream_options": {"include_usage": True}}
     attributes = {**_server(client), **request_attributes(body, settings.capture_content)}
     model = body.get("model")
+    take_over_manual_call()
     usage_expected = inject or bool((body.get("stream_options") or {}).get("include_usage"))
     tracker = telemetry.start_call(endpoint.operation, model if isinstance(model, str) else None,
                                    provider=_provider(client), stream=stream, attributes=attributes,
