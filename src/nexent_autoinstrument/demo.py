@@ -25,6 +25,7 @@ from .mock_llm import MockConfig, start_in_thread
 from .promtext import summarize
 
 MODELS = ("mock-gpt", "mock-gpt-mini")
+STACK_SCRAPE_PORT = 8000
 
 
 def free_port() -> int:
@@ -124,9 +125,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     mock = start_in_thread(MockConfig(ttft=0.12, itl=0.015, tokens=40, jitter=0.3), seed=7)
-    port = free_port()
     otlp = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318")
     stack_up = reachable(otlp) and reachable("http://localhost:3005")
+    # With the stack up, serve where its Prometheus scrapes by default (docker/prometheus/targets).
+    port = STACK_SCRAPE_PORT if stack_up and not reachable(f"http://127.0.0.1:{STACK_SCRAPE_PORT}") else free_port()
     traces_file = Path(".demo") / "traces.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(ENABLE_TELEMETRY="true", SERVICE_NAME="nexent-demo-backend", PORT=str(port),
