@@ -97,11 +97,15 @@ def test_otlp_http_export_through_both_doors(door: str, otlp: OTLPHTTPReceiver, 
 
 
 def test_each_process_has_its_own_instance_id(otlp: OTLPHTTPReceiver, mock_llm: Any, tmp_path: Path) -> None:
-    env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint)
+    env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, SERVICE_VERSION="1.2.3",
+                  OTEL_RESOURCE_ATTRIBUTES="deployment.environment=staging,service.name=from-resource")
     for _ in range(2):
         assert run_python(APP, env=env, tmp_path=tmp_path).returncode == 0
-    ids = {resource["service.instance.id"] for resource, _ in otlp.spans()}
-    assert len(ids) == 2
+    resources = [resource for resource, _ in otlp.spans()]
+    assert len({resource["service.instance.id"] for resource in resources}) == 2
+    for resource in resources:
+        assert resource["service.version"] == "1.2.3" and resource["deployment.environment"] == "staging"
+        assert resource["service.name"] == "from-resource"  # standard OTEL_* settings win over SERVICE_NAME
 
 
 def test_hook_and_opentelemetry_instrument_initialize_exactly_once(otlp: OTLPHTTPReceiver, mock_llm: Any,
