@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import openai
 import pytest
 
 from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+from nexent_autoinstrument.tracker import end_abandoned
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -91,7 +93,12 @@ def test_sync_abandoned_and_garbage_collected(instrument: Any, mock_llm: Any) ->
     next(stream)
     del stream
     gc.collect()
+    abandoned_at = time.time_ns()
+    time.sleep(0.3)
+    assert not harness.llm_spans()  # nothing heavy runs inside the garbage collector ...
+    end_abandoned()  # ... the next call, or exit, ends it
     assert outcome(harness) == "abandoned"
+    assert harness.llm_span().end_time <= abandoned_at + 50_000_000  # with the time it was dropped
     assert harness.value("llm_time_to_first_token_seconds_count", model="mock-gpt", operation="chat") == 1
 
 
@@ -130,6 +137,7 @@ def test_sync_exception_in_user_loop_body(instrument: Any, mock_llm: Any) -> Non
             raise KeyError("user")
     del stream
     gc.collect()
+    end_abandoned()
     assert outcome(harness) == "abandoned"
 
 
@@ -186,6 +194,7 @@ def test_async_abandoned_and_garbage_collected(instrument: Any, mock_llm: Any) -
         gc.collect()
 
     asyncio.run(main())
+    end_abandoned()
     assert outcome(harness) == "abandoned"
 
 

@@ -190,17 +190,22 @@ def test_abandoned_streams_leak_nothing() -> None:
                 stream = client.chat.completions.create(model="m", messages=[], stream=True)
                 next(stream)  # one chunk read, then dropped: never closed
 
+        def one_more_call() -> None:  # abandoned calls end at the next call (or at exit)
+            list(client.chat.completions.create(model="m", messages=[], stream=True))
+
         abandon(1000)
         gc.collect()
+        one_more_call()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         abandon(9000)
         gc.collect()
+        one_more_call()
         grown = tracemalloc.get_traced_memory()[0] - before
         tracemalloc.stop()
     finally:
         OpenAIInstrumentor().uninstrument()
-    assert exporter.outcomes == {"abandoned": 10_000}  # every span ended, exactly once
+    assert exporter.outcomes == {"abandoned": 10_000, "completed": 2}  # every span ended, exactly once
     assert not [o for o in gc.get_objects() if type(o) is TracedStream]
     assert grown < 1_000_000, grown  # bytes, over 9,000 abandoned streams
 
@@ -242,11 +247,17 @@ def test_concurrent_streams_each_measure_their_own_timing(harness_factory: Any, 
         OpenAIInstrumentor().uninstrument()
     spans = {span.attributes["gen_ai.request.model"]: span for span in harness.llm_spans()}
     assert len(harness.llm_spans()) == len(spans) == 216  # none lost, none doubled
+    measured: dict[float, list[float]] = {}
     for name, (tokens, ttft) in plan.items():
         attrs = spans[name].attributes
         assert len(attrs["llm.token.offsets"]) == tokens == attrs["gen_ai.usage.output_tokens"], name
-        # Under 216 concurrent streams on 2 cores a chunk can wait for the CPU: generous upper bound.
-        assert ttft - 0.005 <= attrs["llm.time_to_first_token"] < ttft + 1.5, (name, attrs["llm.time_to_first_token"])
+        # A stream never sees a token before its own server sent one (cross-talk would break this);
+        # under 216 concurrent streams on 2 cores a chunk can wait seconds for the CPU, so no tight
+        # upper bound: instead, each group's median follows its configured TTFT.
+        assert ttft - 0.005 <= attrs["llm.time_to_first_token"] < ttft + 10, name
+        measured.setdefault(ttft, []).append(attrs["llm.time_to_first_token"])
+    medians = [sorted(values)[len(values) // 2] for _, values in sorted(measured.items())]
+    assert medians == sorted(medians), medians
 
 
 def test_sigterm_during_active_streams_loses_nothing(mock_llm: Any) -> None:

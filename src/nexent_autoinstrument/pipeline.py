@@ -29,7 +29,7 @@ from . import __version__
 from .guard import export_warnings
 from .metrics import HTTPMetrics, LLMMetrics
 from .settings import Settings
-from .tracker import Telemetry
+from .tracker import Telemetry, end_abandoned
 
 logger = logging.getLogger("nexent_autoinstrument")
 
@@ -227,6 +227,7 @@ class Pipeline:
         if self._shut_down:
             return
         self._shut_down = True
+        end_abandoned()
         def flush_all() -> None:
             if self.owns_tracer_provider:
                 self.tracer_provider.shutdown()

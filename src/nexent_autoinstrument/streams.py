@@ -8,6 +8,7 @@ passes through the proxy and ``with`` hands back the proxy, not the bare stream.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,12 +16,13 @@ import wrapt
 
 from . import conventions as names
 from .guard import report_internal_error
+from .tracker import abandon
 
 ReadItem = Callable[[Any, Any], None]
 
 
-def end_call(tracker: Any, exc: BaseException | None, outcome: str | None = None) -> None:
-    """Finish a call because of ``exc`` (None: it ended normally, or with ``outcome``)."""
+def end_call(tracker: Any, exc: BaseException | None, outcome: str | None = None, at: float | None = None) -> None:
+    """Finish a call because of ``exc`` (None: it ended normally, or with ``outcome``), now or ``at``."""
     try:
         if tracker.finished:
             return
@@ -30,9 +32,15 @@ def end_call(tracker: Any, exc: BaseException | None, outcome: str | None = None
             if isinstance(status, int):
                 tracker.span.set_attribute("http.response.status_code", status)
             tracker.fail(exc)
-        tracker.finish(result)
+        tracker.finish(result, at)
     except Exception as error:
         report_internal_error("stream.end", error)
+
+
+def abandon_call(tracker: Any) -> None:
+    """For ``__del__``: the call's stream was dropped unfinished; it ends at the next safe point."""
+    if tracker is not None and not tracker.finished:
+        abandon(functools.partial(end_call, tracker, None, names.ABANDONED))
 
 
 def _exit_outcome(exc_info: tuple[Any, ...]) -> str:
@@ -82,9 +90,7 @@ class _TracedStreamBase(wrapt.ObjectProxy):
         return self._self_response
 
     def __del__(self) -> None:
-        tracker = getattr(self, "_self_tracker", None)
-        if tracker is not None and not tracker.finished:
-            end_call(tracker, None, names.ABANDONED)
+        abandon_call(getattr(self, "_self_tracker", None))
 
 
 class TracedStream(_TracedStreamBase):

@@ -13,7 +13,8 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -31,6 +32,38 @@ _clock = time.perf_counter
 _MAX_STALL_EVENTS = 32
 
 
+#: Calls whose stream was garbage-collected unfinished, with the time that happened. They are
+#: ended later, outside the garbage collector: a finalizer must not take the locks or change the
+#: context variables that the code it interrupted may be in the middle of using (prometheus
+#: values, span processors). Ended at the start and end of every call, and at exit.
+_abandoned: deque[tuple[Callable[[float], None], float]] = deque()
+_ending_abandoned = False
+
+
+def abandon(end: Callable[[float], None]) -> None:
+    """For ``__del__``: note when the call was abandoned; ``end(when)`` runs at the next safe point."""
+    _abandoned.append((end, _clock()))
+
+
+def end_abandoned() -> None:
+    """End the calls abandoned so far, each with the time it was abandoned."""
+    global _ending_abandoned
+    if not _abandoned or _ending_abandoned:
+        return
+    _ending_abandoned = True
+    try:
+        while _abandoned:
+            end, when = _abandoned.popleft()
+            try:
+                end(when)
+            except Exception as exc:
+                report_internal_error("tracker.abandoned", exc)
+    except IndexError:  # another thread took the last one
+        pass
+    finally:
+        _ending_abandoned = False
+
+
 class Telemetry:
     """What every tracker shares: the settings, a tracer and the metric instruments."""
 
@@ -46,6 +79,7 @@ class Telemetry:
                    usage_expected: bool = False) -> CallTracker:
         """Open the span of one LLM call and start its clock. ``usage_expected``: the stream
         was asked to end with usage, so there is no need to keep text for an estimate."""
+        end_abandoned()
         return CallTracker(self, operation, model or "unknown", provider, stream, attributes, usage_expected)
 
 
@@ -180,20 +214,22 @@ class CallTracker:
 
     # -- the end ------------------------------------------------------------------------------
 
-    def finish(self, outcome: str = names.COMPLETED) -> None:
-        """End the call exactly once: span attributes, events, status, metrics, slow warning."""
+    def finish(self, outcome: str = names.COMPLETED, at: float | None = None) -> None:
+        """End the call exactly once: span attributes, events, status, metrics, slow warning.
+        ``at``: when it ended, if that was earlier than now (an abandoned stream)."""
         if self.finished:
             return
         self.finished = True
         try:
-            self._emit(outcome)
+            self._emit(outcome, at)
         except Exception as exc:
             report_internal_error("tracker.finish", exc)
             with contextlib.suppress(Exception):
                 self.span.end()
+        end_abandoned()
 
-    def _emit(self, outcome: str) -> None:
-        end = _clock()
+    def _emit(self, outcome: str, at: float | None) -> None:
+        end = _clock() if at is None else at
         if self.error_type is not None:
             outcome = names.ERROR
         self.outcome = outcome
@@ -220,7 +256,7 @@ class CallTracker:
         span = self.span
         if span.is_recording():
             self._annotate(span, outcome, ttft, rate, gaps, api_usage, output_tokens, slow, duration)
-        span.end()
+        span.end(end_time=None if at is None else self._start_ns + int(duration * 1e9))
         if self.delegated:
             return  # the call inside recorded the metrics (and any slow-call warning)
         self._telemetry.metrics.record(

@@ -18,6 +18,7 @@ propagation; this layer then only measures raw LLM calls.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import sys
 import time
@@ -36,6 +37,7 @@ from ..adapters.openai import endpoint_for, provider_for, read_response, request
 from ..adapters.sse import SSEDecoder, decode_json
 from ..guard import report_internal_error
 from ..streams import end_call
+from ..tracker import abandon
 from .context import current_llm_call, take_over_manual_call
 
 #: Response header -> attribute of the openai span, and how to read its value.
@@ -101,6 +103,7 @@ class Exchange:
         self.llm_call = llm_call
         self.tracker = tracker
         self.endpoint = endpoint
+        self.started_ns = time.time_ns()
         self.started = _clock()
         self.ended = False
         self.body_complete = False
@@ -115,7 +118,7 @@ class Exchange:
         if own_span:
             parent = trace.set_span_in_context(tracker.span) if tracker is not None else None
             self.span = telemetry.tracer.start_span(
-                request.method, context=parent, kind=SpanKind.CLIENT,
+                request.method, context=parent, kind=SpanKind.CLIENT, start_time=self.started_ns,
                 attributes={**self.attributes, "url.full": redact_url(str(url)), "http.client.library": library})
             propagate.inject(request.headers, context=trace.set_span_in_context(self.span))
         if llm_call is not None:
@@ -200,21 +203,23 @@ class Exchange:
         if self.tracker is not None:
             end_call(self.tracker, exc)
 
-    def end(self, outcome: str | None = None) -> None:
-        """The response was closed (or abandoned): end the span, record the duration, finish once."""
+    def end(self, outcome: str | None = None, at: float | None = None) -> None:
+        """The response was closed, or abandoned ``at`` some earlier time: end the span, record
+        the duration, finish the LLM call, once."""
         if self.ended:
             return
         self.ended = True
         if self.tracker is not None:
             complete = self.body_complete or self.done
-            end_call(self.tracker, None, outcome or (names.COMPLETED if complete else names.CLOSED_EARLY))
+            end_call(self.tracker, None, outcome or (names.COMPLETED if complete else names.CLOSED_EARLY), at)
         if self.span is not None:
+            duration = (_clock() if at is None else at) - self.started
             if "error.type" in self.attributes:
                 self.span.set_attribute("error.type", self.attributes["error.type"])
                 self.span.set_status(Status(StatusCode.ERROR, self.attributes["error.type"]))
-            self.span.end()
+            self.span.end(end_time=None if at is None else self.started_ns + int(duration * 1e9))
             if self.telemetry.http_metrics is not None:
-                self.telemetry.http_metrics.record(_clock() - self.started, self.attributes)
+                self.telemetry.http_metrics.record(duration, self.attributes)
 
     def failed(self, exc: BaseException) -> None:
         """``send`` itself raised: no response at all."""
@@ -243,7 +248,7 @@ class _ObservedBody:
     def __del__(self) -> None:
         exchange = getattr(self, "_exchange", None)
         if exchange is not None and not exchange.ended:
-            _guard(exchange.end, names.ABANDONED)
+            abandon(functools.partial(exchange.end, names.ABANDONED))
 
 
 _STREAM_CLASSES: dict[str, tuple[type, type]] = {}

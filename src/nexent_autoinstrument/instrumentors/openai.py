@@ -23,7 +23,7 @@ from .. import bootstrap
 from .. import conventions as names
 from ..adapters.openai import Endpoint, endpoint_for, provider_for, read_response, request_attributes
 from ..guard import report_internal_error
-from ..streams import AsyncTracedStream, TracedStream, end_call
+from ..streams import AsyncTracedStream, TracedStream, abandon_call, end_call
 from .context import current_llm_call, take_over_manual_call
 
 SUPPORTED = ("openai >= 1.40.0, < 4",)
@@ -140,8 +140,8 @@ class TracedRawResponse(wrapt.ObjectProxy):
 
     def __del__(self) -> None:
         call = getattr(self, "_self_call", None)
-        if call is not None and not call.tracker.finished:
-            end_call(call.tracker, None, names.ABANDONED)
+        if call is not None:
+            abandon_call(call.tracker)
 
 
 class AsyncTracedRawResponse(TracedRawResponse):
