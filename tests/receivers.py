@@ -59,39 +59,46 @@ class _Store:
         return None
 
 
+def serve_posts(handle: Any) -> ThreadingHTTPServer:
+    """A loopback HTTP server on a free port, calling ``handle(path, headers, body)`` for each
+    POST; ``handle`` returns (status, content type, response body)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status, content_type, payload = handle(self.path, self.headers, body)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 class OTLPHTTPReceiver(_Store):
     """Accepts OTLP/HTTP protobuf on /v1/traces and /v1/metrics."""
 
     def __init__(self) -> None:
         super().__init__()
-        store = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path == "/v1/traces":
-                    message: Any = ExportTraceServiceRequest()
-                    message.ParseFromString(body)
-                    with store.lock:
-                        store.traces.append(message)
-                elif self.path == "/v1/metrics":
-                    message = ExportMetricsServiceRequest()
-                    message.ParseFromString(body)
-                    with store.lock:
-                        store.metrics.append(message)
-                payload = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_posts(self._receive)
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _receive(self, path: str, headers: Any, body: bytes) -> tuple[int, str, bytes]:
+        kinds = {"/v1/traces": (ExportTraceServiceRequest, self.traces),
+                 "/v1/metrics": (ExportMetricsServiceRequest, self.metrics)}
+        if path in kinds:
+            kind, store = kinds[path]
+            message = kind()
+            message.ParseFromString(body)
+            with self.lock:
+                store.append(message)
+        return 200, "application/x-protobuf", ExportTraceServiceResponse().SerializeToString()
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -138,23 +145,14 @@ class JaegerThriftReceiver:
         from thrift.transport import TTransport
 
         self.batches: list[Any] = []
-        store = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
+        def receive(path: str, headers: Any, body: bytes) -> tuple[int, str, bytes]:
+            batch = ttypes.Batch()
+            batch.read(TBinaryProtocol.TBinaryProtocol(TTransport.TMemoryBuffer(body)))
+            self.batches.append((headers.get("Content-Type"), batch))
+            return 202, "text/plain", b""
 
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                batch = ttypes.Batch()
-                batch.read(TBinaryProtocol.TBinaryProtocol(TTransport.TMemoryBuffer(body)))
-                store.batches.append((self.headers.get("Content-Type"), batch))
-                self.send_response(202)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_posts(receive)
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}/api/traces"
 
     def stop(self) -> None:
