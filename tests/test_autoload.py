@@ -80,5 +80,16 @@ def test_program_name(argv: list[str], expected: str) -> None:
     assert program_name(argv) == expected
 
 
-def test_tooling_list_covers_installers() -> None:
-    assert {"pip", "uv", "ensurepip", "virtualenv", "opentelemetry-instrument"} <= TOOLING
+@pytest.mark.parametrize(("module", "args", "left_alone"), [
+    ("ensurepip", ["--version"], True),
+    ("venv", ["--help"], True),
+    ("uv", ["--version"], True),
+    ("json.tool", ["--help"], False),  # not tooling: the agent starts
+])
+def test_installers_are_left_alone_with_telemetry_on(module: str, args: list[str], left_alone: bool) -> None:
+    assert (module.split(".")[0] in TOOLING) is left_alone
+    env = clean_env(ENABLE_TELEMETRY="true", OTEL_TRACES_EXPORTER="none")
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", module, *args], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ("nexent_autoinstrument.bootstrap" not in result.stderr) is left_alone

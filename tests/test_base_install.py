@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, clean_env
+from nexent_autoinstrument.demo import free_port
 
 APP = """
 import sys
@@ -70,8 +71,23 @@ def test_base_install_has_the_hook_and_only_wrapt(base_venv: Path) -> None:
     assert (Path(site) / "nexent_autoinstrument.pth").exists()
 
 
+def test_doctor_and_demo_of_an_installed_package_outside_a_checkout(base_venv: Path, tmp_path: Path) -> None:
+    command = str(base_venv.parent / "nexent-autoinstrument")
+    env = clean_env(ENABLE_TELEMETRY="true", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}")
+    doctor = subprocess.run([command, "doctor"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert doctor.returncode == 1 and "Traceback" not in doctor.stderr, doctor.stderr
+    assert "MONITORING_AVAILABLE=False" in doctor.stdout and "pip install '.[performance]'" in doctor.stdout
+    assert "start-monitoring.sh" not in doctor.stdout and "\"Monitoring stack\" in the README" in doctor.stdout
+    demo = subprocess.run([command, "demo"], env=clean_env(), cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert demo.returncode == 1 and "Traceback" not in demo.stderr, demo.stderr
+    assert "source checkout" in demo.stderr and "./scripts/demo.sh" in demo.stderr
+    assert "mock LLM" not in demo.stdout and list(tmp_path.iterdir()) == []  # nothing started, nothing written
+
+
 def test_uv_sync_with_the_performance_extra(tmp_path: Path) -> None:
     """The documented ``uv sync --extra performance`` works on a copy of the project."""
+    assert "uv sync --extra performance" in (ROOT / "README.md").read_text()
     copy = tmp_path / "project"
     copy.mkdir()
     archive = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True).stdout

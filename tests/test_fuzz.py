@@ -151,6 +151,13 @@ FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
                                                                         HealthCheck.function_scoped_fixture])
 
 
+# The fuzzer sends a chunk with wrong types on purpose ({"choices": "not a list", "usage": 5}). The
+# SDK builds its models from server data without validating them, with or without the agent, so
+# the test's own model_dump() then warns that those fields do not serialize as declared. That
+# warning, and only that one, is expected here: without the model_dump() no such warning appears,
+# with or without the agent.
+@pytest.mark.filterwarnings(r"ignore:Pydantic serializer warnings.\s+PydanticSerializationUnexpectedValue"
+                            r"\(Expected .list\[Choice\].:UserWarning")
 @FUZZ
 @given(reply=sse_reply())
 def test_openai_streams_are_unchanged(fuzz_server: FuzzServer, harness: Any, reply: Reply) -> None:

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import clean_env, run_python
 from nexent_autoinstrument import MONITORING_AVAILABLE, get_monitoring_manager, monitoring_manager
 
 
-def test_public_names_import() -> None:
-    assert MONITORING_AVAILABLE is True
-    assert get_monitoring_manager() is monitoring_manager
+def test_public_names_import_and_the_manager_records(as_manual: Any, tmp_path: Path) -> None:
+    assert MONITORING_AVAILABLE is True  # OpenTelemetry is installed here; hidden, it is False:
+    hidden = run_python("import sys; sys.modules['opentelemetry'] = None\n"
+                        "from nexent_autoinstrument import MONITORING_AVAILABLE; print(MONITORING_AVAILABLE)",
+                        env=clean_env(), tmp_path=tmp_path)
+    assert hidden.stdout.split() == ["False"], hidden.stderr
+    with get_monitoring_manager().trace_llm_request("chat", "gpt-public") as llm:
+        llm.record_token()
+    span = as_manual.llm_span()
+    assert span.attributes and span.attributes["gen_ai.request.model"] == "gpt-public"
 
 
 def test_monitor_llm_call_injects_nothing_and_returns_the_same_value(as_manual: Any) -> None:

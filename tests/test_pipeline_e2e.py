@@ -224,7 +224,12 @@ def test_prometheus_port_serves_metrics_for_non_web_apps(mock_llm: Any, tmp_path
     assert result.returncode == 0, result.stderr
     text = result.stdout.split("internal_errors {}", 1)[1]
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    assert families["llm_time_to_first_token_seconds"].type == "histogram"
+    ttft = families["llm_time_to_first_token_seconds"]
+    assert ttft.type == "histogram"
+    values = {s.name: s.value for s in ttft.samples if s.labels.get("model") == "mock-gpt"}
+    assert values["llm_time_to_first_token_seconds_count"] == 1  # the app makes one call
+    # The mock sends the first token ttft (20 ms) after the request arrives; generous upper bound.
+    assert 0.9 * mock_llm.config.ttft <= values["llm_time_to_first_token_seconds_sum"] < mock_llm.config.ttft + 2.0
 
 
 def test_bad_configuration_warns_once_and_the_app_runs(mock_llm: Any, tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
 import time
 import urllib.request
@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import BIN, clean_env, post_chat, start_example
+from nexent_autoinstrument import demo as demo_module
 from nexent_autoinstrument.demo import free_port
 from receivers import OTLPHTTPReceiver, attributes
 
@@ -89,7 +90,7 @@ def test_doctor_tells_the_truth_with_nothing_running() -> None:
     assert "[OK  ] telemetry is enabled" in out and "MONITORING_AVAILABLE=True" in out
     assert "[FAIL] ignoring TELEMETRY_SAMPLE_RATE='7'" in out
     assert "[FAIL] nothing listens at the OTLP endpoint" in out and "fix:" in out
-    assert "Grafana is not running" in out
+    assert "not running: Prometheus (http://localhost:9090), Grafana (http://localhost:3005)" in out
     assert "openai" in out and "auto-load hook installed" in out
 
 
@@ -98,11 +99,24 @@ def test_demo_prints_the_per_model_table(tmp_path: Path) -> None:
     result = subprocess.run([str(BIN / "nexent-autoinstrument"), "demo", "--requests", "12"], env=env,
                             capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("model"))
-    rows = {line.split()[0]: line.split() for line in lines[header + 2:header + 4]}
+    # Not a terminal: plain progress lines, no carriage returns.
+    assert "\r" not in result.stdout
+    assert "requests      10/12 done" in result.stdout and "requests      12/12 done" in result.stdout
+    # JSON Lines: one span per line, every line parses.
+    lines = (tmp_path / ".demo" / "traces.jsonl").read_text().splitlines()
+    spans = [json.loads(line) for line in lines]
+    llm = [s for s in spans if "gen_ai.operation.name" in s["attributes"]]
+    assert len(llm) == 12 and len(spans) > 12  # the service's own spans too
+    assert {s["attributes"]["gen_ai.request.model"] for s in llm} == {"mock-gpt", "mock-gpt-mini"}
+    # The table is computed exactly from those spans.
+    out = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(out) if line.startswith("model"))
+    assert "tok/s p50" in out[header] and "from the spans in" in out[header - 2]
+    rows = {line.split()[0]: line.split() for line in out[header + 2:header + 4]}
     assert set(rows) == {"mock-gpt", "mock-gpt-mini"}
+    expected = demo_module.format_table(demo_module.rows_from_spans(spans)).splitlines()[2:4]
+    assert [line.split() for line in expected] == [rows["mock-gpt"], rows["mock-gpt-mini"]]
+    assert sum(int(row[1]) for row in rows.values()) == 12
     for row in rows.values():
-        assert row[4].endswith("ms") and row[4] != "-ms"  # TTFT p50
-    assert "12/12" in result.stdout
-    assert os.path.exists(tmp_path / ".demo" / "traces.jsonl")
+        assert row[4].endswith("ms") and not row[4].startswith(("-", "~"))  # TTFT p50, exact
+        assert 100 <= float(row[4][:-2]) <= 1000  # the mock's TTFT is 120 ms

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import sys
+from typing import Any
 
 import pytest
 
+from nexent_autoinstrument import settings as settings_module
 from nexent_autoinstrument.settings import DOCUMENTED_VARIABLES, Settings, load_settings
 
 DEFAULTS = Settings()
@@ -98,11 +102,28 @@ def test_every_documented_variable_is_in_the_readme() -> None:
     assert not missing
 
 
-def test_service_name_is_never_unknown_service() -> None:
-    assert not load_settings({}).service_name.startswith("unknown_service")
-    assert load_settings({}).service_name
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["/srv/app/main_service.py", "--port", "1"], "main_service"),
+    (["worker"], "worker"),
+    (["-c"], "python-service"),
+    (["-m"], "python-service"),
+    (["/venv/lib/python3.11/site-packages/pkg/__main__.py"], "python-service"),
+    ([""], "python-service"),
+    ([], "python-service"),
+])
+def test_service_name_is_never_unknown_service(argv: list[str], expected: str, monkeypatch: Any) -> None:
+    monkeypatch.setattr(sys, "argv", argv)
+    assert load_settings({}).service_name == expected
+    assert load_settings({"SERVICE_NAME": "svc"}).service_name == "svc"
 
 
-def test_settings_are_immutable() -> None:
-    with pytest.raises(AttributeError):
-        load_settings({}).enabled = True  # type: ignore[misc]
+def test_settings_are_immutable_and_read_once(monkeypatch: Any) -> None:
+    loaded = load_settings({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        loaded.enabled = True  # type: ignore[misc]
+    assert loaded.enabled is False
+    monkeypatch.setattr(settings_module, "_cached", None)
+    monkeypatch.setenv("ENABLE_TELEMETRY", "true")
+    first = settings_module.get_settings()
+    monkeypatch.setenv("ENABLE_TELEMETRY", "false")  # a later change is not seen: read once, at start
+    assert settings_module.get_settings() is first and first.enabled is True

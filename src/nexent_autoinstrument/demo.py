@@ -2,7 +2,9 @@
 
 Starts the mock LLM, runs ``examples/backend/main_service.py`` under
 ``opentelemetry-instrument`` with ``ENABLE_TELEMETRY=true``, drives requests through it (some
-slow, some failing), then reads the service's /metrics and prints what was measured.
+slow, some failing), then prints what the agent measured: exact per-call values from the spans
+in ``.demo/traces.jsonl``, or, when the spans went to the monitoring stack instead, estimates from
+the histogram buckets of the service's /metrics.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import math
 import os
 import shutil
 import signal
@@ -19,13 +22,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from . import conventions as names
 from .mock_llm import MockConfig, start_in_thread
-from .promtext import summarize
 
 MODELS = ("mock-gpt", "mock-gpt-mini")
 STACK_SCRAPE_PORT = 8000
+EXAMPLE = Path("examples") / "backend" / "main_service.py"
+DEMO_REQUIREMENTS = ("opentelemetry.sdk", "prometheus_client", "openai", "fastapi", "uvicorn")
 
 
 def free_port() -> int:
@@ -48,14 +57,28 @@ def reachable(url: str, timeout: float = 0.5) -> bool:
         return False
 
 
-def find_example() -> Path:
-    """The example service, from a source checkout."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "examples" / "backend" / "main_service.py"
-        if candidate.exists():
-            return candidate
-    raise SystemExit("examples/backend/main_service.py not found: run the demo from a source checkout")
+def find_example() -> Path | None:
+    """The example service of a source checkout: the one this package was installed from in
+    editable mode, or the current directory. None when neither is a checkout."""
+    for parent in [*Path(__file__).resolve().parents, Path.cwd()]:
+        if (parent / EXAMPLE).is_file():
+            return parent / EXAMPLE
+    return None
+
+
+def missing_requirements() -> list[str]:
+    """The modules of the ``demo`` extra that are not installed."""
+    from importlib.util import find_spec
+
+    missing = []
+    for module in DEMO_REQUIREMENTS:
+        try:
+            found = find_spec(module) is not None
+        except ImportError:  # the parent package is missing
+            found = False
+        if not found:
+            missing.append(module.split(".")[0])
+    return missing
 
 
 def _post(url: str, payload: dict[str, object], timeout: float = 60) -> tuple[int, str]:
@@ -95,34 +118,172 @@ def _plan(requests: int) -> list[dict[str, object]]:
     return plan
 
 
-def _fmt(value: float | None, scale: float = 1.0, digits: int = 0) -> str:
-    return "-" if value is None else f"{value * scale:.{digits}f}"
+def print_progress(done: int, total: int, failed: int, tty: bool) -> None:
+    """A bar redrawn in place on a terminal; elsewhere (a pipe, a log file) a plain line every
+    ten requests and at the end."""
+    if tty:
+        bar = "#" * (30 * done // total)
+        print(f"\rrequests      [{bar:<30}] {done}/{total} ({failed} failed on purpose)",
+              end="\n" if done == total else "", flush=True)
+    elif done % 10 == 0 or done == total:
+        print(f"requests      {done}/{total} done ({failed} failed on purpose)", flush=True)
 
 
-def print_table(metrics_text: str) -> None:
-    """The per-model table of what was measured."""
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The q-quantile of exact values, interpolated between the two nearest ranks."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass
+class Row:
+    """One model's line of the table."""
+
+    calls: float
+    errors: float
+    slow: float
+    ttft_p50: float | None
+    ttft_p95: float | None
+    rate_p50: float | None
+    itl_p50: float | None
+    duration_p50: float | None
+    duration_p95: float | None
+    output_tokens: float
+
+
+def _duration(span: dict[str, Any]) -> float:
+    """A span's duration from its ISO start and end times (microseconds)."""
+    start, end = (datetime.strptime(span[key], "%Y-%m-%dT%H:%M:%S.%fZ") for key in ("start_time", "end_time"))
+    return (end - start).total_seconds()
+
+
+def read_spans(path: Path) -> list[dict[str, Any]]:
+    """The spans of a JSON Lines file written by the console exporter: complete lines only, and
+    anything else the service may print to stdout is skipped."""
+    text = path.read_text(errors="replace") if path.exists() else ""
+    spans = []
+    for line in text.splitlines(keepends=True):
+        try:
+            span = json.loads(line) if line.endswith("\n") else None
+        except ValueError:
+            continue
+        if isinstance(span, dict) and "name" in span:
+            spans.append(span)
+    return spans
+
+
+def llm_spans(spans: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The spans of LLM calls (the others are the service's HTTP and server spans)."""
+    return [s for s in spans if names.GEN_AI_OPERATION in (s.get("attributes") or {})]
+
+
+def rows_from_spans(spans: Iterable[dict[str, Any]]) -> dict[str, Row]:
+    """Exact per-model figures over the LLM spans: quantiles over calls of each call's own values."""
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for span in llm_spans(spans):
+        by_model.setdefault(str(span["attributes"].get(names.GEN_AI_REQUEST_MODEL, "?")), []).append(span)
+    rows = {}
+    slow_events = {names.EVENT_SLOW_REQUEST, names.EVENT_SLOW_TOKEN_RATE}
+    for model, calls in by_model.items():
+        def values(attribute: str, calls: list[dict[str, Any]] = calls) -> list[float]:
+            return [float(c["attributes"][attribute]) for c in calls if attribute in c["attributes"]]
+
+        durations = [_duration(c) for c in calls]
+        rows[model] = Row(
+            calls=len(calls),
+            errors=sum(c["status"]["status_code"] == "ERROR" for c in calls),
+            slow=sum(any(e["name"] in slow_events for e in c.get("events", ())) for c in calls),
+            ttft_p50=percentile(values(names.LLM_TTFT), 0.5),
+            ttft_p95=percentile(values(names.LLM_TTFT), 0.95),
+            rate_p50=percentile(values(names.LLM_RATE), 0.5),
+            itl_p50=percentile(values(names.LLM_ITL_P50), 0.5),
+            duration_p50=percentile(durations, 0.5),
+            duration_p95=percentile(durations, 0.95),
+            output_tokens=sum(values(names.GEN_AI_OUTPUT_TOKENS)))
+    return rows
+
+
+def rows_from_metrics(metrics_text: str) -> dict[str, Row]:
+    """Per-model figures from a /metrics page: counts are exact, quantiles are interpolated inside
+    histogram buckets (as Prometheus does), so they are estimates."""
+    from .promtext import summarize
+
+    return {model: Row(
+        calls=s.requests, errors=s.errors, slow=s.slow,
+        ttft_p50=s.quantile(names.TTFT, 0.5), ttft_p95=s.quantile(names.TTFT, 0.95),
+        rate_p50=s.quantile(names.TOKEN_RATE, 0.5), itl_p50=s.quantile(names.INTER_TOKEN_LATENCY, 0.5),
+        duration_p50=s.quantile(names.REQUEST_DURATION, 0.5), duration_p95=s.quantile(names.REQUEST_DURATION, 0.95),
+        output_tokens=s.tokens.get("output", 0)) for model, s in summarize(metrics_text).items()}
+
+
+def _fmt(value: float | None, unit: str, scale: float, digits: int, estimated: bool) -> str:
+    if value is None:
+        return "-"
+    return ("~" if estimated else "") + f"{value * scale:.{digits}f}{unit}"
+
+
+def format_table(rows: dict[str, Row], estimated: bool = False) -> str:
+    """The per-model table; with ``estimated``, quantiles are marked ``~`` (bucket estimates)."""
     header = (f"{'model':<14}{'calls':>6}{'errors':>7}{'slow':>6}{'TTFT p50':>10}{'TTFT p95':>10}"
-              f"{'tok/s':>8}{'ITL p50':>9}{'dur p50':>9}{'dur p95':>9}{'out tok':>9}")
-    print(header)
-    print("-" * len(header))
-    for model, s in sorted(summarize(metrics_text).items()):
-        print(f"{model:<14}{s.requests:>6.0f}{s.errors:>7.0f}{s.slow:>6.0f}"
-              f"{_fmt(s.quantile('llm_time_to_first_token_seconds', 0.5), 1000):>8}ms"
-              f"{_fmt(s.quantile('llm_time_to_first_token_seconds', 0.95), 1000):>8}ms"
-              f"{_fmt(s.mean('llm_token_generation_rate'), 1, 1):>8}"
-              f"{_fmt(s.quantile('llm_inter_token_latency_seconds', 0.5), 1000, 1):>7}ms"
-              f"{_fmt(s.quantile('llm_request_duration_seconds', 0.5), 1, 2):>8}s"
-              f"{_fmt(s.quantile('llm_request_duration_seconds', 0.95), 1, 2):>8}s"
-              f"{s.tokens.get('output', 0):>9.0f}")
+              f"{'tok/s p50':>11}{'ITL p50':>10}{'dur p50':>9}{'dur p95':>9}{'out tok':>9}")
+    lines = [header, "-" * len(header)]
+    for model, r in sorted(rows.items()):
+        lines.append(
+            f"{model:<14}{r.calls:>6.0f}{r.errors:>7.0f}{r.slow:>6.0f}"
+            f"{_fmt(r.ttft_p50, 'ms', 1000, 0, estimated):>10}{_fmt(r.ttft_p95, 'ms', 1000, 0, estimated):>10}"
+            f"{_fmt(r.rate_p50, '', 1, 1, estimated):>11}{_fmt(r.itl_p50, 'ms', 1000, 1, estimated):>10}"
+            f"{_fmt(r.duration_p50, 's', 1, 2, estimated):>9}{_fmt(r.duration_p95, 's', 1, 2, estimated):>9}"
+            f"{r.output_tokens:>9.0f}")
+    if estimated:
+        lines.append("~ estimated inside histogram buckets of /metrics; the exact per-call values are on the spans")
+    else:
+        lines.append("p50/p95 over calls; tok/s = decode rate after the first token; ITL p50 = median of each "
+                     "call's median gap")
+    return "\n".join(lines)
+
+
+def wait_for_spans(path: Path, count: int, seconds: float = 15) -> list[dict[str, Any]] | None:
+    """The spans in ``path`` once it holds ``count`` LLM spans; None if they do not all come in time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        spans = read_spans(path)
+        if len(llm_spans(spans)) >= count:
+            return spans
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the demo."""
-    parser = argparse.ArgumentParser(prog="nexent-autoinstrument demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=40)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser = argparse.ArgumentParser(prog="nexent-autoinstrument demo", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--requests", type=int, default=40, help="chat requests to send")
+    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")
     parser.add_argument("--keep-running", action="store_true", help="leave the service up until Ctrl-C")
     args = parser.parse_args(argv)
+
+    # Everything that can be missing is checked before anything starts or any file is written.
+    example = find_example()
+    if example is None:
+        raise SystemExit(
+            "nexent-autoinstrument demo: the demo runs the example service of a source checkout\n"
+            f"({EXAMPLE}), which is not part of the installed package, and none was found here.\n"
+            "From a clone of the repository, run ./scripts/demo.sh (or this command inside the clone).")
+    missing = missing_requirements()
+    if missing:
+        raise SystemExit(f"nexent-autoinstrument demo: {', '.join(missing)} not installed; the example service "
+                         f"needs the demo extra: pip install -e '.[demo]' in {example.parents[2]}")
+    instrument = shutil.which("opentelemetry-instrument", path=os.path.dirname(sys.executable)) \
+        or shutil.which("opentelemetry-instrument")
+    if instrument is None:
+        raise SystemExit(f"nexent-autoinstrument demo: opentelemetry-instrument not found; "
+                         f"pip install -e '.[demo]' in {example.parents[2]}")
 
     mock = start_in_thread(MockConfig(ttft=0.12, itl=0.015, tokens=40, jitter=0.3), seed=7)
     otlp = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318")
@@ -133,19 +294,17 @@ def main(argv: list[str] | None = None) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(ENABLE_TELEMETRY="true", SERVICE_NAME="nexent-demo-backend", PORT=str(port),
                OPENAI_BASE_URL=mock.base_url, OPENAI_API_KEY="sk-demo-not-a-real-key",
-               OTEL_TRACES_EXPORTER="otlp" if stack_up else "console")
+               OTEL_TRACES_EXPORTER="otlp" if stack_up else "console",
+               OTEL_BSP_SCHEDULE_DELAY="200")  # spans reach the file soon after each call, for the table
     if stack_up:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp
-    instrument = shutil.which("opentelemetry-instrument", path=os.path.dirname(sys.executable)) \
-        or shutil.which("opentelemetry-instrument")
-    if instrument is None:
-        raise SystemExit("opentelemetry-instrument not found: pip install 'nexent-autoinstrument[performance]'")
     traces_file.parent.mkdir(exist_ok=True)
     print(f"mock LLM      {mock.base_url}")
-    print(f"service       http://127.0.0.1:{port}  (opentelemetry-instrument python {find_example().name})")
+    print(f"service       http://127.0.0.1:{port}  (opentelemetry-instrument python {example.name})")
     log_file = traces_file.with_name("service.log")
+    tty = sys.stdout.isatty()
     with traces_file.open("wb") as traces, log_file.open("wb") as log:
-        service = subprocess.Popen([instrument, sys.executable, str(find_example())], env=env,
+        service = subprocess.Popen([instrument, sys.executable, str(example)], env=env,
                                    stdout=traces if not stack_up else subprocess.DEVNULL, stderr=log)
         try:
             _wait_ready(f"http://127.0.0.1:{port}/health", service)
@@ -157,14 +316,16 @@ def main(argv: list[str] | None = None) -> None:
                     status, _ = future.result()
                     done += 1
                     failed += status != 200
-                    bar = "#" * (30 * done // len(plan))
-                    print(f"\rrequests      [{bar:<30}] {done}/{len(plan)} ({failed} failed on purpose)",
-                          end="", flush=True)
-            print()
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-                metrics_text = response.read().decode()
-            print(f"\nMeasured by the agent, read from http://127.0.0.1:{port}/metrics :\n")
-            print_table(metrics_text)
+                    print_progress(done, len(plan), failed, tty)
+            spans = None if stack_up else wait_for_spans(traces_file, len(plan))
+            if spans is not None:
+                print(f"\nMeasured by the agent, per call, from the spans in {traces_file} :\n")
+                print(format_table(rows_from_spans(spans)))
+            else:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                    metrics_text = response.read().decode()
+                print(f"\nMeasured by the agent, read from http://127.0.0.1:{port}/metrics :\n")
+                print(format_table(rows_from_metrics(metrics_text), estimated=True))
             if args.keep_running:
                 print("\nservice left running; Ctrl-C to stop")
                 service.wait()
@@ -179,7 +340,8 @@ def main(argv: list[str] | None = None) -> None:
         print("\nTraces went to OTLP at", otlp)
         print("Grafana: http://localhost:3005 (LLM Performance Dashboard), Jaeger: http://localhost:16686")
     else:
-        spans = sum(1 for line in traces_file.read_text().splitlines() if line.startswith('    "name"'))
         print(f"\nService log (slow-call warnings and errors): {log_file}")
-        print(f"Traces: {spans} spans written by the console exporter to {traces_file}")
-        print("Start the monitoring stack (./docker/start-monitoring.sh) to see them in Jaeger and Grafana.")
+        print(f"Traces: {len(read_spans(traces_file))} spans, one JSON object per line, in {traces_file}")
+        from .doctor import start_stack_hint
+
+        print(f"Start the monitoring stack ({start_stack_hint()}) to see them in Jaeger and Grafana.")

@@ -1,7 +1,8 @@
 """``nexent-autoinstrument doctor``: the troubleshooting guide as one command.
 
-Each check prints OK, WARN or FAIL, and every problem comes with its fix. The exit code
-is 1 when a check failed, else 0. Nothing is changed and nothing is exported.
+Each check prints OK, WARN, FAIL or SKIP, and every problem comes with its fix. The exit code
+is 1 when a check failed, else 0. Nothing is changed and nothing is exported. With telemetry
+off, the collectors and the monitoring stack are not checked: nothing would be sent to them.
 """
 
 from __future__ import annotations
@@ -20,9 +21,23 @@ from .demo import reachable
 from .settings import Settings, load_settings
 
 Check = tuple[str, str, str]  # (status, what, fix)
-OK, WARN, FAIL = "OK", "WARN", "FAIL"
+OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
 
 LIBRARIES = {"openai": "openai >= 1.40.0, < 4", "httpx": "httpx >= 0.23", "httpx2": "httpx2 >= 2"}
+START_SCRIPT = Path("docker") / "start-monitoring.sh"
+INSTALL_PERFORMANCE = "pip install '.[performance]' in a checkout (or the wheel with [performance])"
+
+
+def start_stack_hint() -> str:
+    """How to start the monitoring stack from here: the checkout's script when there is one (in the
+    current directory, or the checkout this package is installed from), else where to read about it."""
+    if START_SCRIPT.is_file():
+        return f"./{START_SCRIPT}"
+    for parent in Path(__file__).resolve().parents:
+        if (parent / START_SCRIPT).is_file() and (parent / "pyproject.toml").is_file():
+            return str(parent / START_SCRIPT)
+    return ("see \"Monitoring stack\" in the README (docker/docker-compose-monitoring.yml "
+            "in the source repository)")
 
 
 class _Collect(logging.Handler):
@@ -51,12 +66,13 @@ def check_enabled(settings: Settings, warnings: list[str]) -> Iterator[Check]:
     if settings.enabled:
         yield OK, f"telemetry is enabled (ENABLE_TELEMETRY={raw})", ""
     else:
-        yield WARN, f"telemetry is off (ENABLE_TELEMETRY={raw!r})", "export ENABLE_TELEMETRY=true"
+        value = "unset" if raw is None else repr(raw)
+        yield WARN, f"ENABLE_TELEMETRY is {value} (telemetry off): the agent measures and exports nothing", \
+            "export ENABLE_TELEMETRY=true in the service's environment"
     if opentelemetry_installed():
         yield OK, "MONITORING_AVAILABLE=True: OpenTelemetry and prometheus_client are installed", ""
     else:
-        yield FAIL, "MONITORING_AVAILABLE=False: OpenTelemetry is not installed", \
-            "pip install 'nexent-autoinstrument[performance]'"
+        yield FAIL, "MONITORING_AVAILABLE=False: OpenTelemetry is not installed", INSTALL_PERFORMANCE
 
 
 def check_configuration(settings: Settings, warnings: list[str]) -> Iterator[Check]:
@@ -84,6 +100,10 @@ def _otlp_endpoint(settings: Settings) -> str:
 
 
 def check_endpoints(settings: Settings, warnings: list[str]) -> Iterator[Check]:
+    if not settings.enabled:
+        yield SKIP, "collectors and the monitoring stack not checked: telemetry is off, nothing is sent", ""
+        return
+    start = start_stack_hint()
     uses_otlp = "otlp" in settings.traces_exporters or "otlp" in settings.metrics_exporters
     if uses_otlp:
         endpoint = _otlp_endpoint(settings)
@@ -91,7 +111,7 @@ def check_endpoints(settings: Settings, warnings: list[str]) -> Iterator[Check]:
             yield OK, f"OTLP collector reachable at {endpoint} ({settings.otlp_protocol})", ""
         else:
             yield FAIL, f"nothing listens at the OTLP endpoint {endpoint}: traces will be dropped", \
-                "start the stack (./docker/start-monitoring.sh) or set OTEL_EXPORTER_OTLP_ENDPOINT"
+                f"start the monitoring stack ({start}) or set OTEL_EXPORTER_OTLP_ENDPOINT"
     if "jaeger" in settings.traces_exporters:
         from .jaeger_thrift import DEFAULT_COLLECTOR_ENDPOINT
 
@@ -103,12 +123,12 @@ def check_endpoints(settings: Settings, warnings: list[str]) -> Iterator[Check]:
             import opentelemetry.exporter.jaeger.thrift  # noqa: F401
         except ImportError as exc:
             yield FAIL, f"the Jaeger Thrift exporter does not import ({exc})", \
-                "pip install 'nexent-autoinstrument[jaeger]'"
+                "pip install '.[jaeger]' in a checkout (or the wheel with [jaeger])"
         if reachable(endpoint):
             yield OK, f"Jaeger collector reachable at {endpoint}", ""
         else:
             yield FAIL, f"nothing listens at JAEGER_ENDPOINT {endpoint}", \
-                "start Jaeger (./docker/start-monitoring.sh) or use OTLP: unset JAEGER_ENDPOINT"
+                f"start Jaeger ({start}) or use OTLP: unset JAEGER_ENDPOINT"
     if settings.traces_exporters == ("none",):
         yield WARN, "OTEL_TRACES_EXPORTER=none: no traces leave the process", "set it to otlp"
     if settings.prometheus_port is not None:
@@ -118,12 +138,15 @@ def check_endpoints(settings: Settings, warnings: list[str]) -> Iterator[Check]:
     else:
         yield WARN, "PROMETHEUS_PORT is not set: /metrics exists only where setup_fastapi_app(app) is called", \
             "export PROMETHEUS_PORT=9464 for services that are not FastAPI apps"
+    down = []
     for name, url in (("Prometheus", "http://localhost:9090"), ("Grafana", "http://localhost:3005"),
                       ("Jaeger UI", "http://localhost:16686")):
         if reachable(url):
             yield OK, f"{name} reachable at {url}", ""
         else:
-            yield WARN, f"{name} is not running at {url}", "./docker/start-monitoring.sh"
+            down.append(f"{name} ({url})")
+    if down:
+        yield WARN, f"not running: {', '.join(down)}; the dashboards and trace search need them", start
 
 
 def check_libraries(settings: Settings, warnings: list[str]) -> Iterator[Check]:
@@ -189,13 +212,26 @@ def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(prog="nexent-autoinstrument doctor", description=__doc__.split("\n")[0]).parse_args(argv)
     settings, warnings = _settings_with_warnings()
     print(f"nexent-autoinstrument {__version__} doctor (python {sys.version.split()[0]})")
-    failed = 0
+    failed = warned = 0
     for title, check in CHECKS:
         print(f"\n{title}")
         for status, what, fix in check(settings, warnings):
-            if status == FAIL and title == "Endpoints" and not settings.enabled:
-                status = WARN  # nothing is exported while telemetry is off
             failed += status == FAIL
+            warned += status == WARN
             print(f"  [{status:<4}] {what}" + (f"\n         fix: {fix}" if fix and status != OK else ""))
-    print(f"\n{failed} problem(s) found." if failed else "\nNo problems found.")
+    print()
+    print(summary(failed, warned, settings.enabled))
     sys.exit(1 if failed else 0)
+
+
+def summary(failed: int, warned: int, enabled: bool) -> str:
+    """The last line of the report, consistent with the lines above it."""
+    counts = ", ".join(f"{n} {word}{'s' if n > 1 else ''}" for n, word in ((failed, "problem"), (warned, "warning"))
+                       if n)
+    if not enabled:
+        return (f"Telemetry is off ({counts} above): the agent measures nothing. Turn it on with "
+                "ENABLE_TELEMETRY=true in the service's environment, and run the doctor again with it set "
+                "to check the collectors.")
+    if failed:
+        return f"{counts} found above: see each fix."
+    return f"No problems found ({counts})." if warned else "No problems found."

@@ -332,16 +332,21 @@ def start_in_thread(config: MockConfig | None = None, host: str = "127.0.0.1", p
 
 def main(argv: list[str] | None = None) -> None:
     """``nexent-autoinstrument mock-llm``: run the mock LLM in the foreground."""
-    parser = argparse.ArgumentParser(prog="nexent-autoinstrument mock-llm", description=__doc__.split("\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8090)
+    parser = argparse.ArgumentParser(prog="nexent-autoinstrument mock-llm", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8090, help="port to listen on")
     parser.add_argument("--ttft", type=float, default=MockConfig.ttft, help="seconds to the first token")
-    parser.add_argument("--tokens-per-second", type=float, default=1 / MockConfig.itl)
+    parser.add_argument("--tokens-per-second", type=float, default=1 / MockConfig.itl,
+                        help="decode speed after the first token")
     parser.add_argument("--tokens", type=int, default=MockConfig.tokens, help="tokens per completion")
-    parser.add_argument("--jitter", type=float, default=0.0, help="fraction of the gap, e.g. 0.2")
-    parser.add_argument("--error-rate", type=float, default=0.0, help="fraction of requests answered 500")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--jitter", type=float, default=MockConfig.jitter,
+                        help="random variation of each gap, as a fraction of it (e.g. 0.2)")
+    parser.add_argument("--error-rate", type=float, default=MockConfig.error_rate,
+                        help="fraction of requests answered with HTTP 500")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the random jitter and errors, for repeatable runs (None: random)")
+    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
     config = MockConfig(ttft=args.ttft, itl=1 / max(args.tokens_per_second, 1e-3), tokens=args.tokens,
                         jitter=args.jitter, error_rate=args.error_rate)

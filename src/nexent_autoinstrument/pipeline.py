@@ -137,7 +137,8 @@ def _console_metric_exporter(settings: Settings) -> Any:
 SPAN_EXPORTERS: dict[str, Callable[[Settings], Any]] = {
     "otlp": _otlp_span_exporter,
     "jaeger": _jaeger_span_exporter,
-    "console": lambda settings: ConsoleSpanExporter(),
+    # One compact JSON object per line (JSON Lines), so that stdout redirected to a file can be parsed.
+    "console": lambda settings: ConsoleSpanExporter(formatter=lambda span: span.to_json(indent=None) + "\n"),
 }
 METRIC_EXPORTERS: dict[str, Callable[[Settings], Any]] = {
     "otlp": _otlp_metric_exporter,
