@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
@@ -53,6 +54,26 @@ class Harness:
 
     def value(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0
+
+    def record_ending_threads(self) -> list[str]:
+        """The names of the threads that end LLM spans from now on (a list that fills up)."""
+        threads: list[str] = []
+
+        class Recorder(SpanProcessor):
+            def on_end(self, span: ReadableSpan) -> None:
+                if span.attributes and "gen_ai.operation.name" in span.attributes:
+                    threads.append(threading.current_thread().name)
+
+        self.provider.add_span_processor(Recorder())
+        return threads
+
+
+def wait_for_llm_span(harness: Harness, seconds: float = 3.0) -> ReadableSpan:
+    """The one LLM span, once it has ended: calls that stop being read end within about a second."""
+    deadline = time.monotonic() + seconds
+    while not harness.llm_spans() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return harness.llm_span()
 
 
 def make_harness(**overrides: Any) -> Harness:
@@ -133,12 +154,14 @@ def post_chat(base: str, **body: Any) -> tuple[int, str]:
 
 
 def run_python(code: str, *, env: dict[str, str], instrument: bool = False, timeout: float = 60,
-               tmp_path: Path | None = None, args: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` as a script in a fresh interpreter (optionally under opentelemetry-instrument)."""
+               tmp_path: Path | None = None, args: tuple[str, ...] = (),
+               script_args: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as a script in a fresh interpreter (optionally under opentelemetry-instrument).
+    ``args`` go to the interpreter, ``script_args`` to the script."""
     script_dir = tmp_path or Path(os.environ.get("TMPDIR", "/tmp"))
     script = script_dir / "app_under_test.py"
     script.write_text(code)
-    command = [sys.executable, *args, str(script)]
+    command = [sys.executable, *args, str(script), *script_args]
     if instrument:
         command = [str(BIN / "opentelemetry-instrument"), *command]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=script_dir)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from nexent_autoinstrument import conventions
+from conftest import ROOT
+from nexent_autoinstrument import conventions, lifecycle
 
 
 def exposition(harness: Any) -> dict[str, Any]:
@@ -53,18 +55,26 @@ def test_histograms_have_buckets_for_their_quantity(harness: Any) -> None:
     assert min(rate_bounds) <= 1.0 and max(b for b in rate_bounds if b != float("inf")) >= 1000
 
 
-def test_contract_table_matches_design() -> None:
-    assert [m.name for m in conventions.METRICS] == [
-        "llm_time_to_first_token_seconds", "llm_token_generation_rate", "llm_request_duration_seconds",
-        "llm_inter_token_latency_seconds", "llm_total_tokens", "llm_error_count", "llm_slow_requests"]
+def test_the_readme_dashboard_and_alerts_use_the_exposed_names(harness: Any) -> None:
+    families = exposition(harness)
+    exposed = {f for f in families if f.startswith("llm_") and not f.endswith("_created")}
+    assert exposed == {m.name for m in conventions.METRICS}
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `(llm_[a-z_]+?)(?:_total)?` \|", readme, re.MULTILINE))
+    assert documented == exposed  # the README's metrics table
+    samples = {s.name for f in families.values() for s in f.samples}
+    for path in (ROOT / "docker" / "grafana" / "dashboards" / "llm-performance.json",
+                 ROOT / "docker" / "prometheus" / "alerts.yml"):
+        used = set(re.findall(r"\bllm_[a-z_]+", path.read_text()))
+        assert used and used <= samples, (path.name, used - samples)
 
 
 def test_tracker_rate_is_decode_rate_not_whole_call(harness: Any, monkeypatch: Any) -> None:
     from nexent_autoinstrument import tracker as tracker_module
 
     clock = iter([10.0, 12.0, 12.5, 13.0, 13.5, 14.0, 20.0])  # start, 5 tokens 0.5 s apart, end
-    monkeypatch.setattr(tracker_module, "_clock", lambda: next(clock))
-    call = harness.telemetry.start_call("chat", "m", stream=True)
+    monkeypatch.setattr(tracker_module, "clock", lambda: next(clock))
+    call = lifecycle.begin(harness.telemetry, "chat", "m", stream=True)
     for _ in range(5):
         call.content()
     call.finish()
@@ -78,7 +88,7 @@ def test_tracker_rate_is_decode_rate_not_whole_call(harness: Any, monkeypatch: A
 
 
 def test_single_content_chunk_records_no_rate(harness: Any) -> None:
-    call = harness.telemetry.start_call("chat", "m", stream=True)
+    call = lifecycle.begin(harness.telemetry, "chat", "m", stream=True)
     call.content()
     call.finish()
     assert "llm.token_generation_rate" not in harness.llm_span().attributes
@@ -86,9 +96,11 @@ def test_single_content_chunk_records_no_rate(harness: Any) -> None:
 
 
 def test_finish_is_idempotent(harness: Any) -> None:
-    call = harness.telemetry.start_call("chat", "m")
-    call.finish()
-    call.finish("abandoned")
+    call = lifecycle.begin(harness.telemetry, "chat", "m")
+    assert call.finish() is True
+    assert call.finish("abandoned") is False
+    lifecycle.end(call, RuntimeError("late"))
     assert len(harness.spans()) == 1
+    assert harness.llm_span().attributes["llm.stream.outcome"] == "completed"
     assert harness.value("llm_request_duration_seconds_count", model="m", operation="chat",
                          outcome="completed") == 1

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
-from nexent_autoinstrument.tracker import end_abandoned
+from conftest import wait_for_llm_span
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -88,17 +88,17 @@ def test_sync_break_inside_with(instrument: Any, mock_llm: Any) -> None:
 
 def test_sync_abandoned_and_garbage_collected(instrument: Any, mock_llm: Any) -> None:
     harness = instrument()
+    ended_on = harness.record_ending_threads()
     stream = create(sync_client(mock_llm), mock_tokens=50)
     next(stream)
     next(stream)
     del stream
     gc.collect()
     abandoned_at = time.time_ns()
-    time.sleep(0.3)
-    assert not harness.llm_spans()  # nothing heavy runs inside the garbage collector ...
-    end_abandoned()  # ... the next call, or exit, ends it
-    assert outcome(harness) == "abandoned"
-    assert harness.llm_span().end_time <= abandoned_at + 50_000_000  # with the time it was dropped
+    span = wait_for_llm_span(harness)  # ended soon, with no other call needed ...
+    assert ended_on == ["nexent-call-reaper"]  # ... by the reaper thread, never inside the collector
+    assert span.attributes["llm.stream.outcome"] == "abandoned"
+    assert span.end_time <= abandoned_at + 50_000_000  # with the time it was dropped
     assert harness.value("llm_time_to_first_token_seconds_count", model="mock-gpt", operation="chat") == 1
 
 
@@ -130,15 +130,13 @@ def test_sync_exception_in_user_loop_body(instrument: Any, mock_llm: Any) -> Non
     assert harness.value("llm_error_count_total", model="mock-gpt", operation="chat",
                          error_type="ZeroDivisionError") == 0  # the user's bug is not an LLM error
 
-    harness = instrument()
+    harness = instrument()  # the same without ``with``: the loop broke off, as with ``break``
     stream = create(sync_client(mock_llm), mock_tokens=50)
     with pytest.raises(KeyError):
         for _ in stream:
             raise KeyError("user")
-    del stream
-    gc.collect()
-    end_abandoned()
-    assert outcome(harness) == "abandoned"
+    assert wait_for_llm_span(harness).attributes["llm.stream.outcome"] == "closed_early"
+    assert harness.value("llm_error_count_total", model="mock-gpt", operation="chat", error_type="KeyError") == 0
 
 
 # -- exit paths, async --------------------------------------------------------------------------
@@ -194,8 +192,7 @@ def test_async_abandoned_and_garbage_collected(instrument: Any, mock_llm: Any) -
         gc.collect()
 
     asyncio.run(main())
-    end_abandoned()
-    assert outcome(harness) == "abandoned"
+    assert wait_for_llm_span(harness).attributes["llm.stream.outcome"] == "abandoned"
 
 
 def test_async_connection_drop(instrument: Any, mock_llm: Any) -> None:

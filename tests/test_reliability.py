@@ -22,10 +22,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
 from conftest import clean_env, post_chat, run_python, start_example
+from nexent_autoinstrument import lifecycle
 from nexent_autoinstrument.demo import free_port
+from nexent_autoinstrument.instrumentors import openai as openai_layer
 from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
 from nexent_autoinstrument.pipeline import SHUTDOWN_BOUND_SECONDS
-from nexent_autoinstrument.streams import TracedStream
+from nexent_autoinstrument.streams import ItemStream
 from receivers import OTLPHTTPReceiver
 from test_settings import BAD
 
@@ -183,6 +185,7 @@ def test_abandoned_streams_leak_nothing() -> None:
     from prometheus_client import CollectorRegistry
 
     telemetry = Telemetry(Settings(enabled=True), provider.get_tracer("leak"), LLMMetrics(CollectorRegistry()))
+    open_before = set(lifecycle._live)  # (calls other tests left open)
     OpenAIInstrumentor().instrument(telemetry=telemetry)
     try:
         def abandon(count: int) -> None:
@@ -190,8 +193,9 @@ def test_abandoned_streams_leak_nothing() -> None:
                 stream = client.chat.completions.create(model="m", messages=[], stream=True)
                 next(stream)  # one chunk read, then dropped: never closed
 
-        def one_more_call() -> None:  # abandoned calls end at the next call (or at exit)
+        def one_more_call() -> None:  # and the reaper's tick, which ends the abandoned ones
             list(client.chat.completions.create(model="m", messages=[], stream=True))
+            lifecycle.end_suspended()
 
         abandon(1000)
         gc.collect()
@@ -206,7 +210,8 @@ def test_abandoned_streams_leak_nothing() -> None:
     finally:
         OpenAIInstrumentor().uninstrument()
     assert exporter.outcomes == {"abandoned": 10_000, "completed": 2}  # every span ended, exactly once
-    assert not [o for o in gc.get_objects() if type(o) is TracedStream]
+    assert not [o for o in gc.get_objects() if type(o) is ItemStream]
+    assert not set(lifecycle._live) - open_before and not openai_layer._streams and not openai_layer._watched
     assert grown < 1_000_000, grown  # bytes, over 9,000 abandoned streams
 
 

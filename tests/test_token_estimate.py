@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from nexent_autoinstrument import lifecycle
 from nexent_autoinstrument.adapters import tokens
 
 
@@ -74,15 +75,14 @@ def test_a_verified_cache_file_loads_the_encoding_and_streams_use_it(
     assert tokens.ready()
 
     harness = harness_factory()
-    call = harness.telemetry.start_call("chat", "m", stream=True)
+    call = lifecycle.begin(harness.telemetry, "chat", "m", stream=True)
     for piece in ("one two ", "three ", "four five six"):
-        call.content()
-        call.texts.append(piece)
+        call.content(piece)
     call.finish()
     attrs = harness.llm_span().attributes
     assert attrs["gen_ai.usage.output_tokens"] == 6 and attrs["llm.usage.source"] == "estimated"
     assert "gen_ai.output.messages" not in attrs  # kept for counting, not recorded
 
-    expected = harness.telemetry.start_call("chat", "m", stream=True, usage_expected=True)
+    expected = lifecycle.begin(harness.telemetry, "chat", "m", stream=True, usage_expected=True)
     assert expected.texts is None  # the API will send usage: no text is kept
     expected.finish()

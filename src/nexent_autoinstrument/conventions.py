@@ -64,11 +64,13 @@ METRICS: tuple[MetricSpec, ...] = (
 )
 
 # Outcomes of a call (span attribute ``llm.stream.outcome`` and the ``outcome`` label).
-COMPLETED = "completed"
-CLOSED_EARLY = "closed_early"
-ERROR = "error"
-CANCELLED = "cancelled"
-ABANDONED = "abandoned"
+COMPLETED = "completed"  # the response was read to its end
+CLOSED_EARLY = "closed_early"  # the caller stopped reading: break, close(), leaving ``with``, its own exception
+ERROR = "error"  # the API, the connection or a timeout failed the call
+CANCELLED = "cancelled"  # asyncio cancellation (not a timeout), KeyboardInterrupt, SystemExit
+ABANDONED = "abandoned"  # the stream was garbage-collected unfinished, with no break before
+INTERRUPTED = "interrupted"  # the process exited while the call was still being read
+OUTCOMES = (COMPLETED, CLOSED_EARLY, ERROR, CANCELLED, ABANDONED, INTERRUPTED)
 
 
 def outcome_of(exc: BaseException | None) -> str:

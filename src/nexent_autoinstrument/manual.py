@@ -18,7 +18,6 @@ from . import conventions as names
 from .adapters.usage import usage_of
 from .conventions import outcome_of
 from .guard import report_internal_error
-from .instrumentors.context import current_manual_call
 from .settings import get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,8 +64,10 @@ class _LLMScope:
 
     def __init__(self, telemetry: Any, operation: str, model: str, provider: str, stream: bool,
                  attributes: dict[str, Any] | None = None) -> None:
-        self.tracker = telemetry.start_call(operation, model, provider=provider, stream=stream,
-                                            attributes=attributes)
+        from . import lifecycle  # (only with OpenTelemetry installed, as everything past _telemetry())
+
+        self.tracker = lifecycle.begin(telemetry, operation, model, provider=provider, stream=stream,
+                                       attributes=attributes)
         self.span = self.tracker.span
 
     def item(self, value: Any) -> None:
@@ -80,10 +81,9 @@ class _LLMScope:
             self.tracker.usage(*usage)
 
     def end(self, exc: BaseException | None) -> None:
-        outcome = outcome_of(exc)
-        if outcome == names.ERROR and exc is not None:
-            self.tracker.fail(exc)
-        self.tracker.finish(outcome)
+        from . import lifecycle
+
+        lifecycle.end(self.tracker, exc)
 
 
 def _safely(action: Callable[..., Any], *args: Any) -> Any:
@@ -109,6 +109,8 @@ class _Current:
         if self.scope is not None:
             from opentelemetry import context, trace
 
+            from .lifecycle import current_manual_call
+
             self.token = _safely(lambda: context.attach(trace.set_span_in_context(self.scope.span)))
             tracker = getattr(self.scope, "tracker", None)
             if tracker is not None:
@@ -116,6 +118,8 @@ class _Current:
 
     def __exit__(self, *exc: Any) -> None:
         if self.manual_token is not None:
+            from .lifecycle import current_manual_call
+
             _safely(current_manual_call.reset, self.manual_token)
             self.manual_token = None
         if self.token is not None:
@@ -123,6 +127,48 @@ class _Current:
 
             _safely(context.detach, self.token)
             self.token = None
+
+
+class _Observed:
+    """The user's generator as a scope sees it: each step runs with the scope's span current, and
+    each item it produces is counted. ``yield from`` it: ``send``, ``throw`` and ``close`` then
+    reach the generator exactly as they would without the decorator, return values included."""
+
+    __slots__ = ("gen", "scope")
+
+    def __init__(self, gen: Any, scope: Any) -> None:
+        self.gen = gen
+        self.scope = scope
+
+    def __iter__(self) -> _Observed:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def send(self, value: Any) -> Any:
+        with _Current(self.scope):
+            item = self.gen.send(value)
+        self._count(item)
+        return item
+
+    def throw(self, typ: Any, value: Any = None, traceback: Any = None) -> Any:
+        # ``yield from`` passes (type, value, traceback); hand the generator the exception itself.
+        exc = value if value is not None else (typ() if isinstance(typ, type) else typ)
+        if traceback is not None:
+            exc = exc.with_traceback(traceback)
+        with _Current(self.scope):
+            item = self.gen.throw(exc)
+        self._count(item)
+        return item
+
+    def close(self) -> None:
+        with _Current(self.scope):
+            self.gen.close()
+
+    def _count(self, item: Any) -> None:
+        if self.scope is not None:
+            _safely(self.scope.item, item)
 
 
 def _wrap(fn: F, make_scope: Callable[[Any], Any]) -> F:
@@ -140,32 +186,31 @@ def _wrap(fn: F, make_scope: Callable[[Any], Any]) -> F:
         @functools.wraps(fn)
         async def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
             scope = open_scope()
-            with _Current(scope):
-                agen = fn(*args, **kwargs)
+            agen = fn(*args, **kwargs)
             error: BaseException | None = None
             try:
-                sent: Any = None
-                while True:
+                step, argument = agen.asend, None
+                while True:  # what ``yield from`` would do, if async generators had it
                     with _Current(scope):
                         try:
-                            item = await agen.asend(sent)
+                            item = await step(argument)
                         except StopAsyncIteration:
                             return
                     if scope is not None:
                         _safely(scope.item, item)
                     try:
-                        sent = yield item
+                        argument = yield item
+                        step = agen.asend
                     except GeneratorExit:
                         raise
                     except BaseException as thrown:
-                        with _Current(scope):
-                            item = await agen.athrow(thrown)
-                        sent = yield item
+                        step, argument = agen.athrow, thrown
             except BaseException as exc:
                 error = exc
                 raise
             finally:
-                await agen.aclose()
+                with _Current(scope):
+                    await agen.aclose()
                 close(scope, error)
         return async_gen_wrapper  # type: ignore[return-value]
 
@@ -173,32 +218,13 @@ def _wrap(fn: F, make_scope: Callable[[Any], Any]) -> F:
         @functools.wraps(fn)
         def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
             scope = open_scope()
-            with _Current(scope):
-                gen = fn(*args, **kwargs)
             error: BaseException | None = None
             try:
-                sent: Any = None
-                while True:
-                    with _Current(scope):
-                        try:
-                            item = gen.send(sent)
-                        except StopIteration as stop:
-                            return stop.value
-                    if scope is not None:
-                        _safely(scope.item, item)
-                    try:
-                        sent = yield item
-                    except GeneratorExit:
-                        raise
-                    except BaseException as thrown:
-                        with _Current(scope):
-                            item = gen.throw(thrown)
-                        sent = yield item
+                return (yield from _Observed(fn(*args, **kwargs), scope))
             except BaseException as exc:
                 error = exc
                 raise
             finally:
-                gen.close()
                 close(scope, error)
         return gen_wrapper  # type: ignore[return-value]
 
@@ -270,7 +296,7 @@ class LLMHandle(NoopLLMHandle):
     def record_token(self, count: int = 1) -> None:
         try:
             self._tracker.chunk()
-            self._tracker.content(count)
+            self._tracker.content(tokens=count)
         except Exception as exc:
             report_internal_error("handle.record_token", exc)
 

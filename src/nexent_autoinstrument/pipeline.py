@@ -27,9 +27,10 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from . import __version__
 from .guard import export_warnings
+from .lifecycle import end_unfinished
 from .metrics import HTTPMetrics, LLMMetrics
 from .settings import Settings
-from .tracker import Telemetry, end_abandoned
+from .tracker import Telemetry
 
 logger = logging.getLogger("nexent_autoinstrument")
 
@@ -228,7 +229,8 @@ class Pipeline:
         if self._shut_down:
             return
         self._shut_down = True
-        end_abandoned()
+        end_unfinished()  # before the providers flush: every call still open is ended and exported
+
         def flush_all() -> None:
             if self.owns_tracer_provider:
                 self.tracer_provider.shutdown()

@@ -1,9 +1,9 @@
 """The one engine behind every LLM call: clock, TTFT, token offsets, gaps, rate, usage, outcome.
 
 Adapters (openai chunks, SSE events, the manual API) feed a ``CallTracker`` with neutral
-facts. Per content chunk the tracker only reads the clock and updates plain local state;
-everything else (span attributes, events, metrics, the slow-call warning) happens once, in
-``finish``, which is idempotent.
+facts through its typed methods. Per content chunk the tracker only reads the clock and
+updates plain local state; everything else (span attributes, events, metrics, the slow-call
+warning) happens once, in ``finish``. When and how a call ends is decided in ``lifecycle``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import itertools
 import logging
 import math
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -28,40 +27,8 @@ from .settings import Settings
 
 logger = logging.getLogger("nexent_autoinstrument")
 
-_clock = time.perf_counter
+clock = time.perf_counter
 _MAX_STALL_EVENTS = 32
-
-
-#: Calls whose stream was garbage-collected unfinished, with the time that happened. They are
-#: ended later, outside the garbage collector: a finalizer must not take the locks or change the
-#: context variables that the code it interrupted may be in the middle of using (prometheus
-#: values, span processors). Ended at the start and end of every call, and at exit.
-_abandoned: deque[tuple[Callable[[float], None], float]] = deque()
-_ending_abandoned = False
-
-
-def abandon(end: Callable[[float], None]) -> None:
-    """For ``__del__``: note when the call was abandoned; ``end(when)`` runs at the next safe point."""
-    _abandoned.append((end, _clock()))
-
-
-def end_abandoned() -> None:
-    """End the calls abandoned so far, each with the time it was abandoned."""
-    global _ending_abandoned
-    if not _abandoned or _ending_abandoned:
-        return
-    _ending_abandoned = True
-    try:
-        while _abandoned:
-            end, when = _abandoned.popleft()
-            try:
-                end(when)
-            except Exception as exc:
-                report_internal_error("tracker.abandoned", exc)
-    except IndexError:  # another thread took the last one
-        pass
-    finally:
-        _ending_abandoned = False
 
 
 class Telemetry:
@@ -74,14 +41,6 @@ class Telemetry:
         self.metrics = metrics
         self.http_metrics = http_metrics
 
-    def start_call(self, operation: str, model: str | None, *, provider: str = "openai",
-                   stream: bool = False, attributes: dict[str, Any] | None = None,
-                   usage_expected: bool = False) -> CallTracker:
-        """Open the span of one LLM call and start its clock. ``usage_expected``: the stream
-        was asked to end with usage, so there is no need to keep text for an estimate."""
-        end_abandoned()
-        return CallTracker(self, operation, model or "unknown", provider, stream, attributes, usage_expected)
-
 
 def percentile(ordered: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile of an ascending sequence."""
@@ -90,9 +49,14 @@ def percentile(ordered: Sequence[float], fraction: float) -> float:
 
 
 class CallTracker:
-    """The lifecycle of one LLM call, from its start to exactly one ``finish``."""
+    """The measurements of one LLM call, from its start to exactly one ``finish``.
+
+    Create it through ``lifecycle.begin`` (which also registers it as unfinished) and end it
+    through ``lifecycle.end``; adapters only call the recording methods."""
 
     __slots__ = (
+        "_finish_reasons",
+        "_finish_token",
         "_max_gap",
         "_stall_after",
         "_stalls",
@@ -105,10 +69,9 @@ class CallTracker:
         "delegated",
         "error_type",
         "estimated_tokens",
-        "finish_reasons",
-        "finished",
         "first_content",
         "input_tokens",
+        "items_claimed",
         "last_content",
         "model",
         "operation",
@@ -119,6 +82,7 @@ class CallTracker:
         "span",
         "started",
         "stream",
+        "suspended",
         "texts",
     )
 
@@ -130,13 +94,13 @@ class CallTracker:
         self.model = model
         self.stream = stream
         attrs: dict[str, Any] = {names.GEN_AI_PROVIDER: provider, names.GEN_AI_OPERATION: operation,
-                 names.GEN_AI_REQUEST_MODEL: model, names.LLM_STREAM: stream}
+                                 names.GEN_AI_REQUEST_MODEL: model, names.LLM_STREAM: stream}
         if attributes:
             attrs.update((k, v) for k, v in attributes.items() if v is not None)
         self._start_ns = time.time_ns()
         self.span = telemetry.tracer.start_span(f"{operation} {model}", kind=SpanKind.CLIENT,
                                                 attributes=attrs, start_time=self._start_ns)
-        self.started = _clock()
+        self.started = clock()
         self.first_content: float | None = None
         self.last_content = 0.0
         self.content_chunks = 0
@@ -151,15 +115,26 @@ class CallTracker:
         self.output_tokens: int | None = None
         self.response_model: str | None = None
         self.response_id: str | None = None
-        self.finish_reasons: list[str] = []
+        self._finish_reasons: dict[int, str] = {}
         self.error_type: str | None = None
         self.outcome: str | None = None
-        self.finished = False
-        #: Set when a more precise layer measured this call from inside it (see instrumentors.context).
+        #: Popped by the one ``finish`` that runs; ``list.pop`` is atomic, so two threads racing
+        #: to end a call (the reaper and the user's own) cannot both emit.
+        self._finish_token = [True]
+        #: Set when a more precise layer measured this call from inside it (see lifecycle.current_manual_call).
         self.delegated = False
+        #: True once the SDK's parsed items are being read: the HTTP layer then leaves the bytes alone.
+        self.items_claimed = False
+        #: A ``lifecycle.Stop`` while the call has stopped being read but is not ended yet.
+        self.suspended: Any = None
         #: Generated text pieces, kept only for content capture or a tiktoken estimate.
         keep_text = settings.capture_content or (stream and not usage_expected and token_estimate.ready())
         self.texts: list[str] | None = [] if keep_text else None
+
+    @property
+    def finished(self) -> bool:
+        """True once ``finish`` has run."""
+        return not self._finish_token
 
     # -- the hot path: called once per chunk --------------------------------------------------
 
@@ -167,9 +142,9 @@ class CallTracker:
         """Any chunk or event of a stream arrived (content or not)."""
         self.chunks += 1
 
-    def content(self, tokens: int = 1) -> None:
+    def content(self, text: str | None = None, tokens: int = 1) -> None:
         """A chunk carrying content (text, tool arguments, refusal, reasoning) arrived now."""
-        now = _clock()
+        now = clock()
         if self.first_content is None:
             self.first_content = now
         else:
@@ -183,6 +158,8 @@ class CallTracker:
         self.estimated_tokens += tokens
         if self.content_chunks <= self._times_cap:
             self._times.append(now)
+        if text and self.texts is not None:
+            self.texts.append(text)
 
     # -- facts reported by adapters -----------------------------------------------------------
 
@@ -193,15 +170,22 @@ class CallTracker:
         if output_tokens is not None:
             self.output_tokens = output_tokens
 
-    def response(self, model: str | None = None, response_id: str | None = None,
-                 finish_reason: str | None = None) -> None:
-        """Response metadata; any argument may be None."""
-        if model:
+    def response(self, model: str | None = None, response_id: str | None = None) -> None:
+        """Response metadata; either argument may be None."""
+        if model and isinstance(model, str):
             self.response_model = model
-        if response_id:
+        if response_id and isinstance(response_id, str):
             self.response_id = response_id
-        if finish_reason and finish_reason not in self.finish_reasons:
-            self.finish_reasons.append(finish_reason)
+
+    def finish_reason(self, reason: str, index: int | None = 0) -> None:
+        """Why choice ``index`` stopped (one entry per choice, as the GenAI conventions say)."""
+        if isinstance(reason, str) and reason:
+            self._finish_reasons[index if isinstance(index, int) else len(self._finish_reasons)] = reason
+
+    def whole_text(self, text: str) -> None:
+        """The generated text of a whole (non-streamed) response, for content capture."""
+        if self.texts is not None and not self.texts and text:
+            self.texts.append(text)
 
     def fail(self, error: BaseException | str) -> None:
         """The call failed: an exception, or an error type such as an HTTP status."""
@@ -212,24 +196,30 @@ class CallTracker:
         else:
             self.error_type = error
 
+    def annotate(self, attributes: dict[str, Any]) -> None:
+        """Extra attributes for the call's span (response headers, retries, ...)."""
+        if self.span.is_recording():
+            self.span.set_attributes(attributes)
+
     # -- the end ------------------------------------------------------------------------------
 
-    def finish(self, outcome: str = names.COMPLETED, at: float | None = None) -> None:
-        """End the call exactly once: span attributes, events, status, metrics, slow warning.
-        ``at``: when it ended, if that was earlier than now (an abandoned stream)."""
-        if self.finished:
-            return
-        self.finished = True
+    def finish(self, outcome: str = names.COMPLETED, at: float | None = None) -> bool:
+        """Emit the call exactly once: span attributes, events, status, metrics, slow warning.
+        ``at``: when it ended, if that was earlier than now. Returns False if it had already run."""
+        try:
+            self._finish_token.pop()
+        except IndexError:
+            return False
         try:
             self._emit(outcome, at)
         except Exception as exc:
             report_internal_error("tracker.finish", exc)
             with contextlib.suppress(Exception):
                 self.span.end()
-        end_abandoned()
+        return True
 
     def _emit(self, outcome: str, at: float | None) -> None:
-        end = _clock() if at is None else at
+        end = clock() if at is None else at
         if self.error_type is not None:
             outcome = names.ERROR
         self.outcome = outcome
@@ -280,8 +270,8 @@ class CallTracker:
             attrs[names.GEN_AI_RESPONSE_MODEL] = self.response_model
         if self.response_id:
             attrs[names.GEN_AI_RESPONSE_ID] = self.response_id
-        if self.finish_reasons:
-            attrs[names.GEN_AI_FINISH_REASONS] = self.finish_reasons
+        if self._finish_reasons:
+            attrs[names.GEN_AI_FINISH_REASONS] = [self._finish_reasons[i] for i in sorted(self._finish_reasons)]
         if self.input_tokens is not None:
             attrs[names.GEN_AI_INPUT_TOKENS] = self.input_tokens
         if output_tokens is not None:

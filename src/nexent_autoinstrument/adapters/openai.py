@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..conventions import GEN_AI_INPUT, bounded_text
 from .usage import usage_of
+
+if TYPE_CHECKING:
+    from ..tracker import CallTracker
 
 
 def _get(source: Any, key: str) -> Any:
@@ -30,8 +33,9 @@ def _reasoning(delta: Any) -> Any:
 # The per-chunk readers below take openai SDK objects, or ``AttrDict`` JSON decoded from SSE:
 # both give declared fields as attributes, so the hot path is plain attribute access.
 
-def read_chat_chunk(tracker: Any, chunk: Any) -> None:
-    """A ``chat.completion.chunk``: content, tool-call, refusal or reasoning deltas count as content."""
+def read_chat_chunk(tracker: CallTracker, chunk: Any) -> None:
+    """A ``chat.completion.chunk``: content, tool-call, refusal or reasoning deltas count as content;
+    a role-only delta does not."""
     content = None
     for choice in chunk.choices or ():
         delta = choice.delta
@@ -40,39 +44,36 @@ def read_chat_chunk(tracker: Any, chunk: Any) -> None:
             if text or delta.tool_calls or delta.refusal or delta.function_call or _reasoning(delta):
                 content = text or ""
         if choice.finish_reason:
-            tracker.response(finish_reason=choice.finish_reason)
+            tracker.finish_reason(choice.finish_reason, choice.index)
     if content is not None:
-        tracker.content()
-        if tracker.texts is not None and content:
-            tracker.texts.append(content)
+        tracker.content(content)
     if tracker.response_id is None:
         tracker.response(chunk.model, chunk.id)
     if chunk.usage is not None:
         read_usage(tracker, chunk.usage)
 
 
-def read_completion_chunk(tracker: Any, chunk: Any) -> None:
+def read_completion_chunk(tracker: CallTracker, chunk: Any) -> None:
     """A legacy ``text_completion`` chunk."""
     content = None
     for choice in chunk.choices or ():
         if content is None and choice.text:
             content = choice.text
         if choice.finish_reason:
-            tracker.response(finish_reason=choice.finish_reason)
+            tracker.finish_reason(choice.finish_reason, choice.index)
     if content is not None:
-        tracker.content()
-        if tracker.texts is not None:
-            tracker.texts.append(content)
+        tracker.content(content)
     if tracker.response_id is None:
         tracker.response(chunk.model, chunk.id)
     if chunk.usage is not None:
         read_usage(tracker, chunk.usage)
 
 
-_RESPONSE_END_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+#: Responses API events that end a stream: they carry the whole response, with its usage.
+RESPONSE_END_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
-def read_response_event(tracker: Any, event: Any) -> None:
+def read_response_event(tracker: CallTracker, event: Any) -> None:
     """A Responses API stream event: any non-empty ``*.delta`` is content; the last event has usage."""
     kind = _get(event, "type")
     if kind is None:
@@ -80,10 +81,8 @@ def read_response_event(tracker: Any, event: Any) -> None:
     if kind.endswith(".delta"):
         delta = _get(event, "delta")
         if delta:
-            tracker.content()
-            if tracker.texts is not None and kind == "response.output_text.delta":
-                tracker.texts.append(delta)
-    elif kind in _RESPONSE_END_EVENTS:
+            tracker.content(delta if kind == "response.output_text.delta" else None)
+    elif kind in RESPONSE_END_EVENTS:
         read_response(tracker, _get(event, "response"))
         if kind == "response.failed":
             tracker.fail("response.failed")
@@ -94,32 +93,31 @@ def read_response_event(tracker: Any, event: Any) -> None:
         tracker.fail(str(_get(event, "code") or "stream_error"))
 
 
-def read_usage(tracker: Any, usage: Any) -> None:
+def read_usage(tracker: CallTracker, usage: Any) -> None:
     """Report a usage object or dict to the tracker."""
     counts = usage_of(usage)
     if counts is not None:
         tracker.usage(*counts)
 
 
-def read_response(tracker: Any, response: Any) -> None:
+def read_response(tracker: CallTracker, response: Any) -> None:
     """A whole (non-streamed) response object or dict: model, id, finish reasons, usage."""
     if response is None:
         return
     tracker.response(_get(response, "model"), _get(response, "id"))
-    for choice in _get(response, "choices") or ():
+    for position, choice in enumerate(_get(response, "choices") or ()):
         reason = _get(choice, "finish_reason")
         if reason:
-            tracker.response(finish_reason=reason)
+            index = _get(choice, "index")
+            tracker.finish_reason(reason, index if isinstance(index, int) else position)
     status = _get(response, "status")
     if isinstance(status, str) and _get(response, "object") == "response":
-        tracker.response(finish_reason=status)
+        tracker.finish_reason(status)
     usage = _get(response, "usage")
     if usage is not None:
         read_usage(tracker, usage)
-    if tracker.texts is not None and not tracker.texts:
-        text = output_text(response)
-        if text:
-            tracker.texts.append(text)
+    if tracker.texts is not None:
+        tracker.whole_text(output_text(response))
 
 
 def output_text(response: Any) -> str:
@@ -138,8 +136,12 @@ def output_text(response: Any) -> str:
     return "".join(parts)
 
 
-def provider_for(host: str | None) -> str:
-    """``gen_ai.provider.name`` for a server host: OpenAI's own API, or a compatible server."""
+def provider_for(host: str | None, azure: bool = False) -> str:
+    """``gen_ai.provider.name`` for an OpenAI-style server: OpenAI's own API, Azure OpenAI, or a
+    compatible server (vLLM, Ollama, DeepSeek, ...)."""
+    host = host or ""
+    if azure or host.endswith((".openai.azure.com", ".cognitiveservices.azure.com")):
+        return "azure.ai.openai"
     return "openai" if not host or host.endswith("openai.com") else "openai_compatible"
 
 
@@ -148,11 +150,13 @@ class Endpoint:
     """What an OpenAI-compatible path is: its GenAI operation and how to read its stream."""
 
     operation: str
-    read_item: Callable[[Any, Any], None] | None
+    read_item: Callable[[CallTracker, Any], None] | None
     accepts_stream_options: bool = False
 
 
-#: Longest suffix first: "/chat/completions" must win over "/completions".
+#: Generation requests: ``POST`` to a path that ends with one of these (Azure and proxies add
+#: prefixes). Longest first: "/chat/completions" must win over "/completions". Anything else
+#: (listing, retrieving, deleting or cancelling stored completions and responses) is no LLM call.
 ENDPOINTS: tuple[tuple[str, Endpoint], ...] = (
     ("/chat/completions", Endpoint("chat", read_chat_chunk, accepts_stream_options=True)),
     ("/completions", Endpoint("text_completion", read_completion_chunk, accepts_stream_options=True)),
@@ -161,8 +165,10 @@ ENDPOINTS: tuple[tuple[str, Endpoint], ...] = (
 )
 
 
-def endpoint_for(path: str) -> Endpoint | None:
-    """The endpoint an API path ends with (Azure and proxies add prefixes), else None."""
+def endpoint_for(method: str, path: str) -> Endpoint | None:
+    """The endpoint of a generation request, else None."""
+    if method.upper() != "POST":
+        return None
     path = path.split("?", 1)[0].rstrip("/")
     for suffix, endpoint in ENDPOINTS:
         if path.endswith(suffix):

@@ -6,7 +6,7 @@ headers and an ``http.client.request.duration`` record. The span ends when the b
 read or the response closed, not when the headers arrive: the response's byte stream is
 wrapped, so the agent sees exactly the bytes the user pulls, when the user pulls them.
 
-Under an openai call (``instrumentors.context``) each attempt is a child of the openai span,
+Under an openai call (``lifecycle.current_llm_call``) each attempt is a child of the openai span,
 and the response headers worth having go on that span; the call is measured there, once. A
 request to an OpenAI-compatible path sent with httpx directly is measured here, as an LLM
 call, by the same engine and the same chunk readers, fed from the body as the user reads it.
@@ -18,27 +18,27 @@ propagation; this layer then only measures raw LLM calls.
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
 import sys
 import time
+import weakref
 from collections.abc import Collection
+from contextlib import nullcontext
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import wrapt
-from opentelemetry import context, propagate, trace
+from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from .. import bootstrap
+from .. import bootstrap, lifecycle
 from .. import conventions as names
-from ..adapters.openai import endpoint_for, provider_for, read_response, request_attributes
+from ..adapters.openai import RESPONSE_END_EVENTS as _STREAM_END_EVENTS
+from ..adapters.openai import endpoint_for, read_response
 from ..adapters.sse import SSEDecoder, decode_json
 from ..guard import report_internal_error
-from ..streams import end_call
-from ..tracker import abandon
-from .context import current_llm_call, take_over_manual_call
+from ..lifecycle import Call, server_attributes
 
 #: Response header -> attribute of the openai span, and how to read its value.
 RESPONSE_HEADERS: tuple[tuple[str, str, type], ...] = (
@@ -95,92 +95,102 @@ def _official_httpx_active(client: Any, library: str) -> bool:
 
 
 class Exchange:
-    """One HTTP request and its response body, from ``send`` to close."""
+    """One HTTP request and its response body, from ``send`` to close.
 
-    def __init__(self, telemetry: Any, request: Any, library: str, own_span: bool, llm_call: Any,
-                 tracker: Any, endpoint: Any) -> None:
+    ``call``: the LLM call this request serves, if any: the SDK's (the SDK layer measures it
+    and ends it), or a raw call started here (``owns_call``: this layer measures and ends it).
+    An SDK call whose body the caller reads through the raw accessors instead of the SDK's
+    parsed stream is measured here from the bytes too, until the SDK's items are claimed."""
+
+    def __init__(self, telemetry: Any, request: Any, library: str, own_span: bool, call: Call | None,
+                 owns_call: bool, body_streamed: bool) -> None:
         self.telemetry = telemetry
-        self.llm_call = llm_call
-        self.tracker = tracker
-        self.endpoint = endpoint
+        self.call = call
+        self.tracker = call.tracker if call is not None else None
+        self.owns_call = owns_call
+        self.body_streamed = body_streamed
+        self.measures_body = False  # decided when the headers are in
         self.started_ns = time.time_ns()
         self.started = _clock()
         self.ended = False
         self.body_complete = False
         self.done = False
+        self.status: int | None = None
+        self.response: Any = None  # a weak reference: the call must not keep the response alive
         self.sse: SSEDecoder | None = None
         self.json_body: bytearray | None = None
         url = request.url
-        port = url.port or (443 if url.scheme == "https" else 80)
-        self.attributes: dict[str, Any] = {
-            "http.request.method": request.method, "server.address": url.host, "server.port": port}
+        self.attributes: dict[str, Any] = {"http.request.method": request.method, **server_attributes(url)}
         self.span = None
+        lifecycle.ensure_reaper()
         if own_span:
-            parent = trace.set_span_in_context(tracker.span) if tracker is not None else None
+            parent = trace.set_span_in_context(self.tracker.span) if self.tracker is not None else None
             self.span = telemetry.tracer.start_span(
                 request.method, context=parent, kind=SpanKind.CLIENT, start_time=self.started_ns,
                 attributes={**self.attributes, "url.full": redact_url(str(url)), "http.client.library": library})
             propagate.inject(request.headers, context=trace.set_span_in_context(self.span))
-        if llm_call is not None:
-            llm_call.attempts += 1
-            if llm_call.attempts > 1:
-                llm_call.tracker.span.set_attribute("llm.request.retries", llm_call.attempts - 1)
+        if call is not None:
+            call.exchange = self
 
-    def make_current(self) -> Any:
-        """While a raw LLM call is sent, its span is current: HTTP spans of other
-        instrumentations (the official httpx one) then nest under it, as ours do."""
-        if self.tracker is None:
-            return None
-        return context.attach(trace.set_span_in_context(self.tracker.span))
-
-    @staticmethod
-    def restore(token: Any) -> None:
-        """Undo ``make_current``."""
-        if token is not None:
-            context.detach(token)
+    def sending(self) -> Any:
+        """While a raw LLM call is sent, it is current (other instrumentations' HTTP spans nest
+        under it) and a failure ends it; an SDK call is the SDK layer's to handle."""
+        return lifecycle.sending(self.call) if self.owns_call and self.call is not None else nullcontext()
 
     def responded(self, response: Any) -> None:
-        """Headers are in: status, the openai span's headers, and how to read the body."""
+        """Headers are in: status, the SDK call's headers, and whether to read the body."""
         status = response.status_code
+        self.status = status
+        self.response = weakref.ref(response)
         self.attributes["http.response.status_code"] = status
         if status >= 400:
             self.attributes["error.type"] = str(status)
         if self.span is not None:
             self.span.set_attribute("http.response.status_code", status)
+        tracker = self.tracker
+        if tracker is None:
+            return
         headers = response.headers
-        if self.llm_call is not None:
-            span = self.llm_call.tracker.span
+        if self.owns_call:
+            if status >= 400:
+                tracker.fail(str(status))
+        else:
+            found = {}
             for header, attribute, kind in RESPONSE_HEADERS:
                 value = headers.get(header)
                 if value is not None:
                     with contextlib.suppress(ValueError):
-                        span.set_attribute(attribute, kind(value))
-        if self.tracker is not None:
-            if status >= 400:
-                self.tracker.fail(str(status))
-            if headers.get("content-encoding", "identity") not in ("identity", ""):
-                return  # compressed body: timing and status only
-            if "text/event-stream" in headers.get("content-type", ""):
-                self.sse = SSEDecoder()
-            else:
-                self.json_body = bytearray()
+                        found[attribute] = kind(value)
+            tracker.annotate(found)
+            if status >= 400 or not self.body_streamed:
+                return  # the SDK raises, or reads and parses the whole body itself
+        if headers.get("content-encoding", "identity") not in ("identity", ""):
+            return  # compressed body: timing and status only
+        self.measures_body = True
+        if "text/event-stream" in headers.get("content-type", ""):
+            self.sse = SSEDecoder()
+        else:
+            self.json_body = bytearray()
 
     def on_bytes(self, chunk: bytes) -> None:
-        """Raw body bytes, just read by the user. Per chunk: only for raw LLM calls."""
+        """Raw body bytes, just read by the caller (per network read, only when measuring the body)."""
+        tracker = self.tracker
+        if tracker is None or tracker.items_claimed:
+            return  # the SDK's parsed items are measured instead
         if self.sse is not None:
-            read_item = self.endpoint.read_item
+            read_item = self.call.endpoint.read_item if self.call is not None else None
             for data in self.sse.feed(chunk):
                 if data == b"[DONE]":  # the end marker, not a chunk (the SDK never yields it either)
                     self.done = True
                     continue
-                self.tracker.chunks += 1
+                tracker.chunk()
                 try:
                     event = decode_json(data)
                 except ValueError:
                     continue
                 if read_item is not None:
-                    read_item(self.tracker, event)
-                if getattr(event, "type", None) in ("response.completed", "response.incomplete"):
+                    read_item(tracker, event)
+                if getattr(event, "type", None) in _STREAM_END_EVENTS:
                     self.done = True
         elif self.json_body is not None:
             if len(self.json_body) + len(chunk) <= _MAX_JSON_BODY:
@@ -191,27 +201,38 @@ class Exchange:
     def on_complete(self) -> None:
         """The whole body has been read."""
         self.body_complete = True
-        if self.json_body:
+        if self.json_body and self.tracker is not None and not self.tracker.items_claimed:
             with contextlib.suppress(ValueError):
                 read_response(self.tracker, decode_json(bytes(self.json_body)))
 
     def on_error(self, exc: BaseException) -> None:
-        """Sending, or reading the body, failed (connection refused or dropped, timeout, cancellation)."""
+        """Sending, or reading the body, failed (connection refused or dropped, timeout, cancellation).
+        Not after the body was complete: that is a clean-up the SDK swallows, not the request's."""
+        if self.body_complete:
+            return
         if self.span is not None and names.outcome_of(exc) == names.ERROR:
             self.span.record_exception(exc)
             self.attributes["error.type"] = type(exc).__name__
-        if self.tracker is not None:
-            end_call(self.tracker, exc)
+        if self.measures_body and self.tracker is not None and not self.tracker.items_claimed:
+            lifecycle.end(self.tracker, exc)  # the caller reads the bytes: it sees this very error
 
     def end(self, outcome: str | None = None, at: float | None = None) -> None:
-        """The response was closed, or abandoned ``at`` some earlier time: end the span, record
-        the duration, finish the LLM call, once."""
+        """The response was closed, or dropped ``at`` some earlier time: end the span, record the
+        duration, and end an LLM call measured from the bytes, once."""
         if self.ended:
             return
         self.ended = True
-        if self.tracker is not None:
-            complete = self.body_complete or self.done
-            end_call(self.tracker, None, outcome or (names.COMPLETED if complete else names.CLOSED_EARLY), at)
+        tracker = self.tracker
+        if tracker is not None and self.measures_body:
+            if tracker.items_claimed:
+                # The SDK's stream ends the call (the SDK closes the response at its end, also
+                # when its iterator is finalized by the garbage collector); if it never does,
+                # as when a stream helper closes the response, the reaper does.
+                lifecycle.suspend(tracker, outcome or names.CLOSED_EARLY, at, by_caller=outcome is not None)
+            else:
+                complete = self.body_complete or self.done
+                lifecycle.end(tracker, outcome=outcome or (names.COMPLETED if complete else names.CLOSED_EARLY),
+                              at=at)
         if self.span is not None:
             duration = (_clock() if at is None else at) - self.started
             if "error.type" in self.attributes:
@@ -248,7 +269,7 @@ class _ObservedBody:
     def __del__(self) -> None:
         exchange = getattr(self, "_exchange", None)
         if exchange is not None and not exchange.ended:
-            abandon(functools.partial(exchange.end, names.ABANDONED))
+            lifecycle.defer(exchange.end, names.ABANDONED)
 
 
 _STREAM_CLASSES: dict[str, tuple[type, type]] = {}
@@ -264,11 +285,15 @@ def _stream_classes(module: Any) -> tuple[type, type]:
         def __iter__(self) -> Any:
             exchange = self._exchange
             try:
-                if exchange.tracker is None:
+                if not exchange.measures_body:
                     yield from self._inner  # nothing to read per chunk: let C delegate
                 else:
+                    on_bytes = exchange.on_bytes
                     for chunk in self._inner:
-                        _guard(exchange.on_bytes, chunk)
+                        try:
+                            on_bytes(chunk)
+                        except Exception as exc:
+                            report_internal_error("httpx.on_bytes", exc)
                         yield chunk
             except GeneratorExit:
                 raise  # the reader stopped early; close() follows
@@ -286,11 +311,15 @@ def _stream_classes(module: Any) -> tuple[type, type]:
     class ObservedAsyncStream(_ObservedBody, module.AsyncByteStream):
         async def __aiter__(self) -> Any:
             exchange = self._exchange
+            measures_body, on_bytes = exchange.measures_body, exchange.on_bytes
             try:
-                async for chunk in self._inner:
-                    if exchange.tracker is not None:
-                        _guard(exchange.on_bytes, chunk)
-                    yield chunk  # (async generators have no ``yield from``)
+                async for chunk in self._inner:  # (async generators have no ``yield from``)
+                    if measures_body:
+                        try:
+                            on_bytes(chunk)
+                        except Exception as exc:
+                            report_internal_error("httpx.on_bytes", exc)
+                    yield chunk
             except GeneratorExit:
                 raise
             except BaseException as exc:
@@ -320,26 +349,21 @@ def _begin(library: str, client: Any, args: tuple[Any, ...], kwargs: dict[str, A
     if telemetry is None:
         return None
     request = args[0] if args else kwargs["request"]
-    llm_call = current_llm_call.get()
-    own_span = not _official_httpx_active(client, library)
-    tracker = endpoint = None
-    if llm_call is None and request.method == "POST":
-        endpoint = endpoint_for(request.url.path)
+    call = lifecycle.current_llm_call.get()
+    owns_call = False
+    if call is None:
+        endpoint = endpoint_for(request.method, request.url.path)
         if endpoint is not None:
-            take_over_manual_call()
-            body = _request_body(request)
-            model = body.get("model")
-            host = request.url.host
-            attributes = {names.SERVER_ADDRESS: host, names.SERVER_PORT: request.url.port or
-                          (443 if request.url.scheme == "https" else 80),
-                          **request_attributes(body, telemetry.settings.capture_content)}
-            tracker = telemetry.start_call(
-                endpoint.operation, model if isinstance(model, str) else None, provider=provider_for(host),
-                stream=bool(body.get("stream")), attributes=attributes,
-                usage_expected=bool((body.get("stream_options") or {}).get("include_usage")))
-    if not own_span and tracker is None and llm_call is None:
+            call = lifecycle.start_http_call(telemetry, endpoint, _request_body(request), request.url)
+            owns_call = True
+    own_span = not _official_httpx_active(client, library)
+    if not own_span and call is None:
         return None
-    return Exchange(telemetry, request, library, own_span, llm_call, tracker, endpoint)
+    if call is not None and not owns_call:
+        call.attempts += 1
+        if call.attempts > 1:
+            call.tracker.annotate({"llm.request.retries": call.attempts - 1})
+    return Exchange(telemetry, request, library, own_span, call, owns_call, bool(kwargs.get("stream", False)))
 
 
 def _guarded_begin(library: str, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Exchange | None:
@@ -359,20 +383,30 @@ def _observe(module: Any, response: Any, exchange: Exchange, is_async: bool) -> 
         report_internal_error("httpx.observe", exc)
 
 
+def observe_body(telemetry: Any, call: Call, response: Any, is_async: bool) -> None:
+    """Watch the unread body of an SDK call's response (for its raw accessors and its close), when
+    this layer did not already: the httpx layer is disabled for that library, or not patched."""
+    if isinstance(response.stream, _ObservedBody) or response.is_stream_consumed:
+        return
+    module = sys.modules.get(type(response).__module__.partition(".")[0])
+    if module is None:
+        return
+    exchange = Exchange(telemetry, response.request, module.__name__, False, call, False, True)
+    _observe(module, response, exchange, is_async)
+
+
 def _make_send(module_name: str) -> tuple[Any, Any]:
     def send(wrapped: Any, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         exchange = _guarded_begin(module_name, client, args, kwargs)
         if exchange is None:
             return wrapped(*args, **kwargs)
         read_body = not kwargs.get("stream", False)
-        token = exchange.make_current()
-        try:
-            response = wrapped(*args, **{**kwargs, "stream": True})
-        except BaseException as exc:
-            _guard(exchange.failed, exc)
-            raise
-        finally:
-            exchange.restore(token)
+        with exchange.sending():
+            try:
+                response = wrapped(*args, **{**kwargs, "stream": True})
+            except BaseException as exc:
+                _guard(exchange.failed, exc)
+                raise
         _observe(sys.modules[module_name], response, exchange, False)
         if read_body:  # what send(stream=False) does, now that the body is observed
             try:
@@ -387,14 +421,12 @@ def _make_send(module_name: str) -> tuple[Any, Any]:
         if exchange is None:
             return await wrapped(*args, **kwargs)
         read_body = not kwargs.get("stream", False)
-        token = exchange.make_current()
-        try:
-            response = await wrapped(*args, **{**kwargs, "stream": True})
-        except BaseException as exc:
-            _guard(exchange.failed, exc)
-            raise
-        finally:
-            exchange.restore(token)
+        with exchange.sending():
+            try:
+                response = await wrapped(*args, **{**kwargs, "stream": True})
+            except BaseException as exc:
+                _guard(exchange.failed, exc)
+                raise
         _observe(sys.modules[module_name], response, exchange, True)
         if read_body:
             try:

@@ -1,224 +1,289 @@
-"""The openai SDK (1.x, 2.x and 3.x), patched at its one chokepoint.
+"""The openai SDK (1.x, 2.x and 3.x): its request chokepoint and its own stream classes.
 
 Every API call of the SDK, sync or async, goes through ``SyncAPIClient.request`` /
 ``AsyncAPIClient.request`` in ``openai._base_client``: create, parse, the ``stream()``
 helpers, ``with_raw_response`` and ``with_streaming_response``, Azure and any
-OpenAI-compatible ``base_url``. Wrapping that method once, and choosing what to measure
-from the endpoint table in ``adapters.openai``, covers them all. The patch is applied by a
-post-import hook, so the agent never imports openai itself.
+OpenAI-compatible ``base_url``. Wrapping that method once, and choosing what to measure from
+the endpoint table in ``adapters.openai``, starts and ends every call.
+
+Streams are measured inside the SDK's own ``Stream`` and ``AsyncStream`` classes, whose item
+iterator (``__stream__``) and iteration (``__iter__``/``__aiter__``, ``close``) are patched: the
+caller gets the SDK's genuine object back (type, repr, copy, the raw response's parse cache),
+however it was made, including ``raw.parse()`` long after the request. Streams read through the
+raw accessors (``iter_lines()``, ``iter_bytes()``, ``text()``...) are measured from the bytes by
+the httpx layer instead. Patches are applied by a post-import hook: the agent never imports
+openai itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Collection, Iterator
+import sys
+import weakref
+from collections.abc import Collection
 from typing import Any
 
 import wrapt
-from opentelemetry import context, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from .. import bootstrap
+from .. import bootstrap, lifecycle
 from .. import conventions as names
-from ..adapters.openai import Endpoint, endpoint_for, provider_for, read_response, request_attributes
+from ..adapters.openai import endpoint_for, read_response
 from ..guard import report_internal_error
-from ..streams import AsyncTracedStream, TracedStream, abandon_call, end_call
-from .context import current_llm_call, take_over_manual_call
+from ..lifecycle import Call
+from ..streams import ItemStream, ameasure, measure
+from .httpx import observe_body
 
 SUPPORTED = ("openai >= 1.40.0, < 4",)
-_TARGETS = (("SyncAPIClient.request", False), ("AsyncAPIClient.request", True))
+#: The SDK marks ``with_raw_response`` / ``with_streaming_response`` requests with this header.
+_RAW_RESPONSE_HEADER = "x-stainless-raw-response"
 
 
 class _State:
     active = False
     telemetry: Any = None
-    stream_types: tuple[type, ...] = ()
-    raw_types: tuple[type, ...] = ()
+    raw_types: tuple[Any, ...] = ()
+    #: Hosts that answered 400 to an injected ``stream_options``: never injected again.
+    rejects_stream_options: set[str] = set()
 
 
-def _server(client: Any) -> dict[str, Any]:
-    url = getattr(client, "base_url", None)
-    host = getattr(url, "host", None)
-    if not host:
-        return {}
-    port = getattr(url, "port", None) or (443 if getattr(url, "scheme", "") == "https" else 80)
-    return {names.SERVER_ADDRESS: host, names.SERVER_PORT: port}
+# -- starting a call --------------------------------------------------------------------------------
 
-
-class _Call:
-    """One traced SDK request: its tracker, endpoint, and whether we injected stream usage."""
-
-    __slots__ = ("attempts", "drop_usage_only", "endpoint", "stream", "tracker")
-
-    def __init__(self, tracker: Any, endpoint: Endpoint, stream: bool, drop_usage_only: bool) -> None:
-        self.attempts = 0  # HTTP attempts, counted by the httpx layer (retries = attempts - 1)
-        self.tracker = tracker
-        self.endpoint = endpoint
-        self.stream = stream
-        self.drop_usage_only = drop_usage_only
-
-
-def _start(telemetry: Any, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call | None:
-    options = kwargs.get("options", args[1] if len(args) > 1 else None)
-    endpoint = endpoint_for(getattr(options, "url", "") or "")
-    if endpoint is None or options is None:
-        return None
+def _effective_body(options: Any) -> dict[str, Any]:
+    """The JSON body the SDK will send: ``json_data`` with ``extra_body`` merged over it."""
     body = getattr(options, "json_data", None)
     body = body if isinstance(body, dict) else {}
-    stream = bool(kwargs.get("stream") or body.get("stream"))
-    settings = telemetry.settings
-    inject = (stream and settings.inject_stream_usage and endpoint.accepts_stream_options
-              and body.get("stream_options") is None)
+    extra = getattr(options, "extra_json", None)
+    return {**body, **extra} if isinstance(extra, dict) and extra else body
+
+
+def _is_raw_response(options: Any) -> bool:
+    headers = getattr(options, "headers", None)
+    return isinstance(headers, dict) and any(str(k).lower() == _RAW_RESPONSE_HEADER for k in headers)
+
+
+def _start(telemetry: Any, client: Any, options: Any, stream_kwarg: Any) -> Call | None:
+    endpoint = endpoint_for(str(getattr(options, "method", "")), str(getattr(options, "url", "") or ""))
+    if endpoint is None:
+        return None
+    body = _effective_body(options)
+    stream = bool(stream_kwarg or body.get("stream"))
+    # Ask the server for usage at the end of the stream only where nobody can tell: the user did
+    # not ask for stream_options anywhere, will not read the raw bytes, and the host accepts it.
+    host = str(getattr(getattr(client, "base_url", None), "host", "") or "")
+    inject = (stream and telemetry.settings.inject_stream_usage and endpoint.accepts_stream_options
+              and "stream_options" not in body and not _is_raw_response(options)
+              and host not in _State.rejects_stream_options)
     if inject:
-        options.json_data = {**body, "stream_options": {"include_usage": True}}
-    attributes = {**_server(client), **request_attributes(body, settings.capture_content)}
-    model = body.get("model")
-    take_over_manual_call()
-    usage_expected = inject or bool((body.get("stream_options") or {}).get("include_usage"))
-    tracker = telemetry.start_call(endpoint.operation, model if isinstance(model, str) else None,
-                                   provider=_provider(client), stream=stream, attributes=attributes,
-                                   usage_expected=usage_expected)
-    return _Call(tracker, endpoint, stream, inject)
+        options.json_data = {**(options.json_data or {}), "stream_options": {"include_usage": True}}
+    return lifecycle.start_http_call(
+        telemetry, endpoint, body, getattr(client, "base_url", None), stream=stream,
+        azure="azure" in type(client).__name__.lower(), usage_expected=True if inject else None,
+        drop_usage_only=inject)
 
 
-def _provider(client: Any) -> str:
-    name = type(client).__name__.lower()
-    if "azure" in name:
-        return "azure.ai.openai"
-    return provider_for(str(getattr(getattr(client, "base_url", None), "host", "") or ""))
+def _telemetry() -> Any:
+    return _State.telemetry or bootstrap.current_telemetry()
 
 
-def _ignore_item(tracker: Any, item: Any) -> None:
-    """For endpoints whose stream items carry nothing to measure beyond their count."""
-
-
-def _finish_value(call: _Call, value: Any, is_async: bool) -> Any:
-    """What the user gets back: streams and unread raw responses are proxied, the rest is untouched."""
-    if isinstance(value, _State.stream_types):
-        proxy = AsyncTracedStream if is_async else TracedStream
-        return proxy(value, call.tracker, call.endpoint.read_item or _ignore_item, call.drop_usage_only)
-    if isinstance(value, _State.raw_types):
-        return _raw_response(call, value, is_async)
-    read_response(call.tracker, value)
-    end_call(call.tracker, None)
-    return value
-
-
-def _raw_response(call: _Call, raw: Any, is_async: bool) -> Any:
-    http = getattr(raw, "http_response", None)
-    if not call.stream and http is not None and getattr(http, "is_stream_consumed", False):
-        with contextlib.suppress(ValueError):  # the body is read: usage without touching the SDK's parse cache
-            read_response(call.tracker, json.loads(http.content))
-        end_call(call.tracker, None)
-        return raw
-    return (AsyncTracedRawResponse if is_async else TracedRawResponse)(raw, call)
-
-
-class TracedRawResponse(wrapt.ObjectProxy):
-    """A raw response whose body is not read yet (``with_streaming_response``)."""
-
-    def __init__(self, raw: Any, call: _Call) -> None:
-        super().__init__(raw)
-        self._self_call = call
-
-    def _self_parsed(self, value: Any) -> Any:
-        try:
-            return _finish_value(self._self_call, value, isinstance(self, AsyncTracedRawResponse))
-        except Exception as exc:
-            report_internal_error("openai.parse", exc)
-            return value
-
-    def parse(self, *args: Any, **kwargs: Any) -> Any:
-        return self._self_parsed(self.__wrapped__.parse(*args, **kwargs))
-
-    def close(self) -> Any:
-        try:
-            return self.__wrapped__.close()
-        finally:
-            end_call(self._self_call.tracker, None, names.CLOSED_EARLY)
-
-    def __del__(self) -> None:
-        call = getattr(self, "_self_call", None)
-        if call is not None:
-            abandon_call(call.tracker)
-
-
-class AsyncTracedRawResponse(TracedRawResponse):
-    """The async form of ``TracedRawResponse``."""
-
-    async def parse(self, *args: Any, **kwargs: Any) -> Any:
-        return self._self_parsed(await self.__wrapped__.parse(*args, **kwargs))
-
-    async def close(self) -> Any:
-        try:
-            return await self.__wrapped__.close()
-        finally:
-            end_call(self._self_call.tracker, None, names.CLOSED_EARLY)
-
-
-def _guarded_start(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call | None:
-    telemetry = _State.telemetry or bootstrap.current_telemetry()
+def _guarded_start(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
+    telemetry = _telemetry()
     if telemetry is None or not _State.active:
         return None
     try:
-        return _start(telemetry, client, args, kwargs)
+        options = kwargs.get("options", args[1] if len(args) > 1 else None)
+        return None if options is None else _start(telemetry, client, options, kwargs.get("stream"))
     except Exception as exc:
         report_internal_error("openai.start", exc)
         return None
 
 
-def _guarded_finish(call: _Call, value: Any, is_async: bool) -> Any:
+def _retry_without_injection(call: Call, exc: BaseException, args: tuple[Any, ...],
+                             kwargs: dict[str, Any]) -> bool:
+    """A server refused the ``stream_options`` we added (400): send the user's own request
+    again, once, and never inject for that host again. Without the agent the call succeeds."""
+    if not call.drop_usage_only or getattr(exc, "status_code", None) != 400:
+        return False
+    options: Any = kwargs.get("options", args[1] if len(args) > 1 else None)
+    body = dict(getattr(options, "json_data", None) or {})
+    body.pop("stream_options", None)
+    options.json_data = body
+    request = getattr(exc, "request", None)
+    _State.rejects_stream_options.add(str(getattr(getattr(request, "url", None), "host", "")))
+    call.drop_usage_only = False
+    return True
+
+
+def _keep_answer(call: Call) -> None:
+    """The server answered 2xx but the SDK failed to parse the answer (a validation error, a
+    ``length`` finish reason under ``parse()``): the tokens were generated and billed, keep them."""
+    exchange = call.exchange
+    if exchange is None or exchange.status is None or exchange.status >= 300:
+        return
+    with contextlib.suppress(Exception):  # the body is not read, or not JSON: nothing to keep
+        read_response(call.tracker, json.loads(exchange.response().content))
+
+
+# -- what the request returns -----------------------------------------------------------------------
+
+#: Raw responses of streamed calls, by the id of their HTTP response: ``raw.parse()`` may make
+#: the SDK stream long after the request, and the stream then finds its call here.
+_raw_stream_calls: dict[int, tuple[Any, Call]] = {}
+
+
+def _finish_value(call: Call, value: Any, is_async: bool) -> None:
+    if isinstance(value, _State.raw_types):
+        http = value.http_response
+        if http.is_stream_consumed:  # with_raw_response of a whole answer: the body is read
+            with contextlib.suppress(ValueError):
+                read_response(call.tracker, json.loads(http.content))
+            lifecycle.end(call.tracker)
+        else:  # measured as it is read: parsed into a stream, or through the raw accessors
+            key = id(http)
+            _raw_stream_calls[key] = (weakref.ref(http, lambda _ref: _raw_stream_calls.pop(key, None)), call)
+            observe_body(_telemetry(), call, http, is_async)
+    elif id(value) in _streams:  # a stream found its call while the SDK made it (_make_stream)
+        observe_body(_telemetry(), call, value.response, is_async)
+    else:
+        read_response(call.tracker, value)
+        lifecycle.end(call.tracker)
+
+
+def _guarded_finish(call: Call, value: Any, is_async: bool) -> None:
     try:
-        return _finish_value(call, value, is_async)
+        _finish_value(call, value, is_async)
     except Exception as exc:
         report_internal_error("openai.finish", exc)
-        return value
-
-
-@contextlib.contextmanager
-def _in_call(call: _Call) -> Iterator[None]:
-    """While the SDK sends the request: the call's span is current (HTTP attempts nest under
-    it), the httpx layer sees the call, and a failure ends the call. Undone before returning,
-    so a stream's span never stays current in the caller."""
-    token = context.attach(trace.set_span_in_context(call.tracker.span))
-    call_token = current_llm_call.set(call)
-    try:
-        yield
-    except BaseException as exc:
-        end_call(call.tracker, exc)
-        raise
-    finally:
-        current_llm_call.reset(call_token)
-        context.detach(token)
 
 
 def _sync_request(wrapped: Any, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     call = _guarded_start(client, args, kwargs)
     if call is None:
         return wrapped(*args, **kwargs)
-    with _in_call(call):
-        value = wrapped(*args, **kwargs)
-    return _guarded_finish(call, value, False)
+    with lifecycle.sending(call):
+        while True:  # a second time only if a server refused the stream_options we added
+            try:
+                value = wrapped(*args, **kwargs)
+                break
+            except Exception as exc:
+                if not _retry_without_injection(call, exc, args, kwargs):
+                    _keep_answer(call)
+                    raise
+    _guarded_finish(call, value, False)
+    return value
 
 
 async def _async_request(wrapped: Any, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     call = _guarded_start(client, args, kwargs)
     if call is None:
         return await wrapped(*args, **kwargs)
-    with _in_call(call):
-        value = await wrapped(*args, **kwargs)
-    return _guarded_finish(call, value, True)
+    with lifecycle.sending(call):
+        while True:
+            try:
+                value = await wrapped(*args, **kwargs)
+                break
+            except Exception as exc:
+                if not _retry_without_injection(call, exc, args, kwargs):
+                    _keep_answer(call)
+                    raise
+    _guarded_finish(call, value, True)
+    return value
+
+
+# -- the SDK's stream classes -------------------------------------------------------------------------
+
+#: SDK streams under measurement, by id. Weak: an ``ItemStream`` lives as long as its SDK
+#: stream's item iterator, which holds it, and must not keep the stream alive (the SDK's
+#: iterator refers back to the stream).
+_streams: weakref.WeakValueDictionary[int, ItemStream] = weakref.WeakValueDictionary()
+#: Weak references whose callbacks tell when an SDK stream is collected, even one never iterated.
+_watched: dict[int, Any] = {}
+
+
+def _call_of(stream: Any) -> Call | None:
+    call = lifecycle.current_llm_call.get()  # made inside the request (create(stream=True))
+    if call is not None:
+        return call
+    entry = _raw_stream_calls.pop(id(stream.response), None)  # made by raw.parse() later
+    if entry is not None and entry[0]() is stream.response:
+        return entry[1]
+    return None
+
+
+def _watch(stream: Any, tracker: Any) -> None:
+    key = id(stream)
+
+    def collected(_ref: Any) -> None:  # may run inside the garbage collector: only records
+        _watched.pop(key, None)
+        lifecycle.suspend(tracker, names.ABANDONED)
+
+    _watched[key] = weakref.ref(stream, collected)
+
+
+def _make_stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``Stream.__stream__``, called once by the SDK's ``__init__``: its result becomes the
+    stream's item iterator, which ``next()`` and the SDK's helpers pull from."""
+    inner = wrapped(*args, **kwargs)
+    try:
+        call = _call_of(instance)
+        if call is None or call.tracker.finished:
+            return inner
+        item_stream = ItemStream(call.tracker, inner, call.endpoint.read_item or _count_only, call.drop_usage_only)
+        _streams[id(instance)] = item_stream
+        _watch(instance, call.tracker)
+        is_async = hasattr(inner, "__anext__")
+        return ameasure(item_stream, names.ABANDONED) if is_async else measure(item_stream, names.ABANDONED)
+    except Exception as exc:
+        report_internal_error("openai.stream", exc)
+        return inner
+
+
+def _count_only(tracker: Any, item: Any) -> None:
+    """For endpoints whose stream items carry nothing to measure beyond their count."""
+
+
+def _iterate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``Stream.__iter__``/``AsyncStream.__aiter__``: a loop over the SDK's items, measured, in
+    place of the SDK's own loop; a loop that breaks off ends the call as closed early."""
+    item_stream = _streams.get(id(instance))
+    if item_stream is None:
+        return wrapped(*args, **kwargs)
+    is_async = hasattr(item_stream.inner, "__anext__")
+    return ameasure(item_stream, names.CLOSED_EARLY) if is_async else measure(item_stream, names.CLOSED_EARLY)
+
+
+def _close(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    item_stream = _streams.get(id(instance))
+    if item_stream is None:
+        return wrapped(*args, **kwargs)
+    return lifecycle.close_then_end(wrapped, item_stream.tracker, *args)
+
+
+async def _aclose(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    item_stream = _streams.get(id(instance))
+    if item_stream is None:
+        return await wrapped(*args, **kwargs)
+    return await lifecycle.aclose_then_end(wrapped, item_stream.tracker, *args)
+
+
+#: (module, attribute, wrapper) of every patch; undone by ``uninstrument``.
+_PATCHES: tuple[tuple[str, str, Any], ...] = (
+    ("openai._base_client", "SyncAPIClient.request", _sync_request),
+    ("openai._base_client", "AsyncAPIClient.request", _async_request),
+    ("openai._streaming", "Stream.__stream__", _make_stream),
+    ("openai._streaming", "Stream.__iter__", _iterate),
+    ("openai._streaming", "Stream.close", _close),
+    ("openai._streaming", "AsyncStream.__stream__", _make_stream),
+    ("openai._streaming", "AsyncStream.__aiter__", _iterate),
+    ("openai._streaming", "AsyncStream.close", _aclose),
+)
 
 
 def _patch(module: Any) -> None:
     if not _State.active:
         return
     try:
-        import openai
-        from openai import _base_client
-
-        _State.stream_types = (openai.Stream, openai.AsyncStream)
         raw_types: list[type] = []
         for module_name, class_name in (("openai._response", "BaseAPIResponse"),
                                         ("openai._legacy_response", "LegacyAPIResponse")):
@@ -226,10 +291,11 @@ def _patch(module: Any) -> None:
             if isinstance(cls, type):
                 raw_types.append(cls)
         _State.raw_types = tuple(raw_types)
-        for target, is_async in _TARGETS:
-            owner, method = target.split(".")
-            if not isinstance(getattr(getattr(_base_client, owner), method), wrapt.FunctionWrapper):
-                wrapt.wrap_function_wrapper(_base_client, target, _async_request if is_async else _sync_request)
+        for module_name, target, wrapper in _PATCHES:
+            owner_name, method = target.split(".")
+            owner = getattr(sys.modules[module_name], owner_name)
+            if not isinstance(owner.__dict__.get(method), wrapt.FunctionWrapper):
+                wrapt.wrap_function_wrapper(module_name, target, wrapper)
     except Exception as exc:
         report_internal_error("openai.patch", exc)
 
@@ -248,14 +314,12 @@ class OpenAIInstrumentor(BaseInstrumentor):
     def _uninstrument(self, **kwargs: Any) -> None:
         _State.active = False
         _State.telemetry = None
-        import sys
-
-        base = sys.modules.get("openai._base_client")
-        if base is None:
-            return
-        for target, _ in _TARGETS:
+        for module_name, target, _ in _PATCHES:
+            module = sys.modules.get(module_name)
+            if module is None:
+                continue
             owner_name, method = target.split(".")
-            owner = getattr(base, owner_name)
+            owner = getattr(module, owner_name)
             current = owner.__dict__.get(method)
             if isinstance(current, wrapt.FunctionWrapper):
                 setattr(owner, method, current.__wrapped__)

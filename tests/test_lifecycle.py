@@ -1,0 +1,521 @@
+"""Every call ends exactly once, promptly, with the truthful outcome: break, exit, timeouts,
+the manual API's generator protocol, and the engine's edge values."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from conftest import clean_env, make_harness, run_python, wait_for_llm_span
+from nexent_autoinstrument import lifecycle, monitoring_manager
+from nexent_autoinstrument.instrumentors.httpx import HTTPX2Instrumentor, HTTPXInstrumentor
+from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+from nexent_autoinstrument.tracker import CallTracker
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture
+def agent() -> Iterator[Any]:
+    """The whole agent as users run it (openai, httpx and httpx2 layers) recording into memory."""
+    harness = make_harness()
+    instrumentors = [OpenAIInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor()]
+    for instrumentor in instrumentors:
+        instrumentor.instrument(telemetry=harness.telemetry)
+    yield harness
+    for instrumentor in instrumentors:
+        instrumentor.uninstrument()
+
+
+def stream_of(mock_llm: Any, tokens: int = 50, itl: float = 0.002, **options: Any) -> Any:
+    client = openai.OpenAI(base_url=mock_llm.base_url, api_key="sk-test", max_retries=0)
+    return client.chat.completions.create(model="mock-gpt", messages=MESSAGES, stream=True,
+                                          extra_body={"mock_tokens": tokens, "mock_itl": itl}, **options)
+
+
+def astream_of(mock_llm: Any, tokens: int = 50, itl: float = 0.002) -> Any:
+    client = openai.AsyncOpenAI(base_url=mock_llm.base_url, api_key="sk-test", max_retries=0)
+    return client.chat.completions.create(model="mock-gpt", messages=MESSAGES, stream=True,
+                                          extra_body={"mock_tokens": tokens, "mock_itl": itl})
+
+
+def duration_count(harness: Any, outcome: str) -> float:
+    return harness.value("llm_request_duration_seconds_count", model="mock-gpt", operation="chat", outcome=outcome)
+
+
+# -- break, without with or close() --------------------------------------------------------------------
+
+def test_break_without_close_ends_promptly_as_closed_early_at_the_break(agent: Any, mock_llm: Any) -> None:
+    stream = stream_of(mock_llm)
+    for index, _ in enumerate(stream):
+        if index == 3:
+            break
+    broke_at, broke_clock = time.time_ns(), time.monotonic()
+    span = wait_for_llm_span(agent)  # no other call follows, and the stream stays referenced
+    assert time.monotonic() - broke_clock < 1.5
+    assert span.attributes["llm.stream.outcome"] == "closed_early"
+    assert span.end_time <= broke_at + 20_000_000  # ended at the time of the break, not when noticed
+    assert len(span.attributes["llm.token.offsets"]) == 3  # role chunk, then 3 content chunks
+    assert duration_count(agent, "closed_early") == 1
+    del stream
+
+
+def test_resuming_right_after_a_break_completes_the_same_call(agent: Any, mock_llm: Any) -> None:
+    stream = stream_of(mock_llm, tokens=20)
+    first = []
+    for chunk in stream:
+        first.append(chunk)
+        if len(first) == 4:
+            break
+    rest = list(stream)  # resuming works exactly as without the agent
+    assert len(first) + len(rest) == 22  # role + 20 content + finish
+    span = wait_for_llm_span(agent)
+    assert span.attributes["llm.stream.outcome"] == "completed"
+    assert len(span.attributes["llm.token.offsets"]) == 20
+
+
+def test_resuming_long_after_a_break_still_gives_every_chunk(agent: Any, mock_llm: Any) -> None:
+    stream = stream_of(mock_llm, tokens=20)
+    first = []
+    for chunk in stream:
+        first.append(chunk)
+        if len(first) == 4:
+            break
+    span = wait_for_llm_span(agent)  # ended as closed early after the grace ...
+    rest = list(stream)  # ... and the caller still gets the rest, untouched
+    assert len(first) + len(rest) == 22
+    assert [c.choices[0].finish_reason for c in rest][-1] == "stop"
+    assert span.attributes["llm.stream.outcome"] == "closed_early"
+    assert len(agent.llm_spans()) == 1
+
+
+def test_exception_in_a_plain_for_loop_and_a_closed_relay_are_closed_early(agent: Any, mock_llm: Any) -> None:
+    with pytest.raises(KeyError):
+        for _ in stream_of(mock_llm):
+            raise KeyError("the user's own bug")
+    assert wait_for_llm_span(agent).attributes["llm.stream.outcome"] == "closed_early"
+    assert agent.value("llm_error_count_total", model="mock-gpt", operation="chat", error_type="KeyError") == 0
+
+    agent.exporter.clear()
+    stream = stream_of(mock_llm)
+
+    def relay() -> Iterator[Any]:  # a web handler relaying chunks; the client went away
+        yield from stream
+
+    relayed = relay()
+    next(relayed)
+    next(relayed)
+    relayed.close()
+    assert wait_for_llm_span(agent).attributes["llm.stream.outcome"] == "closed_early"
+
+
+def test_async_break_without_close_ends_promptly(agent: Any, mock_llm: Any) -> None:
+    async def main() -> Any:
+        stream = await astream_of(mock_llm)
+        async for _ in stream:
+            break
+        await asyncio.sleep(1.2)  # the service idles; the stream is still referenced
+        return stream
+
+    asyncio.run(main())
+    assert agent.llm_span().attributes["llm.stream.outcome"] == "closed_early"
+
+
+# -- unfinished at exit --------------------------------------------------------------------------------
+
+EXIT_APP = """
+import os, sys
+import openai
+
+client = openai.OpenAI(base_url=os.environ["MOCK_URL"], api_key="sk-test", max_retries=0)
+stream = client.chat.completions.create(model="mock-gpt", messages=[{"role": "user", "content": "hi"}],
+                                        stream=True, extra_body={"mock_tokens": 60, "mock_itl": 0.002})
+mode = sys.argv[1]
+if mode == "break":
+    for index, chunk in enumerate(stream):
+        if index == 5:
+            break
+elif mode == "session":
+    class Session:
+        pass
+    session = Session()
+    session.stream = stream
+    for _ in range(6):
+        next(stream)
+elif mode == "crash_in_loop":
+    for index, chunk in enumerate(stream):
+        if index == 5:
+            raise RuntimeError("the app crashed")
+elif mode == "crash_elsewhere":
+    for _ in range(6):
+        next(stream)
+    raise RuntimeError("the app crashed")
+"""
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("break", "closed_early"), ("session", "interrupted"),
+                                                ("crash_in_loop", "closed_early"),
+                                                ("crash_elsewhere", "interrupted")])
+def test_calls_unfinished_at_exit_are_recorded(mode: str, expected: str, mock_llm: Any, tmp_path: Path) -> None:
+    result = run_python(EXIT_APP, args=(), tmp_path=tmp_path, env=clean_env(
+        ENABLE_TELEMETRY="true", MOCK_URL=mock_llm.base_url, OTEL_TRACES_EXPORTER="console",
+        OTEL_METRICS_EXPORTER="console", OTEL_METRIC_EXPORT_INTERVAL="600000"), script_args=(mode,))
+    assert ("RuntimeError" in result.stderr) == mode.startswith("crash"), result.stderr
+    spans = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"name": "chat ')]
+    assert len(spans) == 1, result.stdout[-2000:]
+    attributes = spans[0]["attributes"]
+    assert attributes["llm.stream.outcome"] == expected
+    assert attributes["llm.time_to_first_token"] > 0 and len(attributes["llm.token.offsets"]) == 5
+    assert attributes["llm.stream.chunks"] == 6  # the partial data it had
+    assert f'"outcome": "{expected}"' in result.stdout  # and the metrics were flushed too
+
+
+def test_sigterm_ends_an_open_call_as_interrupted(mock_llm: Any, tmp_path: Path) -> None:
+    app = EXIT_APP.replace('mode = sys.argv[1]', 'mode = "session"') + (
+        "\nimport signal, time\nprint('ready', flush=True)\nsignal.pause()\n")
+    script = tmp_path / "sigterm_app.py"
+    script.write_text(app)
+    import subprocess
+
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=clean_env(ENABLE_TELEMETRY="true", MOCK_URL=mock_llm.base_url,
+                                                        OTEL_TRACES_EXPORTER="console"))
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready"
+    process.terminate()
+    out, _ = process.communicate(timeout=20)
+    assert process.returncode == -15  # it still dies of the signal
+    (span,) = [json.loads(line) for line in out.splitlines() if line.startswith('{"name": "chat ')]
+    assert span["attributes"]["llm.stream.outcome"] == "interrupted"
+
+
+# -- timeouts and cancellation -----------------------------------------------------------------------
+
+def test_asyncio_timeout_around_a_stream_is_an_error(agent: Any, mock_llm: Any) -> None:
+    async def main() -> None:
+        stream = await astream_of(mock_llm, tokens=50, itl=0.05)
+        async with asyncio.timeout(0.3):
+            async for _ in stream:
+                pass
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(main())
+    span = wait_for_llm_span(agent)
+    assert span.attributes["llm.stream.outcome"] == "error"
+    assert span.attributes["error.type"] == "TimeoutError"
+    assert agent.value("llm_error_count_total", model="mock-gpt", operation="chat", error_type="TimeoutError") == 1
+
+
+def test_wait_for_around_a_stream(agent: Any, mock_llm: Any) -> None:
+    async def consume() -> None:
+        async with await astream_of(mock_llm, tokens=50, itl=0.05) as stream:
+            async for _ in stream:
+                pass
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(asyncio.wait_for(consume(), 0.3))
+    # From Python 3.12 wait_for is asyncio.timeout inside the same task; on 3.11 it cancels a
+    # separate task, which cannot tell that a timeout asked for it (the documented rule).
+    expected = "error" if sys.version_info >= (3, 12) else "cancelled"
+    assert wait_for_llm_span(agent).attributes["llm.stream.outcome"] == expected
+
+
+@pytest.mark.parametrize("inside_with", [False, True])
+def test_plain_cancellation_is_cancelled_not_an_error(agent: Any, mock_llm: Any, inside_with: bool) -> None:
+    async def consume() -> None:
+        stream = await astream_of(mock_llm, tokens=50, itl=0.05)
+        if inside_with:
+            async with stream:
+                async for _ in stream:
+                    pass
+        else:
+            async for _ in stream:
+                pass
+
+    async def main() -> None:
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert wait_for_llm_span(agent).attributes["llm.stream.outcome"] == "cancelled"
+    assert agent.value("llm_error_count_total", model="mock-gpt", operation="chat",
+                       error_type="CancelledError") == 0
+
+
+# -- the manual API keeps the generator protocol -----------------------------------------------------
+
+def sync_script(gen: Any) -> list[Any]:
+    """Drive a generator through next, send, throw (twice) and close; what each step gave."""
+    seen: list[Any] = []
+    steps: list[tuple[str, Any]] = [("next", None), ("send", 5), ("throw", KeyError("a")), ("throw", KeyError("b")),
+                                    ("send", 7), ("throw", ValueError("done")), ("next", None)]
+    for name, argument in steps:
+        try:
+            if name == "next":
+                seen.append(("value", next(gen)))
+            elif name == "send":
+                seen.append(("value", gen.send(argument)))
+            else:
+                seen.append(("value", gen.throw(argument)))
+        except StopIteration as stop:
+            seen.append(("stop", stop.value))
+        except BaseException as exc:
+            seen.append(("raise", type(exc).__name__, str(exc)))
+    return seen
+
+
+def echo() -> Iterator[Any]:
+    received = None
+    while True:
+        try:
+            received = yield ("got", received)
+        except KeyError as exc:
+            received = f"caught {exc}"
+        except ValueError:
+            return "handled"
+
+
+def test_decorated_generator_behaves_as_undecorated_one(as_manual: Any) -> None:
+    bare = sync_script(echo())
+    decorated = monitoring_manager.monitor_llm_call("gpt-g")(echo)
+    endpoint = monitoring_manager.monitor_endpoint("ep")(echo)
+    assert sync_script(decorated()) == bare
+    assert sync_script(endpoint()) == bare
+    assert ("stop", "handled") in bare and bare.count(("value", ("got", "caught 'a'"))) == 1
+    closing = decorated()
+    next(closing)
+    closing.close()
+    assert [s.attributes["llm.stream.outcome"] for s in as_manual.llm_spans()] == ["completed", "closed_early"]
+
+
+async def aecho() -> Any:
+    received = None
+    while True:
+        try:
+            received = yield ("got", received)
+        except KeyError as exc:
+            received = f"caught {exc}"
+        except ValueError:
+            return
+
+
+async def async_script(agen: Any) -> list[Any]:
+    seen: list[Any] = []
+    steps: list[tuple[str, Any]] = [("next", None), ("send", 5), ("throw", KeyError("a")), ("throw", KeyError("b")),
+                                    ("send", 7), ("throw", ValueError("done")), ("next", None)]
+    for name, argument in steps:
+        try:
+            if name == "next":
+                seen.append(("value", await agen.__anext__()))
+            elif name == "send":
+                seen.append(("value", await agen.asend(argument)))
+            else:
+                seen.append(("value", await agen.athrow(argument)))
+        except StopAsyncIteration:
+            seen.append(("stop",))
+        except BaseException as exc:
+            seen.append(("raise", type(exc).__name__, str(exc)))
+    return seen
+
+
+def test_decorated_async_generator_behaves_as_undecorated_one(as_manual: Any) -> None:
+    bare = asyncio.run(async_script(aecho()))
+    decorated = monitoring_manager.monitor_llm_call("gpt-g")(aecho)
+    assert asyncio.run(async_script(decorated())) == bare
+    assert ("stop",) in bare
+
+    async def close_early() -> None:
+        agen = decorated()
+        await agen.__anext__()
+        await agen.aclose()
+
+    asyncio.run(close_early())
+    assert [s.attributes["llm.stream.outcome"] for s in as_manual.llm_spans()] == ["completed", "closed_early"]
+
+
+# -- behaviours pinned to their values -----------------------------------------------------------------
+
+def fake_clock(monkeypatch: pytest.MonkeyPatch, times: list[float]) -> None:
+    from nexent_autoinstrument import tracker as tracker_module
+
+    ticks = iter(times)
+    monkeypatch.setattr(tracker_module, "clock", lambda: next(ticks))
+
+
+def test_itl_p99_and_max_count_gaps_past_the_offsets_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    harness = make_harness(token_timestamps_max=4)
+    gaps = [0.01] * 3 + [0.5, 0.02, 0.9]  # the two long gaps come after the 4th offset
+    times = [0.0]  # start
+    for gap in [0.1, *gaps]:
+        times.append(times[-1] + gap)
+    fake_clock(monkeypatch, [*times, times[-1] + 0.1])
+    tracker = lifecycle.begin(harness.telemetry, "chat", "m", stream=True)
+    for _ in range(7):
+        tracker.content()
+    lifecycle.end(tracker)
+    attributes = harness.llm_span().attributes
+    assert len(attributes["llm.token.offsets"]) == 4 and attributes["llm.token.offsets_truncated"] is True
+    assert attributes["llm.inter_token_latency.p50"] == pytest.approx(0.01)
+    assert attributes["llm.inter_token_latency.p99"] == pytest.approx(0.01)  # over the capped offsets
+    assert attributes["llm.inter_token_latency.max"] == pytest.approx(0.9)  # over all gaps
+
+
+@pytest.mark.parametrize(("chunks", "truncated"), [(3, False), (4, False), (5, True)])
+def test_offsets_truncated_flag(chunks: int, truncated: bool) -> None:
+    harness = make_harness(token_timestamps_max=4)
+    tracker = lifecycle.begin(harness.telemetry, "chat", "m", stream=True)
+    for _ in range(chunks):
+        tracker.content()
+    lifecycle.end(tracker)
+    attributes = harness.llm_span().attributes
+    assert attributes["llm.token.offsets_truncated"] is truncated
+    assert len(attributes["llm.token.offsets"]) == min(chunks, 4)
+
+
+def test_itl_p99_of_many_gaps_is_the_nearest_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    harness = make_harness()
+    gaps = [0.01] * 98 + [0.2, 0.3]  # 100 gaps: p50 0.01, p99 the 99th (0.2), max 0.3
+    times = [0.0, 1.0]
+    for gap in gaps:
+        times.append(times[-1] + gap)
+    fake_clock(monkeypatch, [*times, times[-1]])
+    tracker = lifecycle.begin(harness.telemetry, "chat", "m", stream=True)
+    for _ in range(101):
+        tracker.content()
+    lifecycle.end(tracker)
+    attributes = harness.llm_span().attributes
+    assert attributes["llm.inter_token_latency.p99"] == pytest.approx(0.2)
+    assert attributes["llm.inter_token_latency.max"] == pytest.approx(0.3)
+
+
+def test_stall_events_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    harness = make_harness(stall_threshold_seconds=1.0)
+    times = [0.0]
+    for _ in range(41):
+        times.append(times[-1] + 2.0)  # 40 stalls of 2 s
+    fake_clock(monkeypatch, [*times, times[-1]])
+    tracker = lifecycle.begin(harness.telemetry, "chat", "m", stream=True)
+    for _ in range(41):
+        tracker.content()
+    lifecycle.end(tracker)
+    stalls = [e for e in harness.llm_span().events if e.name == "llm.stream.stall"]
+    assert len(stalls) == 32
+    assert stalls[0].attributes["llm.stall.gap_seconds"] == 2.0
+
+
+def test_stream_flag_of_each_manual_door(as_manual: Any) -> None:
+    with monitoring_manager.trace_llm_request("chat", "m-request") as handle:
+        handle.record_token()
+
+    @monitoring_manager.monitor_llm_call("m-call")
+    def call() -> str:
+        return "x"
+
+    @monitoring_manager.monitor_llm_call("m-gen")
+    def gen() -> Iterator[str]:
+        yield "x"
+
+    call()
+    list(gen())
+    flags = {s.attributes["gen_ai.request.model"]: s.attributes["llm.stream"] for s in as_manual.llm_spans()}
+    assert flags == {"m-request": True, "m-call": False, "m-gen": True}
+
+
+def test_monitor_llm_call_injects_nothing_into_kwargs(as_manual: Any) -> None:
+    @monitoring_manager.monitor_llm_call("m")
+    def takes_anything(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        return args, kwargs
+
+    assert takes_anything() == ((), {})
+    assert takes_anything(1, key="v") == ((1,), {"key": "v"})
+
+
+def test_response_failed_is_an_error_counted_once() -> None:
+    body = b"".join(b"event: %s\ndata: %s\n\n" % (kind.encode(), json.dumps(data).encode()) for kind, data in [
+        ("response.created", {"type": "response.created", "sequence_number": 0, "response": {
+            "id": "resp_1", "object": "response", "created_at": 1, "model": "m", "status": "in_progress",
+            "output": [], "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}}),
+        ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 1,
+                                        "item_id": "msg", "output_index": 0, "content_index": 0,
+                                        "delta": "partial", "logprobs": []}),
+        ("response.failed", {"type": "response.failed", "sequence_number": 2, "response": {
+            "id": "resp_1", "object": "response", "created_at": 1, "model": "m", "status": "failed",
+            "error": {"code": "server_error", "message": "boom"}, "output": [], "parallel_tool_calls": True,
+            "tool_choice": "auto", "tools": [],
+            "usage": {"input_tokens": 3, "output_tokens": 1, "total_tokens": 4,
+                      "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 0}}}})])
+    library = __import__("httpx2" if int(openai.__version__.split(".")[0]) >= 3 else "httpx")
+    transport = library.MockTransport(lambda request: library.Response(
+        200, headers={"content-type": "text/event-stream"}, content=body))
+    harness = make_harness()
+    OpenAIInstrumentor().instrument(telemetry=harness.telemetry)
+    try:
+        client = openai.OpenAI(base_url="http://llm.test/v1", api_key="sk-test", max_retries=0,
+                               http_client=library.Client(transport=transport))
+        events = [event.type for event in client.responses.create(model="m", input="hi", stream=True)]
+    finally:
+        OpenAIInstrumentor().uninstrument()
+    assert events == ["response.created", "response.output_text.delta", "response.failed"]
+    span = harness.llm_span()
+    assert span.attributes["llm.stream.outcome"] == "error"
+    assert span.attributes["error.type"] == "response.failed"
+    assert span.attributes["gen_ai.usage.output_tokens"] == 1
+    assert harness.value("llm_error_count_total", model="m", operation="generate_content",
+                         error_type="response.failed") == 1
+
+
+def test_user_stream_options_keep_their_usage_chunk_under_injection(mock_llm: Any) -> None:
+    harness = make_harness(inject_stream_usage=True)
+    OpenAIInstrumentor().instrument(telemetry=harness.telemetry)
+    try:
+        for where in ("body", "extra_body"):
+            harness.exporter.clear()
+            options: dict[str, Any] = {"stream_options": {"include_usage": True}}
+            stream = stream_of(mock_llm, tokens=10, **(options if where == "body" else {}))
+            if where == "extra_body":
+                client = openai.OpenAI(base_url=mock_llm.base_url, api_key="sk-test", max_retries=0)
+                stream = client.chat.completions.create(model="mock-gpt", messages=MESSAGES, stream=True,
+                                                        extra_body={"mock_tokens": 10, **options})
+            chunks = list(stream)
+            assert len(chunks) == 13 and not chunks[-1].choices and chunks[-1].usage.completion_tokens == 10
+            assert harness.llm_span().attributes["llm.usage.source"] == "api"
+    finally:
+        OpenAIInstrumentor().uninstrument()
+
+
+def test_telemetry_off_under_opentelemetry_instrument_exports_nothing(mock_llm: Any, tmp_path: Path) -> None:
+    from receivers import OTLPHTTPReceiver
+
+    app = EXIT_APP.replace('mode = sys.argv[1]', 'mode = "none"') + "\nprint(len(list(stream)))\n"
+    receiver = OTLPHTTPReceiver()
+    try:
+        for value in (None, "false"):
+            env = clean_env(MOCK_URL=mock_llm.base_url, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+                            OTEL_METRICS_EXPORTER="otlp", OTEL_BSP_SCHEDULE_DELAY="50")
+            if value is not None:
+                env["ENABLE_TELEMETRY"] = value
+            result = run_python(app, env=env, instrument=True, tmp_path=tmp_path)
+            assert result.stdout.split() == ["62"], result.stderr
+        assert not list(receiver.spans()) and not receiver.metric_names()
+    finally:
+        receiver.stop()
+
+
+def test_a_tracker_is_registered_until_it_ends() -> None:
+    harness = make_harness()
+    tracker: CallTracker = lifecycle.begin(harness.telemetry, "chat", "m")
+    assert id(tracker) in lifecycle._live
+    lifecycle.end(tracker)
+    assert id(tracker) not in lifecycle._live
