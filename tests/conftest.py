@@ -97,6 +97,20 @@ def harness() -> Harness:
     return make_harness()
 
 
+@pytest.fixture
+def agent(harness: Harness) -> Iterator[Harness]:
+    """The whole agent as users run it (openai, httpx and httpx2 layers) recording into ``harness``."""
+    from nexent_autoinstrument.instrumentors.httpx import HTTPX2Instrumentor, HTTPXInstrumentor
+    from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+
+    instrumentors = [OpenAIInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor()]
+    for instrumentor in instrumentors:
+        instrumentor.instrument(telemetry=harness.telemetry)
+    yield harness
+    for instrumentor in instrumentors:
+        instrumentor.uninstrument()
+
+
 @pytest.fixture(scope="session")
 def mock_llm() -> Iterator[MockLLMServer]:
     server = start_in_thread(MockConfig(ttft=0.02, itl=0.002, tokens=10), seed=1)

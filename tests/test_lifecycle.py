@@ -16,23 +16,10 @@ import pytest
 
 from conftest import clean_env, make_harness, run_python, wait_for_llm_span
 from nexent_autoinstrument import lifecycle, monitoring_manager
-from nexent_autoinstrument.instrumentors.httpx import HTTPX2Instrumentor, HTTPXInstrumentor
 from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
 from nexent_autoinstrument.tracker import CallTracker
 
 MESSAGES = [{"role": "user", "content": "hello"}]
-
-
-@pytest.fixture
-def agent() -> Iterator[Any]:
-    """The whole agent as users run it (openai, httpx and httpx2 layers) recording into memory."""
-    harness = make_harness()
-    instrumentors = [OpenAIInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor()]
-    for instrumentor in instrumentors:
-        instrumentor.instrument(telemetry=harness.telemetry)
-    yield harness
-    for instrumentor in instrumentors:
-        instrumentor.uninstrument()
 
 
 def stream_of(mock_llm: Any, tokens: int = 50, itl: float = 0.002, **options: Any) -> Any:
@@ -68,13 +55,18 @@ def test_break_without_close_ends_promptly_as_closed_early_at_the_break(agent: A
     del stream
 
 
-def test_resuming_right_after_a_break_completes_the_same_call(agent: Any, mock_llm: Any) -> None:
-    stream = stream_of(mock_llm, tokens=20)
+def read_then_break(stream: Any, count: int) -> list[Any]:
     first = []
     for chunk in stream:
         first.append(chunk)
-        if len(first) == 4:
+        if len(first) == count:
             break
+    return first
+
+
+def test_resuming_right_after_a_break_completes_the_same_call(agent: Any, mock_llm: Any) -> None:
+    stream = stream_of(mock_llm, tokens=20)
+    first = read_then_break(stream, 4)
     rest = list(stream)  # resuming works exactly as without the agent
     assert len(first) + len(rest) == 22  # role + 20 content + finish
     span = wait_for_llm_span(agent)
@@ -84,11 +76,7 @@ def test_resuming_right_after_a_break_completes_the_same_call(agent: Any, mock_l
 
 def test_resuming_long_after_a_break_still_gives_every_chunk(agent: Any, mock_llm: Any) -> None:
     stream = stream_of(mock_llm, tokens=20)
-    first = []
-    for chunk in stream:
-        first.append(chunk)
-        if len(first) == 4:
-            break
+    first = read_then_break(stream, 4)
     span = wait_for_llm_span(agent)  # ended as closed early after the grace ...
     rest = list(stream)  # ... and the caller still gets the rest, untouched
     assert len(first) + len(rest) == 22

@@ -36,6 +36,20 @@ def is_usage_only(item: Any) -> bool:
     return not getattr(item, "choices", True) and getattr(item, "usage", None) is not None
 
 
+def _consumer_left(tracker: CallTracker, on_stop: str, exc: BaseException) -> None:
+    """The consumer stopped at an item: it broke off or dropped the stream (``GeneratorExit``:
+    the call ends soon, as ``on_stop``), or threw something in (the call ended early)."""
+    if isinstance(exc, GeneratorExit):
+        lifecycle.suspend(tracker, on_stop)
+    elif tracker.suspended is None:
+        lifecycle.end(tracker, outcome=names.CLOSED_EARLY)
+
+
+def _sdk_failed(tracker: CallTracker, exc: BaseException) -> None:
+    if not isinstance(exc, GeneratorExit):  # (one from the consumer, passed on by _consumer_left)
+        lifecycle.end(tracker, exc)
+
+
 def measure(stream: ItemStream, on_stop: str) -> Iterator[Any]:
     """Yield the SDK's items, measured. ``on_stop``: the outcome if the consumer stops pulling
     (``closed_early`` for a loop that broke off, ``abandoned`` for a dropped stream)."""
@@ -53,17 +67,11 @@ def measure(stream: ItemStream, on_stop: str) -> Iterator[Any]:
                 continue
             try:
                 yield item
-            except GeneratorExit:
-                lifecycle.suspend(tracker, on_stop)
+            except BaseException as exc:
+                _consumer_left(tracker, on_stop, exc)
                 raise
-            except BaseException:  # thrown in by the consumer (unless the stream was dropped)
-                if tracker.suspended is None:
-                    lifecycle.end(tracker, outcome=names.CLOSED_EARLY)
-                raise
-    except GeneratorExit:
-        raise
     except BaseException as exc:
-        lifecycle.end(tracker, exc)
+        _sdk_failed(tracker, exc)
         raise
     lifecycle.end(tracker)
 
@@ -84,16 +92,10 @@ async def ameasure(stream: ItemStream, on_stop: str) -> AsyncIterator[Any]:
                 continue
             try:
                 yield item
-            except GeneratorExit:
-                lifecycle.suspend(tracker, on_stop)
+            except BaseException as exc:
+                _consumer_left(tracker, on_stop, exc)
                 raise
-            except BaseException:
-                if tracker.suspended is None:
-                    lifecycle.end(tracker, outcome=names.CLOSED_EARLY)
-                raise
-    except GeneratorExit:
-        raise
     except BaseException as exc:
-        lifecycle.end(tracker, exc)
+        _sdk_failed(tracker, exc)
         raise
     lifecycle.end(tracker)
