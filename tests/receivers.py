@@ -48,6 +48,18 @@ class _Store:
             return {m.name for r in self.metrics for rm in r.resource_metrics for sm in rm.scope_metrics
                     for m in sm.metrics}
 
+    def metric_last(self, name: str) -> Any:
+        """The metric ``name`` of the last export that had it."""
+        with self.lock:
+            found = None
+            for request in self.metrics:
+                for rm in request.resource_metrics:
+                    for sm in rm.scope_metrics:
+                        for metric in sm.metrics:
+                            if metric.name == name:
+                                found = metric
+            return found
+
     def metric(self, name: str) -> Any:
         with self.lock:
             for request in self.metrics:

@@ -14,7 +14,8 @@ import openai
 import pytest
 from opentelemetry.trace import format_span_id
 
-from nexent_autoinstrument.instrumentors.httpx import HTTPX2Instrumentor, HTTPXInstrumentor, redact_url
+from nexent_autoinstrument.instrumentors.exchange import redact_url
+from nexent_autoinstrument.instrumentors.httpx import HTTPX2Instrumentor, HTTPXInstrumentor
 from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
 
 LIBRARIES = ["httpx", "httpx2"]
@@ -210,18 +211,23 @@ def test_raw_call_equals_what_the_openai_layer_measures(harness_factory: Any, mo
     finally:
         instrumentor.uninstrument()
     sdk = harness_factory()
-    OpenAIInstrumentor().instrument(telemetry=sdk.telemetry)
+    layers = [OpenAIInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor()]
+    for layer in layers:
+        layer.instrument(telemetry=sdk.telemetry)
     try:
         client = openai.OpenAI(base_url=mock_llm.base_url, api_key="sk-test", max_retries=0)
         list(client.chat.completions.create(**CHAT, stream=True, stream_options={"include_usage": True},
                                             temperature=0.5))
     finally:
-        OpenAIInstrumentor().uninstrument()
+        for layer in layers:
+            layer.uninstrument()
     raw_attrs = dict(raw.llm_span().attributes)
     sdk_attrs = {k: v for k, v in sdk.llm_span().attributes.items() if not k.startswith("openai.")}
     timing = {"llm.time_to_first_token", "llm.token_generation_rate", "llm.token.offsets", "server.port",
               "llm.inter_token_latency.p50", "llm.inter_token_latency.p99", "llm.inter_token_latency.max",
-              "gen_ai.response.id"}
+              "gen_ai.response.id", "llm.time_to_request_sent", "llm.server_time_to_first_token",
+              "llm.time_to_response_headers", "llm.stream.reader_seconds", "llm.connection.reused",
+              "gen_ai.response.time_to_first_chunk", "llm.stream.waiting_chunks", "llm.stream.reader_bound"}
     assert set(raw_attrs) == set(sdk_attrs)
     assert {k: v for k, v in raw_attrs.items() if k not in timing} == \
         {k: v for k, v in sdk_attrs.items() if k not in timing}

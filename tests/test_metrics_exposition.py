@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -15,7 +16,8 @@ from nexent_autoinstrument import conventions, lifecycle
 def exposition(harness: Any) -> dict[str, Any]:
     harness.telemetry.metrics.record(model="m", operation="chat", outcome="completed", duration=0.4, ttft=0.1,
                                      rate=50.0, gaps=[0.01, 0.02], input_tokens=3, output_tokens=7,
-                                     error_type="RateLimitError", slow_reasons=["duration"])
+                                     error_type="RateLimitError", slow_reasons=["duration"],
+                                     time_to_request_sent=0.03)
     text = generate_latest(harness.registry).decode()
     return {f.name: f for f in text_string_to_metric_families(text)}
 
@@ -66,7 +68,7 @@ def test_the_readme_dashboard_and_alerts_use_the_exposed_names(harness: Any) -> 
     for path in (ROOT / "docker" / "grafana" / "dashboards" / "llm-performance.json",
                  ROOT / "docker" / "prometheus" / "alerts.yml"):
         used = set(re.findall(r"\bllm_[a-z_]+", path.read_text()))
-        assert used and used <= samples, (path.name, used - samples)
+        assert used and used <= samples | set(families), (path.name, used - samples)
 
 
 def test_tracker_rate_is_decode_rate_not_whole_call(harness: Any, monkeypatch: Any) -> None:
@@ -81,7 +83,7 @@ def test_tracker_rate_is_decode_rate_not_whole_call(harness: Any, monkeypatch: A
     attrs = harness.llm_span().attributes
     assert attrs["llm.time_to_first_token"] == 2.0
     assert attrs["llm.token_generation_rate"] == 2.0  # 4 tokens after the first, over 2 s
-    assert list(attrs["llm.token.offsets"]) == [2.0, 2.5, 3.0, 3.5, 4.0]
+    assert list(attrs["llm.token.offsets"]) == [2_000_000, 2_500_000, 3_000_000, 3_500_000, 4_000_000]  # µs
     assert attrs["llm.inter_token_latency.p50"] == 0.5
     assert harness.value("llm_request_duration_seconds_sum", model="m", operation="chat",
                          outcome="completed") == 10.0
@@ -104,3 +106,57 @@ def test_finish_is_idempotent(harness: Any) -> None:
     assert harness.llm_span().attributes["llm.stream.outcome"] == "completed"
     assert harness.value("llm_request_duration_seconds_count", model="m", operation="chat",
                          outcome="completed") == 1
+
+
+def test_genai_names_are_the_semantic_conventions_own() -> None:
+    from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as attrs
+    from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as metrics
+
+    assert conventions.GENAI_DURATION == metrics.GEN_AI_CLIENT_OPERATION_DURATION
+    assert conventions.GENAI_TOKEN_USAGE == metrics.GEN_AI_CLIENT_TOKEN_USAGE
+    assert conventions.GENAI_TIME_TO_FIRST_CHUNK == metrics.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK
+    assert conventions.GENAI_TIME_PER_OUTPUT_CHUNK == metrics.GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK
+    assert conventions.GEN_AI_PROVIDER == attrs.GEN_AI_PROVIDER_NAME
+    assert conventions.GEN_AI_TOKEN_TYPE == attrs.GEN_AI_TOKEN_TYPE
+    assert conventions.GEN_AI_TIME_TO_FIRST_CHUNK == attrs.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK
+
+
+def test_gaps_are_added_in_bulk_exactly_as_one_by_one(harness: Any) -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from nexent_autoinstrument.metrics import add_observations, bucket_counts
+
+    gaps = sorted([0.0005, 0.001, 0.001, 0.004, 0.02, 0.02, 0.5, 3.0, 12.0, 0.0])
+    assert bucket_counts(gaps, (0.001, 0.01, 1.0)) == [4, 1, 3, 2]  # (.., 0.001], (.., 0.01], (.., 1], over
+    registry = CollectorRegistry()
+    bulk = Histogram("bulk", "b", buckets=conventions.GAP_BUCKETS, registry=registry)
+    single = Histogram("single", "s", buckets=conventions.GAP_BUCKETS, registry=registry)
+    add_observations(bulk, gaps)
+    for gap in gaps:
+        single.observe(gap)
+    exposed = {s.name.replace("bulk", "x").replace("single", "x") + str(sorted(s.labels.items())): []
+               for f in registry.collect() for s in f.samples}
+    for family in registry.collect():
+        for sample in family.samples:
+            key = sample.name.replace("bulk", "x").replace("single", "x") + str(sorted(sample.labels.items()))
+            exposed[key].append(sample.value)
+    assert all(len(set(values)) == 1 for key, values in exposed.items() if "_created" not in key), exposed
+
+
+@pytest.mark.parametrize("limit", [None, 3])
+def test_offsets_set_without_revalidation_equal_the_public_path(limit: int | None) -> None:
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+
+    from nexent_autoinstrument.tracker import set_valid_attribute
+
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=limit))
+    ours, public = provider.get_tracer("t").start_span("a"), provider.get_tracer("t").start_span("b")
+    for span in (ours, public):
+        span.set_attributes({"a": 1, "b": 2})
+    set_valid_attribute(ours, "llm.token.offsets", (1, 20, 300))
+    public.set_attribute("llm.token.offsets", (1, 20, 300))
+    assert dict(ours.attributes) == dict(public.attributes)  # also when the attribute limit applies
+    ours.end()
+    public.end()
+    set_valid_attribute(ours, "late", (1,))  # an ended span stays as it was
+    assert "late" not in ours.attributes

@@ -342,3 +342,68 @@ def test_mock_llm_command_line(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(10)
+
+
+GENAI_APP = """
+import os
+import openai
+
+client = openai.OpenAI(base_url=os.environ["MOCK_URL"], api_key="sk-test", max_retries=0)
+chunks = list(client.chat.completions.create(model="mock-gpt", stream=True, stream_options={"include_usage": True},
+                                             messages=[{"role": "user", "content": "hi"}],
+                                             extra_body={"mock_tokens": 12}))
+client.chat.completions.create(model="mock-gpt", messages=[{"role": "user", "content": "hi"}],
+                               extra_body={"mock_tokens": 5})
+try:
+    client.chat.completions.create(model="mock-gpt", messages=[], extra_body={"mock_error": 503})
+except openai.APIStatusError as exc:
+    print("failed", exc.status_code)
+print("usage", chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens)
+"""
+
+
+def points(receiver: OTLPHTTPReceiver, name: str) -> list[tuple[dict[str, Any], Any]]:
+    """(attributes, data point) of the last export of histogram ``name``."""
+    metric = receiver.metric_last(name)
+    assert metric is not None, (name, sorted(receiver.metric_names()))
+    return [(attributes(p.attributes), p) for p in metric.histogram.data_points]
+
+
+def test_genai_convention_metrics_over_otlp(otlp: OTLPHTTPReceiver, mock_llm: Any, tmp_path: Path) -> None:
+    env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_METRICS_EXPORTER="otlp",
+                  OTEL_TRACES_EXPORTER="none")
+    result = run_python(GENAI_APP, env=env, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "failed 503" in result.stdout
+    prompt_tokens, completion_tokens = map(int, result.stdout.split("usage")[1].split())
+    port = int(mock_llm.base_url.split(":")[2].split("/")[0])
+    required = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai_compatible",
+                "gen_ai.request.model": "mock-gpt", "server.address": "127.0.0.1", "server.port": port}
+    units = {m.name: m.unit for r in otlp.metrics for rm in r.resource_metrics for sm in rm.scope_metrics
+             for m in sm.metrics}
+    assert units["gen_ai.client.operation.duration"] == "s" and units["gen_ai.client.token.usage"] == "{token}"
+    assert units["gen_ai.client.operation.time_to_first_chunk"] == "s"
+    assert units["gen_ai.client.operation.time_per_output_chunk"] == "s"
+
+    durations = points(otlp, "gen_ai.client.operation.duration")
+    ok = [p for a, p in durations if "error.type" not in a]
+    failed = [(a, p) for a, p in durations if a.get("error.type") == "InternalServerError"]  # the SDK's class
+    assert sum(p.count for p in ok) == 2 and len(failed) == 1 and failed[0][1].count == 1
+    for attrs, _ in durations:
+        assert {k: attrs[k] for k in required} == required
+    assert all(a["gen_ai.response.model"] == "mock-gpt" for a, _ in durations if "error.type" not in a)
+    assert list(durations[0][1].explicit_bounds)[:3] == [0.01, 0.02, 0.04]  # the conventions' buckets
+
+    usage = {a["gen_ai.token.type"]: p for a, p in points(otlp, "gen_ai.client.token.usage")}
+    assert usage["output"].sum == completion_tokens + 5 and usage["output"].count == 2
+    assert usage["input"].count == 2 and usage["input"].sum >= prompt_tokens
+
+    (ttfc,) = points(otlp, "gen_ai.client.operation.time_to_first_chunk")  # streamed calls only
+    assert ttfc[1].count == 1 and 0.9 * 0.02 <= ttfc[1].sum < 2.0  # the mock's first token after 20 ms
+    (per_chunk,) = points(otlp, "gen_ai.client.operation.time_per_output_chunk")
+    assert per_chunk[1].count == 11  # each content chunk after the first
+    assert 11 * 0.002 * 0.9 <= per_chunk[1].sum < 11 * 0.002 + 1.0  # the mock's 2 ms gaps
+    assert sum(per_chunk[1].bucket_counts) == 11 and list(per_chunk[1].explicit_bounds)[0] == 0.001
+    assert per_chunk[1].min <= per_chunk[1].max
+    (itl,) = points(otlp, "llm_inter_token_latency_seconds")  # the contract name, fed the same way
+    assert itl[1].count == 11 and itl[0] == {"model": "mock-gpt", "operation": "chat"}

@@ -16,6 +16,7 @@ INTER_TOKEN_LATENCY = "llm_inter_token_latency_seconds"
 TOTAL_TOKENS = "llm_total_tokens"
 ERROR_COUNT = "llm_error_count"
 SLOW_REQUESTS = "llm_slow_requests"
+TIME_TO_REQUEST_SENT = "llm_time_to_request_sent_seconds"
 
 # Latencies from about 10 ms to minutes.
 SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
@@ -61,7 +62,31 @@ METRICS: tuple[MetricSpec, ...] = (
                ("model", "operation", "error_type")),
     MetricSpec(SLOW_REQUESTS, "counter", "LLM calls slower than the configured thresholds", "{request}",
                ("model", "operation", "reason")),
+    MetricSpec(TIME_TO_REQUEST_SENT, "histogram", "Client time from the call to the request fully sent: the part "
+               "of the time to first token that is the client's (SDK preparation, connection, TLS)", "s",
+               ("model", "operation"), SECONDS_BUCKETS),
 )
+
+# The GenAI semantic-convention client metrics (OpenTelemetry side only; same names as in
+# opentelemetry-semantic-conventions, checked by a test). Buckets as the conventions advise.
+GENAI_DURATION = "gen_ai.client.operation.duration"
+GENAI_TOKEN_USAGE = "gen_ai.client.token.usage"
+GENAI_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
+GENAI_TIME_PER_OUTPUT_CHUNK = "gen_ai.client.operation.time_per_output_chunk"
+GENAI_SECONDS_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+GENAI_TOKEN_BUCKETS = (1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+                       4194304.0, 16777216.0, 67108864.0)
+GENAI_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(GENAI_DURATION, "histogram", "GenAI operation duration.", "s", (), GENAI_SECONDS_BUCKETS),
+    MetricSpec(GENAI_TOKEN_USAGE, "histogram", "Number of input and output tokens used.", "{token}", (),
+               GENAI_TOKEN_BUCKETS),
+    MetricSpec(GENAI_TIME_TO_FIRST_CHUNK, "histogram", "Time to receive the first chunk (with content) of a "
+               "streamed response.", "s", (), GENAI_SECONDS_BUCKETS),
+    MetricSpec(GENAI_TIME_PER_OUTPUT_CHUNK, "histogram", "Time per output chunk after the first one.", "s", (),
+               GAP_BUCKETS),
+)
+#: Histograms fed once per call with all of its gaps (see metrics.BulkHistograms).
+BULK_METRICS = frozenset({INTER_TOKEN_LATENCY, GENAI_TIME_PER_OUTPUT_CHUNK})
 
 # Outcomes of a call (span attribute ``llm.stream.outcome`` and the ``outcome`` label).
 COMPLETED = "completed"  # the response was read to its end
@@ -95,12 +120,21 @@ GEN_AI_RESPONSE_ID = "gen_ai.response.id"
 GEN_AI_FINISH_REASONS = "gen_ai.response.finish_reasons"
 GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
+GEN_AI_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 ERROR_TYPE = "error.type"
 GEN_AI_INPUT = "gen_ai.input.messages"
 GEN_AI_OUTPUT = "gen_ai.output.messages"
 LLM_TTFT = "llm.time_to_first_token"
+LLM_TIME_TO_REQUEST_SENT = "llm.time_to_request_sent"
+LLM_TIME_TO_RESPONSE_HEADERS = "llm.time_to_response_headers"
+LLM_SERVER_TTFT = "llm.server_time_to_first_token"
+LLM_CONNECTION_REUSED = "llm.connection.reused"
+LLM_READER_BOUND = "llm.stream.reader_bound"
+LLM_READER_SECONDS = "llm.stream.reader_seconds"
+LLM_WAITING_CHUNKS = "llm.stream.waiting_chunks"
 LLM_RATE = "llm.token_generation_rate"
 LLM_ITL_P50 = "llm.inter_token_latency.p50"
 LLM_ITL_P99 = "llm.inter_token_latency.p99"

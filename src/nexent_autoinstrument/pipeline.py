@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from . import __version__
 from .guard import export_warnings
 from .lifecycle import end_unfinished
-from .metrics import HTTPMetrics, LLMMetrics
+from .metrics import BulkHistograms, HTTPMetrics, LLMMetrics
 from .settings import Settings
 from .tracker import Telemetry
 
@@ -170,13 +170,15 @@ class Pipeline:
         self.settings = settings
         self.metrics_server_port: int | None = None
         self._shut_down = False
+        self.resource = make_resource(settings)  # one instance id for the traces and the metrics
         existing = trace.get_tracer_provider()
         # When another SDK configuration came first, join its provider and add nothing to it.
         self.owns_tracer_provider = not isinstance(existing, TracerProvider)
         self.tracer_provider: Any = self._make_tracer_provider(settings) if self.owns_tracer_provider else existing
+        self.bulk_histograms = BulkHistograms()
         self.meter_provider = self._make_meter_provider(settings)
         meter = self.meter_provider.get_meter("nexent_autoinstrument", __version__) if self.meter_provider else None
-        self.metrics = LLMMetrics(meter=meter, max_model_labels=settings.max_model_labels)
+        self.metrics = LLMMetrics(meter=meter, max_model_labels=settings.max_model_labels, bulk=self.bulk_histograms)
         self.http_metrics = HTTPMetrics(meter=meter)
         _quiet_repeated_exporter_warnings()
         if settings.prometheus_port is not None:
@@ -185,9 +187,8 @@ class Pipeline:
         _flush_on_sigterm(self.shutdown)
         os.register_at_fork(after_in_child=self._flush_when_forked_child_exits)
 
-    @staticmethod
-    def _make_tracer_provider(settings: Settings) -> TracerProvider:
-        provider = TracerProvider(resource=make_resource(settings), shutdown_on_exit=False,
+    def _make_tracer_provider(self, settings: Settings) -> TracerProvider:
+        provider = TracerProvider(resource=self.resource, shutdown_on_exit=False,
                                   sampler=ParentBased(TraceIdRatioBased(settings.sample_rate)),
                                   span_limits=_span_limits())
         for name in settings.traces_exporters:
@@ -205,9 +206,12 @@ class Pipeline:
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-        readers = [PeriodicExportingMetricReader(e, export_timeout_millis=EXPORT_TIMEOUT_SECONDS * 1000)
+        from .bulk_export import WithBulkHistograms
+
+        readers = [PeriodicExportingMetricReader(WithBulkHistograms(e, self.bulk_histograms, self.resource),
+                                                 export_timeout_millis=EXPORT_TIMEOUT_SECONDS * 1000)
                    for e in exporters]
-        provider = MeterProvider(metric_readers=readers, resource=make_resource(settings), shutdown_on_exit=False)
+        provider = MeterProvider(metric_readers=readers, resource=self.resource, shutdown_on_exit=False)
         otel_metrics.set_meter_provider(provider)
         return provider
 

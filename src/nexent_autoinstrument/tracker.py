@@ -58,32 +58,45 @@ class CallTracker:
         "_finish_reasons",
         "_finish_token",
         "_max_gap",
+        "_previous",
         "_stall_after",
         "_stalls",
         "_start_ns",
         "_telemetry",
         "_times",
         "_times_cap",
+        "_waiting",
         "chunks",
+        "connection_reused",
         "content_chunks",
         "delegated",
         "error_type",
         "estimated_tokens",
         "first_content",
+        "first_timed",
+        "first_timed_index",
+        "fresh",
+        "headers_at",
         "input_tokens",
         "items_claimed",
-        "last_content",
+        "last_timed",
+        "last_timed_index",
         "model",
         "operation",
         "outcome",
         "output_tokens",
+        "provider",
+        "reader_seconds",
+        "request_sent",
         "response_id",
         "response_model",
+        "server",
         "span",
         "started",
         "stream",
         "suspended",
         "texts",
+        "waiting_chunks",
     )
 
     def __init__(self, telemetry: Telemetry, operation: str, model: str, provider: str, stream: bool,
@@ -92,25 +105,46 @@ class CallTracker:
         self._telemetry = telemetry
         self.operation = operation
         self.model = model
+        self.provider = provider
         self.stream = stream
         attrs: dict[str, Any] = {names.GEN_AI_PROVIDER: provider, names.GEN_AI_OPERATION: operation,
                                  names.GEN_AI_REQUEST_MODEL: model, names.LLM_STREAM: stream}
         if attributes:
             attrs.update((k, v) for k, v in attributes.items() if v is not None)
+        address, port = attrs.get(names.SERVER_ADDRESS), attrs.get(names.SERVER_PORT)
+        self.server: tuple[str, int] | None = (address, port) if address and port else None
         self._start_ns = time.time_ns()
         self.span = telemetry.tracer.start_span(f"{operation} {model}", kind=SpanKind.CLIENT,
                                                 attributes=attrs, start_time=self._start_ns)
         self.started = clock()
         self.first_content: float | None = None
-        self.last_content = 0.0
         self.content_chunks = 0
         self.chunks = 0
         self.estimated_tokens = 0
+        # Content chunks whose arrival was timed (see ``fresh``): the first, the last, and the
+        # one before the current, from which the next gap is measured (None after a waiting one).
+        self.first_timed: float | None = None
+        self.first_timed_index = 0
+        self.last_timed = 0.0
+        self.last_timed_index = 0
+        self._previous: float | None = None
         self._times: list[float] = []
         self._times_cap = settings.token_timestamps_max
+        #: Indexes (in ``_times``) of content chunks that were waiting when read.
+        self._waiting: list[int] = []
+        self.waiting_chunks = 0
         self._max_gap = 0.0
         self._stall_after = settings.stall_threshold_seconds
         self._stalls: list[tuple[int, float, float]] = []
+        #: Set by the HTTP layer per network read: True when the read waited for the data (the next
+        #: content chunk arrived just now), False when the data was already there (it arrived
+        #: earlier, while the caller was busy, or with an earlier chunk). None: nobody knows.
+        self.fresh: bool | None = None
+        self.reader_seconds = 0.0
+        #: Phases of the call seen by the HTTP layer (clock times) and whether the connection was reused.
+        self.request_sent: float | None = None
+        self.headers_at: float | None = None
+        self.connection_reused: bool | None = None
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.response_model: str | None = None
@@ -145,21 +179,43 @@ class CallTracker:
     def content(self, text: str | None = None, tokens: int = 1) -> None:
         """A chunk carrying content (text, tool arguments, refusal, reasoning) arrived now."""
         now = clock()
-        if self.first_content is None:
-            self.first_content = now
-        else:
-            gap = now - self.last_content
-            if gap > self._max_gap:
-                self._max_gap = gap
-            if gap > self._stall_after and len(self._stalls) < _MAX_STALL_EVENTS:
-                self._stalls.append((self.content_chunks, gap, now))
-        self.last_content = now
-        self.content_chunks += 1
+        index = self.content_chunks
+        self.content_chunks = index + 1
         self.estimated_tokens += tokens
-        if self.content_chunks <= self._times_cap:
+        if index < self._times_cap:
             self._times.append(now)
         if text and self.texts is not None:
             self.texts.append(text)
+        fresh = self.fresh
+        if fresh is False:
+            self._waited(index, now)
+            return
+        if fresh:
+            self.fresh = False  # any further chunk from the same read was waiting for this one
+        previous = self._previous
+        if previous is not None:
+            gap = now - previous
+            if gap > self._max_gap:
+                self._max_gap = gap
+            if gap > self._stall_after and len(self._stalls) < _MAX_STALL_EVENTS:
+                self._stalls.append((index, gap, now))
+        elif self.first_timed is None:
+            self.first_timed = now
+            self.first_timed_index = index
+            if self.first_content is None:
+                self.first_content = now
+        self._previous = self.last_timed = now
+        self.last_timed_index = index
+
+    def _waited(self, index: int, now: float) -> None:
+        """A content chunk that was already there when read: it arrived earlier, at an unknown
+        time, so it is no arrival time and no gap (the caller read late, or it came bundled)."""
+        self.waiting_chunks += 1
+        if self.first_content is None:
+            self.first_content = now
+        if index < self._times_cap:
+            self._waiting.append(index)
+        self._previous = None
 
     # -- facts reported by adapters -----------------------------------------------------------
 
@@ -225,34 +281,37 @@ class CallTracker:
         self.outcome = outcome
         settings = self._telemetry.settings
         duration = end - self.started
-        ttft = rate = None
         api_usage = self.output_tokens is not None
         output_tokens = self.output_tokens if api_usage else (
             token_estimate.count(self.texts or ()) or self.estimated_tokens or None)
-        if self.first_content is not None:
-            ttft = self.first_content - self.started
-            window = self.last_content - self.first_content
-            if self.content_chunks >= 2 and window > 0 and output_tokens:
-                # Tokens that arrived after the first content chunk, over the time they took.
-                rate = output_tokens * (self.content_chunks - 1) / self.content_chunks / window
-        times = self._times
-        gaps = [b - a for a, b in itertools.pairwise(times)]
+        ttft = None if self.first_content is None else self.first_content - self.started
+        rate = None
+        if self.first_timed is not None and output_tokens:
+            # Tokens that arrived after the first timed content chunk, over the time they took:
+            # the decode rate, from arrivals only (not from chunks that waited for the caller).
+            between, window = self.last_timed_index - self.first_timed_index, self.last_timed - self.first_timed
+            if between > 0 and window > 0:
+                rate = output_tokens * between / self.content_chunks / window
+        gaps = self._gaps()
         slow: list[str] = []
         if duration > settings.slow_request_threshold_seconds:
             slow.append("duration")
         if rate is not None and rate < settings.slow_token_rate_threshold:
             slow.append("token_rate")
+        sent = None if self.request_sent is None else self.request_sent - self.started
 
         span = self.span
         if span.is_recording():
-            self._annotate(span, outcome, ttft, rate, gaps, api_usage, output_tokens, slow, duration)
+            self._annotate(span, outcome, ttft, rate, gaps, api_usage, output_tokens, slow, duration, sent)
         span.end(end_time=None if at is None else self._start_ns + int(duration * 1e9))
         if self.delegated:
             return  # the call inside recorded the metrics (and any slow-call warning)
         self._telemetry.metrics.record(
             model=self.model, operation=self.operation, outcome=outcome, duration=duration,
-            ttft=ttft, rate=rate, gaps=gaps, input_tokens=self.input_tokens,
-            output_tokens=output_tokens, error_type=self.error_type, slow_reasons=slow)
+            ttft=ttft, rate=rate, gaps=gaps, gaps_sorted=True, input_tokens=self.input_tokens,
+            output_tokens=output_tokens, error_type=self.error_type, slow_reasons=slow,
+            time_to_request_sent=sent, provider=self.provider, response_model=self.response_model,
+            server=self.server, stream=self.stream)
         if slow:
             logger.warning(
                 "nexent-autoinstrument: slow LLM call %s %s: %.3f s%s (thresholds %.1f s, %.1f tokens/s)",
@@ -260,9 +319,21 @@ class CallTracker:
                 f", {rate:.1f} tokens/s" if rate is not None else "",
                 settings.slow_request_threshold_seconds, settings.slow_token_rate_threshold)
 
+    def _gaps(self) -> list[float]:
+        """Gaps between consecutive timed content chunks (within the offsets cap), ascending."""
+        times = self._times
+        if not self._waiting:
+            gaps = [b - a for a, b in itertools.pairwise(times)]
+        else:
+            waiting = set(self._waiting)
+            gaps = [times[i + 1] - times[i] for i in range(len(times) - 1)
+                    if i not in waiting and i + 1 not in waiting]
+        gaps.sort()
+        return gaps
+
     def _annotate(self, span: Any, outcome: str, ttft: float | None, rate: float | None,
                   gaps: list[float], api_usage: bool, output_tokens: int | None, slow: list[str],
-                  duration: float) -> None:
+                  duration: float, sent: float | None) -> None:
         attrs: dict[str, Any] = {names.LLM_STREAM_OUTCOME: outcome}
         if self.stream:
             attrs[names.LLM_STREAM_CHUNKS] = self.chunks
@@ -279,21 +350,36 @@ class CallTracker:
             attrs[names.LLM_USAGE_SOURCE] = "api" if api_usage else "estimated"
         if ttft is not None:
             attrs[names.LLM_TTFT] = ttft
+            if self.stream:
+                attrs[names.GEN_AI_TIME_TO_FIRST_CHUNK] = ttft
+        if sent is not None:
+            attrs[names.LLM_TIME_TO_REQUEST_SENT] = sent
+            if ttft is not None and self.first_timed_index == 0 and self.first_timed is not None:
+                attrs[names.LLM_SERVER_TTFT] = ttft - sent  # (when the first content was timed)
+        if self.headers_at is not None:
+            attrs[names.LLM_TIME_TO_RESPONSE_HEADERS] = self.headers_at - self.started
+        if self.connection_reused is not None:
+            attrs[names.LLM_CONNECTION_REUSED] = self.connection_reused
         if rate is not None:
             attrs[names.LLM_RATE] = rate
         if gaps:
-            ordered = sorted(gaps)
-            attrs[names.LLM_ITL_P50] = percentile(ordered, 0.50)
-            attrs[names.LLM_ITL_P99] = percentile(ordered, 0.99)
-            attrs[names.LLM_ITL_MAX] = max(self._max_gap, ordered[-1])
+            attrs[names.LLM_ITL_P50] = percentile(gaps, 0.50)
+            attrs[names.LLM_ITL_P99] = percentile(gaps, 0.99)
+            attrs[names.LLM_ITL_MAX] = max(self._max_gap, gaps[-1])
+        if self.stream and self.fresh is not None:  # the HTTP layer timed the reads
+            attrs[names.LLM_READER_BOUND] = self.waiting_chunks * 5 > self.content_chunks
+            attrs[names.LLM_READER_SECONDS] = self.reader_seconds
+            attrs[names.LLM_WAITING_CHUNKS] = self.waiting_chunks
         if self._times:
-            attrs[names.LLM_OFFSETS] = [round(t - self.started, 6) for t in self._times]
             attrs[names.LLM_OFFSETS_TRUNCATED] = self.content_chunks > len(self._times)
         if self.error_type is not None:
             attrs[names.ERROR_TYPE] = self.error_type
         if self.texts and self._telemetry.settings.capture_content:
             attrs[names.GEN_AI_OUTPUT] = names.bounded_text("".join(self.texts))
         span.set_attributes(attrs)
+        if self._times:
+            started = self.started
+            set_valid_attribute(span, names.LLM_OFFSETS, tuple([int((t - started) * 1e6) for t in self._times]))
         for index, gap, at in self._stalls:
             span.add_event(names.EVENT_STALL, {"llm.stall.gap_seconds": gap, "llm.stall.chunk_index": index},
                            timestamp=self._start_ns + int((at - self.started) * 1e9))
@@ -303,3 +389,20 @@ class CallTracker:
             span.add_event(names.EVENT_SLOW_TOKEN_RATE, {"llm.token_generation_rate": rate or 0.0})
         if self.error_type is not None:
             span.set_status(Status(StatusCode.ERROR, self.error_type))
+
+
+def set_valid_attribute(span: Any, key: str, value: tuple[int, ...]) -> None:
+    """Set a tuple of ints, valid by construction, without the SDK checking every element again
+    (thousands of instructions per element, for up to ``LLM_TOKEN_TIMESTAMPS_MAX`` offsets). Goes
+    through the public API whenever the span's attributes are not the SDK's bounded mapping as
+    we know it, or a limit would apply."""
+    attributes = getattr(span, "_attributes", None)
+    store, lock = getattr(attributes, "_dict", None), getattr(attributes, "_lock", None)
+    room = getattr(attributes, "maxlen", None)
+    if (type(attributes).__name__ != "BoundedAttributes" or not isinstance(store, dict) or lock is None
+            or getattr(attributes, "_immutable", True) or getattr(attributes, "_extended_attributes", False)
+            or (room is not None and len(store) >= room)):
+        span.set_attribute(key, value)
+        return
+    with lock:
+        store[key] = value

@@ -33,7 +33,7 @@ from ..adapters.openai import endpoint_for, read_response
 from ..guard import report_internal_error
 from ..lifecycle import Call
 from ..streams import ItemStream, ameasure, measure
-from .httpx import observe_body
+from .exchange import observe_body
 
 SUPPORTED = ("openai >= 1.40.0, < 4",)
 #: The SDK marks ``with_raw_response`` / ``with_streaming_response`` requests with this header.

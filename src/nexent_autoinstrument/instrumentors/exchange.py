@@ -1,0 +1,401 @@
+"""One HTTP request of the httpx layer and its response body, from ``send`` to close.
+
+The exchange owns the request's CLIENT span and, for an LLM call, the HTTP facts about it: when
+the request was on the wire (the request body is watched while it is written), when the
+response headers came, whether the connection was reused, and, per network read of the body,
+whether the read waited for the data or found it there already (the caller read late, or
+several events came at once). A body read through the raw accessors is decoded here (SSE or
+JSON) into the same facts the SDK's parsed items give. Per network read of an LLM body this
+costs two clock reads; other bodies pass through untouched (``yield from``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+import time
+import weakref
+from contextlib import nullcontext
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit, urlunsplit
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from .. import conventions as names
+from .. import lifecycle
+from ..adapters.openai import RESPONSE_END_EVENTS as _STREAM_END_EVENTS
+from ..adapters.openai import read_response
+from ..adapters.sse import SSEDecoder, decode_json
+from ..guard import report_internal_error
+from ..lifecycle import Call, server_attributes
+
+#: Response header -> attribute of the openai span, and how to read its value.
+RESPONSE_HEADERS: tuple[tuple[str, str, type], ...] = (
+    ("x-request-id", "openai.request.id", str),
+    ("openai-processing-ms", "openai.processing_ms", float),
+    ("x-ratelimit-remaining-requests", "openai.ratelimit.remaining_requests", int),
+    ("x-ratelimit-remaining-tokens", "openai.ratelimit.remaining_tokens", int),
+    ("x-ratelimit-reset-requests", "openai.ratelimit.reset_requests", str),
+    ("x-ratelimit-reset-tokens", "openai.ratelimit.reset_tokens", str),
+)
+_SECRET_PARAMETER = re.compile(r"key|token|secret|passw|signature|^sig$|auth|credential|session", re.IGNORECASE)
+MAX_JSON_BODY = 4 * 2**20
+_clock = time.perf_counter
+
+
+def redact_url(url: str) -> str:
+    """``url.full`` without credentials or secret-looking query values."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "REDACTED:REDACTED@" + netloc.rsplit("@", 1)[1]
+    query = "&".join(
+        f"{key}=REDACTED" if sep and _SECRET_PARAMETER.search(key) else f"{key}{sep}{value}"
+        for key, sep, value in (pair.partition("=") for pair in parts.query.split("&") if pair))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+#: A network read that returned sooner than this found its data waiting (in the socket or in
+#: the HTTP parser's buffer): it took microseconds, while a read that waits for the server takes
+#: at least the gap between two of its writes.
+WAITED_READ_SECONDS = 0.0002
+#: Connections (the transport's network streams) that have carried a request already.
+_connections_seen: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+class Exchange:
+    """One HTTP request and its response body, from ``send`` to close.
+
+    ``call``: the LLM call this request serves, if any: the SDK's (the SDK layer measures it
+    and ends it), or a raw call started here (``owns_call``: this layer measures and ends it).
+    An SDK call whose body the caller reads through the raw accessors instead of the SDK's
+    parsed stream is measured here from the bytes too, until the SDK's items are claimed."""
+
+    def __init__(self, telemetry: Any, request: Any, library: str, own_span: bool, call: Call | None,
+                 owns_call: bool, body_streamed: bool) -> None:
+        self.telemetry = telemetry
+        self.call = call
+        self.tracker = call.tracker if call is not None else None
+        self.owns_call = owns_call
+        self.body_streamed = body_streamed
+        self.measures_body = False  # decided when the headers are in
+        self.started_ns = time.time_ns()
+        self.started = _clock()
+        self.ended = False
+        self.body_complete = False
+        self.done = False
+        self.status: int | None = None
+        self.response: Any = None  # a weak reference: the call must not keep the response alive
+        self.sse: SSEDecoder | None = None
+        self.json_body: bytearray | None = None
+        url = request.url
+        self.attributes: dict[str, Any] = {"http.request.method": request.method, **server_attributes(url)}
+        self.span = None
+        lifecycle.ensure_reaper()
+        if own_span:
+            parent = trace.set_span_in_context(self.tracker.span) if self.tracker is not None else None
+            self.span = telemetry.tracer.start_span(
+                request.method, context=parent, kind=SpanKind.CLIENT, start_time=self.started_ns,
+                attributes={**self.attributes, "url.full": redact_url(str(url)), "http.client.library": library})
+            propagate.inject(request.headers, context=trace.set_span_in_context(self.span))
+        if call is not None:
+            call.exchange = self
+
+    def sending(self) -> Any:
+        """While a raw LLM call is sent, it is current (other instrumentations' HTTP spans nest
+        under it) and a failure ends it; an SDK call is the SDK layer's to handle."""
+        return lifecycle.sending(self.call) if self.owns_call and self.call is not None else nullcontext()
+
+    def sent(self) -> None:
+        """The request body has been handed to the connection: the request is on the wire."""
+        if self.tracker is not None:
+            self.tracker.request_sent = _clock()
+
+    def responded(self, response: Any) -> None:
+        """Headers are in: status, the SDK call's headers, and whether to read the body."""
+        tracker = self.tracker
+        if tracker is not None:
+            tracker.headers_at = _clock()
+            connection = response.extensions.get("network_stream")
+            if connection is not None:
+                with contextlib.suppress(TypeError):  # (a transport's own object that takes no weak reference)
+                    tracker.connection_reused = connection in _connections_seen
+                    _connections_seen.add(connection)
+        status = response.status_code
+        self.status = status
+        self.response = weakref.ref(response)
+        self.attributes["http.response.status_code"] = status
+        if status >= 400:
+            self.attributes["error.type"] = str(status)
+        if self.span is not None:
+            self.span.set_attribute("http.response.status_code", status)
+        if tracker is None:
+            return
+        headers = response.headers
+        if self.owns_call:
+            if status >= 400:
+                tracker.fail(str(status))
+        else:
+            found = {}
+            for header, attribute, kind in RESPONSE_HEADERS:
+                value = headers.get(header)
+                if value is not None:
+                    with contextlib.suppress(ValueError):
+                        found[attribute] = kind(value)
+            tracker.annotate(found)
+            if status >= 400 or not self.body_streamed:
+                return  # the SDK raises, or reads and parses the whole body itself
+        if headers.get("content-encoding", "identity") not in ("identity", ""):
+            return  # compressed body: timing and status only
+        self.measures_body = True
+        if "text/event-stream" in headers.get("content-type", ""):
+            self.sse = SSEDecoder()
+        else:
+            self.json_body = bytearray()
+
+    def on_bytes(self, chunk: bytes) -> None:
+        """Raw body bytes, just read by the caller (per network read, only when measuring the body)."""
+        tracker = self.tracker
+        if tracker is None or tracker.items_claimed:
+            return  # the SDK's parsed items are measured instead
+        if self.sse is not None:
+            read_item = self.call.endpoint.read_item if self.call is not None else None
+            for data in self.sse.feed(chunk):
+                if data == b"[DONE]":  # the end marker, not a chunk (the SDK never yields it either)
+                    self.done = True
+                    continue
+                tracker.chunk()
+                try:
+                    event = decode_json(data)
+                except ValueError:
+                    continue
+                if read_item is not None:
+                    read_item(tracker, event)
+                if getattr(event, "type", None) in _STREAM_END_EVENTS:
+                    self.done = True
+        elif self.json_body is not None:
+            if len(self.json_body) + len(chunk) <= MAX_JSON_BODY:
+                self.json_body += chunk
+            else:
+                self.json_body = None
+
+    def on_complete(self) -> None:
+        """The whole body has been read."""
+        self.body_complete = True
+        if self.json_body and self.tracker is not None and not self.tracker.items_claimed:
+            with contextlib.suppress(ValueError):
+                read_response(self.tracker, decode_json(bytes(self.json_body)))
+
+    def on_error(self, exc: BaseException) -> None:
+        """Sending, or reading the body, failed (connection refused or dropped, timeout, cancellation).
+        Not after the body was complete: that is a clean-up the SDK swallows, not the request's."""
+        if self.body_complete:
+            return
+        if self.span is not None and names.outcome_of(exc) == names.ERROR:
+            self.span.record_exception(exc)
+            self.attributes["error.type"] = type(exc).__name__
+        if self.measures_body and self.tracker is not None and not self.tracker.items_claimed:
+            lifecycle.end(self.tracker, exc)  # the caller reads the bytes: it sees this very error
+
+    def end(self, outcome: str | None = None, at: float | None = None) -> None:
+        """The response was closed, or dropped ``at`` some earlier time: end the span, record the
+        duration, and end an LLM call measured from the bytes, once."""
+        if self.ended:
+            return
+        self.ended = True
+        tracker = self.tracker
+        if tracker is not None and self.measures_body:
+            if tracker.items_claimed:
+                # The SDK's stream ends the call (the SDK closes the response at its end, also
+                # when its iterator is finalized by the garbage collector); if it never does,
+                # as when a stream helper closes the response, the reaper does.
+                lifecycle.suspend(tracker, outcome or names.CLOSED_EARLY, at, by_caller=outcome is not None)
+            else:
+                complete = self.body_complete or self.done
+                lifecycle.end(tracker, outcome=outcome or (names.COMPLETED if complete else names.CLOSED_EARLY),
+                              at=at)
+        if self.span is not None:
+            duration = (_clock() if at is None else at) - self.started
+            if "error.type" in self.attributes:
+                self.span.set_attribute("error.type", self.attributes["error.type"])
+                self.span.set_status(Status(StatusCode.ERROR, self.attributes["error.type"]))
+            self.span.end(end_time=None if at is None else self.started_ns + int(duration * 1e9))
+            if self.telemetry.http_metrics is not None:
+                self.telemetry.http_metrics.record(duration, self.attributes)
+
+    def failed(self, exc: BaseException) -> None:
+        """``send`` itself raised: no response at all."""
+        self.on_error(exc)
+        self.end()
+
+
+def _guard(action: Any, *args: Any) -> None:
+    try:
+        action(*args)
+    except Exception as exc:
+        report_internal_error(f"httpx.{getattr(action, '__name__', 'exchange')}", exc)
+
+
+class _ObservedBody:
+    """What the sync and async byte-stream wrappers share: the exchange, ``elapsed``, abandonment."""
+
+    def __init__(self, inner: Any, exchange: Exchange) -> None:
+        self._inner = inner
+        self._exchange = exchange
+
+    @property
+    def elapsed(self) -> Any:
+        return getattr(self._inner, "elapsed", None)  # httpx2 reads the response's elapsed time here
+
+    def __del__(self) -> None:
+        exchange = getattr(self, "_exchange", None)
+        if exchange is not None and not exchange.ended:
+            lifecycle.defer(exchange.end, names.ABANDONED)
+
+
+class BodyClasses(NamedTuple):
+    """Byte-stream wrappers that subclass one library's own stream types (httpx checks them)."""
+
+    response: type
+    async_response: type
+    request: type
+    async_request: type
+
+
+_BODY_CLASSES: dict[str, BodyClasses] = {}
+
+
+def body_classes(module: Any) -> BodyClasses:
+    """The wrappers for ``module`` (httpx or httpx2), made once."""
+    classes = _BODY_CLASSES.get(module.__name__)
+    if classes is not None:
+        return classes
+
+    class ObservedStream(_ObservedBody, module.SyncByteStream):
+        def __iter__(self) -> Any:
+            exchange = self._exchange
+            tracker = exchange.tracker
+            try:
+                if tracker is None:
+                    yield from self._inner  # nothing to learn per chunk: let C delegate
+                else:
+                    on_bytes = exchange.on_bytes if exchange.measures_body else None
+                    asked = _clock()
+                    for chunk in self._inner:  # one network read, or what the parser had buffered
+                        now = _clock()
+                        tracker.fresh = now - asked > WAITED_READ_SECONDS
+                        if on_bytes is not None:
+                            try:
+                                on_bytes(chunk)
+                            except Exception as exc:
+                                report_internal_error("httpx.on_bytes", exc)
+                        yield chunk
+                        asked = _clock()
+                        tracker.reader_seconds += asked - now
+            except GeneratorExit:
+                raise  # the reader stopped early; close() follows
+            except BaseException as exc:
+                _guard(exchange.on_error, exc)
+                raise
+            _guard(exchange.on_complete)
+
+        def close(self) -> None:
+            try:
+                self._inner.close()
+            finally:
+                _guard(self._exchange.end)
+
+    class ObservedAsyncStream(_ObservedBody, module.AsyncByteStream):
+        async def __aiter__(self) -> Any:
+            exchange = self._exchange
+            tracker = exchange.tracker
+            on_bytes = exchange.on_bytes if exchange.measures_body else None
+            asked = _clock()
+            try:
+                async for chunk in self._inner:  # (async generators have no ``yield from``)
+                    if tracker is not None:
+                        now = _clock()
+                        tracker.fresh = now - asked > WAITED_READ_SECONDS
+                        if on_bytes is not None:
+                            try:
+                                on_bytes(chunk)
+                            except Exception as exc:
+                                report_internal_error("httpx.on_bytes", exc)
+                        yield chunk
+                        asked = _clock()
+                        tracker.reader_seconds += asked - now
+                    else:
+                        yield chunk
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                _guard(exchange.on_error, exc)
+                raise
+            _guard(exchange.on_complete)
+
+        async def aclose(self) -> None:
+            try:
+                await self._inner.aclose()
+            finally:
+                _guard(self._exchange.end)
+
+    class SentBody(_ObservedBody, module.SyncByteStream):
+        """The request body while it is written: its end is when the request is on the wire."""
+
+        def __iter__(self) -> Any:
+            yield from self._inner
+            _guard(self._exchange.sent)
+
+        def __del__(self) -> None:
+            pass
+
+    class AsyncSentBody(_ObservedBody, module.AsyncByteStream):
+        async def __aiter__(self) -> Any:
+            async for chunk in self._inner:
+                yield chunk
+            _guard(self._exchange.sent)
+
+        def __del__(self) -> None:
+            pass
+
+    _BODY_CLASSES[module.__name__] = BodyClasses(ObservedStream, ObservedAsyncStream, SentBody, AsyncSentBody)
+    return _BODY_CLASSES[module.__name__]
+
+
+def watch_request(module: Any, request: Any, exchange: Exchange, is_async: bool) -> Any:
+    """Watch the body of an LLM request while it is written; returns what ``unwatch_request`` needs."""
+    if exchange.tracker is None:
+        return None
+    original = request.stream
+    classes = body_classes(module)
+    request.stream = (classes.async_request if is_async else classes.request)(original, exchange)
+    return original
+
+
+def unwatch_request(request: Any, original: Any) -> None:
+    """Give the request its own body stream back (the caller may look at ``response.request``)."""
+    if original is not None:
+        request.stream = original
+
+
+def observe_response(module: Any, response: Any, exchange: Exchange, is_async: bool) -> None:
+    """The headers are in: watch the body as the caller reads it."""
+    try:
+        exchange.responded(response)
+        classes = body_classes(module)
+        response.stream = (classes.async_response if is_async else classes.response)(response.stream, exchange)
+    except Exception as exc:
+        report_internal_error("httpx.observe", exc)
+
+
+def observe_body(telemetry: Any, call: Call, response: Any, is_async: bool) -> None:
+    """Watch the unread body of an SDK call's response (for its raw accessors and its close), when
+    the httpx layer did not already: it is disabled for that library, or not patched."""
+    if isinstance(response.stream, _ObservedBody) or response.is_stream_consumed:
+        return
+    module = sys.modules.get(type(response).__module__.partition(".")[0])
+    if module is None:
+        return
+    exchange = Exchange(telemetry, response.request, module.__name__, False, call, False, True)
+    observe_response(module, response, exchange, is_async)
