@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nexent_autoinstrument.guard import internal_errors
 from nexent_autoinstrument.instrumentors.httpx import HTTPX2Instrumentor, HTTPXInstrumentor
 from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
 
@@ -85,8 +86,11 @@ chunk = st.fixed_dictionaries(
     {"id": st.just("chatcmpl-1"), "object": st.just("chat.completion.chunk"), "created": st.just(1),
      "model": st.just("m"), "choices": st.lists(choice, max_size=2)},
     optional={"usage": usage, "unexpected_field": text, "system_fingerprint": text})
+compact = {"separators": (",", ":")}  # as OpenAI, vLLM and most servers write it (the agent's fast path)
 data_line = st.one_of(
     chunk.map(json.dumps),
+    chunk.map(lambda c: json.dumps(c, **compact)),
+    chunk.map(lambda c: json.dumps(c, **compact)),
     st.fixed_dictionaries({"choices": st.just([]), "usage": usage}).map(json.dumps),  # usage only
     st.just('{"choices": [{"delta": {"content": "x"'),  # malformed JSON
     st.just('{"choices": "not a list", "usage": 5}'),  # wrong types
@@ -138,6 +142,8 @@ class Agent:
 
     def run(self, call: Any) -> tuple[Any, Any]:
         bare = observe(call)
+        errors_before = dict(internal_errors)
+        self.harness.exporter.clear()
         for layer in self.layers:
             layer.instrument(telemetry=self.harness.telemetry)
         try:
@@ -145,6 +151,9 @@ class Agent:
         finally:
             for layer in self.layers:
                 layer.uninstrument()
+            # Whatever the server sent, the agent's own code did not fail (it swallows its errors,
+            # so without this a broken decoder or reader would pass unnoticed).
+            assert dict(internal_errors) == errors_before
 
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -170,6 +179,22 @@ def test_openai_streams_are_unchanged(fuzz_server: FuzzServer, harness: Any, rep
 
     bare, instrumented = Agent(harness).run(call)
     assert instrumented == bare
+
+
+def content_chunks(reply: Reply) -> int:
+    """How many events of an SSE body carry content: an oracle written apart from the agent."""
+    count = 0
+    for block in b"".join(reply.pieces).decode().split("\n\n"):
+        data = block.removeprefix("data: ")
+        try:
+            event = json.loads(data)
+        except ValueError:
+            continue
+        choices = event.get("choices") if isinstance(event, dict) else None
+        deltas = [c.get("delta") for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
+        keys = ("content", "tool_calls", "refusal", "function_call", "reasoning_content", "reasoning")
+        count += any(isinstance(d, dict) and any(d.get(k) for k in keys) for d in deltas)
+    return count
 
 
 @FUZZ
@@ -199,3 +224,29 @@ def test_bare_http_bodies_are_unchanged(fuzz_server: FuzzServer, harness: Any, l
 
     bare, instrumented = Agent(harness).run(call)
     assert instrumented == bare
+    if reply.content_type == "text/event-stream" and not reply.cut:  # and it measured what was there
+        span = harness.llm_span()
+        assert len(span.attributes.get("llm.token.offsets", ())) == content_chunks(reply)
+
+
+@settings(max_examples=300, deadline=None)
+@given(event=chunk, spacing=st.sampled_from([compact, {}]))
+def test_a_skimmed_event_is_a_plain_content_delta(event: dict[str, Any], spacing: dict[str, Any]) -> None:
+    """Whenever the byte skim lets an event through unparsed, parsing it would have told nothing
+    but one content chunk: no finish reason, no usage, no error."""
+    from nexent_autoinstrument.adapters.openai import read_chat_event, skim_chat_event
+
+    data = json.dumps(event, **spacing).encode()
+    if not skim_chat_event(data):
+        return
+    recorded: list[tuple[str, Any]] = []
+
+    class Recorder:
+        response_id = "known"
+
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args, **kwargs: recorded.append((name, args))
+
+    read_chat_event(Recorder(), json.loads(data))  # type: ignore[arg-type]
+    assert [name for name, _ in recorded] == ["content"]
+    assert recorded[0][1][0]  # with non-empty text

@@ -351,7 +351,7 @@ import openai
 client = openai.OpenAI(base_url=os.environ["MOCK_URL"], api_key="sk-test", max_retries=0)
 chunks = list(client.chat.completions.create(model="mock-gpt", stream=True, stream_options={"include_usage": True},
                                              messages=[{"role": "user", "content": "hi"}],
-                                             extra_body={"mock_tokens": 12}))
+                                             extra_body={"mock_tokens": 12, "mock_itl": 0.02}))
 client.chat.completions.create(model="mock-gpt", messages=[{"role": "user", "content": "hi"}],
                                extra_body={"mock_tokens": 5})
 try:
@@ -402,8 +402,9 @@ def test_genai_convention_metrics_over_otlp(otlp: OTLPHTTPReceiver, mock_llm: An
     assert ttfc[1].count == 1 and 0.9 * 0.02 <= ttfc[1].sum < 2.0  # the mock's first token after 20 ms
     (per_chunk,) = points(otlp, "gen_ai.client.operation.time_per_output_chunk")
     assert per_chunk[1].count == 11  # each content chunk after the first
-    assert 11 * 0.002 * 0.9 <= per_chunk[1].sum < 11 * 0.002 + 1.0  # the mock's 2 ms gaps
+    assert 11 * 0.02 * 0.9 <= per_chunk[1].sum < 11 * 0.02 + 1.0  # the mock's 20 ms gaps (read as they came)
     assert sum(per_chunk[1].bucket_counts) == 11 and list(per_chunk[1].explicit_bounds)[0] == 0.001
+    assert sum(per_chunk[1].bucket_counts[:3]) == 0  # none below 5 ms
     assert per_chunk[1].min <= per_chunk[1].max
     (itl,) = points(otlp, "llm_inter_token_latency_seconds")  # the contract name, fed the same way
     assert itl[1].count == 11 and itl[0] == {"model": "mock-gpt", "operation": "chat"}

@@ -30,23 +30,26 @@ def _reasoning(delta: Any) -> Any:
     return _get(delta, "reasoning_content") or _get(delta, "reasoning")
 
 
-# The per-chunk readers below take openai SDK objects, or ``AttrDict`` JSON decoded from SSE:
-# both give declared fields as attributes, so the hot path is plain attribute access.
+# Readers of the SDK's parsed items: plain attribute access on the hot path. The SDK does not
+# validate streamed chunks, so a malformed one (a server sending odd types) is skipped.
 
 def read_chat_chunk(tracker: CallTracker, chunk: Any) -> None:
     """A ``chat.completion.chunk``: content, tool-call, refusal or reasoning deltas count as content;
     a role-only delta does not."""
     content = None
-    for choice in chunk.choices or ():
-        delta = choice.delta
-        if content is None and delta is not None:
-            text = delta.content
-            if text or delta.tool_calls or delta.refusal or delta.function_call or _reasoning(delta):
-                content = text or ""
-        if choice.finish_reason:
-            tracker.finish_reason(choice.finish_reason, choice.index)
+    try:
+        for choice in chunk.choices or ():
+            delta = choice.delta
+            if content is None and delta is not None:
+                text = delta.content
+                if text or delta.tool_calls or delta.refusal or delta.function_call or _reasoning(delta):
+                    content = text or ""
+            if choice.finish_reason:
+                tracker.finish_reason(choice.finish_reason, choice.index)
+    except (AttributeError, TypeError):
+        return
     if content is not None:
-        tracker.content(content)
+        tracker.content(content if isinstance(content, str) else None)
     if tracker.response_id is None:
         tracker.response(chunk.model, chunk.id)
     if chunk.usage is not None:
@@ -56,17 +59,87 @@ def read_chat_chunk(tracker: CallTracker, chunk: Any) -> None:
 def read_completion_chunk(tracker: CallTracker, chunk: Any) -> None:
     """A legacy ``text_completion`` chunk."""
     content = None
-    for choice in chunk.choices or ():
-        if content is None and choice.text:
-            content = choice.text
-        if choice.finish_reason:
-            tracker.finish_reason(choice.finish_reason, choice.index)
+    try:
+        for choice in chunk.choices or ():
+            if content is None and choice.text:
+                content = choice.text
+            if choice.finish_reason:
+                tracker.finish_reason(choice.finish_reason, choice.index)
+    except (AttributeError, TypeError):
+        return
     if content is not None:
-        tracker.content(content)
+        tracker.content(content if isinstance(content, str) else None)
     if tracker.response_id is None:
         tracker.response(chunk.model, chunk.id)
     if chunk.usage is not None:
         read_usage(tracker, chunk.usage)
+
+
+# Readers of events decoded from SSE by the HTTP layer: plain dicts, any types.
+
+def _dict_choices(event: dict[str, Any]) -> list[dict[str, Any]]:
+    choices = event.get("choices")
+    return [c for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
+
+
+def _dict_tail(tracker: CallTracker, event: dict[str, Any], content: Any) -> None:
+    if content is not None:
+        tracker.content(content if isinstance(content, str) else None)
+    if tracker.response_id is None:
+        tracker.response(event.get("model"), event.get("id"))
+    usage = event.get("usage")
+    if usage is not None:
+        read_usage(tracker, usage)
+
+
+def read_chat_event(tracker: CallTracker, event: dict[str, Any]) -> None:
+    """``read_chat_chunk`` for a chat chunk decoded from SSE."""
+    content = None
+    for choice in _dict_choices(event):
+        delta = choice.get("delta")
+        if content is None and isinstance(delta, dict):
+            text = delta.get("content")
+            if (text or delta.get("tool_calls") or delta.get("refusal") or delta.get("function_call")
+                    or delta.get("reasoning_content") or delta.get("reasoning")):
+                content = text or ""
+        if choice.get("finish_reason"):
+            tracker.finish_reason(choice["finish_reason"], choice.get("index"))
+    _dict_tail(tracker, event, content)
+
+
+def read_completion_event(tracker: CallTracker, event: dict[str, Any]) -> None:
+    """``read_completion_chunk`` for a completion chunk decoded from SSE."""
+    content = None
+    for choice in _dict_choices(event):
+        if content is None and choice.get("text"):
+            content = choice["text"]
+        if choice.get("finish_reason"):
+            tracker.finish_reason(choice["finish_reason"], choice.get("index"))
+    _dict_tail(tracker, event, content)
+
+
+# Skims: from an event's raw bytes, whether it is a plain content delta and nothing else (one
+# choice, no finish reason, no usage, no error), so that it needs no parsing. An unescaped
+# quote is always JSON structure, so these byte patterns cannot come from generated text; any
+# other spelling (spaces, a null content with tool calls...) answers False: the event is parsed.
+
+def skim_chat_event(data: bytes) -> bool:
+    """A chat chunk whose only news is non-empty ``delta.content``."""
+    return (b'"finish_reason":null' in data and data.count(b'"finish_reason"') == 1
+            and b'"content":"' in data and b'"content":""' not in data
+            and (b'"usage"' not in data or b'"usage":null' in data) and b'"error"' not in data)
+
+
+def skim_completion_event(data: bytes) -> bool:
+    """A completion chunk whose only news is non-empty ``text``."""
+    return (b'"finish_reason":null' in data and data.count(b'"finish_reason"') == 1
+            and b'"text":"' in data and b'"text":""' not in data
+            and (b'"usage"' not in data or b'"usage":null' in data) and b'"error"' not in data)
+
+
+def skim_response_event(data: bytes) -> bool:
+    """A Responses ``response.output_text.delta`` event with a non-empty delta."""
+    return b'"type":"response.output_text.delta"' in data and b'"delta":"' in data and b'"delta":""' not in data
 
 
 #: Responses API events that end a stream: they carry the whole response, with its usage.
@@ -147,10 +220,13 @@ def provider_for(host: str | None, azure: bool = False) -> str:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """What an OpenAI-compatible path is: its GenAI operation and how to read its stream."""
+    """What an OpenAI-compatible path is: its GenAI operation and how to read its stream: an SDK
+    item (``read_item``), an event decoded from SSE (``read_event``), or its raw bytes (``skim``)."""
 
     operation: str
-    read_item: Callable[[CallTracker, Any], None] | None
+    read_item: Callable[[CallTracker, Any], None] | None = None
+    read_event: Callable[[CallTracker, dict[str, Any]], None] | None = None
+    skim: Callable[[bytes], bool] | None = None
     accepts_stream_options: bool = False
 
 
@@ -158,10 +234,12 @@ class Endpoint:
 #: prefixes). Longest first: "/chat/completions" must win over "/completions". Anything else
 #: (listing, retrieving, deleting or cancelling stored completions and responses) is no LLM call.
 ENDPOINTS: tuple[tuple[str, Endpoint], ...] = (
-    ("/chat/completions", Endpoint("chat", read_chat_chunk, accepts_stream_options=True)),
-    ("/completions", Endpoint("text_completion", read_completion_chunk, accepts_stream_options=True)),
-    ("/embeddings", Endpoint("embeddings", None)),
-    ("/responses", Endpoint("generate_content", read_response_event)),
+    ("/chat/completions", Endpoint("chat", read_chat_chunk, read_chat_event, skim_chat_event,
+                                   accepts_stream_options=True)),
+    ("/completions", Endpoint("text_completion", read_completion_chunk, read_completion_event,
+                              skim_completion_event, accepts_stream_options=True)),
+    ("/embeddings", Endpoint("embeddings")),
+    ("/responses", Endpoint("generate_content", read_response_event, read_response_event, skim_response_event)),
 )
 
 

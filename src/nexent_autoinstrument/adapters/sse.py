@@ -1,7 +1,10 @@
-"""Bytes of an HTTP body, as the user reads them -> JSON documents, for the raw httpx layer.
+"""Bytes of an HTTP body, as the user reads them -> the data of each server-sent event.
 
 ``SSEDecoder`` is incremental: it is fed exactly the bytes the user has already pulled, so it
-never reads ahead, and returns the ``data`` of each event completed so far.
+never reads ahead, and returns the ``data`` of each event completed so far. Servers that send
+one ``data:`` line per event with ``\\n`` line ends (all the LLM servers we know) take a fast
+path of a few C-level splits; anything else (CRLF or CR line ends, comments, ``event:``/``id:``
+fields, multi-line data) takes the general line-by-line path.
 """
 
 from __future__ import annotations
@@ -10,17 +13,9 @@ import json
 from typing import Any
 
 
-class AttrDict(dict[str, Any]):
-    """A JSON object whose fields read as attributes (missing ones as None), like SDK objects,
-    so the chunk readers in ``adapters.openai`` serve both."""
-
-    __slots__ = ()
-    __getattr__ = dict.get
-
-
 def decode_json(data: bytes | str) -> Any:
-    """Parse JSON with objects as ``AttrDict``."""
-    return json.loads(data, object_hook=AttrDict)
+    """Parse a JSON document (objects as plain dicts)."""
+    return json.loads(data)
 
 
 class SSEDecoder:
@@ -34,8 +29,22 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """The ``data`` of every event that ``chunk`` completes."""
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in buffer or self._data:
+            events, self._buffer = self._lines(buffer)
+            return events
+        *blocks, self._buffer = buffer.split(b"\n\n")
+        events = []
+        for block in blocks:
+            if block.startswith(b"data: ") and b"\n" not in block:
+                events.append(block[6:])
+            elif block:
+                events.extend(self._lines(block + b"\n\n")[0])
+        return events
+
+    def _lines(self, buffer: bytes) -> tuple[list[bytes], bytes]:
+        """The general path: the events completed in ``buffer``, and what is left of it."""
         events: list[bytes] = []
-        buffer = self._buffer + chunk
         while True:
             cut = _line_end(buffer)
             if cut is None:
@@ -49,8 +58,7 @@ class SSEDecoder:
             elif line.startswith(b"data:"):
                 value = line[5:]
                 self._data.append(value[1:] if value.startswith(b" ") else value)
-        self._buffer = buffer
-        return events
+        return events, buffer
 
 
 def _line_end(buffer: bytes) -> tuple[int, int] | None:

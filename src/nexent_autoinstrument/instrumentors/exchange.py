@@ -160,19 +160,26 @@ class Exchange:
         if tracker is None or tracker.items_claimed:
             return  # the SDK's parsed items are measured instead
         if self.sse is not None:
-            read_item = self.call.endpoint.read_item if self.call is not None else None
+            endpoint = self.call.endpoint if self.call is not None else None
+            read_event = endpoint.read_event if endpoint is not None else None
+            skim = endpoint.skim if endpoint is not None else None
             for data in self.sse.feed(chunk):
                 if data == b"[DONE]":  # the end marker, not a chunk (the SDK never yields it either)
                     self.done = True
                     continue
                 tracker.chunk()
+                if skim is not None and tracker.response_id is not None and tracker.texts is None and skim(data):
+                    tracker.content()  # a plain content delta: nothing else to learn from it
+                    continue
                 try:
                     event = decode_json(data)
                 except ValueError:
                     continue
-                if read_item is not None:
-                    read_item(tracker, event)
-                if getattr(event, "type", None) in _STREAM_END_EVENTS:
+                if not isinstance(event, dict):
+                    continue
+                if read_event is not None:
+                    read_event(tracker, event)
+                if event.get("type") in _STREAM_END_EVENTS:
                     self.done = True
         elif self.json_body is not None:
             if len(self.json_body) + len(chunk) <= MAX_JSON_BODY:
