@@ -61,5 +61,6 @@ echo "== pytest (openai $(.venv/bin/python -c 'import openai; print(openai.__ver
 for major in 1 2; do
   echo "== openai ${major}.x"
   venv ".venv-openai${major}" -e '.[dev]' "openai>=${major},<$((major + 1))"
-  ".venv-openai${major}/bin/python" -m pytest -q -p no:cacheprovider tests/test_openai_calls.py tests/test_openai_streams.py
+  ".venv-openai${major}/bin/python" -m pytest -q -p no:cacheprovider tests/test_openai_calls.py tests/test_openai_streams.py \
+    tests/conformance
 done

@@ -1,15 +1,26 @@
 """A mock OpenAI-compatible LLM server, for the demo, the tests and dashboards without an API key.
 
-Serves ``/v1/chat/completions`` (streaming, with ``stream_options.include_usage``),
-``/v1/completions``, ``/v1/embeddings``, ``/v1/responses`` (streaming and not) and
+Serves ``/v1/chat/completions`` (streaming, with ``stream_options.include_usage``, and ``n``
+choices), ``/v1/completions``, ``/v1/embeddings``, ``/v1/responses`` (streaming and not) and
 ``/v1/models``. Timing is scheduled from the moment the request arrives, so the time to first
-token and the gaps between tokens are what was configured, plus jitter.
+token and the gaps between tokens are what was configured, plus jitter. Next to them, with
+realistic shapes and no state: stored chat completions (list, retrieve, update, delete, messages),
+``/v1/responses/{id}`` (retrieve, delete, cancel, input_items), ``/v1/models/{id}`` and
+``/v1/moderations``.
 
 Per request, a JSON body may override the server's defaults with ``mock_ttft``,
 ``mock_itl`` (seconds between tokens), ``mock_tokens``, ``mock_error`` (an HTTP status to
 answer with), ``mock_drop_after`` (cut the connection after that many content chunks),
-``mock_stall_at`` with ``mock_stall`` (pause that many seconds before that token), and
-``mock_fail_attempts`` (answer 503 until the SDK's ``x-stainless-retry-count`` reaches it).
+``mock_stall_at`` with ``mock_stall`` (pause that many seconds before that token),
+``mock_fail_attempts`` (answer ``mock_fail_status``, default 503, until the SDK's
+``x-stainless-retry-count`` reaches it), and shape what is answered with ``mock_content``
+(the exact text, or a list of the chunks), ``mock_n`` (choices, like ``n``),
+``mock_finish_reason`` (one, or a list per choice), ``mock_tool_call`` (``true`` or
+``{"name", "arguments"}``), ``mock_refusal`` and ``mock_reasoning`` (text; reasoning is sent as
+``reasoning_content`` before the answer), ``mock_stream_usage`` (a usage chunk even when not
+asked for) and ``mock_reject_stream_options`` (answer 400 when the body has ``stream_options``,
+as some OpenAI-compatible servers do; ``MockConfig.reject_stream_options`` makes a whole
+server do so).
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import threading
 import time
 import uuid
@@ -41,6 +53,7 @@ class MockConfig:
     error_status: int | None = None
     stall_at: int | None = None
     stall: float = 0.0
+    reject_stream_options: bool = False  # answer 400 to any body with stream_options, as some servers do
 
 
 class _Dropped(Exception):
@@ -53,6 +66,63 @@ def _words(count: int, as_json: bool = False) -> list[str]:
     if as_json and count >= 2:
         words[0], words[-1] = '{"answer": "' + words[0], words[-1].strip() + '"}'
     return words
+
+
+def _pieces(text: str) -> list[str]:
+    """``text`` cut into word-sized chunks that join back to exactly ``text``."""
+    return re.findall(r"\S+\s*|\s+", text)
+
+
+def _slices(text: str, size: int = 6) -> list[str]:
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+DEFAULT_TOOL_CALL = {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}
+MODERATION_CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
+                         "illicit/violent", "self-harm", "self-harm/instructions", "self-harm/intent", "sexual",
+                         "sexual/minors", "violence", "violence/graphic")
+
+
+@dataclass
+class _Answer:
+    """What a generation request is answered with: one delta per scheduled token, per choice."""
+
+    deltas: list[dict[str, Any]]  # chat deltas; for text completions only "content" is used
+    n: int
+    finish_reasons: list[str]
+    tool_call: dict[str, Any] | None
+    call_id: str
+
+    def text(self, key: str) -> str | None:
+        parts = [d[key] for d in self.deltas if key in d]
+        return "".join(parts) if parts else None
+
+
+def _answer(body: dict[str, Any], tokens: int) -> _Answer:
+    content = body.get("mock_content")
+    if isinstance(content, list):
+        pieces = [str(p) for p in content]
+    elif isinstance(content, str):
+        pieces = _pieces(content)
+    else:
+        pieces = _words(tokens, _wants_json(body))
+    tool = body.get("mock_tool_call")
+    tool = {**DEFAULT_TOOL_CALL, **tool} if isinstance(tool, dict) else DEFAULT_TOOL_CALL if tool else None
+    call_id = f"call_{uuid.uuid4().hex[:24]}"
+    deltas: list[dict[str, Any]] = [{"reasoning_content": p} for p in _pieces(str(body.get("mock_reasoning") or ""))]
+    if tool:
+        deltas.append({"tool_calls": [{"index": 0, "id": call_id, "type": "function",
+                                       "function": {"name": tool["name"], "arguments": ""}}]})
+        deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+                   for piece in _slices(tool["arguments"])]
+    elif body.get("mock_refusal"):
+        deltas += [{"refusal": p} for p in _pieces(str(body["mock_refusal"]))]
+    else:
+        deltas += [{"content": p} for p in pieces]
+    n = int(body.get("mock_n") or body.get("n") or 1)
+    finish = body.get("mock_finish_reason") or ("tool_calls" if tool else "stop")
+    finish_reasons = [str(f) for f in finish] if isinstance(finish, list) else [str(finish)] * n
+    return _Answer(deltas, n, (finish_reasons * n)[:n], tool, call_id)
 
 
 def _wants_json(body: dict[str, Any]) -> bool:
@@ -83,8 +153,10 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self._common_headers()
-        if status >= 500:
+        if status >= 500 or status == 429:
             self.send_header("retry-after-ms", "10")  # keeps SDK retries fast in tests
+        if status == 429:
+            self.send_header("retry-after", "1")
         self.end_headers()
         self.wfile.write(data)
 
@@ -123,7 +195,7 @@ class MockLLMHandler(BaseHTTPRequestHandler):
             overrides["error_status"] = int(body["mock_error"])
         retry = int(self.headers.get("x-stainless-retry-count") or 0)
         if retry < int(body.get("mock_fail_attempts", 0)):
-            overrides["error_status"] = 503
+            overrides["error_status"] = int(body.get("mock_fail_status", 503))
         config = replace(config, **overrides)
         limit = body.get("max_tokens") or body.get("max_output_tokens") or body.get("max_completion_tokens")
         if isinstance(limit, int) and limit > 0:
@@ -149,14 +221,59 @@ class MockLLMHandler(BaseHTTPRequestHandler):
     # -- routes ----------------------------------------------------------------------------------
 
     def do_GET(self) -> None:
-        if self.path.rstrip("/").endswith("/models"):
-            self._json(200, {"object": "list", "data": [
-                {"id": m, "object": "model", "created": 0, "owned_by": "mock"}
-                for m in ("mock-gpt", "mock-gpt-mini", "mock-embed")]})
-        elif self.path == "/health":
+        parts = self._route()
+        routes = {("chat", "completions", "*"): lambda: self._stored_completion(parts[2]),
+                  ("chat", "completions", "*", "messages"): lambda: self._list([{
+                      "id": f"{parts[2]}-0", "role": "user", "content": "hello", "name": None,
+                      "content_parts": None}]),
+                  ("chat", "completions"): lambda: self._list([self._stored_completion("chatcmpl-stored1"),
+                                                                 self._stored_completion("chatcmpl-stored2")]),
+                  ("responses", "*"): lambda: self._response_object(parts[1], "completed", "stored answer"),
+                  ("responses", "*", "input_items"): lambda: self._list([{
+                      "id": "msg_input1", "type": "message", "role": "user", "status": "completed",
+                      "content": [{"type": "input_text", "text": "hello"}]}]),
+                  ("models",): lambda: {"object": "list", "data": [
+                      {"id": m, "object": "model", "created": 0, "owned_by": "mock"}
+                      for m in ("mock-gpt", "mock-gpt-mini", "mock-embed")]},
+                  ("models", "*"): lambda: {"id": parts[1], "object": "model", "created": 0,
+                                            "owned_by": "mock"}}
+        if self.path == "/health":
             self._json(200, {"status": "ok"})
         else:
-            self._json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+            self._answer_route(routes, parts)
+
+    def do_DELETE(self) -> None:
+        parts = self._route()
+        self._answer_route({("chat", "completions", "*"): lambda: {
+                                "id": parts[2], "object": "chat.completion.deleted", "deleted": True},
+                            ("responses", "*"): lambda: {"id": parts[1], "object": "response.deleted",
+                                                         "deleted": True}}, parts)
+
+    def _route(self) -> list[str]:
+        """The path's segments after ``/v1``: ``/v1/chat/completions/x`` -> ["chat", "completions", "x"]."""
+        parts = [p for p in self.path.split("?")[0].split("/") if p]
+        return parts[1:] if parts[:1] == ["v1"] else parts
+
+    def _answer_route(self, routes: dict[tuple[str, ...], Any], parts: list[str]) -> None:
+        for pattern, answer in routes.items():
+            if len(pattern) == len(parts) and all(p in ("*", q) for p, q in zip(pattern, parts, strict=True)):
+                self._json(200, answer())
+                return
+        self._json(404, {"error": {"message": f"Invalid URL ({self.command} {self.path})",
+                                   "type": "invalid_request_error", "param": None, "code": None}})
+
+    @staticmethod
+    def _list(items: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"object": "list", "data": items, "first_id": items[0]["id"], "last_id": items[-1]["id"],
+                "has_more": False}
+
+    @staticmethod
+    def _stored_completion(cid: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"id": cid, "object": "chat.completion", "created": 1700000000, "model": "mock-gpt",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "stored answer"},
+                             "finish_reason": "stop", "logprobs": None}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+                "metadata": metadata or {}}
 
     def do_POST(self) -> None:
         started = time.perf_counter()
@@ -173,14 +290,24 @@ class MockLLMHandler(BaseHTTPRequestHandler):
             status = 500
         if status is not None:
             time.sleep(min(config.ttft, 0.05))
-            self._json(status, {"error": {"message": f"mock error {status}", "type": "server_error",
-                                          "code": str(status)}})
+            self._json(status, {"error": {"message": f"mock error {status}",
+                                          "type": "server_error" if status >= 500 else "invalid_request_error",
+                                          "param": None, "code": str(status)}})
             return
-        route = self.path.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+        rejects = self.server.config.reject_stream_options or body.get("mock_reject_stream_options")
+        if rejects and "stream_options" in body:
+            self._json(400, {"error": {"message": "Unrecognized request argument supplied: stream_options",
+                                       "type": "invalid_request_error", "param": None, "code": None}})
+            return
+        parts = self._route()
+        last = self.path.split("?")[0].rstrip("/").rsplit("/", 1)[-1]  # any prefix: /v1, Azure deployments
         handler = {"completions": self._completions, "embeddings": self._embeddings,
-                   "responses": self._responses}.get(route)
+                   "responses": self._responses}.get(last)
         if handler is None:
-            self._json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+            self._answer_route({
+                ("chat", "completions", "*"): lambda: self._stored_completion(parts[2], body.get("metadata")),
+                ("responses", "*", "cancel"): lambda: self._response_object(parts[1], "cancelled", None),
+                ("moderations",): lambda: self._moderation(body)}, parts)
             return
         try:
             handler(body, config, started)
@@ -190,39 +317,66 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
+    def _moderation(self, body: dict[str, Any]) -> dict[str, Any]:
+        inputs = body.get("input") or [""]
+        result = {"flagged": False, "categories": dict.fromkeys(MODERATION_CATEGORIES, False),
+                  "category_scores": dict.fromkeys(MODERATION_CATEGORIES, 0.0001),
+                  "category_applied_input_types": {c: ["text"] for c in MODERATION_CATEGORIES}}
+        return {"id": f"modr-{uuid.uuid4().hex[:16]}", "model": body.get("model") or "omni-moderation-latest",
+                "results": [result for _ in (inputs if isinstance(inputs, list) else [inputs])]}
+
     def _completions(self, body: dict[str, Any], config: MockConfig, started: float) -> None:
-        chat = self.path.rstrip("/").endswith("chat/completions")
+        chat = self.path.split("?")[0].rstrip("/").endswith("chat/completions")
         model = body.get("model", "mock-gpt")
         cid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:16]}"
-        usage = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": config.tokens,
-                 "total_tokens": _prompt_tokens(body) + config.tokens}
+        answer = _answer(body, config.tokens)
+        deltas = answer.deltas if chat else [{"content": d["content"]} for d in answer.deltas if "content" in d]
+        config = replace(config, tokens=len(deltas))
+        generated = len(deltas) * answer.n
+        usage = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": generated,
+                 "total_tokens": _prompt_tokens(body) + generated}
         obj = "chat.completion" if chat else "text_completion"
         if not body.get("stream"):
-            text = "".join(_words(config.tokens, _wants_json(body)))
             for _ in self._schedule(config, started):
                 pass
-            choice: dict[str, Any] = ({"index": 0, "message": {"role": "assistant", "content": text},
-                                       "finish_reason": "stop", "logprobs": None} if chat else
-                                      {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None})
+            choices = []
+            for index in range(answer.n):
+                if not chat:
+                    choices.append({"index": index, "text": answer.text("content") or "",
+                                    "finish_reason": answer.finish_reasons[index], "logprobs": None})
+                    continue
+                content = answer.text("content")
+                answered = answer.tool_call or answer.text("refusal") is not None
+                message: dict[str, Any] = {"role": "assistant", "content": content if answered else content or ""}
+                for key in ("refusal", "reasoning_content"):
+                    if answer.text(key) is not None:
+                        message[key] = answer.text(key)
+                if answer.tool_call:
+                    message["tool_calls"] = [{"id": answer.call_id, "type": "function",
+                                              "function": dict(answer.tool_call)}]
+                choices.append({"index": index, "message": message, "finish_reason": answer.finish_reasons[index],
+                                "logprobs": None})
             self._json(200, {"id": cid, "object": obj, "created": int(time.time()), "model": model,
-                             "choices": [choice], "usage": usage})
+                             "choices": choices, "usage": usage})
             return
         created = int(time.time())
         self._start_sse()
 
-        def chunk(delta: dict[str, Any] | str, finish: str | None = None) -> dict[str, Any]:
-            choice = ({"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None} if chat else
-                      {"index": 0, "text": delta, "finish_reason": finish, "logprobs": None})
+        def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            choice = ({"index": index, "delta": delta, "finish_reason": finish, "logprobs": None} if chat else
+                      {"index": index, "text": delta.get("content", ""), "finish_reason": finish, "logprobs": None})
             return {"id": cid, "object": f"{obj}.chunk" if chat else obj, "created": created,
                     "model": model, "choices": [choice]}
 
         if chat:
-            self._send_event(chunk({"role": "assistant", "content": ""}))
-        words = _words(config.tokens, _wants_json(body))
-        for index in self._schedule(config, started):
-            self._send_event(chunk({"content": words[index]} if chat else words[index]))
-        self._send_event(chunk({} if chat else "", "stop"))
-        if (body.get("stream_options") or {}).get("include_usage"):
+            for index in range(answer.n):
+                self._send_event(chunk(index, {"role": "assistant", "content": ""}))
+        for token in self._schedule(config, started):
+            for index in range(answer.n):
+                self._send_event(chunk(index, deltas[token]))
+        for index in range(answer.n):
+            self._send_event(chunk(index, {}, answer.finish_reasons[index]))
+        if (body.get("stream_options") or {}).get("include_usage") or body.get("mock_stream_usage"):
             self._send_event({"id": cid, "object": f"{obj}.chunk" if chat else obj, "created": created,
                               "model": model, "choices": [], "usage": usage})
         self._send_event("[DONE]")
@@ -238,52 +392,79 @@ class MockLLMHandler(BaseHTTPRequestHandler):
                                   for i in range(len(inputs))],
                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
+    @staticmethod
+    def _response_object(rid: str, status: str, text: str | None, model: str = "mock-gpt",
+                         usage: dict[str, Any] | None = None, mid: str = "msg_stored1",
+                         tool: dict[str, Any] | None = None, call_id: str = "") -> dict[str, Any]:
+        """A Responses API ``response`` object with one message (or function call) output."""
+        output: list[dict[str, Any]] = []
+        if tool:
+            output.append({"type": "function_call", "id": mid.replace("msg_", "fc_"), "call_id": call_id,
+                           "name": tool["name"], "arguments": tool["arguments"], "status": "completed"})
+        elif text is not None:
+            output.append({"type": "message", "id": mid, "status": "completed", "role": "assistant",
+                           "content": [{"type": "output_text", "text": text, "annotations": []}]})
+        return {"id": rid, "object": "response", "created_at": int(time.time()), "status": status,
+                "model": model, "output": output, "parallel_tool_calls": True, "tool_choice": "auto",
+                "tools": [], "usage": usage if status == "completed" else None}
+
     def _responses(self, body: dict[str, Any], config: MockConfig, started: float) -> None:
         model = body.get("model", "mock-gpt")
         rid = f"resp_{uuid.uuid4().hex[:16]}"
         mid = f"msg_{uuid.uuid4().hex[:16]}"
-        words = _words(config.tokens, _wants_json(body))
-        usage = {"input_tokens": _prompt_tokens(body), "output_tokens": config.tokens,
-                 "total_tokens": _prompt_tokens(body) + config.tokens,
+        answer = _answer(body, config.tokens)
+        tool = answer.tool_call
+        words = [d.get("content") or d.get("tool_calls", [{}])[0].get("function", {}).get("arguments", "")
+                 for d in answer.deltas if "content" in d or "tool_calls" in d]
+        if tool:
+            words = words[1:]  # the first tool-call delta only names the function
+        config = replace(config, tokens=len(words))
+        usage = {"input_tokens": _prompt_tokens(body), "output_tokens": len(words),
+                 "total_tokens": _prompt_tokens(body) + len(words),
                  "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+        text = "".join(words)
 
         def response(status: str, text: str | None) -> dict[str, Any]:
-            output = [] if text is None else [{
-                "type": "message", "id": mid, "status": "completed", "role": "assistant",
-                "content": [{"type": "output_text", "text": text, "annotations": []}]}]
-            return {"id": rid, "object": "response", "created_at": int(time.time()), "status": status,
-                    "model": model, "output": output, "parallel_tool_calls": True, "tool_choice": "auto",
-                    "tools": [], "usage": usage if status == "completed" else None}
+            return self._response_object(rid, status, text, model, usage, mid,
+                                         tool if status == "completed" else None, answer.call_id)
 
         if not body.get("stream"):
             for _ in self._schedule(config, started):
                 pass
-            self._json(200, response("completed", "".join(words)))
+            self._json(200, response("completed", text))
             return
         self._start_sse()
         seq = iter(range(1_000_000))
-        self._send_event({"type": "response.created", "sequence_number": next(seq),
-                          "response": response("in_progress", None)}, "response.created")
-        text = "".join(words)
+
+        def send(event: dict[str, Any]) -> None:
+            self._send_event({"type": event["type"], "sequence_number": next(seq), **event}, event["type"])
+
+        send({"type": "response.created", "response": response("in_progress", None)})
+        if tool:
+            item = {"type": "function_call", "id": mid.replace("msg_", "fc_"), "call_id": answer.call_id,
+                    "name": tool["name"], "arguments": "", "status": "in_progress"}
+            where = {"item_id": item["id"], "output_index": 0}
+            send({"type": "response.output_item.added", "output_index": 0, "item": item})
+            for index in self._schedule(config, started):
+                send({"type": "response.function_call_arguments.delta", **where, "delta": words[index]})
+            send({"type": "response.function_call_arguments.done", **where, "arguments": text})
+            send({"type": "response.output_item.done", "output_index": 0,
+                  "item": {**item, "arguments": text, "status": "completed"}})
+            send({"type": "response.completed", "response": response("completed", text)})
+            self._end_sse()
+            return
         message = {"type": "message", "id": mid, "status": "in_progress", "role": "assistant", "content": []}
         part = {"type": "output_text", "text": "", "annotations": []}
         where = {"item_id": mid, "output_index": 0, "content_index": 0}
-        self._send_event({"type": "response.output_item.added", "sequence_number": next(seq), "output_index": 0,
-                          "item": message}, "response.output_item.added")
-        self._send_event({"type": "response.content_part.added", "sequence_number": next(seq), **where,
-                          "part": part}, "response.content_part.added")
+        send({"type": "response.output_item.added", "output_index": 0, "item": message})
+        send({"type": "response.content_part.added", **where, "part": part})
         for index in self._schedule(config, started):
-            self._send_event({"type": "response.output_text.delta", "sequence_number": next(seq), **where,
-                              "delta": words[index], "logprobs": []}, "response.output_text.delta")
-        self._send_event({"type": "response.output_text.done", "sequence_number": next(seq), **where,
-                          "text": text, "logprobs": []}, "response.output_text.done")
-        self._send_event({"type": "response.content_part.done", "sequence_number": next(seq), **where,
-                          "part": {**part, "text": text}}, "response.content_part.done")
-        self._send_event({"type": "response.output_item.done", "sequence_number": next(seq), "output_index": 0,
-                          "item": {**message, "status": "completed", "content": [{**part, "text": text}]}},
-                         "response.output_item.done")
-        self._send_event({"type": "response.completed", "sequence_number": next(seq),
-                          "response": response("completed", text)}, "response.completed")
+            send({"type": "response.output_text.delta", **where, "delta": words[index], "logprobs": []})
+        send({"type": "response.output_text.done", **where, "text": text, "logprobs": []})
+        send({"type": "response.content_part.done", **where, "part": {**part, "text": text}})
+        send({"type": "response.output_item.done", "output_index": 0,
+              "item": {**message, "status": "completed", "content": [{**part, "text": text}]}})
+        send({"type": "response.completed", "response": response("completed", text)})
         self._end_sse()
 
 
