@@ -403,7 +403,7 @@ def test_genai_convention_metrics_over_otlp(otlp: OTLPHTTPReceiver, mock_llm: An
     (per_chunk,) = points(otlp, "gen_ai.client.operation.time_per_output_chunk")
     assert per_chunk[1].count == 11  # each content chunk after the first
     assert 11 * 0.02 * 0.9 <= per_chunk[1].sum < 11 * 0.02 + 1.0  # the mock's 20 ms gaps (read as they came)
-    assert sum(per_chunk[1].bucket_counts) == 11 and list(per_chunk[1].explicit_bounds)[0] == 0.001
+    assert sum(per_chunk[1].bucket_counts) == 11 and per_chunk[1].explicit_bounds[0] == 0.001
     assert sum(per_chunk[1].bucket_counts[:3]) == 0  # none below 5 ms
     assert per_chunk[1].min <= per_chunk[1].max
     (itl,) = points(otlp, "llm_inter_token_latency_seconds")  # the contract name, fed the same way
