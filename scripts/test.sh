@@ -62,5 +62,5 @@ for major in 1 2; do
   echo "== openai ${major}.x"
   venv ".venv-openai${major}" -e '.[dev]' "openai>=${major},<$((major + 1))"
   ".venv-openai${major}/bin/python" -m pytest -q -p no:cacheprovider tests/test_openai_calls.py tests/test_openai_streams.py \
-    tests/conformance
+    tests/test_lifecycle.py tests/test_measurement_truth.py tests/conformance
 done

@@ -164,9 +164,10 @@ def test_async_break_then_close_and_aclose(instrument: Any, mock_llm: Any) -> No
 
     asyncio.run(main("close"))
     assert outcome(harness) == "closed_early"
-    harness = instrument()
-    asyncio.run(main("aclose"))
-    assert outcome(harness) == "closed_early"
+    if hasattr(openai.AsyncStream, "aclose"):  # (openai 2.x and later; the agent adds none to 1.x)
+        harness = instrument()
+        asyncio.run(main("aclose"))
+        assert outcome(harness) == "closed_early"
 
 
 def test_async_break_inside_async_with(instrument: Any, mock_llm: Any) -> None:

@@ -140,6 +140,7 @@ class MockLLMHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server: MockLLMServer
+    _timeline: dict[str, Any] | None = None
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
@@ -203,8 +204,10 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         return config
 
     def _schedule(self, config: MockConfig, started: float) -> Any:
-        """Yield once per token, at the configured time of that token."""
+        """Yield once per token, at the configured time of that token (noted in the request's
+        timeline, when it has a ``mock_label``: the server-side truth tests compare with)."""
         rng = self.server.rng
+        sent = self._timeline.get("tokens") if self._timeline is not None else None
         for index in range(config.tokens):
             if config.drop_after is not None and index >= config.drop_after:
                 raise _Dropped
@@ -216,6 +219,8 @@ class MockLLMHandler(BaseHTTPRequestHandler):
             delay = due - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
+            if sent is not None:
+                sent.append(time.perf_counter())
             yield index
 
     # -- routes ----------------------------------------------------------------------------------
@@ -284,6 +289,10 @@ class MockLLMHandler(BaseHTTPRequestHandler):
             self._json(400, {"error": {"message": "invalid JSON", "type": "invalid_request_error"}})
             return
         self.server.record_request(self.path, dict(self.headers), body)
+        self._timeline = None
+        if isinstance(body, dict) and body.get("mock_label"):
+            self._timeline = self.server.timelines[str(body["mock_label"])] = {
+                "arrived": time.perf_counter(), "tokens": [], "peer": self.client_address[1]}
         config = self._config_for(body)
         status = config.error_status
         if status is None and config.error_rate and self.server.rng.random() < config.error_rate:
@@ -482,6 +491,10 @@ class MockLLMServer(ThreadingHTTPServer):
         self.rng = random.Random(seed)
         self.verbose = verbose
         self.requests: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+        #: mock_label -> {"arrived": when the request was read, "tokens": when each token was sent,
+        #: "peer": the client's port, which tells a reused connection}
+        #: (``time.perf_counter`` of this process: the truth for tests that run the mock in-process)
+        self.timelines: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     @property

@@ -20,15 +20,16 @@ ReadItem = Callable[[CallTracker, Any], None]
 
 
 class ItemStream:
-    """One SDK stream under measurement: the SDK's own item iterator and how to read its items."""
+    """One SDK stream under measurement: its call, how to read its items, and a weak reference
+    to the SDK's stream (whose callback tells when the stream was dropped)."""
 
-    __slots__ = ("__weakref__", "drop_usage_only", "inner", "read", "tracker")
+    __slots__ = ("drop_usage_only", "read", "ref", "tracker")
 
-    def __init__(self, tracker: CallTracker, inner: Any, read: ReadItem, drop_usage_only: bool) -> None:
+    def __init__(self, tracker: CallTracker, read: ReadItem, drop_usage_only: bool, ref: Any) -> None:
         self.tracker = tracker
-        self.inner = inner
         self.read = read
         self.drop_usage_only = drop_usage_only
+        self.ref = ref
 
 
 def is_usage_only(item: Any) -> bool:
@@ -36,11 +37,11 @@ def is_usage_only(item: Any) -> bool:
     return not getattr(item, "choices", True) and getattr(item, "usage", None) is not None
 
 
-def _consumer_left(tracker: CallTracker, on_stop: str, exc: BaseException) -> None:
-    """The consumer stopped at an item: it broke off or dropped the stream (``GeneratorExit``:
-    the call ends soon, as ``on_stop``), or threw something in (the call ended early)."""
+def _consumer_left(tracker: CallTracker, exc: BaseException) -> None:
+    """The consumer stopped at an item: its loop broke off (``GeneratorExit``: the call ends
+    soon, unless it resumes), or it threw something in (the call ended early)."""
     if isinstance(exc, GeneratorExit):
-        lifecycle.suspend(tracker, on_stop)
+        lifecycle.suspend(tracker, names.CLOSED_EARLY)
     elif tracker.suspended is None:
         lifecycle.end(tracker, outcome=names.CLOSED_EARLY)
 
@@ -50,14 +51,13 @@ def _sdk_failed(tracker: CallTracker, exc: BaseException) -> None:
         lifecycle.end(tracker, exc)
 
 
-def measure(stream: ItemStream, on_stop: str) -> Iterator[Any]:
-    """Yield the SDK's items, measured. ``on_stop``: the outcome if the consumer stops pulling
-    (``closed_early`` for a loop that broke off, ``abandoned`` for a dropped stream)."""
+def measure(stream: ItemStream, inner: Iterator[Any]) -> Iterator[Any]:
+    """Yield the SDK's items from ``inner``, measured: the SDK's ``for`` loop, with a reader."""
     tracker, read, drop = stream.tracker, stream.read, stream.drop_usage_only
-    tracker.items_claimed = True
+    tracker.items_claimed = tracker.pulling = True
     lifecycle.resume(tracker)
     try:
-        for item in stream.inner:  # the per-chunk hot path
+        for item in inner:  # the per-chunk hot path
             tracker.chunks += 1
             try:
                 read(tracker, item)
@@ -65,10 +65,12 @@ def measure(stream: ItemStream, on_stop: str) -> Iterator[Any]:
                 report_internal_error("stream.read_item", exc)
             if drop and is_usage_only(item):
                 continue
+            tracker.pulling = False
             try:
                 yield item
+                tracker.pulling = True
             except BaseException as exc:
-                _consumer_left(tracker, on_stop, exc)
+                _consumer_left(tracker, exc)
                 raise
     except BaseException as exc:
         _sdk_failed(tracker, exc)
@@ -76,13 +78,14 @@ def measure(stream: ItemStream, on_stop: str) -> Iterator[Any]:
     lifecycle.end(tracker)
 
 
-async def ameasure(stream: ItemStream, on_stop: str) -> AsyncIterator[Any]:
-    """The async form of ``measure``."""
+async def ameasure(stream: ItemStream, inner: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """The async form of ``measure``, for ``async for``. It takes the place of the SDK's own async
+    generator, so asyncio tracks exactly as many async generators as without the agent."""
     tracker, read, drop = stream.tracker, stream.read, stream.drop_usage_only
-    tracker.items_claimed = True
+    tracker.items_claimed = tracker.pulling = True
     lifecycle.resume(tracker)
     try:
-        async for item in stream.inner:
+        async for item in inner:
             tracker.chunks += 1
             try:
                 read(tracker, item)
@@ -90,12 +93,63 @@ async def ameasure(stream: ItemStream, on_stop: str) -> AsyncIterator[Any]:
                 report_internal_error("stream.read_item", exc)
             if drop and is_usage_only(item):
                 continue
+            tracker.pulling = False
             try:
                 yield item
+                tracker.pulling = True
             except BaseException as exc:
-                _consumer_left(tracker, on_stop, exc)
+                _consumer_left(tracker, exc)
                 raise
     except BaseException as exc:
         _sdk_failed(tracker, exc)
         raise
     lifecycle.end(tracker)
+
+
+def next_measured(stream: ItemStream, pull: Callable[[], Any]) -> Any:
+    """One item pulled with ``next()``, measured: ``pull`` is the SDK's own ``__next__``."""
+    tracker, read = stream.tracker, stream.read
+    tracker.items_claimed = tracker.pulling = True
+    lifecycle.resume(tracker)
+    while True:
+        try:
+            item = pull()
+        except StopIteration:
+            lifecycle.end(tracker)
+            raise
+        except BaseException as exc:
+            lifecycle.end(tracker, exc)
+            raise
+        tracker.chunks += 1
+        try:
+            read(tracker, item)
+        except Exception as exc:
+            report_internal_error("stream.read_item", exc)
+        if not (stream.drop_usage_only and is_usage_only(item)):
+            tracker.pulling = False
+            return item
+
+
+async def anext_measured(stream: ItemStream, pull: Callable[[], Any]) -> Any:
+    """One item of an async stream pulled with ``__anext__`` (``anext()``, the SDK's helpers),
+    measured: ``pull`` is the SDK's own ``__anext__``. No async generator is added."""
+    tracker, read = stream.tracker, stream.read
+    tracker.items_claimed = tracker.pulling = True
+    lifecycle.resume(tracker)
+    while True:
+        try:
+            item = await pull()
+        except StopAsyncIteration:
+            lifecycle.end(tracker)
+            raise
+        except BaseException as exc:
+            lifecycle.end(tracker, exc)
+            raise
+        tracker.chunks += 1
+        try:
+            read(tracker, item)
+        except Exception as exc:
+            report_internal_error("stream.read_item", exc)
+        if not (stream.drop_usage_only and is_usage_only(item)):
+            tracker.pulling = False
+            return item

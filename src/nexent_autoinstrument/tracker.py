@@ -86,6 +86,7 @@ class CallTracker:
         "outcome",
         "output_tokens",
         "provider",
+        "pulling",
         "reader_seconds",
         "request_sent",
         "response_id",
@@ -159,6 +160,9 @@ class CallTracker:
         self.delegated = False
         #: True once the SDK's parsed items are being read: the HTTP layer then leaves the bytes alone.
         self.items_claimed = False
+        #: True while the SDK is asked for its next item: a response closed then is the SDK's own
+        #: doing (at the end of the stream); closed between two items, it is the caller's.
+        self.pulling = False
         #: A ``lifecycle.Stop`` while the call has stopped being read but is not ended yet.
         self.suspended: Any = None
         #: Generated text pieces, kept only for content capture or a tiktoken estimate.

@@ -156,17 +156,18 @@ ASYNCGEN_REPORT = "an error occurred during closing of asynchronous generator"
 
 
 def tidy_stderr(text: str) -> list[str]:
-    """Normalised stderr lines. asyncio's report of an async generator that failed to close at loop
-    shutdown (the SDK's own, for a stream left open) names whichever generator happened to be
-    running, with or without a traceback, from run to run: only its headline and error are kept."""
+    """Normalised stderr lines, without asyncio's reports of async generators that failed to close
+    at loop shutdown. Those are the SDK's own (a stream left open): asyncio closes the live ones
+    concurrently, in the order of a weak set, that is of their memory addresses, so whether one
+    of them is "already running" then, and which, changes with any allocation in the process,
+    bare as well (README, "What the agent changes in your process")."""
     lines: list[str] = []
     in_report = False
     for line in norm(text).splitlines():
         if line.startswith(ASYNCGEN_REPORT):
-            lines.append(ASYNCGEN_REPORT)
             in_report = True
         elif in_report and (line in ("", "GeneratorExit") or line.startswith(
-                ("asyncgen:", "Traceback", " ", "During handling", "The above exception"))):
+                ("asyncgen:", "Traceback", " ", "During handling", "The above exception", "RuntimeError: aclose()"))):
             continue
         else:
             lines.append(line)

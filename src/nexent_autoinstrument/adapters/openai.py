@@ -137,6 +137,17 @@ def skim_completion_event(data: bytes) -> bool:
             and (b'"usage"' not in data or b'"usage":null' in data) and b'"error"' not in data)
 
 
+def is_usage_only_event(data: bytes) -> bool:
+    """The usage-only chunk that ``stream_options.include_usage`` adds (no choices, only usage)."""
+    if b'"usage"' not in data:
+        return False
+    try:
+        event = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(event, dict) and event.get("choices") == [] and isinstance(event.get("usage"), dict)
+
+
 def skim_response_event(data: bytes) -> bool:
     """A Responses ``response.output_text.delta`` event with a non-empty delta."""
     return b'"type":"response.output_text.delta"' in data and b'"delta":"' in data and b'"delta":""' not in data

@@ -61,6 +61,43 @@ class SSEDecoder:
         return events, buffer
 
 
+class EventFilter:
+    """Takes whole events out of an SSE byte stream and hands on every other byte unchanged.
+
+    Bytes are held back only until the event they belong to is complete, so what comes out is
+    the stream as the server would have sent it without those events. Events separated by
+    ``\\n\\n`` (how the servers that take ``stream_options`` write) are filtered; other bytes
+    pass through as they are."""
+
+    __slots__ = ("_drop", "_held")
+
+    def __init__(self, drop: Any) -> None:
+        self._drop = drop  # (data bytes) -> True for an event to take out
+        self._held = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The bytes of ``chunk`` (and of what was held) that can be handed on now."""
+        buffer = self._held + chunk if self._held else chunk
+        end = buffer.rfind(b"\n\n")
+        if end < 0:
+            self._held = buffer
+            return b""
+        ready, self._held = buffer[:end + 2], buffer[end + 2:]
+        return self._filter(ready)
+
+    def flush(self) -> bytes:
+        """What was held back when the body ended (an unfinished event: handed on as it is)."""
+        held, self._held = self._held, b""
+        return held
+
+    def _filter(self, ready: bytes) -> bytes:
+        blocks = ready.split(b"\n\n")  # the last one is empty: ``ready`` ends with a separator
+        kept = [b for b in blocks[:-1] if not (b.startswith(b"data: ") and b"\n" not in b and self._drop(b[6:]))]
+        if len(kept) == len(blocks) - 1:
+            return ready
+        return b"".join(block + b"\n\n" for block in kept)
+
+
 def _line_end(buffer: bytes) -> tuple[int, int] | None:
     """Where the first line of ``buffer`` ends, and where the next begins (\\n, \\r\\n or \\r)."""
     newline = buffer.find(b"\n")

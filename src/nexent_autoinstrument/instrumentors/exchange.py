@@ -26,8 +26,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from .. import conventions as names
 from .. import lifecycle
 from ..adapters.openai import RESPONSE_END_EVENTS as _STREAM_END_EVENTS
-from ..adapters.openai import read_response
-from ..adapters.sse import SSEDecoder, decode_json
+from ..adapters.openai import is_usage_only_event, read_response
+from ..adapters.sse import EventFilter, SSEDecoder, decode_json
 from ..guard import report_internal_error
 from ..lifecycle import Call, server_attributes
 
@@ -60,6 +60,15 @@ def redact_url(url: str) -> str:
 #: the HTTP parser's buffer): it took microseconds, while a read that waits for the server takes
 #: at least the gap between two of its writes.
 WAITED_READ_SECONDS = 0.0002
+
+
+def waited_for_data(waited: float, away: float) -> bool:
+    """Whether a read that took ``waited`` seconds, after the caller spent ``away`` seconds since
+    the previous one, waited for its data (which then arrived just now). A short read after a long
+    absence found it waiting, even if the process was not scheduled for a moment (so a busy
+    machine does not turn data that waited into an arrival); the doubt costs a data point, never
+    a wrong arrival time."""
+    return waited > WAITED_READ_SECONDS and waited * 8 > away
 #: Connections (the transport's network streams) that have carried a request already.
 _connections_seen: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -89,6 +98,8 @@ class Exchange:
         self.response: Any = None  # a weak reference: the call must not keep the response alive
         self.sse: SSEDecoder | None = None
         self.json_body: bytearray | None = None
+        #: Takes the usage-only event that the agent asked for out of bytes the caller reads raw.
+        self.strip: EventFilter | None = None
         url = request.url
         self.attributes: dict[str, Any] = {"http.request.method": request.method, **server_attributes(url)}
         self.span = None
@@ -151,6 +162,8 @@ class Exchange:
         self.measures_body = True
         if "text/event-stream" in headers.get("content-type", ""):
             self.sse = SSEDecoder()
+            if self.call is not None and self.call.drop_usage_only:
+                self.strip = EventFilter(is_usage_only_event)
         else:
             self.json_body = bytearray()
 
@@ -187,6 +200,21 @@ class Exchange:
             else:
                 self.json_body = None
 
+    def strip_injected(self, chunk: bytes) -> bytes:
+        """What of ``chunk`` the caller gets: all of it, but for the usage event the agent asked
+        for when the caller reads the bytes itself (the SDK's stream drops that item instead)."""
+        if self.strip is None:
+            return chunk
+        if self.tracker is not None and self.tracker.items_claimed:
+            held, self.strip = self.strip.flush(), None
+            return held + chunk
+        try:
+            return self.strip.feed(chunk)
+        except Exception as exc:
+            report_internal_error("httpx.strip", exc)
+            held, self.strip = self.strip.flush(), None
+            return held + chunk
+
     def on_complete(self) -> None:
         """The whole body has been read."""
         self.body_complete = True
@@ -197,8 +225,8 @@ class Exchange:
     def on_error(self, exc: BaseException) -> None:
         """Sending, or reading the body, failed (connection refused or dropped, timeout, cancellation).
         Not after the body was complete: that is a clean-up the SDK swallows, not the request's."""
-        if self.body_complete:
-            return
+        if self.body_complete or self.ended:
+            return  # (after the caller closed the response, its reads fail: that is no failure)
         if self.span is not None and names.outcome_of(exc) == names.ERROR:
             self.span.record_exception(exc)
             self.attributes["error.type"] = type(exc).__name__
@@ -214,10 +242,12 @@ class Exchange:
         tracker = self.tracker
         if tracker is not None and self.measures_body:
             if tracker.items_claimed:
-                # The SDK's stream ends the call (the SDK closes the response at its end, also
-                # when its iterator is finalized by the garbage collector); if it never does,
-                # as when a stream helper closes the response, the reaper does.
-                lifecycle.suspend(tracker, outcome or names.CLOSED_EARLY, at, by_caller=outcome is not None)
+                # Closed while the SDK reads its next item: the SDK's own close at the end of the
+                # stream, which its stream then ends; closed between two items (a stream helper's
+                # close(), a dropped response): the caller stopped. Either way it is only noted
+                # here, since this may run inside the garbage collector; the reaper ends it.
+                lifecycle.suspend(tracker, outcome or names.CLOSED_EARLY, at,
+                                  by_caller=outcome is not None or not tracker.pulling)
             else:
                 complete = self.body_complete or self.done
                 lifecycle.end(tracker, outcome=outcome or (names.COMPLETED if complete else names.CLOSED_EARLY),
@@ -261,6 +291,58 @@ class _ObservedBody:
             lifecycle.defer(exchange.end, names.ABANDONED)
 
 
+class _AsyncReads:
+    """The reads of an async response body, as the caller makes them: what the sync wrapper's
+    generator does, as a plain iterator, so that asyncio tracks no async generator of ours (its
+    shutdown then closes exactly the generators it closes without the agent)."""
+
+    __slots__ = ("_done", "_exchange", "_inner", "_returned", "_tracker")
+
+    def __init__(self, inner: Any, exchange: Exchange) -> None:
+        self._inner = inner
+        self._exchange = exchange
+        self._tracker = exchange.tracker
+        self._returned = _clock()  # (reading starts: no time of the caller's before it)
+        self._done = False
+
+    def __aiter__(self) -> _AsyncReads:
+        return self
+
+    async def __anext__(self) -> bytes:
+        exchange, tracker = self._exchange, self._tracker
+        while True:
+            if self._done:
+                raise StopAsyncIteration
+            asked = _clock()
+            try:
+                chunk = await self._inner.__anext__()
+            except StopAsyncIteration:
+                self._done = True
+                _guard(exchange.on_complete)
+                rest = exchange.strip.flush() if exchange.strip is not None else b""
+                if rest:
+                    return rest
+                raise
+            except BaseException as exc:
+                _guard(exchange.on_error, exc)
+                raise
+            if tracker is None:
+                return chunk
+            now = _clock()
+            tracker.fresh = waited_for_data(now - asked, asked - self._returned)
+            tracker.reader_seconds += asked - self._returned
+            if exchange.measures_body:
+                try:
+                    exchange.on_bytes(chunk)
+                except Exception as exc:
+                    report_internal_error("httpx.on_bytes", exc)
+            if exchange.strip is not None:
+                chunk = exchange.strip_injected(chunk)
+            self._returned = _clock()
+            if chunk:
+                return chunk
+
+
 class BodyClasses(NamedTuple):
     """Byte-stream wrappers that subclass one library's own stream types (httpx checks them)."""
 
@@ -288,18 +370,25 @@ def body_classes(module: Any) -> BodyClasses:
                     yield from self._inner  # nothing to learn per chunk: let C delegate
                 else:
                     on_bytes = exchange.on_bytes if exchange.measures_body else None
-                    asked = _clock()
+                    strip = exchange.strip
+                    returned = asked = _clock()
                     for chunk in self._inner:  # one network read, or what the parser had buffered
                         now = _clock()
-                        tracker.fresh = now - asked > WAITED_READ_SECONDS
+                        tracker.fresh = waited_for_data(now - asked, asked - returned)
+                        returned = now
                         if on_bytes is not None:
                             try:
                                 on_bytes(chunk)
                             except Exception as exc:
                                 report_internal_error("httpx.on_bytes", exc)
-                        yield chunk
+                        if strip is not None:
+                            chunk = exchange.strip_injected(chunk)
+                        if chunk:
+                            yield chunk
                         asked = _clock()
                         tracker.reader_seconds += asked - now
+                    if strip is not None and (rest := strip.flush()):
+                        yield rest
             except GeneratorExit:
                 raise  # the reader stopped early; close() follows
             except BaseException as exc:
@@ -314,32 +403,8 @@ def body_classes(module: Any) -> BodyClasses:
                 _guard(self._exchange.end)
 
     class ObservedAsyncStream(_ObservedBody, module.AsyncByteStream):
-        async def __aiter__(self) -> Any:
-            exchange = self._exchange
-            tracker = exchange.tracker
-            on_bytes = exchange.on_bytes if exchange.measures_body else None
-            asked = _clock()
-            try:
-                async for chunk in self._inner:  # (async generators have no ``yield from``)
-                    if tracker is not None:
-                        now = _clock()
-                        tracker.fresh = now - asked > WAITED_READ_SECONDS
-                        if on_bytes is not None:
-                            try:
-                                on_bytes(chunk)
-                            except Exception as exc:
-                                report_internal_error("httpx.on_bytes", exc)
-                        yield chunk
-                        asked = _clock()
-                        tracker.reader_seconds += asked - now
-                    else:
-                        yield chunk
-            except GeneratorExit:
-                raise
-            except BaseException as exc:
-                _guard(exchange.on_error, exc)
-                raise
-            _guard(exchange.on_complete)
+        def __aiter__(self) -> _AsyncReads:
+            return _AsyncReads(self._inner.__aiter__(), self._exchange)
 
         async def aclose(self) -> None:
             try:

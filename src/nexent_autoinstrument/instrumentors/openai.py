@@ -6,8 +6,9 @@ helpers, ``with_raw_response`` and ``with_streaming_response``, Azure and any
 OpenAI-compatible ``base_url``. Wrapping that method once, and choosing what to measure from
 the endpoint table in ``adapters.openai``, starts and ends every call.
 
-Streams are measured inside the SDK's own ``Stream`` and ``AsyncStream`` classes, whose item
-iterator (``__stream__``) and iteration (``__iter__``/``__aiter__``, ``close``) are patched: the
+Streams are measured inside the SDK's own ``Stream`` and ``AsyncStream`` classes, whose
+construction (``__stream__``), iteration (``__iter__``/``__aiter__``, ``__next__``/``__anext__``)
+and ``close`` are patched: the
 caller gets the SDK's genuine object back (type, repr, copy, the raw response's parse cache),
 however it was made, including ``raw.parse()`` long after the request. Streams read through the
 raw accessors (``iter_lines()``, ``iter_bytes()``, ``text()``...) are measured from the bytes by
@@ -32,7 +33,7 @@ from .. import conventions as names
 from ..adapters.openai import endpoint_for, read_response
 from ..guard import report_internal_error
 from ..lifecycle import Call
-from ..streams import ItemStream, ameasure, measure
+from ..streams import ItemStream, ameasure, anext_measured, measure, next_measured
 from .exchange import observe_body
 
 SUPPORTED = ("openai >= 1.40.0, < 4",)
@@ -44,7 +45,7 @@ class _State:
     active = False
     telemetry: Any = None
     raw_types: tuple[Any, ...] = ()
-    #: Hosts that answered 400 to an injected ``stream_options``: never injected again.
+    #: Servers (host:port) that answered 400 to an injected ``stream_options``: never asked again.
     rejects_stream_options: set[str] = set()
 
 
@@ -71,10 +72,9 @@ def _start(telemetry: Any, client: Any, options: Any, stream_kwarg: Any) -> Call
     stream = bool(stream_kwarg or body.get("stream"))
     # Ask the server for usage at the end of the stream only where nobody can tell: the user did
     # not ask for stream_options anywhere, will not read the raw bytes, and the host accepts it.
-    host = str(getattr(getattr(client, "base_url", None), "host", "") or "")
     inject = (stream and telemetry.settings.inject_stream_usage and endpoint.accepts_stream_options
               and "stream_options" not in body and not _is_raw_response(options)
-              and host not in _State.rejects_stream_options)
+              and _server_of(getattr(client, "base_url", None)) not in _State.rejects_stream_options)
     if inject:
         options.json_data = {**(options.json_data or {}), "stream_options": {"include_usage": True}}
     return lifecycle.start_http_call(
@@ -85,6 +85,11 @@ def _start(telemetry: Any, client: Any, options: Any, stream_kwarg: Any) -> Call
 
 def _telemetry() -> Any:
     return _State.telemetry or bootstrap.current_telemetry()
+
+
+def _server_of(url: Any) -> str:
+    """``host:port`` of an httpx URL (two servers on one host are two servers)."""
+    return f"{getattr(url, 'host', '')}:{getattr(url, 'port', None) or getattr(url, 'scheme', '')}"
 
 
 def _guarded_start(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
@@ -109,8 +114,7 @@ def _retry_without_injection(call: Call, exc: BaseException, args: tuple[Any, ..
     body = dict(getattr(options, "json_data", None) or {})
     body.pop("stream_options", None)
     options.json_data = body
-    request = getattr(exc, "request", None)
-    _State.rejects_stream_options.add(str(getattr(getattr(request, "url", None), "host", "")))
+    _State.rejects_stream_options.add(_server_of(getattr(getattr(exc, "request", None), "url", None)))
     call.drop_usage_only = False
     return True
 
@@ -193,12 +197,9 @@ async def _async_request(wrapped: Any, client: Any, args: tuple[Any, ...], kwarg
 
 # -- the SDK's stream classes -------------------------------------------------------------------------
 
-#: SDK streams under measurement, by id. Weak: an ``ItemStream`` lives as long as its SDK
-#: stream's item iterator, which holds it, and must not keep the stream alive (the SDK's
-#: iterator refers back to the stream).
-_streams: weakref.WeakValueDictionary[int, ItemStream] = weakref.WeakValueDictionary()
-#: Weak references whose callbacks tell when an SDK stream is collected, even one never iterated.
-_watched: dict[int, Any] = {}
+#: SDK streams under measurement, by id; an entry leaves when its stream is collected. An
+#: ``ItemStream`` holds no reference to its stream, so this keeps no stream alive.
+_streams: dict[int, ItemStream] = {}
 
 
 def _call_of(stream: Any) -> Call | None:
@@ -211,32 +212,24 @@ def _call_of(stream: Any) -> Call | None:
     return None
 
 
-def _watch(stream: Any, tracker: Any) -> None:
-    key = id(stream)
-
-    def collected(_ref: Any) -> None:  # may run inside the garbage collector: only records
-        _watched.pop(key, None)
-        lifecycle.suspend(tracker, names.ABANDONED)
-
-    _watched[key] = weakref.ref(stream, collected)
-
-
 def _make_stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``Stream.__stream__``, called once by the SDK's ``__init__``: its result becomes the
-    stream's item iterator, which ``next()`` and the SDK's helpers pull from."""
+    """``Stream.__stream__``, called once by the SDK's ``__init__``: the stream finds its call.
+    The SDK's item iterator is handed back untouched; iterating and ``next()`` are measured."""
     inner = wrapped(*args, **kwargs)
     try:
         call = _call_of(instance)
-        if call is None or call.tracker.finished:
-            return inner
-        item_stream = ItemStream(call.tracker, inner, call.endpoint.read_item or _count_only, call.drop_usage_only)
-        _streams[id(instance)] = item_stream
-        _watch(instance, call.tracker)
-        is_async = hasattr(inner, "__anext__")
-        return ameasure(item_stream, names.ABANDONED) if is_async else measure(item_stream, names.ABANDONED)
+        if call is not None and not call.tracker.finished:
+            key, tracker = id(instance), call.tracker
+
+            def collected(_ref: Any) -> None:  # may run inside the garbage collector: only records
+                _streams.pop(key, None)
+                lifecycle.suspend(tracker, names.ABANDONED)
+
+            _streams[key] = ItemStream(tracker, call.endpoint.read_item or _count_only, call.drop_usage_only,
+                                       weakref.ref(instance, collected))
     except Exception as exc:
         report_internal_error("openai.stream", exc)
-        return inner
+    return inner
 
 
 def _count_only(tracker: Any, item: Any) -> None:
@@ -245,12 +238,28 @@ def _count_only(tracker: Any, item: Any) -> None:
 
 def _iterate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``Stream.__iter__``/``AsyncStream.__aiter__``: a loop over the SDK's items, measured, in
-    place of the SDK's own loop; a loop that breaks off ends the call as closed early."""
+    place of the SDK's own loop (and named like it); a loop that breaks off ends the call."""
     item_stream = _streams.get(id(instance))
     if item_stream is None:
         return wrapped(*args, **kwargs)
-    is_async = hasattr(item_stream.inner, "__anext__")
-    return ameasure(item_stream, names.CLOSED_EARLY) if is_async else measure(item_stream, names.CLOSED_EARLY)
+    inner = instance._iterator
+    items: Any = ameasure(item_stream, inner) if hasattr(inner, "__anext__") else measure(item_stream, inner)
+    items.__name__, items.__qualname__ = wrapped.__name__, wrapped.__qualname__
+    return items
+
+
+def _next(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``Stream.__next__``: one item, measured."""
+    item_stream = _streams.get(id(instance))
+    return wrapped(*args, **kwargs) if item_stream is None else next_measured(item_stream, wrapped)
+
+
+async def _anext(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``AsyncStream.__anext__``: one item, measured."""
+    item_stream = _streams.get(id(instance))
+    if item_stream is None:
+        return await wrapped(*args, **kwargs)
+    return await anext_measured(item_stream, wrapped)
 
 
 def _close(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -273,9 +282,11 @@ _PATCHES: tuple[tuple[str, str, Any], ...] = (
     ("openai._base_client", "AsyncAPIClient.request", _async_request),
     ("openai._streaming", "Stream.__stream__", _make_stream),
     ("openai._streaming", "Stream.__iter__", _iterate),
+    ("openai._streaming", "Stream.__next__", _next),
     ("openai._streaming", "Stream.close", _close),
     ("openai._streaming", "AsyncStream.__stream__", _make_stream),
     ("openai._streaming", "AsyncStream.__aiter__", _iterate),
+    ("openai._streaming", "AsyncStream.__anext__", _anext),
     ("openai._streaming", "AsyncStream.close", _aclose),
 )
 
