@@ -275,7 +275,9 @@ def test_raw_httpx_stream_under_opentelemetry_instrument_matches_the_openai_laye
     sdk_attrs.pop("openai.request.id"), sdk_attrs.pop("openai.processing_ms")
     for name in [k for k in sdk_attrs if k.startswith("openai.ratelimit")]:
         sdk_attrs.pop(name)
-    assert set(raw_attrs) == set(sdk_attrs)
+    # (present only when the first content chunk's arrival was timed: a busy machine may delay a read)
+    timing_dependent = {"llm.server_time_to_first_token"}
+    assert set(raw_attrs) - timing_dependent == set(sdk_attrs) - timing_dependent
 
 
 FASTAPI_APP = """
