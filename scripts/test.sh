@@ -55,12 +55,12 @@ echo "== ruff, mypy"
 .venv/bin/mypy
 
 echo "== pytest (openai $(.venv/bin/python -c 'import openai; print(openai.__version__)'))"
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"  # two workers; a file's tests stay together
 
 # The newest release of each earlier openai major (they use httpx, 3.x uses httpx2).
 for major in 1 2; do
   echo "== openai ${major}.x"
   venv ".venv-openai${major}" -e '.[dev]' "openai>=${major},<$((major + 1))"
-  ".venv-openai${major}/bin/python" -m pytest -q -p no:cacheprovider tests/test_openai_calls.py tests/test_openai_streams.py \
+  ".venv-openai${major}/bin/python" -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests/test_openai_calls.py tests/test_openai_streams.py \
     tests/test_lifecycle.py tests/test_measurement_truth.py tests/conformance
 done

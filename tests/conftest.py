@@ -130,8 +130,9 @@ def as_manual(monkeypatch: pytest.MonkeyPatch, harness: Harness) -> Harness:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment for a child process: ours, minus anything that configures the agent."""
-    prefixes = ("OTEL_", "ENABLE_TELEMETRY", "SERVICE_NAME", "JAEGER_", "TELEMETRY_", "LLM_", "PROMETHEUS_",
-                "PYTHONPATH")
+    prefixes = ("OTEL_", "ENABLE_TELEMETRY", "SERVICE_NAME", "JAEGER_", "TELEMETRY_", "LLM_", "PROMETHEUS_")
+    if not os.environ.get("NEXENT_MUTANT"):  # (scripts/mutation_check.py: children import the mutated copy)
+        prefixes += ("PYTHONPATH",)
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)

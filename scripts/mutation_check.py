@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Does the suite bite? Apply realistic bugs to the core, one at a time, and see which survive.
+
+Each mutation replaces one exact piece of source with a plausible mistake (TTFT from the role
+chunk, the decode rate over the prefill, p99 as p50, an outcome swapped, injection despite the
+user's stream_options, ...). It is applied to a copy of the working tree in a temporary folder,
+never to the tree itself, and the tests that should notice it run against the copy (the copy's
+``src`` comes first on ``PYTHONPATH``, also in the tests' child processes). A mutation whose
+tests still pass *survives*: a behaviour the suite does not pin. The figure to keep is the
+share killed (goal: at least 90 %).
+
+    python scripts/mutation_check.py [--only NAME ...] [--list] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = "src/nexent_autoinstrument/"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """Replace ``before`` (which must occur exactly once in ``path``) by ``after``; ``tests`` are
+    the pytest arguments that should then fail."""
+
+    name: str
+    path: str
+    before: str
+    after: str
+    tests: tuple[str, ...]
+
+
+STREAMS = ("tests/test_openai_streams.py", "tests/test_lifecycle.py")
+UNIT = ("tests/test_lifecycle.py", "tests/test_metrics_exposition.py", "tests/test_adapters.py")
+
+MUTATIONS: tuple[Mutation, ...] = (
+    # -- what is measured -------------------------------------------------------------------------
+    Mutation("TTFT from the first chunk, role-only included", PKG + "adapters/openai.py",
+             "if text or delta.tool_calls or delta.refusal or delta.function_call or _reasoning(delta):",
+             "if True:", ("tests/test_openai_streams.py", "tests/test_adapters.py")),
+    Mutation("decode rate over the prefill too", PKG + "tracker.py",
+             "between, window = self.last_timed_index - self.first_timed_index, self.last_timed - self.first_timed",
+             "between, window = self.last_timed_index - self.first_timed_index, self.last_timed - self.started",
+             ("tests/test_metrics_exposition.py", "tests/test_openai_streams.py")),
+    Mutation("p99 computed as p50", PKG + "tracker.py",
+             "attrs[names.LLM_ITL_P99] = percentile(gaps, 0.99)", "attrs[names.LLM_ITL_P99] = percentile(gaps, 0.50)",
+             ("tests/test_lifecycle.py",)),
+    Mutation("ITL max ignores gaps past the offsets cap", PKG + "tracker.py",
+             "attrs[names.LLM_ITL_MAX] = max(self._max_gap, gaps[-1])", "attrs[names.LLM_ITL_MAX] = gaps[-1]",
+             ("tests/test_lifecycle.py",)),
+    Mutation("offsets truncation flag off by one", PKG + "tracker.py",
+             "attrs[names.LLM_OFFSETS_TRUNCATED] = self.content_chunks > len(self._times)",
+             "attrs[names.LLM_OFFSETS_TRUNCATED] = self.content_chunks >= len(self._times)", ("tests/test_lifecycle.py",)),
+    Mutation("usage source swapped", PKG + "tracker.py",
+             'attrs[names.LLM_USAGE_SOURCE] = "api" if api_usage else "estimated"',
+             'attrs[names.LLM_USAGE_SOURCE] = "estimated" if api_usage else "api"',
+             ("tests/test_openai_streams.py", "tests/test_token_estimate.py")),
+    Mutation("slow-duration comparison inverted", PKG + "tracker.py",
+             "if duration > settings.slow_request_threshold_seconds:",
+             "if duration < settings.slow_request_threshold_seconds:", ("tests/test_openai_streams.py",)),
+    Mutation("stall events not capped", PKG + "tracker.py",
+             "if gap > self._stall_after and len(self._stalls) < _MAX_STALL_EVENTS:", "if gap > self._stall_after:",
+             ("tests/test_lifecycle.py",)),
+    Mutation("waiting chunks timed as arrivals", PKG + "instrumentors/exchange.py",
+             "return waited > WAITED_READ_SECONDS and waited * 8 > away", "return True",
+             ("tests/test_measurement_truth.py",)),
+    Mutation("client time not recorded", PKG + "instrumentors/exchange.py",
+             "self.tracker.request_sent = _clock()", "pass", ("tests/test_measurement_truth.py",)),
+    Mutation("finish reasons deduplicated, not one per choice", PKG + "tracker.py",
+             "self._finish_reasons[index if isinstance(index, int) else len(self._finish_reasons)] = reason",
+             "self._finish_reasons[0] = reason", ("tests/conformance",)),
+    Mutation("gaps added to the histogram twice", PKG + "metrics.py",
+             "            value.inc(count)", "            value.inc(2 * count)", ("tests/test_metrics_exposition.py",)),
+    # -- readers -------------------------------------------------------------------------------------
+    Mutation("response.failed handling removed", PKG + "adapters/openai.py",
+             '        if kind == "response.failed":\n            tracker.fail("response.failed")',
+             "        pass", ("tests/test_lifecycle.py",)),
+    Mutation("skim lets a finish-reason chunk through", PKG + "adapters/openai.py",
+             """    return (b'"finish_reason":null' in data and data.count(b'"finish_reason"') == 1
+            and b'"content":"' in data""", """    return (b'"content":"' in data""", ("tests/test_fuzz.py", "tests/test_adapters.py")),
+    Mutation("SSE decoder drops multi-line data", PKG + "adapters/sse.py",
+             'events.append(b"\\n".join(self._data))', "events.append(self._data[-1])", ("tests/test_adapters.py",)),
+    # -- how calls end ----------------------------------------------------------------------------------
+    Mutation("finish guard removed (a call can emit twice)", PKG + "tracker.py",
+             "        try:\n            self._finish_token.pop()\n        except IndexError:\n            return False",
+             "        self._finish_token.clear()", ("tests/test_metrics_exposition.py", "tests/test_openai_streams.py")),
+    Mutation("break recorded as abandoned", PKG + "streams.py",
+             "        lifecycle.suspend(tracker, names.CLOSED_EARLY)", "        lifecycle.suspend(tracker, names.ABANDONED)",
+             STREAMS),
+    Mutation("dropped stream recorded as closed early", PKG + "instrumentors/openai.py",
+             "                lifecycle.suspend(tracker, names.ABANDONED)",
+             "                lifecycle.suspend(tracker, names.CLOSED_EARLY)", STREAMS),
+    Mutation("close() recorded as completed", PKG + "lifecycle.py",
+             "    try:\n        return close(*args)\n    finally:\n        end(tracker, outcome=names.CLOSED_EARLY)",
+             "    try:\n        return close(*args)\n    finally:\n        end(tracker, outcome=names.COMPLETED)", STREAMS),
+    Mutation("raw body closed early recorded as completed", PKG + "instrumentors/exchange.py",
+             "outcome or (names.COMPLETED if complete else names.CLOSED_EARLY)", "outcome or names.COMPLETED",
+             ("tests/conformance",)),
+    Mutation("exit outcome swapped", PKG + "lifecycle.py",
+             "stop.outcome if stop else names.INTERRUPTED", "stop.outcome if stop else names.CLOSED_EARLY",
+             ("tests/test_lifecycle.py",)),
+    Mutation("calls open at exit not ended", PKG + "pipeline.py",
+             "        end_unfinished()  # before the providers flush", "        pass  # before the providers flush",
+             ("tests/test_lifecycle.py",)),
+    Mutation("timeout recorded as cancelled", PKG + "lifecycle.py",
+             '            tracker.fail("TimeoutError")\n            _finish(tracker, names.ERROR, when)',
+             "            _finish(tracker, names.CANCELLED, when)", ("tests/test_lifecycle.py",)),
+    Mutation("a break is never resumed", PKG + "lifecycle.py",
+             "    if tracker.suspended is not None and not tracker.finished:\n        tracker.suspended = None",
+             "    pass", ("tests/test_lifecycle.py",)),
+    Mutation("no grace after a break", PKG + "lifecycle.py",
+             "RESUME_GRACE_SECONDS = 0.5", "RESUME_GRACE_SECONDS = 0.0", ("tests/test_lifecycle.py",)),
+    Mutation("an error after the caller stopped overrides the outcome", PKG + "lifecycle.py",
+             "        if exc is not None and stop is not None and stop.by_caller:",
+             "        if False:", ("tests/conformance",)),
+    # -- calls, and what is counted -----------------------------------------------------------------
+    Mutation("usage injected although the user set stream_options", PKG + "instrumentors/openai.py",
+             '              and "stream_options" not in body and not _is_raw_response(options)',
+             "              and not _is_raw_response(options)", ("tests/test_lifecycle.py", "tests/conformance")),
+    Mutation("injected usage chunk handed to the user", PKG + "streams.py",
+             "            if drop and is_usage_only(item):\n                continue", "            pass",
+             ("tests/test_openai_streams.py", "tests/conformance")),
+    Mutation("a refusing server is not retried without the option", PKG + "instrumentors/openai.py",
+             "    if not call.drop_usage_only or getattr(exc, \"status_code\", None) != 400:",
+             "    if True:", ("tests/conformance",)),
+    Mutation("non-generation requests measured as LLM calls", PKG + "adapters/openai.py",
+             '    if method.upper() != "POST":\n        return None', "    pass", ("tests/conformance",)),
+    Mutation("the httpx layer counts a call the openai layer counts", PKG + "instrumentors/httpx.py",
+             "    call = lifecycle.current_llm_call.get()", "    call = None",
+             ("tests/test_httpx.py", "tests/test_openai_calls.py")),
+    Mutation("telemetry-off check removed", PKG + "bootstrap.py",
+             "        if not settings.enabled:\n            return None", "        pass",
+             ("tests/test_lifecycle.py", "tests/test_manual_api.py")),
+    Mutation("URL redaction off", PKG + "instrumentors/exchange.py",
+             '    parts = urlsplit(url)\n', "    return url\n", ("tests/test_httpx.py", "tests/test_reliability.py")),
+    Mutation("model label cap removed", PKG + "metrics.py",
+             "            if len(self._seen) < self._cap:", "            if True:",
+             ("tests/test_reliability.py", "tests/test_openai_streams.py")),
+    Mutation("traceparent not injected", PKG + "instrumentors/exchange.py",
+             "            propagate.inject(request.headers, context=trace.set_span_in_context(self.span))",
+             "            pass", ("tests/test_httpx.py",)),
+    Mutation("manual generator loses the thrown exception's handling", PKG + "manual.py",
+             "            item = self.gen.throw(exc)", "            item = self.gen.send(None)",
+             ("tests/test_lifecycle.py",)),
+    Mutation("monitor_llm_call injects a tracker argument", PKG + "manual.py",
+             "                value = fn(*args, **kwargs)\n            if scope is not None:\n                _safely(scope.result, value)",
+             "                value = fn(*args, **{**kwargs, '_tracker': scope})\n            if scope is not None:\n"
+             "                _safely(scope.result, value)", ("tests/test_lifecycle.py", "tests/test_manual_api.py")),
+)
+
+
+def copy_tree(destination: Path) -> None:
+    """The working tree (what git tracks, as it is now, plus untracked files it does not ignore)."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    for name in listed:
+        source = ROOT / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+
+
+def run(mutation: Mutation, python: str) -> tuple[str, str, float]:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mutant-") as folder:
+        tree = Path(folder)
+        copy_tree(tree)
+        target = tree / mutation.path
+        text = target.read_text()
+        if text.count(mutation.before) != 1:
+            return "stale", f"the text to mutate occurs {text.count(mutation.before)} times", 0.0
+        target.write_text(text.replace(mutation.before, mutation.after))
+        env = {**os.environ, "PYTHONPATH": str(tree / "src"), "NEXENT_MUTANT": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        result = subprocess.run([python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+                                 *mutation.tests], cwd=tree, env=env, capture_output=True, text=True, timeout=900)
+        verdict = {0: "SURVIVED", 1: "killed"}.get(result.returncode, f"error ({result.returncode})")
+        summary = (result.stdout.strip().splitlines() or [""])[-1]
+    return verdict, summary, time.monotonic() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="*", help="run only mutations whose name contains one of these")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once")
+    args = parser.parse_args()
+    chosen = [m for m in MUTATIONS if not args.only or any(o in m.name for o in args.only)]
+    if args.list:
+        for mutation in chosen:
+            print(f"{mutation.name:60} {mutation.path.removeprefix(PKG)}")
+        return 0
+    python = str(ROOT / ".venv" / "bin" / "python")
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(lambda m: (m, run(m, python)), chosen))
+    killed = survived = 0
+    for mutation, (verdict, summary, seconds) in results:
+        killed += verdict == "killed"
+        survived += verdict == "SURVIVED"
+        print(f"{verdict:9} {seconds:5.0f}s  {mutation.name}  [{summary}]")
+    counted = killed + survived
+    print(f"\n{killed} of {counted} mutations killed ({100 * killed / max(counted, 1):.0f} %);"
+          f" {len(results) - counted} could not run")
+    for mutation, (verdict, _, _) in results:
+        if verdict != "killed":
+            print(f"  {verdict}: {mutation.name} ({mutation.path.removeprefix(PKG)})")
+    return 0 if counted and killed == counted else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
