@@ -64,3 +64,8 @@ for major in 1 2; do
   ".venv-openai${major}/bin/python" -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests/test_openai_calls.py tests/test_openai_streams.py \
     tests/test_lifecycle.py tests/test_measurement_truth.py tests/conformance
 done
+
+# An anthropic release from before the SDK traced its own calls (0.x, on httpx): the agent's own span.
+echo "== anthropic 0.x"
+venv .venv-anthropic-old -e '.[dev]' "anthropic>=0.50,<1"
+.venv-anthropic-old/bin/python -m pytest -q -p no:cacheprovider tests/test_providers.py tests/test_fuzz.py -k "anthropic or providers"

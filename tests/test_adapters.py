@@ -10,6 +10,10 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 from openai.types.completion import Completion
 
+from nexent_autoinstrument.adapters import anthropic as anthropic_adapter
+from nexent_autoinstrument.adapters import gemini as gemini_adapter
+from nexent_autoinstrument.adapters import ollama as ollama_adapter
+from nexent_autoinstrument.adapters.endpoints import endpoint_for, request_attributes
 from nexent_autoinstrument.adapters.openai import (
     read_chat_chunk,
     read_chat_event,
@@ -20,7 +24,7 @@ from nexent_autoinstrument.adapters.openai import (
     skim_completion_event,
     skim_response_event,
 )
-from nexent_autoinstrument.adapters.sse import SSEDecoder
+from nexent_autoinstrument.adapters.sse import NDJSONDecoder, SSEDecoder
 
 # -- SSE ----------------------------------------------------------------------------------------
 
@@ -29,6 +33,7 @@ SSE_CASES = [
     ("CRLF line ends", b'data: {"a":1}\r\n\r\ndata: x\r\n\r\n', [b'{"a":1}', b"x"]),
     ("CR line ends", b"data: one\r\rdata: two\r\rdata: three\n\n", [b"one", b"two", b"three"]),
     ("comments and other fields", b": keep-alive\n\nevent: delta\nid: 7\nretry: 5\ndata: x\n\n", [b"x"]),
+    ("named events", b"event: ping\ndata: {}\n\nevent: delta\ndata: \n\nevent: a\ndata:b\n\n", [b"{}", b"", b"b"]),
     ("multi-line data", b"data: first\ndata: second\n\n", [b"first\nsecond"]),
     ("no space after the colon", b"data:x\n\n", [b"x"]),
     ("an event without data", b"event: ping\n\ndata: y\n\n", [b"y"]),
@@ -66,6 +71,7 @@ class Recorder:
     def __init__(self) -> None:
         self.facts: list[tuple[str, tuple[Any, ...]]] = []
         self.response_id: str | None = None
+        self.response_model: str | None = None
         self.texts: list[str] | None = None
 
     def content(self, text: str | None = None, tokens: int = 1) -> None:
@@ -76,12 +82,16 @@ class Recorder:
 
     def response(self, model: Any = None, response_id: Any = None) -> None:
         self.response_id = response_id
+        self.response_model = model
 
     def usage(self, input_tokens: Any, output_tokens: Any) -> None:
         self.facts.append(("usage", (input_tokens, output_tokens)))
 
     def fail(self, error: Any) -> None:
         self.facts.append(("fail", (error,)))
+
+    def annotate(self, attributes: dict[str, Any]) -> None:
+        self.facts.append(("annotate", (attributes,)))
 
     def whole_text(self, text: str) -> None:
         pass
@@ -170,3 +180,133 @@ SKIMS = [
 def test_skims_let_only_plain_content_through(skim: Any, event: dict[str, Any], plain: bool) -> None:
     assert skim(json.dumps(event, separators=(",", ":")).encode()) is plain
     assert skim(json.dumps(event).encode()) is False  # another spelling is parsed, never guessed
+
+
+# -- the other providers ------------------------------------------------------------------------
+
+def test_ndjson_decoder_whole_and_split_anywhere() -> None:
+    body = b'{"a":1}\n\n{"b":"x\xc3\xa9"}\r\n{"c":3}\n'
+    rng = random.Random(3)
+    for _ in range(300):
+        decoder, seen, position = NDJSONDecoder(), [], 0
+        while position < len(body):
+            step = rng.randint(1, 5)
+            seen += decoder.feed(body[position:position + step])
+            position += step
+        assert [json.loads(line) for line in seen] == [{"a": 1}, {"b": "x\u00e9"}, {"c": 3}]
+        assert not decoder.pending
+    decoder = NDJSONDecoder()
+    assert decoder.feed(b'{"a":1}\n{"done":true}') == [b'{"a":1}'] and decoder.pending
+    assert decoder.feed(b"\n") == [b'{"done":true}']
+
+
+ANTHROPIC_EVENTS = [
+    ("message_start", {"type": "message_start", "message": {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "content": [],
+        "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 5, "output_tokens": 1, "cache_read_input_tokens": 7}}}, [("usage", (12, None))]),
+    ("text", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
+     [("content", ("hi",))]),
+    ("empty text", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": ""}}, []),
+    ("tool input", {"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": '{"a'}}, [("content", (None,))]),
+    ("thinking", {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hm"}},
+     [("content", (None,))]),
+    ("signature", {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "s"}},
+     []),
+    ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                       "usage": {"output_tokens": 9}}, [("finish_reason", ("end_turn", 0)), ("usage", (None, 9))]),
+    ("message_stop", {"type": "message_stop"}, []),
+]
+
+
+@pytest.mark.parametrize(("event", "facts"), [(e, f) for _, e, f in ANTHROPIC_EVENTS],
+                         ids=[n for n, _, _ in ANTHROPIC_EVENTS])
+def test_anthropic_reader_reads_sdk_objects_and_dicts_alike(event: dict[str, Any], facts: list[Any]) -> None:
+    from anthropic.types import RawMessageStreamEvent
+    from pydantic import TypeAdapter
+
+    from_sdk, from_dict = Recorder(), Recorder()
+    anthropic_adapter.read_event(from_sdk, TypeAdapter(RawMessageStreamEvent).validate_python(event))  # type: ignore[arg-type]
+    anthropic_adapter.read_event(from_dict, event)  # type: ignore[arg-type]
+    assert from_sdk.facts == from_dict.facts == facts
+
+
+def test_anthropic_error_event_and_whole_message() -> None:
+    recorder = Recorder()
+    anthropic_adapter.read_event(recorder, {"type": "error", "error": {"type": "overloaded_error"}})  # type: ignore[arg-type]
+    anthropic_adapter.read_response(recorder, {  # type: ignore[arg-type]
+        "id": "msg_1", "type": "message", "model": "claude-x", "content": [{"type": "text", "text": "hi"}],
+        "stop_reason": "max_tokens", "usage": {"input_tokens": 3, "output_tokens": 4}})
+    assert recorder.facts == [("fail", ("overloaded_error",)), ("finish_reason", ("max_tokens", 0)), ("usage", (3, 4))]
+
+
+def test_ollama_lines() -> None:
+    recorder = Recorder()
+    for line in ({"model": "m", "message": {"role": "assistant", "content": "hi"}, "done": False},
+                 {"model": "m", "message": {"role": "assistant", "content": "", "thinking": "hm"}, "done": False},
+                 {"model": "m", "message": {"role": "assistant", "content": ""}, "done": False},
+                 {"model": "m", "response": "yo", "done": False},
+                 {"model": "m", "message": {"content": ""}, "done": True, "done_reason": "length", "eval_count": 4,
+                  "prompt_eval_count": 2, "eval_duration": 2 * 10**9, "load_duration": 5 * 10**8},
+                 {"error": "model failed"}):
+        ollama_adapter.read_event(recorder, line)  # type: ignore[arg-type]
+    assert recorder.facts == [("content", ("hi",)), ("content", (None,)), ("content", ("yo",)),
+                              ("finish_reason", ("length", 0)), ("usage", (2, 4)),
+                              ("annotate", ({"llm.server.load_duration": 0.5, "llm.server.eval_duration": 2.0,
+                                             "llm.server.token_generation_rate": 2.0},)),
+                              ("fail", ("stream_error",))]
+
+
+def test_gemini_chunks() -> None:
+    recorder = Recorder()
+    for chunk in ({"candidates": [{"content": {"parts": [{"text": "hm", "thought": True}]}}], "responseId": "r1"},
+                  {"candidates": [{"content": {"parts": [{"text": "hi"}]}, "index": 0}],
+                   "usageMetadata": {"promptTokenCount": 3}},
+                  {"candidates": [{"content": {"parts": [{"functionCall": {"name": "f"}}]}, "finishReason": "STOP"}],
+                   "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "thoughtsTokenCount": 1}},
+                  {"error": {"code": 503, "status": "UNAVAILABLE"}}):
+        gemini_adapter.read_event(recorder, chunk)  # type: ignore[arg-type]
+    assert recorder.facts == [("content", (None,)), ("content", ("hi",)), ("usage", (3, None)),
+                              ("finish_reason", ("STOP", 0)), ("content", (None,)), ("usage", (3, 3)),
+                              ("fail", ("UNAVAILABLE",))]
+    assert gemini_adapter.model_from_path("/v1beta/models/gemini-2.0-flash:streamGenerateContent") == "gemini-2.0-flash"
+    assert gemini_adapter.provider_for("us-central1-aiplatform.googleapis.com") == "gcp.vertex_ai"
+
+
+ENDPOINT_CASES = [
+    ("/v1/chat/completions", "chat", "openai"), ("/openai/deployments/x/chat/completions", "chat", "openai"),
+    ("/v1/messages", "chat", "anthropic"), ("/v1/messages/count_tokens", None, None),
+    ("/v1/threads/t1/messages", None, None), ("/api/chat", "chat", "ollama"),
+    ("/api/generate", "text_completion", "ollama"), ("/api/tags", None, None),
+    ("/v1beta/models/g:streamGenerateContent?alt=sse", "generate_content", "gcp.gemini"),
+    ("/v1beta/models/g:generateContent", "generate_content", "gcp.gemini"),
+    ("/v1beta/models/g:countTokens", None, None),
+]
+
+
+@pytest.mark.parametrize(("path", "operation", "provider"), ENDPOINT_CASES)
+def test_one_endpoint_table_for_every_protocol(path: str, operation: str | None, provider: str | None) -> None:
+    endpoint = endpoint_for("POST", path)
+    assert (endpoint.operation, endpoint.provider("api.openai.com", False)) == (operation, provider) if endpoint else \
+        operation is None
+    assert endpoint_for("GET", path) is None
+
+
+def test_what_a_request_says_per_protocol() -> None:
+    ollama, gemini_stream, chat = (endpoint_for("POST", p) for p in ("/api/chat", "/x/models/g:streamGenerateContent",
+                                                                       "/v1/chat/completions"))
+    assert ollama and gemini_stream and chat
+    assert ollama.is_streamed({}) and not ollama.is_streamed({"stream": False}) and ollama.usage_expected({})
+    assert gemini_stream.is_streamed({"stream": False})
+
+    class URL:
+        path = "/v1beta/models/gemini-x:streamGenerateContent"
+
+    assert gemini_stream.model_of({"model": "ignored"}, URL()) == "gemini-x"
+    assert not chat.is_streamed({}) and not chat.usage_expected({"stream": True})
+    assert chat.usage_expected({"stream_options": {"include_usage": True}})
+    assert request_attributes({"options": {"temperature": 0.2, "num_predict": 9}}, False) == {
+        "gen_ai.request.temperature": 0.2, "gen_ai.request.max_tokens": 9}
+    assert request_attributes({"generationConfig": {"topK": 3}, "max_tokens": True}, False) == {
+        "gen_ai.request.top_k": 3}

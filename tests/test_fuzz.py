@@ -3,6 +3,7 @@ agent (values, or exception type and message), through the openai SDK and throug
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import threading
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nexent_autoinstrument.guard import internal_errors
+from nexent_autoinstrument.instrumentors.anthropic import AnthropicInstrumentor
 from nexent_autoinstrument.instrumentors.httpx import HTTPX2Instrumentor, HTTPXInstrumentor
 from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
 
@@ -138,7 +140,7 @@ class Agent:
 
     def __init__(self, harness: Any) -> None:
         self.harness = harness
-        self.layers = [OpenAIInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor()]
+        self.layers = [OpenAIInstrumentor(), AnthropicInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor()]
 
     def run(self, call: Any) -> tuple[Any, Any]:
         bare = observe(call)
@@ -250,3 +252,191 @@ def test_a_skimmed_event_is_a_plain_content_delta(event: dict[str, Any], spacing
     read_chat_event(Recorder(), json.loads(data))  # type: ignore[arg-type]
     assert [name for name, _ in recorded] == ["content"]
     assert recorded[0][1][0]  # with non-empty text
+
+
+# -- the other providers' protocols ---------------------------------------------------------------
+
+count_value = st.one_of(st.integers(-3, 10**6), st.none(), st.just("7"), st.floats(allow_nan=False))
+anthropic_delta = st.one_of(
+    st.fixed_dictionaries({"type": st.just("text_delta"), "text": st.one_of(text, st.none(), st.integers())}),
+    st.fixed_dictionaries({"type": st.just("input_json_delta"), "partial_json": text}),
+    st.fixed_dictionaries({"type": st.just("thinking_delta"), "thinking": text}),
+    st.fixed_dictionaries({"type": st.just("signature_delta"), "signature": text}),
+    st.just({}), st.just("not a delta"))
+anthropic_event = st.one_of(
+    st.fixed_dictionaries({"type": st.just("message_start"), "message": st.fixed_dictionaries({
+        "id": st.just("msg_1"), "type": st.just("message"), "role": st.just("assistant"), "model": st.just("m"),
+        "content": st.just([]), "stop_reason": st.none(),
+        "usage": st.fixed_dictionaries({"input_tokens": count_value, "output_tokens": count_value},
+                                       optional={"cache_read_input_tokens": count_value})})}),
+    st.fixed_dictionaries({"type": st.just("content_block_start"), "index": st.just(0),
+                           "content_block": st.just({"type": "text", "text": ""})}),
+    st.fixed_dictionaries({"type": st.just("content_block_delta"), "index": st.just(0), "delta": anthropic_delta}),
+    st.fixed_dictionaries({"type": st.just("content_block_stop"), "index": st.just(0)}),
+    st.fixed_dictionaries({"type": st.just("message_delta"), "delta": st.fixed_dictionaries({
+        "stop_reason": st.sampled_from([None, "end_turn", "max_tokens", "tool_use", 3])}),
+        "usage": st.one_of(st.none(), st.fixed_dictionaries({"output_tokens": count_value}))}),
+    st.just({"type": "message_stop"}), st.just({"type": "ping"}),
+    st.fixed_dictionaries({"type": st.just("error"), "error": st.fixed_dictionaries({"type": text})}),
+    st.just({"type": 5}), st.just({"type": ["content_block_delta"]}), st.just([]))
+
+
+@st.composite
+def anthropic_reply(draw: Any) -> Reply:
+    events = draw(st.lists(anthropic_event, max_size=8))
+    spacing = draw(st.sampled_from([compact, {}]))
+    body = "".join(f"event: {e.get('type') if isinstance(e, dict) and isinstance(e.get('type'), str) else 'x'}\n"
+                   f"data: {json.dumps(e, **spacing)}\n\n" for e in events).encode()
+    cuts = sorted(draw(st.lists(st.integers(0, max(len(body), 1)), max_size=6)))
+    pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    return Reply(200, "text/event-stream", pieces, draw(st.booleans()))
+
+
+ollama_line = st.one_of(
+    st.fixed_dictionaries({"model": st.just("m"), "done": st.sampled_from([False, True, "true", None])},
+                          optional={"message": st.fixed_dictionaries({}, optional={
+                              "content": st.one_of(text, st.none(), st.integers()), "thinking": text,
+                              "tool_calls": st.just([{"function": {"name": "f", "arguments": {"done": True}}}])}),
+                              "response": st.one_of(text, st.none()), "done_reason": text,
+                              "eval_count": count_value, "prompt_eval_count": count_value,
+                              "eval_duration": count_value, "load_duration": count_value}),
+    st.fixed_dictionaries({"error": text}), st.just([1, 2]), st.just("null"))
+gemini_part = st.one_of(
+    st.fixed_dictionaries({"text": st.one_of(text, st.integers())}, optional={"thought": st.booleans()}),
+    st.just({"functionCall": {"name": "f", "args": {}}}), st.just("part"))
+gemini_chunk = st.one_of(
+    st.fixed_dictionaries({}, optional={
+        "candidates": st.one_of(st.lists(st.fixed_dictionaries({}, optional={
+            "content": st.one_of(st.fixed_dictionaries({"parts": st.lists(gemini_part, max_size=3)}), st.just(None)),
+            "finishReason": st.sampled_from(["STOP", "MAX_TOKENS", None, 4]), "index": st.just(0)}), max_size=2),
+            st.just("x")),
+        "usageMetadata": st.one_of(st.fixed_dictionaries({}, optional={
+            "promptTokenCount": count_value, "candidatesTokenCount": count_value, "thoughtsTokenCount": count_value}),
+            st.just([])),
+        "modelVersion": st.just("g"), "responseId": st.just("r1"),
+        "error": st.fixed_dictionaries({"code": st.just(503), "status": text})}),
+    st.just([]))
+
+
+@st.composite
+def lines_reply(draw: Any, documents: Any, content_type: str, separator: str) -> Reply:
+    lines = [json.dumps(d, **draw(st.sampled_from([compact, {}]))) for d in draw(st.lists(documents, max_size=8))]
+    body = "".join((f"data: {line}{separator}" if content_type == "text/event-stream" else line + separator)
+                   for line in lines).encode()
+    cuts = sorted(draw(st.lists(st.integers(0, max(len(body), 1)), max_size=6)))
+    pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    return Reply(200, content_type, pieces, draw(st.booleans()))
+
+
+def documents(reply: Reply) -> list[Any]:
+    """The JSON documents of an SSE or NDJSON body (an oracle apart from the agent's decoders)."""
+    text = b"".join(reply.pieces).decode()
+    if reply.content_type == "application/x-ndjson":
+        blocks = text.split("\n")
+    else:
+        blocks = [block.rpartition("data: ")[2] for block in text.replace("\r\n", "\n").split("\n\n")]
+    found = []
+    for block in blocks:
+        with contextlib.suppress(ValueError):
+            found.append(json.loads(block))
+    return found
+
+
+def anthropic_content(event: Any) -> bool:
+    delta = event.get("delta") if isinstance(event, dict) and event.get("type") == "content_block_delta" else None
+    field = {"text_delta": "text", "input_json_delta": "partial_json", "thinking_delta": "thinking"}.get(
+        delta.get("type") if isinstance(delta, dict) else None)
+    return bool(field and delta[field])
+
+
+def ollama_content(line: Any) -> bool:
+    if not isinstance(line, dict):
+        return False
+    piece = line.get("message") if isinstance(line.get("message"), dict) else line
+    text = piece.get("content" if piece is not line else "response")
+    return bool(text or piece.get("thinking") or piece.get("tool_calls"))
+
+
+def gemini_content(chunk: Any) -> bool:
+    candidates = chunk.get("candidates") if isinstance(chunk, dict) else None
+    return any(isinstance(part, dict) and (part.get("text") or part.get("functionCall"))
+               for candidate in (candidates if isinstance(candidates, list) else ()) if isinstance(candidate, dict)
+               for part in ((candidate.get("content") or {}).get("parts") or ()))
+
+
+CONTENT = {"anthropic": anthropic_content, "ollama": ollama_content, "gemini": gemini_content}
+
+PROTOCOLS = {
+    "anthropic": ("/v1/messages", anthropic_reply()),
+    "ollama": ("/api/chat", lines_reply(ollama_line, "application/x-ndjson", "\n")),
+    "gemini": ("/v1beta/models/g:streamGenerateContent?alt=sse",
+               lines_reply(gemini_chunk, "text/event-stream", "\r\n\r\n")),
+}
+
+
+@pytest.mark.parametrize("protocol", list(PROTOCOLS))
+@FUZZ
+@given(data=st.data(), reader=st.sampled_from(["iter_lines", "iter_bytes", "read"]))
+def test_other_protocols_bodies_are_unchanged(fuzz_server: FuzzServer, harness: Any, protocol: str, data: Any,
+                                              reader: str) -> None:
+    """Anthropic SSE, Ollama NDJSON and Gemini SSE read raw: the same bytes with and without the
+    agent, whatever they hold, and the readers never fail on them."""
+    import httpx
+
+    path, replies = PROTOCOLS[protocol]
+    fuzz_server.reply = data.draw(st.one_of(replies, json_reply()))
+    url = f"http://127.0.0.1:{fuzz_server.server_address[1]}{path}"
+
+    def call() -> Any:
+        with httpx.Client() as client, client.stream("POST", url, json={"model": "m", "stream": True}) as response:
+            body = getattr(response, reader)()  # (the pieces of iter_bytes follow the network reads: joined)
+            return (response.status_code, body if isinstance(body, bytes) else list(body) if reader == "iter_lines"
+                    else b"".join(body))
+
+    bare, instrumented = Agent(harness).run(call)
+    assert instrumented == bare
+    reply = fuzz_server.reply
+    if reply.status == 200 and reply.content_type != "application/json" and not reply.cut:  # and measured it
+        expected = sum(CONTENT[protocol](document) for document in documents(reply))
+        assert len(harness.llm_span().attributes.get("llm.token.offsets", ())) == expected
+
+
+@FUZZ
+@given(reply=anthropic_reply())
+def test_anthropic_streams_are_unchanged(fuzz_server: FuzzServer, harness: Any, reply: Reply) -> None:
+    import anthropic
+
+    fuzz_server.reply = reply
+    client = anthropic.Anthropic(base_url=f"http://127.0.0.1:{fuzz_server.server_address[1]}", api_key="sk-fuzz",
+                                 max_retries=0)
+
+    def call() -> list[Any]:
+        stream = client.messages.create(model="m", max_tokens=5, messages=[], stream=True)
+        return [repr(event) for event in stream]
+
+    bare, instrumented = Agent(harness).run(call)
+    assert instrumented == bare
+
+
+@settings(max_examples=300, deadline=None)
+@given(event=anthropic_event, spacing=st.sampled_from([compact, {}]))
+def test_a_skimmed_anthropic_event_is_a_plain_text_delta(event: Any, spacing: dict[str, Any]) -> None:
+    """Whenever Anthropic's byte skim lets an event through unparsed, parsing it would have told
+    nothing but one content chunk, with text."""
+    from nexent_autoinstrument.adapters.anthropic import read_event, skim_event
+
+    data = json.dumps(event, **spacing).encode()
+    if not skim_event(data):
+        return
+    recorded: list[tuple[str, Any]] = []
+
+    class Recorder:
+        response_id = "known"
+        texts = None
+
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args, **kwargs: recorded.append((name, args))
+
+    read_event(Recorder(), json.loads(data))  # type: ignore[arg-type]
+    assert [name for name, _ in recorded] == ["content"]
+    assert recorded[0][1][0]

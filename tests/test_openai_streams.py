@@ -416,15 +416,17 @@ def test_content_is_not_captured_by_default_and_bounded_when_on(instrument: Any,
 
 def test_a_bug_in_the_agent_never_reaches_the_user(instrument: Any, mock_llm: Any,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
     from nexent_autoinstrument import guard
-    from nexent_autoinstrument.adapters import openai as adapter
+    from nexent_autoinstrument.instrumentors import stainless
 
     def broken(tracker: Any, chunk: Any) -> None:
         raise RuntimeError("agent bug")
 
-    endpoints = tuple((suffix, type(ep)(ep.operation, broken, ep.accepts_stream_options))
-                      for suffix, ep in adapter.ENDPOINTS)
-    monkeypatch.setattr(adapter, "ENDPOINTS", endpoints)
+    sdk = stainless.SDKS["openai"]
+    endpoints = tuple((suffix, replace(ep, read_item=broken)) for suffix, ep in sdk.endpoints)
+    monkeypatch.setitem(stainless.SDKS, "openai", replace(sdk, endpoints=endpoints))
     harness = instrument()
     before = guard.internal_errors["stream.read_item"]
     chunks = list(create(sync_client(mock_llm)))

@@ -76,6 +76,7 @@ def _instrument_fastapi(module: Any) -> None:
 #: Our own instrumentors register post-import hooks themselves; others wait for the import here.
 OWN_INSTRUMENTATIONS: dict[str, str] = {
     "openai": "nexent_autoinstrument.instrumentors.openai:OpenAIInstrumentor",
+    "anthropic": "nexent_autoinstrument.instrumentors.anthropic:AnthropicInstrumentor",
     "httpx": "nexent_autoinstrument.instrumentors.httpx:HTTPXInstrumentor",
     "httpx2": "nexent_autoinstrument.instrumentors.httpx:HTTPX2Instrumentor",
 }

@@ -145,6 +145,12 @@ LLM_STREAM = "llm.stream"
 LLM_STREAM_CHUNKS = "llm.stream.chunks"
 LLM_STREAM_OUTCOME = "llm.stream.outcome"
 LLM_USAGE_SOURCE = "llm.usage.source"
+# What the server reports about its own work (Ollama), beside what the agent measured: a ground truth.
+LLM_SERVER_RATE = "llm.server.token_generation_rate"  # tokens/s: the server's output tokens over its decode time
+LLM_SERVER_LOAD = "llm.server.load_duration"  # s: loading the model
+LLM_SERVER_PROMPT_EVAL = "llm.server.prompt_eval_duration"  # s: reading the prompt (prefill)
+LLM_SERVER_EVAL = "llm.server.eval_duration"  # s: generating the output
+LLM_SERVER_TOTAL = "llm.server.total_duration"  # s: the whole request, as the server timed it
 EVENT_STALL = "llm.stream.stall"
 EVENT_SLOW_REQUEST = "llm.slow_request"
 EVENT_SLOW_TOKEN_RATE = "llm.slow_token_rate"

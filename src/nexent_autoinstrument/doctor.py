@@ -23,7 +23,9 @@ from .settings import Settings, load_settings
 Check = tuple[str, str, str]  # (status, what, fix)
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
 
-LIBRARIES = {"openai": "openai >= 1.40.0, < 4", "httpx": "httpx >= 0.23", "httpx2": "httpx2 >= 2"}
+#: The SDKs and HTTP clients the agent instruments (ollama and google-genai: through httpx/httpx2, no patch).
+LIBRARIES = {"openai": "openai >= 1.40.0, < 4", "anthropic": "anthropic >= 0.30, < 3", "ollama": "ollama >= 0.4",
+             "google-genai": "google-genai >= 1.0", "httpx": "httpx >= 0.23", "httpx2": "httpx2 >= 2"}
 START_SCRIPT = Path("docker") / "start-monitoring.sh"
 INSTALL_PERFORMANCE = "pip install '.[performance]' in a checkout (or the wheel with [performance])"
 

@@ -56,11 +56,13 @@ _reaper_pid: int | None = None
 
 def begin(telemetry: Telemetry, operation: str, model: str | None, *, provider: str = "openai",
           stream: bool = False, attributes: dict[str, Any] | None = None,
-          usage_expected: bool = False) -> CallTracker:
+          usage_expected: bool = False, adopt: Any = None) -> CallTracker:
     """Open the span of one LLM call and start its clock. ``usage_expected``: the response will
-    carry usage, so there is no need to keep text for an estimate."""
+    carry usage, so there is no need to keep text for an estimate. ``adopt``: the span an SDK
+    started for this call (``adoption.Adoption``), measured instead of starting one."""
     ensure_reaper()
-    tracker = CallTracker(telemetry, operation, model or "unknown", provider, stream, attributes, usage_expected)
+    tracker = CallTracker(telemetry, operation, model or "unknown", provider, stream, attributes, usage_expected,
+                          adopt)
     _live[id(tracker)] = tracker
     return tracker
 
@@ -97,23 +99,22 @@ def server_attributes(url: Any) -> dict[str, Any]:
 
 def start_http_call(telemetry: Telemetry, endpoint: Any, body: dict[str, Any], url: Any, *,
                     azure: bool = False, stream: bool | None = None, usage_expected: bool | None = None,
-                    drop_usage_only: bool = False) -> Call:
-    """Start an LLM call sent over HTTP (by an SDK or by raw httpx): model from the request body,
-    provider from the endpoint and host, server attributes from the URL. An automatic layer is
-    the more precise measurement, so a manual call around it hands over its metrics."""
-    from .adapters.openai import provider_for, request_attributes
+                    drop_usage_only: bool = False, adopt: Any = None) -> Call:
+    """Start an LLM call sent over HTTP (by an SDK or by raw httpx): what the endpoint (see
+    ``adapters.endpoints``) reads from the request body and URL (model, streaming, provider),
+    server attributes from the URL. An automatic layer is the more precise measurement, so a
+    manual call around it hands over its metrics."""
+    from .adapters.endpoints import request_attributes
 
-    model = body.get("model")
     if stream is None:
-        stream = bool(body.get("stream"))
+        stream = endpoint.is_streamed(body)
     if usage_expected is None:
-        options = body.get("stream_options")
-        usage_expected = isinstance(options, dict) and bool(options.get("include_usage"))
+        usage_expected = endpoint.usage_expected(body)
     attributes = {**server_attributes(url), **request_attributes(body, telemetry.settings.capture_content)}
     take_over_manual_call()
-    tracker = begin(telemetry, endpoint.operation, model if isinstance(model, str) else None,
-                    provider=provider_for(getattr(url, "host", None), azure), stream=stream,
-                    attributes=attributes, usage_expected=usage_expected)
+    tracker = begin(telemetry, endpoint.operation, endpoint.model_of(body, url),
+                    provider=endpoint.provider(getattr(url, "host", None), azure), stream=stream,
+                    attributes=attributes, usage_expected=usage_expected, adopt=adopt)
     return Call(tracker, endpoint, drop_usage_only)
 
 

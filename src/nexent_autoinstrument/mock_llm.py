@@ -131,7 +131,7 @@ def _wants_json(body: dict[str, Any]) -> bool:
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
-    text = json.dumps(body.get("messages") or body.get("prompt") or body.get("input") or "")
+    text = json.dumps(body.get("messages") or body.get("prompt") or body.get("input") or body.get("contents") or "")
     return max(1, len(text) // 4)
 
 
@@ -139,6 +139,9 @@ class MockLLMHandler(BaseHTTPRequestHandler):
     """One request to the mock LLM."""
 
     protocol_version = "HTTP/1.1"
+    #: TCP_NODELAY, as real servers set it: without it a token written after a quiet moment on a
+    #: reused connection waits for the client's delayed ACK (up to 40 ms on Linux).
+    disable_nagle_algorithm = True
     server: MockLLMServer
     _timeline: dict[str, Any] | None = None
 
@@ -170,8 +173,10 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def _common_headers(self) -> None:
-        """What OpenAI sends with every answer: a request id, processing time, rate limits."""
+        """What OpenAI sends with every answer: a request id, processing time, rate limits (and
+        Anthropic's request id)."""
         self.send_header("x-request-id", f"req_{uuid.uuid4().hex[:12]}")
+        self.send_header("request-id", f"req_{uuid.uuid4().hex[:12]}")
         self.send_header("openai-processing-ms", "7")
         self.send_header("x-ratelimit-remaining-requests", "4999")
         self.send_header("x-ratelimit-remaining-tokens", "159000")
@@ -289,6 +294,9 @@ class MockLLMHandler(BaseHTTPRequestHandler):
             self._json(400, {"error": {"message": "invalid JSON", "type": "invalid_request_error"}})
             return
         self.server.record_request(self.path, dict(self.headers), body)
+        if isinstance(body, dict) and isinstance(body.get("options"), dict):  # Ollama's SDK: options={...}
+            body = {**{k: v for k, v in body["options"].items() if str(k).startswith("mock_")}, **body}
+        protocol = _protocol(self.path)
         self._timeline = None
         if isinstance(body, dict) and body.get("mock_label"):
             self._timeline = self.server.timelines[str(body["mock_label"])] = {
@@ -299,9 +307,7 @@ class MockLLMHandler(BaseHTTPRequestHandler):
             status = 500
         if status is not None:
             time.sleep(min(config.ttft, 0.05))
-            self._json(status, {"error": {"message": f"mock error {status}",
-                                          "type": "server_error" if status >= 500 else "invalid_request_error",
-                                          "param": None, "code": str(status)}})
+            self._json(status, ERROR_BODIES[protocol](status))
             return
         rejects = self.server.config.reject_stream_options or body.get("mock_reject_stream_options")
         if rejects and "stream_options" in body:
@@ -311,7 +317,7 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         parts = self._route()
         last = self.path.split("?")[0].rstrip("/").rsplit("/", 1)[-1]  # any prefix: /v1, Azure deployments
         handler = {"completions": self._completions, "embeddings": self._embeddings,
-                   "responses": self._responses}.get(last)
+                   "responses": self._responses}.get(last) if protocol is None else getattr(self, f"_{protocol}")
         if handler is None:
             self._answer_route({
                 ("chat", "completions", "*"): lambda: self._stored_completion(parts[2], body.get("metadata")),
@@ -475,6 +481,252 @@ class MockLLMHandler(BaseHTTPRequestHandler):
               "item": {**message, "status": "completed", "content": [{**part, "text": text}]}})
         send({"type": "response.completed", "response": response("completed", text)})
         self._end_sse()
+
+
+    # -- the other providers' protocols -----------------------------------------------------------
+
+    def _start_stream(self, content_type: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self._common_headers()
+        self.end_headers()
+
+    def _send_chunk(self, raw: bytes) -> None:
+        self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+        self.wfile.flush()
+
+    def _timed(self, config: MockConfig, started: float, pieces: list[Any]) -> Any:
+        """``(piece, when it was sent)`` for each piece, on the schedule; a protocol error event
+        (``mock_error_event``: after that many pieces) ends the stream with ``_ErrorEvent``."""
+        for index in self._schedule(replace(config, tokens=len(pieces)), started):
+            if self._error_after is not None and index >= self._error_after:
+                raise _ErrorEvent
+            yield pieces[index], time.perf_counter()
+        if self._error_after is not None:
+            raise _ErrorEvent
+
+    _error_after: int | None = None
+
+    def _anthropic(self, body: dict[str, Any], config: MockConfig, started: float) -> None:
+        """Anthropic's Messages API: a whole ``Message``, or its typed SSE events (compact JSON)."""
+        self._error_after = _int_or_none(body.get("mock_error_event"))
+        answer = _answer(body, config.tokens)
+        model, mid = body.get("model", "mock-claude"), f"msg_{uuid.uuid4().hex[:20]}"
+        finish = {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"}
+        reason = finish.get(answer.finish_reasons[0], answer.finish_reasons[0])
+        blocks: list[tuple[dict[str, Any], str, list[str]]] = []  # (block, delta type, pieces)
+        thinking = [d["reasoning_content"] for d in answer.deltas if "reasoning_content" in d]
+        if thinking:
+            blocks.append(({"type": "thinking", "thinking": "", "signature": ""}, "thinking_delta", thinking))
+        if answer.tool_call:
+            blocks.append(({"type": "tool_use", "id": "toolu_" + answer.call_id[5:], "name": answer.tool_call["name"],
+                            "input": {}}, "input_json_delta", _slices(answer.tool_call["arguments"])))
+        else:
+            text = [d.get("content") or d.get("refusal") or "" for d in answer.deltas if "reasoning_content" not in d]
+            blocks.append(({"type": "text", "text": ""}, "text_delta", text))
+        generated = sum(len(pieces) for _, _, pieces in blocks)
+        usage = {"input_tokens": _prompt_tokens(body), "output_tokens": generated}
+        field = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
+        if not body.get("stream"):
+            for _ in self._schedule(replace(config, tokens=generated), started):
+                pass
+            content = []
+            for block, kind, pieces in blocks:
+                whole = "".join(pieces)
+                content.append({**block, "input": json.loads(whole)} if kind == "input_json_delta" else
+                               {**block, field[kind]: whole})
+            self._json(200, {"id": mid, "type": "message", "role": "assistant", "model": model, "content": content,
+                             "stop_reason": reason, "stop_sequence": None, "usage": usage})
+            return
+        self._start_stream("text/event-stream; charset=utf-8")
+
+        def send(payload: dict[str, Any]) -> None:
+            data = json.dumps(payload, separators=(",", ":"))
+            self._send_chunk(f"event: {payload['type']}\ndata: {data}\n\n".encode())
+
+        send({"type": "message_start", "message": {"id": mid, "type": "message", "role": "assistant", "model": model,
+                                                   "content": [], "stop_reason": None, "stop_sequence": None,
+                                                   "usage": {**usage, "output_tokens": 1}}})
+        send({"type": "ping"})
+        deltas = [(index, kind, piece) for index, (_, kind, parts) in enumerate(blocks) for piece in parts]
+        current = -1
+        try:
+            for (index, kind, piece), _ in self._timed(config, started, deltas):
+                if index != current:
+                    if current >= 0:
+                        send({"type": "content_block_stop", "index": current})
+                    send({"type": "content_block_start", "index": index, "content_block": blocks[index][0]})
+                    current = index
+                send({"type": "content_block_delta", "index": index, "delta": {"type": kind, field[kind]: piece}})
+        except _ErrorEvent:
+            send({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+            self._end_sse()
+            return
+        if current >= 0:
+            send({"type": "content_block_stop", "index": current})
+        send({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": None},
+              "usage": {"output_tokens": generated}})
+        send({"type": "message_stop"})
+        self._end_sse()
+
+    def _ollama(self, body: dict[str, Any], config: MockConfig, started: float, chat: bool) -> None:
+        """Ollama's native API: NDJSON lines (the default), or one JSON object with ``"stream": false``;
+        the last one with the counts and the server's timings of this very request."""
+        self._error_after = _int_or_none(body.get("mock_error_event"))
+        answer = _answer(body, config.tokens)
+        model = body.get("model", "mock-llama")
+        limit = (body.get("options") or {}).get("num_predict")
+        if isinstance(limit, int) and limit > 0:
+            config = replace(config, tokens=min(config.tokens, limit))
+            answer = _answer(body, config.tokens)
+        key = "content" if chat else "response"
+        pieces: list[dict[str, Any]] = [{"thinking": d["reasoning_content"], key: ""} if "reasoning_content" in d
+                                        else {key: d.get("content") or d.get("refusal") or ""}
+                                        for d in answer.deltas if "tool_calls" not in d]
+        if answer.tool_call and chat:
+            call = {"name": answer.tool_call["name"], "arguments": json.loads(answer.tool_call["arguments"])}
+            pieces.append({key: "", "tool_calls": [{"function": call}]})
+
+        def line(piece: dict[str, Any], **extra: Any) -> dict[str, Any]:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+            inner = {"message": {"role": "assistant", **piece}} if chat else piece
+            return {"model": model, "created_at": stamp, **inner, **extra}
+
+        def final(sent: list[float]) -> dict[str, Any]:
+            ended = time.perf_counter()
+            load = min(float(body.get("mock_load", 0.001)), config.ttft / 2)
+            first, last = (sent[0], sent[-1]) if sent else (ended, ended)
+            decode = (last - first) * len(sent) / (len(sent) - 1) if len(sent) > 1 else config.itl
+            ns = lambda seconds: int(seconds * 1e9)  # noqa: E731
+            return line({key: ""}, done=True, done_reason=finish, total_duration=ns(ended - started),
+                        load_duration=ns(load), prompt_eval_count=_prompt_tokens(body),
+                        prompt_eval_duration=ns(max(0.0, first - started - load)), eval_count=len(sent),
+                        eval_duration=ns(decode), **({} if chat else {"context": [1, 2, 3]}))
+
+        finish = {"tool_calls": "stop"}.get(answer.finish_reasons[0], answer.finish_reasons[0])
+        sent: list[float] = []
+        if not body.get("stream", True):
+            for _, when in self._timed(config, started, pieces):
+                sent.append(when)
+            whole = final(sent)
+            text = "".join(p[key] for p in pieces)
+            if chat:
+                whole["message"] = {"role": "assistant", "content": text, **(
+                    {"tool_calls": pieces[-1]["tool_calls"]} if answer.tool_call else {})}
+            else:
+                whole["response"] = text
+            self._json(200, whole)
+            return
+        self._start_stream("application/x-ndjson")
+        try:
+            for piece, when in self._timed(config, started, pieces):
+                sent.append(when)
+                self._send_chunk(json.dumps(line(piece, done=False), separators=(",", ":")).encode() + b"\n")
+        except _ErrorEvent:
+            self._send_chunk(b'{"error":"an error was encountered while running the model"}\n')
+            self._end_sse()
+            return
+        self._send_chunk(json.dumps(final(sent), separators=(",", ":")).encode() + b"\n")
+        self._end_sse()
+
+    def _ollama_chat(self, body: dict[str, Any], config: MockConfig, started: float) -> None:
+        self._ollama(body, config, started, chat=True)
+
+    def _ollama_generate(self, body: dict[str, Any], config: MockConfig, started: float) -> None:
+        self._ollama(body, config, started, chat=False)
+
+    def _gemini(self, body: dict[str, Any], config: MockConfig, started: float) -> None:
+        """Gemini's ``:generateContent`` (one ``GenerateContentResponse``) and
+        ``:streamGenerateContent?alt=sse`` (one per token, CRLF-separated as Google sends them)."""
+        self._error_after = _int_or_none(body.get("mock_error_event"))
+        path = self.path.split("?")[0]
+        model = path.rsplit("/", 1)[-1].partition(":")[0]
+        limit = (body.get("generationConfig") or {}).get("maxOutputTokens")
+        if isinstance(limit, int) and limit > 0:
+            config = replace(config, tokens=min(config.tokens, limit))
+        answer = _answer(body, config.tokens)
+        rid = f"resp_{uuid.uuid4().hex[:20]}"
+        parts: list[dict[str, Any]] = [{"text": d["reasoning_content"], "thought": True} if "reasoning_content" in d
+                                       else {"text": d.get("content") or d.get("refusal") or ""}
+                                       for d in answer.deltas if "tool_calls" not in d]
+        if answer.tool_call:
+            parts.append({"functionCall": {"name": answer.tool_call["name"],
+                                           "args": json.loads(answer.tool_call["arguments"])}})
+        finish = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"}
+        reason = finish.get(answer.finish_reasons[0], answer.finish_reasons[0])
+        prompt = _prompt_tokens(body)
+        thoughts = sum(1 for part in parts if part.get("thought"))
+
+        def response(pieces: list[dict[str, Any]], done: bool) -> dict[str, Any]:
+            candidate: dict[str, Any] = {"content": {"parts": pieces, "role": "model"}, "index": 0}
+            usage: dict[str, Any] = {"promptTokenCount": prompt, "totalTokenCount": prompt}
+            if done:
+                candidate["finishReason"] = reason
+                usage = {"promptTokenCount": prompt, "candidatesTokenCount": len(parts) - thoughts,
+                         "totalTokenCount": prompt + len(parts)}
+                if thoughts:
+                    usage["thoughtsTokenCount"] = thoughts
+            return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model, "responseId": rid}
+
+        if not path.endswith(":streamGenerateContent"):
+            for _ in self._timed(config, started, parts):
+                pass
+            merged: list[dict[str, Any]] = []
+            for part in parts:  # consecutive text parts of one kind come back as one
+                same_kind = merged and "text" in merged[-1] and part.get("thought") == merged[-1].get("thought")
+                if same_kind and "text" in part:
+                    merged[-1] = {**merged[-1], "text": merged[-1]["text"] + part["text"]}
+                else:
+                    merged.append(part)
+            self._json(200, response(merged, True))
+            return
+        self._start_stream("text/event-stream")
+        try:
+            for index, (part, _) in enumerate(self._timed(config, started, parts)):
+                last = index == len(parts) - 1
+                self._send_chunk(b"data: " + json.dumps(response([part], last)).encode() + b"\r\n\r\n")
+        except _ErrorEvent:
+            error = {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}
+            self._send_chunk(b"data: " + json.dumps(error).encode() + b"\r\n\r\n")
+        self._end_sse()
+
+
+class _ErrorEvent(Exception):
+    """The mock ends a stream with the protocol's error event here (``mock_error_event``)."""
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _protocol(path: str) -> str | None:
+    """Which protocol a POST path speaks (the name of its handler), or None for OpenAI's."""
+    path = path.split("?")[0].rstrip("/")
+    for suffix, protocol in (("/v1/messages", "anthropic"), ("/api/chat", "ollama_chat"),
+                             ("/api/generate", "ollama_generate"), (":generateContent", "gemini"),
+                             (":streamGenerateContent", "gemini")):
+        if path.endswith(suffix):
+            return protocol
+    return None
+
+
+_GEMINI_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                  429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
+_ANTHROPIC_ERROR = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+                    429: "rate_limit_error", 529: "overloaded_error"}
+#: The error body of each protocol, for an HTTP status.
+ERROR_BODIES: dict[str | None, Any] = {
+    None: lambda status: {"error": {"message": f"mock error {status}",
+                                    "type": "server_error" if status >= 500 else "invalid_request_error",
+                                    "param": None, "code": str(status)}},
+    "anthropic": lambda status: {"type": "error", "error": {"type": _ANTHROPIC_ERROR.get(status, "api_error"),
+                                                            "message": f"mock error {status}"}},
+    "ollama_chat": lambda status: {"error": f"mock error {status}"},
+    "ollama_generate": lambda status: {"error": f"mock error {status}"},
+    "gemini": lambda status: {"error": {"code": status, "message": f"mock error {status}",
+                                        "status": _GEMINI_STATUS.get(status, "UNKNOWN")}},
+}
 
 
 class MockLLMServer(ThreadingHTTPServer):

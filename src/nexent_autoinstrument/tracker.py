@@ -66,6 +66,7 @@ class CallTracker:
         "_times",
         "_times_cap",
         "_waiting",
+        "_writer",
         "chunks",
         "connection_reused",
         "content_chunks",
@@ -101,7 +102,7 @@ class CallTracker:
     )
 
     def __init__(self, telemetry: Telemetry, operation: str, model: str, provider: str, stream: bool,
-                 attributes: dict[str, Any] | None, usage_expected: bool = False) -> None:
+                 attributes: dict[str, Any] | None, usage_expected: bool = False, adopt: Any = None) -> None:
         settings = telemetry.settings
         self._telemetry = telemetry
         self.operation = operation
@@ -114,10 +115,18 @@ class CallTracker:
             attrs.update((k, v) for k, v in attributes.items() if v is not None)
         address, port = attrs.get(names.SERVER_ADDRESS), attrs.get(names.SERVER_PORT)
         self.server: tuple[str, int] | None = (address, port) if address and port else None
-        self._start_ns = time.time_ns()
-        self.span = telemetry.tracer.start_span(f"{operation} {model}", kind=SpanKind.CLIENT,
-                                                attributes=attrs, start_time=self._start_ns)
-        self.started = clock()
+        if adopt is None:
+            self._start_ns = time.time_ns()
+            self.span = telemetry.tracer.start_span(f"{operation} {model}", kind=SpanKind.CLIENT,
+                                                    attributes=attrs, start_time=self._start_ns)
+            self.started = clock()
+        else:  # the span an SDK started for this call (see adoption.py): the call started with it
+            self.span = adopt.span
+            self._start_ns = adopt.start_ns
+            self.started = clock() - max(0, time.time_ns() - adopt.start_ns) / 1e9
+            adopt.set_attributes(attrs)
+        #: Where the span's attributes and its end go: the span, or the adoption of an SDK's span.
+        self._writer: Any = self.span if adopt is None else adopt
         self.first_content: float | None = None
         self.content_chunks = 0
         self.chunks = 0
@@ -275,7 +284,7 @@ class CallTracker:
         except Exception as exc:
             report_internal_error("tracker.finish", exc)
             with contextlib.suppress(Exception):
-                self.span.end()
+                self._writer.end()
         return True
 
     def _emit(self, outcome: str, at: float | None) -> None:
@@ -307,7 +316,7 @@ class CallTracker:
         span = self.span
         if span.is_recording():
             self._annotate(span, outcome, ttft, rate, gaps, api_usage, output_tokens, slow, duration, sent)
-        span.end(end_time=None if at is None else self._start_ns + int(duration * 1e9))
+        self._writer.end(end_time=None if at is None else self._start_ns + int(duration * 1e9))
         if self.delegated:
             return  # the call inside recorded the metrics (and any slow-call warning)
         self._telemetry.metrics.record(
@@ -380,7 +389,7 @@ class CallTracker:
             attrs[names.ERROR_TYPE] = self.error_type
         if self.texts and self._telemetry.settings.capture_content:
             attrs[names.GEN_AI_OUTPUT] = names.bounded_text("".join(self.texts))
-        span.set_attributes(attrs)
+        self._writer.set_attributes(attrs)
         if self._times:
             started = self.started
             set_valid_attribute(span, names.LLM_OFFSETS, tuple([int((t - started) * 1e6) for t in self._times]))

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 CASE_MODULES = ("cases_chat", "cases_completions", "cases_responses", "cases_raw", "cases_exits", "cases_errors",
-                "cases_injection", "cases_nongen", "cases_recorded")
+                "cases_injection", "cases_nongen", "cases_recorded", "cases_providers")
 
 RAISED = "<raised>"  # error_type: the class name of the exception the caller got (it varies by SDK version)
+ANY = "<any>"  # error_type: present, whatever its value (an SDK's own span keeps its own error type)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Expect:
     finish_reasons: list[str] | None = None
     recorded: str | None = None  # cassette whose recorded model, id, usage and finish reasons the span carries
     ended_within: float | None = None  # seconds from the moment marked with seen.at("broke off") to the span's export
+    sdk_span: str | None = None  # the name of the SDK's own span, which the agent adopts where the SDK traces
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ def version() -> str:
 # -- where the servers are (set by the test for the child processes) ------------------------------
 
 MOCK_URL = os.environ.get("CONFORMANCE_MOCK_URL", "")
+MOCK_ROOT = MOCK_URL.removesuffix("/v1")  # the same mock, for the other providers' paths
 REPLAY_URL = os.environ.get("CONFORMANCE_REPLAY_URL", "")
 CLOSED_URL = os.environ.get("CONFORMANCE_CLOSED_URL", "")  # a port nobody listens on
 REJECTING_URL = os.environ.get("CONFORMANCE_REJECTING_URL", "")  # a mock LLM that answers 400 to stream_options
@@ -135,14 +138,16 @@ def chat_args(stream: bool = False, mock: dict[str, Any] | None = None, **extra:
 # -- normalisation --------------------------------------------------------------------------------
 
 _NORMALISE = [
-    (re.compile(r"\b(chatcmpl|cmpl|resp|msg|req|call|fc|modr)([-_])[A-Za-z0-9]{8,}"), r"\1\2ID"),
+    (re.compile(r"\b(chatcmpl|cmpl|resp|msg|req|call|fc|modr|toolu)([-_])[A-Za-z0-9]{8,}"), r"\1\2ID"),
     (re.compile(r"0x[0-9a-fA-F]{4,}"), "0xADDR"),
-    (re.compile(r"""((?:created|created_at|completed_at)['"]?\s*[:=]\s*)\d+(?:\.\d+)?"""), r"\g<1>0"),
+    (re.compile(r"""((?:created|created_at|completed_at|duration)['"]?\s*[:=]\s*)\d+(?:\.\d+)?"""), r"\g<1>0"),
+    (re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?"), "ISOTIME"),
     (re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT"), "DATE"),
 ]
 
 
-TIMESTAMPS = ("created", "created_at", "completed_at")
+TIMESTAMPS = ("created", "created_at", "completed_at", "total_duration", "load_duration", "prompt_eval_duration",
+              "eval_duration")  # (and Ollama's server timings)
 
 
 def norm(text: str) -> str:

@@ -1,18 +1,15 @@
 """OpenAI-compatible API shapes -> neutral facts for the call tracker.
 
-One table maps an API path to its operation and to the function that reads one streamed
-item (a chat chunk, a completion chunk, a Responses event). The same functions serve the
-openai SDK's parsed objects and plain dicts decoded from SSE by the httpx layer.
+Readers of one streamed item (a chat chunk, a completion chunk, a Responses event) and of a
+whole response; the endpoint table (``endpoints``) says which path uses which. The same
+functions serve the openai SDK's parsed objects and plain dicts decoded from SSE by the httpx layer.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..conventions import GEN_AI_INPUT, bounded_text
 from .usage import usage_of
 
 if TYPE_CHECKING:
@@ -220,6 +217,17 @@ def output_text(response: Any) -> str:
     return "".join(parts)
 
 
+#: Response header -> attribute of the call's span, and how to read its value (for SDK calls).
+RESPONSE_HEADERS: tuple[tuple[str, str, type], ...] = (
+    ("x-request-id", "openai.request.id", str),
+    ("openai-processing-ms", "openai.processing_ms", float),
+    ("x-ratelimit-remaining-requests", "openai.ratelimit.remaining_requests", int),
+    ("x-ratelimit-remaining-tokens", "openai.ratelimit.remaining_tokens", int),
+    ("x-ratelimit-reset-requests", "openai.ratelimit.reset_requests", str),
+    ("x-ratelimit-reset-tokens", "openai.ratelimit.reset_tokens", str),
+)
+
+
 def provider_for(host: str | None, azure: bool = False) -> str:
     """``gen_ai.provider.name`` for an OpenAI-style server: OpenAI's own API, Azure OpenAI, or a
     compatible server (vLLM, Ollama, DeepSeek, ...)."""
@@ -227,80 +235,3 @@ def provider_for(host: str | None, azure: bool = False) -> str:
     if azure or host.endswith((".openai.azure.com", ".cognitiveservices.azure.com")):
         return "azure.ai.openai"
     return "openai" if not host or host.endswith("openai.com") else "openai_compatible"
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """What an OpenAI-compatible path is: its GenAI operation and how to read its stream: an SDK
-    item (``read_item``), an event decoded from SSE (``read_event``), or its raw bytes (``skim``)."""
-
-    operation: str
-    read_item: Callable[[CallTracker, Any], None] | None = None
-    read_event: Callable[[CallTracker, dict[str, Any]], None] | None = None
-    skim: Callable[[bytes], bool] | None = None
-    accepts_stream_options: bool = False
-
-
-#: Generation requests: ``POST`` to a path that ends with one of these (Azure and proxies add
-#: prefixes). Longest first: "/chat/completions" must win over "/completions". Anything else
-#: (listing, retrieving, deleting or cancelling stored completions and responses) is no LLM call.
-ENDPOINTS: tuple[tuple[str, Endpoint], ...] = (
-    ("/chat/completions", Endpoint("chat", read_chat_chunk, read_chat_event, skim_chat_event,
-                                   accepts_stream_options=True)),
-    ("/completions", Endpoint("text_completion", read_completion_chunk, read_completion_event,
-                              skim_completion_event, accepts_stream_options=True)),
-    ("/embeddings", Endpoint("embeddings")),
-    ("/responses", Endpoint("generate_content", read_response_event, read_response_event, skim_response_event)),
-)
-
-
-def endpoint_for(method: str, path: str) -> Endpoint | None:
-    """The endpoint of a generation request, else None."""
-    if method.upper() != "POST":
-        return None
-    path = path.split("?", 1)[0].rstrip("/")
-    for suffix, endpoint in ENDPOINTS:
-        if path.endswith(suffix):
-            return endpoint
-    return None
-
-
-# Request body field -> span attribute (GenAI semantic conventions).
-REQUEST_ATTRIBUTES: tuple[tuple[str, str], ...] = (
-    ("temperature", "gen_ai.request.temperature"),
-    ("top_p", "gen_ai.request.top_p"),
-    ("max_tokens", "gen_ai.request.max_tokens"),
-    ("max_completion_tokens", "gen_ai.request.max_tokens"),
-    ("max_output_tokens", "gen_ai.request.max_tokens"),
-    ("frequency_penalty", "gen_ai.request.frequency_penalty"),
-    ("presence_penalty", "gen_ai.request.presence_penalty"),
-    ("seed", "gen_ai.request.seed"),
-)
-
-_INPUT_FIELDS = ("messages", "prompt", "input")
-
-
-def request_attributes(body: Any, capture_content: bool) -> dict[str, Any]:
-    """Span attributes from a request body; prompts only when content capture is on."""
-    if not isinstance(body, dict):
-        return {}
-    attributes: dict[str, Any] = {}
-    for field, name in REQUEST_ATTRIBUTES:
-        value = body.get(field)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            attributes[name] = value
-    if capture_content:
-        for field in _INPUT_FIELDS:
-            if field in body:
-                attributes[GEN_AI_INPUT] = bounded_json(body[field])
-                break
-    return attributes
-
-
-def bounded_json(value: Any) -> str:
-    """JSON text of ``value``, cut to a bounded length."""
-    try:
-        text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return bounded_text(text)

@@ -4,7 +4,8 @@
 never reads ahead, and returns the ``data`` of each event completed so far. Servers that send
 one ``data:`` line per event with ``\\n`` line ends (all the LLM servers we know) take a fast
 path of a few C-level splits; anything else (CRLF or CR line ends, comments, ``event:``/``id:``
-fields, multi-line data) takes the general line-by-line path.
+fields, multi-line data) takes the general line-by-line path. ``NDJSONDecoder`` does the same for
+newline-delimited JSON (Ollama's streams).
 """
 
 from __future__ import annotations
@@ -31,13 +32,17 @@ class SSEDecoder:
         """The ``data`` of every event that ``chunk`` completes."""
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer or self._data:
-            events, self._buffer = self._lines(buffer)
-            return events
+            if self._data or not buffer.count(b"\r") == buffer.count(b"\n") == buffer.count(b"\r\n"):
+                events, self._buffer = self._lines(buffer)
+                return events
+            buffer = buffer.replace(b"\r\n", b"\n")  # CRLF line ends only (Gemini): the same lines, the fast path
         *blocks, self._buffer = buffer.split(b"\n\n")
         events = []
         for block in blocks:
             if block.startswith(b"data: ") and b"\n" not in block:
                 events.append(block[6:])
+            elif block.startswith(b"event: ") and block.count(b"\n") == 1 and b"\ndata: " in block:
+                events.append(block[block.index(b"\ndata: ") + 7:])  # a named event (Anthropic, Responses)
             elif block:
                 events.extend(self._lines(block + b"\n\n")[0])
         return events
@@ -59,6 +64,27 @@ class SSEDecoder:
                 value = line[5:]
                 self._data.append(value[1:] if value.startswith(b" ") else value)
         return events, buffer
+
+
+class NDJSONDecoder:
+    """Newline-delimited JSON (one document per line, as Ollama streams) from byte chunks split
+    anywhere: the same ``feed`` as ``SSEDecoder``, each item one line's JSON text."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Every non-blank line that ``chunk`` completes."""
+        buffer = self._buffer + chunk if self._buffer else chunk
+        *lines, self._buffer = buffer.split(b"\n")
+        return [line for line in lines if line.strip()]
+
+    @property
+    def pending(self) -> bool:
+        """A last line without its line end is held (the body ended there: ``feed(b"\\n")`` completes it)."""
+        return bool(self._buffer.strip())
 
 
 class EventFilter:

@@ -1,4 +1,5 @@
-"""Token usage from any shape the OpenAI-compatible APIs use (objects or plain dicts)."""
+"""Token usage from any shape the OpenAI-compatible APIs use (objects or plain dicts), and the
+field helpers the other providers' readers share."""
 
 from __future__ import annotations
 
@@ -8,23 +9,26 @@ from typing import Any
 _USAGE_FIELDS = (("prompt_tokens", "completion_tokens"), ("input_tokens", "output_tokens"))
 
 
-def _get(source: Any, key: str) -> Any:
+def get_field(source: Any, key: str) -> Any:
+    """A field of an SDK object or of a plain dict; None when absent."""
     if isinstance(source, dict):
         return source.get(key)
     return getattr(source, key, None)
 
 
-def _count(value: Any) -> int | None:
+def token_count(value: Any) -> int | None:
+    """``value`` if it is a token count (a non-negative int), else None."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def usage_of(response: Any) -> tuple[int | None, int | None] | None:
     """(input_tokens, output_tokens) from ``response.usage`` (or a usage object itself), else None."""
-    usage = _get(response, "usage")
+    usage = get_field(response, "usage")
     if usage is None:
         usage = response
     for input_key, output_key in _USAGE_FIELDS:
-        input_tokens, output_tokens = _count(_get(usage, input_key)), _count(_get(usage, output_key))
+        input_tokens = token_count(get_field(usage, input_key))
+        output_tokens = token_count(get_field(usage, output_key))
         if input_tokens is not None or output_tokens is not None:
             return input_tokens, output_tokens
     return None

@@ -4,8 +4,8 @@ The exchange owns the request's CLIENT span and, for an LLM call, the HTTP facts
 the request was on the wire (the request body is watched while it is written), when the
 response headers came, whether the connection was reused, and, per network read of the body,
 whether the read waited for the data or found it there already (the caller read late, or
-several events came at once). A body read through the raw accessors is decoded here (SSE or
-JSON) into the same facts the SDK's parsed items give. Per network read of an LLM body this
+several events came at once). A body read through the raw accessors is decoded here (SSE,
+NDJSON or JSON) into the same facts the SDK's parsed items give. Per network read of an LLM body this
 costs two clock reads; other bodies pass through untouched (``yield from``).
 """
 
@@ -25,21 +25,12 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import conventions as names
 from .. import lifecycle
-from ..adapters.openai import RESPONSE_END_EVENTS as _STREAM_END_EVENTS
-from ..adapters.openai import is_usage_only_event, read_response
-from ..adapters.sse import EventFilter, SSEDecoder, decode_json
+from ..adapters.openai import RESPONSE_HEADERS as RESPONSE_HEADERS  # (now per endpoint: Endpoint.response_headers)
+from ..adapters.openai import is_usage_only_event
+from ..adapters.sse import EventFilter, NDJSONDecoder, SSEDecoder, decode_json
 from ..guard import report_internal_error
 from ..lifecycle import Call, server_attributes
 
-#: Response header -> attribute of the openai span, and how to read its value.
-RESPONSE_HEADERS: tuple[tuple[str, str, type], ...] = (
-    ("x-request-id", "openai.request.id", str),
-    ("openai-processing-ms", "openai.processing_ms", float),
-    ("x-ratelimit-remaining-requests", "openai.ratelimit.remaining_requests", int),
-    ("x-ratelimit-remaining-tokens", "openai.ratelimit.remaining_tokens", int),
-    ("x-ratelimit-reset-requests", "openai.ratelimit.reset_requests", str),
-    ("x-ratelimit-reset-tokens", "openai.ratelimit.reset_tokens", str),
-)
 _SECRET_PARAMETER = re.compile(r"key|token|secret|passw|signature|^sig$|auth|credential|session", re.IGNORECASE)
 MAX_JSON_BODY = 4 * 2**20
 _clock = time.perf_counter
@@ -96,7 +87,7 @@ class Exchange:
         self.done = False
         self.status: int | None = None
         self.response: Any = None  # a weak reference: the call must not keep the response alive
-        self.sse: SSEDecoder | None = None
+        self.sse: SSEDecoder | NDJSONDecoder | None = None  # (the decoder of a streamed body)
         self.json_body: bytearray | None = None
         #: Takes the usage-only event that the agent asked for out of bytes the caller reads raw.
         self.strip: EventFilter | None = None
@@ -149,7 +140,7 @@ class Exchange:
                 tracker.fail(str(status))
         else:
             found = {}
-            for header, attribute, kind in RESPONSE_HEADERS:
+            for header, attribute, kind in self.call.endpoint.response_headers if self.call is not None else ():
                 value = headers.get(header)
                 if value is not None:
                     with contextlib.suppress(ValueError):
@@ -164,6 +155,8 @@ class Exchange:
             self.sse = SSEDecoder()
             if self.call is not None and self.call.drop_usage_only:
                 self.strip = EventFilter(is_usage_only_event)
+        elif "ndjson" in headers.get("content-type", ""):  # one JSON document per line (Ollama)
+            self.sse = NDJSONDecoder()
         else:
             self.json_body = bytearray()
 
@@ -176,6 +169,7 @@ class Exchange:
             endpoint = self.call.endpoint if self.call is not None else None
             read_event = endpoint.read_event if endpoint is not None else None
             skim = endpoint.skim if endpoint is not None else None
+            end_key, end_values = (endpoint.end_key, endpoint.end_values) if endpoint is not None else ("", ())
             for data in self.sse.feed(chunk):
                 if data == b"[DONE]":  # the end marker, not a chunk (the SDK never yields it either)
                     self.done = True
@@ -192,7 +186,7 @@ class Exchange:
                     continue
                 if read_event is not None:
                     read_event(tracker, event)
-                if event.get("type") in _STREAM_END_EVENTS:
+                if end_values and isinstance(marker := event.get(end_key), (str, bool)) and marker in end_values:
                     self.done = True
         elif self.json_body is not None:
             if len(self.json_body) + len(chunk) <= MAX_JSON_BODY:
@@ -218,9 +212,11 @@ class Exchange:
     def on_complete(self) -> None:
         """The whole body has been read."""
         self.body_complete = True
-        if self.json_body and self.tracker is not None and not self.tracker.items_claimed:
+        if isinstance(self.sse, NDJSONDecoder) and self.sse.pending:
+            self.on_bytes(b"\n")  # the last line came without its line end
+        if self.json_body and self.tracker is not None and not self.tracker.items_claimed and self.call is not None:
             with contextlib.suppress(ValueError):
-                read_response(self.tracker, decode_json(bytes(self.json_body)))
+                self.call.endpoint.read_response(self.tracker, decode_json(bytes(self.json_body)))
 
     def on_error(self, exc: BaseException) -> None:
         """Sending, or reading the body, failed (connection refused or dropped, timeout, cancellation).

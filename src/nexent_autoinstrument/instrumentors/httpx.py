@@ -8,8 +8,9 @@ wrapped, so the agent sees exactly the bytes the user pulls, when the user pulls
 
 Under an openai call (``lifecycle.current_llm_call``) each attempt is a child of the openai span,
 and the response headers worth having go on that span; the call is measured there, once. A
-request to an OpenAI-compatible path sent with httpx directly is measured here, as an LLM
-call, by the same engine and the same chunk readers, fed from the body as the user reads it.
+request to an LLM path of the endpoint table (OpenAI-compatible, Anthropic, Ollama, Gemini) sent
+with httpx directly, or by an SDK that sends with httpx (ollama, google-genai), is measured here,
+as an LLM call, by the same engine and the same readers, fed from the body as the user reads it.
 
 When the official opentelemetry-instrumentation-httpx is active it owns the HTTP spans and the
 propagation; this layer then only measures raw LLM calls.
@@ -25,7 +26,7 @@ import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from .. import bootstrap, lifecycle
-from ..adapters.openai import endpoint_for
+from ..adapters.endpoints import endpoint_for
 from ..adapters.sse import decode_json
 from ..guard import report_internal_error
 from .exchange import MAX_JSON_BODY, Exchange, observe_response, unwatch_request, watch_request

@@ -1,0 +1,456 @@
+"""Anthropic, Ollama and Gemini: raw httpx/httpx2 calls and the real SDKs, against the mock LLM's
+own server-side times, through every exit path; one LLM span and one count per call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import gc
+import importlib
+import inspect
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anthropic
+import ollama
+import pytest
+from google import genai
+from google.genai import types as genai_types
+
+from conftest import Harness, wait_for_llm_span
+from nexent_autoinstrument.instrumentors.anthropic import AnthropicInstrumentor
+from nexent_autoinstrument.instrumentors.httpx import HTTPX2Instrumentor, HTTPXInstrumentor
+from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+TIMED = {"mock_ttft": 0.05, "mock_itl": 0.015, "mock_tokens": 12}  # enough spacing to check rates and gaps
+#: The anthropic SDK traces its own calls from 1.x (the ``open_telemetry`` client option).
+SDK_TRACES = "open_telemetry" in inspect.signature(anthropic.Anthropic.__init__).parameters
+
+
+@pytest.fixture
+def agent(harness: Harness, caplog: pytest.LogCaptureFixture) -> Iterator[Harness]:
+    """Every layer of the agent, recording into ``harness``; no span may be ended twice."""
+    layers = [OpenAIInstrumentor(), AnthropicInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor()]
+    for layer in layers:
+        layer.instrument(telemetry=harness.telemetry)
+    with caplog.at_level(logging.WARNING):
+        yield harness
+    for layer in layers:
+        layer.uninstrument()
+    assert not [r for r in caplog.records if "ended span" in r.getMessage()]
+
+
+def root(mock_llm: Any) -> str:
+    return mock_llm.base_url.removesuffix("/v1")
+
+
+def count(harness: Harness, model: str, operation: str, outcome: str) -> float:
+    return harness.value("llm_request_duration_seconds_count", model=model, operation=operation, outcome=outcome)
+
+
+# -- raw httpx/httpx2: each protocol's bytes, against the server's truth --------------------------
+
+#: protocol -> (path when streamed, path when not, body, operation, provider, model)
+RAW: dict[str, tuple[str, str, dict[str, Any], str, str, str]] = {
+    "anthropic": ("/v1/messages", "/v1/messages", {"model": "claude-test", "max_tokens": 64, "messages": MESSAGES},
+                  "chat", "anthropic", "claude-test"),
+    "ollama-chat": ("/api/chat", "/api/chat", {"model": "llama-test", "messages": MESSAGES}, "chat", "ollama",
+                    "llama-test"),
+    "ollama-generate": ("/api/generate", "/api/generate", {"model": "llama-test", "prompt": "hello"},
+                        "text_completion", "ollama", "llama-test"),
+    "gemini": ("/v1beta/models/gemini-test:streamGenerateContent?alt=sse", "/v1beta/models/gemini-test:generateContent",
+               {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}, "generate_content", "gcp.gemini",
+               "gemini-test"),
+}
+
+
+def raw_request(mock_llm: Any, protocol: str, stream: bool, **mock: Any) -> tuple[str, dict[str, Any]]:
+    streamed, whole, body, *_ = RAW[protocol]
+    body = {**body, **mock}
+    if protocol.startswith("ollama"):
+        body["stream"] = stream  # (Ollama streams unless told otherwise; tested apart)
+    elif protocol == "anthropic":
+        body["stream"] = stream
+    return root(mock_llm) + (streamed if stream else whole), body
+
+
+@pytest.mark.parametrize("library", ["httpx", "httpx2"])
+@pytest.mark.parametrize("protocol", list(RAW))
+def test_raw_stream_is_measured_as_the_server_sent_it(agent: Harness, mock_llm: Any, protocol: str,
+                                                      library: str) -> None:
+    httpx = importlib.import_module(library)
+    label = uuid.uuid4().hex
+    url, body = raw_request(mock_llm, protocol, True, mock_label=label, **TIMED)
+    with httpx.Client() as client:
+        called = time.perf_counter()
+        with client.stream("POST", url, json=body) as response:
+            lines = list(response.iter_lines())
+    truth = mock_llm.timelines[label]
+    sent = truth["tokens"]
+    _, _, _, operation, provider, model = RAW[protocol]
+    attrs = agent.llm_span().attributes
+    assert lines and attrs["llm.stream.outcome"] == "completed" and attrs["llm.stream"] is True
+    assert (attrs["gen_ai.provider.name"], attrs["gen_ai.operation.name"], attrs["gen_ai.request.model"]) == \
+        (provider, operation, model)
+    assert attrs["gen_ai.response.model"] == model and attrs["llm.usage.source"] == "api"
+    assert attrs["gen_ai.usage.output_tokens"] == len(sent) == len(attrs["llm.token.offsets"]) == 12
+    assert attrs["gen_ai.usage.input_tokens"] > 0 and len(attrs["gen_ai.response.finish_reasons"]) == 1
+    # The first token reached the client when the server sent it (loopback; the margins allow for a
+    # busy machine, where the client's thread is not always scheduled at once).
+    assert attrs["llm.time_to_first_token"] == pytest.approx(sent[0] - called, abs=0.02)
+    server_rate = (len(sent) - 1) / (sent[-1] - sent[0])
+    assert attrs["llm.token_generation_rate"] == pytest.approx(server_rate, rel=0.15)
+    assert attrs["llm.inter_token_latency.p50"] == pytest.approx(0.015, abs=0.004)
+    assert count(agent, model, operation, "completed") == 1
+    assert [s.name for s in agent.spans() if s.parent and s.parent.span_id == agent.llm_span().context.span_id] == \
+        ["POST"]  # the HTTP request nests under its LLM call
+
+
+@pytest.mark.parametrize("protocol", list(RAW))
+def test_raw_whole_answer(agent: Harness, mock_llm: Any, protocol: str) -> None:
+    import httpx
+
+    url, body = raw_request(mock_llm, protocol, False)
+    answer = httpx.post(url, json=body).json()
+    attrs = agent.llm_span().attributes
+    assert attrs["llm.stream.outcome"] == "completed" and attrs["llm.stream"] is False
+    assert attrs["gen_ai.usage.output_tokens"] == 10 and attrs["llm.usage.source"] == "api"
+    assert "llm.time_to_first_token" not in attrs and answer
+
+
+def test_ollama_streams_unless_told_not_to(agent: Harness, mock_llm: Any) -> None:
+    import httpx
+
+    with httpx.stream("POST", root(mock_llm) + "/api/chat", json={"model": "llama-test", "messages": MESSAGES}) as r:
+        assert r.headers["content-type"] == "application/x-ndjson"
+        r.read()
+    attrs = agent.llm_span().attributes
+    assert attrs["llm.stream"] is True and len(attrs["llm.token.offsets"]) == 10
+
+
+@pytest.mark.parametrize("protocol", list(RAW))
+def test_raw_errors(agent: Harness, mock_llm: Any, protocol: str) -> None:
+    import httpx
+
+    model, operation = RAW[protocol][5], RAW[protocol][3]
+    with httpx.Client() as client:
+        for status in (429, 500):
+            url, body = raw_request(mock_llm, protocol, True, mock_error=status)
+            assert client.post(url, json=body).status_code == status
+        url, body = raw_request(mock_llm, protocol, True, mock_drop_after=3)
+        with pytest.raises(httpx.RemoteProtocolError), client.stream("POST", url, json=body) as response:
+            response.read()
+        url, body = raw_request(mock_llm, protocol, True, mock_error_event=2)  # an error event mid-stream
+        with client.stream("POST", url, json=body) as response:
+            response.read()
+    errors = sorted(s.attributes["error.type"] for s in agent.llm_spans())
+    stream_error = {"anthropic": "overloaded_error", "gemini": "UNAVAILABLE"}.get(protocol, "stream_error")
+    assert errors == sorted(["429", "500", "RemoteProtocolError", stream_error])
+    assert all(s.attributes["llm.stream.outcome"] == "error" for s in agent.llm_spans())
+    assert count(agent, model, operation, "error") == 4
+    assert agent.value("llm_error_count_total", model=model, operation=operation, error_type="429") == 1
+
+
+def test_ollama_reports_its_own_timings_beside_ours(agent: Harness, mock_llm: Any) -> None:
+    """The server's decode rate and phases go on the span: a ground truth beside the agent's rate."""
+    import httpx
+
+    url, body = raw_request(mock_llm, "ollama-chat", True, mock_load=0.02, **TIMED)
+    with httpx.stream("POST", url, json=body) as response:
+        last = [line for line in response.iter_lines() if line][-1]
+    final = json.loads(last)
+    attrs = agent.llm_span().attributes
+    assert attrs["llm.server.eval_duration"] == final["eval_duration"] / 1e9
+    assert attrs["llm.server.load_duration"] == final["load_duration"] / 1e9 == 0.02
+    assert attrs["llm.server.prompt_eval_duration"] == final["prompt_eval_duration"] / 1e9
+    assert attrs["llm.server.total_duration"] == final["total_duration"] / 1e9
+    assert attrs["llm.server.token_generation_rate"] == final["eval_count"] / (final["eval_duration"] / 1e9)
+    assert attrs["llm.token_generation_rate"] == pytest.approx(attrs["llm.server.token_generation_rate"], rel=0.1)
+
+
+def test_a_last_ndjson_line_without_its_line_end_is_read(harness: Harness) -> None:
+    """Exchange-level: Ollama ends its lines, but a proxy may not; the final counts still count."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import httpx
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = (b'{"model":"m","message":{"content":"hi"},"done":false}\n'
+                    b'{"model":"m","message":{"content":""},"done":true,"eval_count":7,"prompt_eval_count":3}')
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    layer = HTTPXInstrumentor()
+    layer.instrument(telemetry=harness.telemetry)
+    try:
+        httpx.post(f"http://127.0.0.1:{server.server_address[1]}/api/chat", json={"model": "m"})
+    finally:
+        layer.uninstrument()
+        server.shutdown()
+    attrs = harness.llm_span().attributes
+    assert (attrs["gen_ai.usage.output_tokens"], attrs["gen_ai.usage.input_tokens"]) == (7, 3)
+    assert attrs["llm.stream.outcome"] == "completed"
+
+
+# -- the SDKs: every exit path ---------------------------------------------------------------------
+
+def anthropic_client(mock_llm: Any, harness: Harness, traced: bool, **options: Any) -> Any:
+    if SDK_TRACES:  # the SDK's own tracing, into the test's provider, or off
+        options["open_telemetry"] = {"tracer_provider": harness.provider} if traced else False
+    options.setdefault("max_retries", 0)
+    return anthropic.Anthropic(base_url=root(mock_llm), api_key="sk-ant-test", **options)
+
+
+def anthropic_stream(mock_llm: Any, harness: Harness, traced: bool = False, **mock: Any) -> Any:
+    return anthropic_client(mock_llm, harness, traced).messages.create(
+        model="claude-test", max_tokens=64, messages=MESSAGES, stream=True, extra_body=mock or None)
+
+
+def ollama_stream(mock_llm: Any, harness: Harness, **mock: Any) -> Any:
+    return ollama.Client(host=root(mock_llm)).chat(model="llama-test", messages=MESSAGES, stream=True, options=mock)
+
+
+@functools.cache
+def gemini_client(mock_llm: Any) -> Any:
+    """One client per server: a dropped ``genai.Client`` closes its HTTP client, under its streams."""
+    return genai.Client(api_key="test", http_options=genai_types.HttpOptions(base_url=root(mock_llm),
+                                                                             api_version="v1beta"))
+
+
+def gemini_config(**mock: Any) -> Any:
+    return genai_types.GenerateContentConfig(http_options=genai_types.HttpOptions(extra_body=mock)) if mock else None
+
+
+def gemini_stream(mock_llm: Any, harness: Harness, **mock: Any) -> Any:
+    return gemini_client(mock_llm).models.generate_content_stream(model="gemini-test", contents="hello",
+                                                                 config=gemini_config(**mock))
+
+
+#: SDK -> (a stream of a long answer, its model, operation)
+SDK_STREAMS: dict[str, tuple[Callable[..., Any], str, str]] = {
+    "anthropic": (anthropic_stream, "claude-test", "chat"),
+    "anthropic-traced": (lambda m, h, **mock: anthropic_stream(m, h, True, **mock), "claude-test", "chat"),
+    "ollama": (ollama_stream, "llama-test", "chat"),
+    "gemini": (gemini_stream, "gemini-test", "generate_content"),
+}
+
+
+def consumed(stream: Any) -> None:
+    assert len(list(stream)) > 10
+
+
+def break_then_close(stream: Any) -> None:
+    for index, _ in enumerate(stream):
+        if index == 4:  # (past the first content: Anthropic's first events carry none)
+            break
+    stream.close()
+
+
+def break_inside_with(stream: Any) -> None:
+    with stream if hasattr(stream, "__enter__") else contextlib.closing(stream):
+        for index, _ in enumerate(stream):
+            if index == 4:
+                break
+
+
+def exception_in_the_loop_body(stream: Any) -> None:
+    with contextlib.suppress(ValueError):
+        for index, _ in enumerate(stream):
+            if index == 4:
+                raise ValueError("the caller's own bug")
+
+
+def break_then_drop(stream: Any) -> None:
+    for index, _ in enumerate(stream):
+        if index == 4:
+            break
+    del stream
+    gc.collect()
+
+
+EXITS: dict[str, tuple[Callable[[Any], None], str]] = {
+    "consumed": (consumed, "completed"), "break_then_close": (break_then_close, "closed_early"),
+    "break_inside_with": (break_inside_with, "closed_early"),
+    "exception_in_the_loop_body": (exception_in_the_loop_body, "closed_early"),
+    "break_then_drop": (break_then_drop, "closed_early"),
+}
+
+
+@pytest.mark.parametrize("exit_path", list(EXITS))
+@pytest.mark.parametrize("sdk", list(SDK_STREAMS))
+def test_sdk_stream_exits(agent: Harness, mock_llm: Any, sdk: str, exit_path: str) -> None:
+    if sdk == "anthropic-traced" and not SDK_TRACES:
+        pytest.skip(f"anthropic {anthropic.__version__} does not trace its calls")
+    make, model, operation = SDK_STREAMS[sdk]
+    leave, outcome = EXITS[exit_path]
+    leave(make(mock_llm, agent, mock_tokens=30))
+    attrs = wait_for_llm_span(agent).attributes
+    assert attrs["llm.stream.outcome"] == outcome
+    assert attrs["llm.time_to_first_token"] > 0
+    assert count(agent, model, operation, outcome) == 1  # once, though the call also went over httpx
+    if outcome == "completed":
+        assert attrs["gen_ai.usage.output_tokens"] == 30 and attrs["llm.usage.source"] == "api"
+    else:
+        assert attrs["llm.usage.source"] == "estimated" and attrs["gen_ai.usage.output_tokens"] < 30
+
+
+def test_anthropic_stream_dropped_unread(agent: Harness, mock_llm: Any) -> None:
+    anthropic_stream(mock_llm, agent)  # (dropped at once)
+    gc.collect()
+    assert wait_for_llm_span(agent).attributes["llm.stream.outcome"] == "abandoned"
+
+
+@pytest.mark.parametrize("sdk", ["anthropic", "ollama", "gemini"])
+def test_sdk_errors(agent: Harness, mock_llm: Any, sdk: str) -> None:
+    make, model, operation = SDK_STREAMS[sdk]
+    raised = []
+    for mock in ({"mock_error": 429}, {"mock_error": 500}, {"mock_drop_after": 3}, {"mock_error_event": 2}):
+        try:
+            list(make(mock_llm, agent, **mock))
+        except Exception as error:
+            raised.append(type(error).__name__)
+    assert len(raised) == 4
+    spans = agent.llm_spans()
+    assert len(spans) == 4 and {s.attributes["llm.stream.outcome"] for s in spans} == {"error"}
+    assert count(agent, model, operation, "error") == 4
+    error_types = [s.attributes["error.type"] for s in spans]
+    if sdk == "anthropic":  # the SDK layer names the SDK's exception
+        assert error_types[:2] == raised[:2] == ["RateLimitError", "InternalServerError"]
+    else:  # measured from the bytes: the status, or the stream's own error
+        assert error_types[:2] == ["429", "500"]
+
+
+def test_anthropic_whole_answers_helpers_and_raw_responses(agent: Harness, mock_llm: Any) -> None:
+    client = anthropic_client(mock_llm, agent, traced=False)
+    message = client.messages.create(model="claude-test", max_tokens=64, messages=MESSAGES)
+    with client.messages.stream(model="claude-test", max_tokens=64, messages=MESSAGES) as helper:
+        text = "".join(helper.text_stream)
+        final = helper.get_final_message()
+    raw = client.messages.with_raw_response.create(model="claude-test", max_tokens=64, messages=MESSAGES)
+    with client.messages.with_streaming_response.create(model="claude-test", max_tokens=64, messages=MESSAGES,
+                                                        stream=True) as streamed:
+        lines = list(streamed.iter_lines())
+    tools = client.messages.create(model="claude-test", max_tokens=64, messages=MESSAGES, stream=True,
+                                   extra_body={"mock_tool_call": True, "mock_reasoning": "let me think"})
+    kinds = [event.type for event in tools]
+    assert message.usage.output_tokens == 10 and text == final.content[0].text and raw.parse().id and lines
+    assert "content_block_delta" in kinds
+    spans = agent.llm_spans()
+    assert len(spans) == 5 and count(agent, "claude-test", "chat", "completed") == 5
+    by_stream = {s.attributes["llm.stream"]: s.attributes for s in spans}
+    assert by_stream[False]["gen_ai.response.finish_reasons"] == ("end_turn",)
+    assert by_stream[False]["gen_ai.usage.output_tokens"] == 10
+    thought = spans[-1].attributes  # thinking and tool-input deltas are content: 3 + 6 chunks
+    assert thought["gen_ai.response.finish_reasons"] == ("tool_use",) and len(thought["llm.token.offsets"]) == 9
+
+
+def test_anthropic_retries_are_one_call(agent: Harness, mock_llm: Any) -> None:
+    client = anthropic_client(mock_llm, agent, traced=False, max_retries=2)
+    client.messages.create(model="claude-test", max_tokens=64, messages=MESSAGES, extra_body={"mock_fail_attempts": 2})
+    llm = agent.llm_span()
+    attempts = [s for s in agent.spans() if s.parent and s.parent.span_id == llm.context.span_id]
+    assert [a.attributes["http.response.status_code"] for a in attempts] == [503, 503, 200]
+    assert llm.attributes["llm.request.retries"] == 2 and llm.attributes["anthropic.request.id"].startswith("req_")
+
+
+@pytest.mark.skipif(not SDK_TRACES, reason="this anthropic release does not trace its calls")
+def test_anthropic_own_span_is_adopted_not_duplicated(agent: Harness, mock_llm: Any) -> None:
+    """With the SDK's tracing on, each call keeps the SDK's one span; the agent adds its timing to
+    it (the SDK's own attributes win where both have one) and records the metrics."""
+    client = anthropic_client(mock_llm, agent, traced=True)
+    consumed(client.messages.create(model="claude-test", max_tokens=64, messages=MESSAGES, stream=True,
+                                    extra_body={"mock_tokens": 30}))
+    client.messages.create(model="claude-test", max_tokens=64, messages=MESSAGES)
+    with client.messages.stream(model="claude-test", max_tokens=64, messages=MESSAGES) as helper:
+        helper.until_done()
+    with pytest.raises(anthropic.RateLimitError):
+        client.messages.create(model="claude-test", max_tokens=64, messages=MESSAGES, extra_body={"mock_error": 429})
+    spans = agent.llm_spans()
+    assert [s.name for s in spans] == ["anthropic.messages.create"] * 4
+    assert {s.instrumentation_scope.name for s in spans} == {"com.anthropic.sdk.python"}
+    streamed, whole, helper_span, failed = (s.attributes for s in spans)
+    for attrs in (streamed, helper_span):
+        assert attrs["llm.stream.outcome"] == "completed" and attrs["llm.token_generation_rate"] > 0
+        assert "gen_ai.response.time_to_first_chunk" in attrs and "anthropic.message.stop_reason" in attrs
+    assert len(streamed["llm.token.offsets"]) == 30 and streamed["gen_ai.usage.output_tokens"] == 30
+    assert whole["llm.stream.outcome"] == "completed" and whole["llm.usage.source"] == "api"
+    assert failed["llm.stream.outcome"] == "error" and failed["error.type"] == "rate_limit_error"
+    assert count(agent, "claude-test", "chat", "completed") == 3 and count(agent, "claude-test", "chat", "error") == 1
+    assert agent.value("llm_error_count_total", model="claude-test", operation="chat",
+                       error_type="RateLimitError") == 1  # the metrics keep the agent's error type
+    for span in spans:  # the HTTP requests nest under the SDK's span, and nothing else does
+        children = [s for s in agent.spans() if s.parent and s.parent.span_id == span.context.span_id]
+        assert [c.name for c in children] == ["POST"]
+    assert spans[0].end_time >= spans[0].start_time + int(streamed["llm.time_to_first_token"] * 1e9)
+
+
+# -- async -------------------------------------------------------------------------------------------
+
+async def test_async_sdk_streams(agent: Harness, mock_llm: Any) -> None:
+    client = anthropic.AsyncAnthropic(base_url=root(mock_llm), api_key="sk-ant-test", max_retries=0)
+    chunks = [event async for event in await client.messages.create(
+        model="claude-test", max_tokens=64, messages=MESSAGES, stream=True)]
+    parts = [part async for part in await ollama.AsyncClient(host=root(mock_llm)).chat(
+        model="llama-test", messages=MESSAGES, stream=True)]
+    pieces = [piece async for piece in await gemini_client(mock_llm).aio.models.generate_content_stream(
+        model="gemini-test", contents="hello")]
+    assert chunks and parts and pieces
+    spans = agent.llm_spans()
+    assert sorted(s.attributes["gen_ai.provider.name"] for s in spans) == ["anthropic", "gcp.gemini", "ollama"]
+    for span in spans:
+        attrs = span.attributes
+        assert attrs["llm.stream.outcome"] == "completed" and len(attrs["llm.token.offsets"]) == 10
+        assert attrs["gen_ai.usage.output_tokens"] == 10
+
+
+async def test_async_anthropic_break_then_close(agent: Harness, mock_llm: Any) -> None:
+    client = anthropic.AsyncAnthropic(base_url=root(mock_llm), api_key="sk-ant-test", max_retries=0)
+    stream = await client.messages.create(model="claude-test", max_tokens=64, messages=MESSAGES, stream=True,
+                                          extra_body={"mock_tokens": 30})
+    async for _ in stream:
+        break
+    await stream.close()
+    await asyncio.sleep(0)
+    assert agent.llm_span().attributes["llm.stream.outcome"] == "closed_early"
+
+
+# -- the dashboard ---------------------------------------------------------------------------------
+
+def test_the_dashboard_is_provider_independent(agent: Harness, mock_llm: Any) -> None:
+    """The dashboard selects series by service and model only, and every provider's calls give
+    the same series (``model``, ``operation``...): its model variable lists them all."""
+    import re
+    from pathlib import Path
+
+    import httpx
+
+    dashboard = json.loads((Path(__file__).parents[1] / "docker/grafana/dashboards/llm-performance.json").read_text())
+    queries = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", ())]
+    queries += [variable["query"]["query"] for variable in dashboard["templating"]["list"]]
+    matched = {label for query in queries for label in re.findall(r"(\w+)\s*=~", query)}
+    assert matched == {"service", "model"}
+    for protocol in RAW:
+        url, body = raw_request(mock_llm, protocol, False)
+        httpx.post(url, json=body)
+    models = {sample.labels["model"]: set(sample.labels) for metric in agent.registry.collect()
+              if metric.name == "llm_request_duration_seconds" for sample in metric.samples
+              if sample.name.endswith("_count")}
+    assert set(models) == {"claude-test", "llama-test", "gemini-test"}
+    assert all(labels == {"model", "operation", "outcome"} for labels in models.values())
