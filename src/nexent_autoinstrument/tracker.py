@@ -57,6 +57,8 @@ class CallTracker:
     __slots__ = (
         "_finish_reasons",
         "_finish_token",
+        "_gap_count",
+        "_gap_sum",
         "_max_gap",
         "_previous",
         "_stall_after",
@@ -74,14 +76,11 @@ class CallTracker:
         "error_type",
         "estimated_tokens",
         "first_content",
-        "first_timed",
-        "first_timed_index",
+        "first_content_timed",
         "fresh",
         "headers_at",
         "input_tokens",
         "items_claimed",
-        "last_timed",
-        "last_timed_index",
         "model",
         "operation",
         "outcome",
@@ -131,13 +130,13 @@ class CallTracker:
         self.content_chunks = 0
         self.chunks = 0
         self.estimated_tokens = 0
-        # Content chunks whose arrival was timed (see ``fresh``): the first, the last, and the
-        # one before the current, from which the next gap is measured (None after a waiting one).
-        self.first_timed: float | None = None
-        self.first_timed_index = 0
-        self.last_timed = 0.0
-        self.last_timed_index = 0
+        self.first_content_timed = False
+        # Gaps between consecutive content chunks whose arrivals were timed (see ``fresh``): the
+        # decode rate comes from them. ``_previous``: the last timed arrival (None after a chunk
+        # that waited, which ends a run of consecutive arrivals).
         self._previous: float | None = None
+        self._gap_sum = 0.0
+        self._gap_count = 0
         self._times: list[float] = []
         self._times_cap = settings.token_timestamps_max
         #: Indexes (in ``_times``) of content chunks that were waiting when read.
@@ -200,32 +199,29 @@ class CallTracker:
         if text and self.texts is not None:
             self.texts.append(text)
         fresh = self.fresh
+        if self.first_content is None:
+            self.first_content = now
+            self.first_content_timed = fresh is not False
         if fresh is False:
-            self._waited(index, now)
+            self._waited(index)
             return
         if fresh:
             self.fresh = False  # any further chunk from the same read was waiting for this one
         previous = self._previous
         if previous is not None:
             gap = now - previous
+            self._gap_sum += gap
+            self._gap_count += 1
             if gap > self._max_gap:
                 self._max_gap = gap
             if gap > self._stall_after and len(self._stalls) < _MAX_STALL_EVENTS:
                 self._stalls.append((index, gap, now))
-        elif self.first_timed is None:
-            self.first_timed = now
-            self.first_timed_index = index
-            if self.first_content is None:
-                self.first_content = now
-        self._previous = self.last_timed = now
-        self.last_timed_index = index
+        self._previous = now
 
-    def _waited(self, index: int, now: float) -> None:
+    def _waited(self, index: int) -> None:
         """A content chunk that was already there when read: it arrived earlier, at an unknown
         time, so it is no arrival time and no gap (the caller read late, or it came bundled)."""
         self.waiting_chunks += 1
-        if self.first_content is None:
-            self.first_content = now
         if index < self._times_cap:
             self._waiting.append(index)
         self._previous = None
@@ -299,12 +295,11 @@ class CallTracker:
             token_estimate.count(self.texts or ()) or self.estimated_tokens or None)
         ttft = None if self.first_content is None else self.first_content - self.started
         rate = None
-        if self.first_timed is not None and output_tokens:
-            # Tokens that arrived after the first timed content chunk, over the time they took:
-            # the decode rate, from arrivals only (not from chunks that waited for the caller).
-            between, window = self.last_timed_index - self.first_timed_index, self.last_timed - self.first_timed
-            if between > 0 and window > 0:
-                rate = output_tokens * between / self.content_chunks / window
+        if self._gap_count and self._gap_sum > 0 and output_tokens:
+            # Tokens per content chunk over the mean gap between consecutive timed arrivals: the
+            # decode rate (for a caller that keeps up, the tokens after the first chunk over the
+            # time from the first to the last), never from chunks that waited for the caller.
+            rate = output_tokens / self.content_chunks * self._gap_count / self._gap_sum
         gaps = self._gaps()
         slow: list[str] = []
         if duration > settings.slow_request_threshold_seconds:
@@ -367,7 +362,7 @@ class CallTracker:
                 attrs[names.GEN_AI_TIME_TO_FIRST_CHUNK] = ttft
         if sent is not None:
             attrs[names.LLM_TIME_TO_REQUEST_SENT] = sent
-            if ttft is not None and self.first_timed_index == 0 and self.first_timed is not None:
+            if ttft is not None and self.first_content_timed:
                 attrs[names.LLM_SERVER_TTFT] = ttft - sent  # (when the first content was timed)
         if self.headers_at is not None:
             attrs[names.LLM_TIME_TO_RESPONSE_HEADERS] = self.headers_at - self.started
