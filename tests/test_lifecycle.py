@@ -64,14 +64,17 @@ def read_then_break(stream: Any, count: int) -> list[Any]:
     return first
 
 
-def test_resuming_right_after_a_break_completes_the_same_call(agent: Any, mock_llm: Any) -> None:
+def test_resuming_soon_after_a_break_completes_the_same_call(agent: Any, mock_llm: Any) -> None:
     stream = stream_of(mock_llm, tokens=20)
     first = read_then_break(stream, 4)
+    time.sleep(0.3)  # more than a tick of the reaper, within the grace
     rest = list(stream)  # resuming works exactly as without the agent
+    read_all = time.time_ns()
     assert len(first) + len(rest) == 22  # role + 20 content + finish
     span = wait_for_llm_span(agent)
     assert span.attributes["llm.stream.outcome"] == "completed"
     assert len(span.attributes["llm.token.offsets"]) == 20
+    assert span.end_time >= read_all - 5_000_000  # it ended at the end of the stream, not at the break
 
 
 def test_resuming_long_after_a_break_still_gives_every_chunk(agent: Any, mock_llm: Any) -> None:
