@@ -116,18 +116,40 @@ def test_openai_span_is_the_parent_of_each_attempt_and_counts_once(instrumented:
     assert llm.attributes["openai.ratelimit.remaining_requests"] == 4999
     assert instrumented.value("llm_request_duration_seconds_count", model="mock-gpt", operation="chat",
                               outcome="completed") == 1
+    _, headers, _ = mock_llm.requests[-1]  # (attempt spans are made at the end: the server joins the call)
+    assert headers["traceparent"].split("-")[2] == format_span_id(llm.context.span_id)
+
+
+def test_a_single_successful_attempt_has_no_span_of_its_own(instrumented: Any, mock_llm: Any) -> None:
+    client = openai.OpenAI(base_url=mock_llm.base_url, api_key="sk-test", max_retries=2)
+    client.chat.completions.create(**CHAT)
+    list(client.chat.completions.create(**CHAT, stream=True))
+    assert not http_spans(instrumented)  # the call's span says it all
+    assert [s.attributes["http.response.status_code"] for s in instrumented.llm_spans()] == [200, 200]
+    assert instrumented.value("http_client_request_duration_seconds_count", http_request_method="POST",
+                              http_response_status_code="200", server_address="127.0.0.1") == 2
     _, headers, _ = mock_llm.requests[-1]
-    assert headers["traceparent"].split("-")[2] == format_span_id(attempts[-1].context.span_id)
+    assert headers["traceparent"].split("-")[2] == format_span_id(instrumented.llm_spans()[-1].context.span_id)
 
 
-def test_streamed_attempt_ends_when_the_body_is_consumed(instrumented: Any, mock_llm: Any) -> None:
-    client = openai.OpenAI(base_url=mock_llm.base_url, api_key="sk-test", max_retries=0)
-    stream = client.chat.completions.create(**CHAT, stream=True)
-    assert not http_spans(instrumented)  # headers are in, the body is not
-    list(stream)
-    (attempt,) = http_spans(instrumented)
-    assert attempt.parent.span_id == instrumented.llm_span().context.span_id
-    assert attempt.end_time >= instrumented.llm_span().start_time
+def test_every_attempt_has_a_span_on_request(harness_factory: Any, mock_llm: Any) -> None:
+    harness = harness_factory(http_attempt_spans="all")  # LLM_HTTP_ATTEMPT_SPANS=all
+    layers = [OpenAIInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor()]
+    for layer in layers:
+        layer.instrument(telemetry=harness.telemetry)
+    try:
+        client = openai.OpenAI(base_url=mock_llm.base_url, api_key="sk-test", max_retries=0)
+        stream = client.chat.completions.create(**CHAT, stream=True)
+        assert not http_spans(harness)  # headers are in, the body is not
+        list(stream)
+    finally:
+        for layer in layers:
+            layer.uninstrument()
+    (attempt,) = http_spans(harness)
+    assert attempt.parent.span_id == harness.llm_span().context.span_id
+    assert attempt.end_time >= harness.llm_span().start_time
+    _, headers, _ = mock_llm.requests[-1]
+    assert headers["traceparent"].split("-")[2] == format_span_id(attempt.context.span_id)
 
 
 def _raw_stream(library: str, base_url: str, reader: str) -> Any:
@@ -191,8 +213,8 @@ def test_raw_sse_call_is_measured_and_the_user_reads_identical_bytes(
         assert attrs["gen_ai.provider.name"] == "openai_compatible"
         assert len(attrs["llm.token.offsets"]) == 10 and attrs["llm.time_to_first_token"] > 0
         assert attrs["gen_ai.response.finish_reasons"] == ("stop",)
-        (http,) = [s for s in harness.spans() if s.parent and s.parent.span_id == span.context.span_id]
-        assert http.name == "POST"
+        assert attrs["http.response.status_code"] == 200
+        assert not [s for s in harness.spans() if s.parent and s.parent.span_id == span.context.span_id]
 
 
 @pytest.mark.parametrize("library", LIBRARIES)

@@ -81,8 +81,9 @@ def test_otlp_http_export_through_both_doors(door: str, otlp: OTLPHTTPReceiver, 
     assert f"started_by {door}" in result.stdout and "internal_errors {}" in result.stdout
     llm, parent, resource = llm_and_parent(list(otlp.spans()))
     assert llm.trace_id == parent.trace_id and llm.parent_span_id == parent.span_id
-    (http,) = [span for _, span in otlp.spans() if span.parent_span_id == llm.span_id]
-    assert attributes(http.attributes)["http.client.library"] == "httpx2"  # ours, not the official one
+    # One attempt that succeeded: no HTTP span under the call, ours (LLM_HTTP_ATTEMPT_SPANS=retries)
+    # nor the official instrumentation's, which our httpx layer replaces.
+    assert not [span for _, span in otlp.spans() if span.parent_span_id == llm.span_id]
     attrs = attributes(llm.attributes)
     assert attrs["llm.stream.outcome"] == "completed" and attrs["llm.time_to_first_token"] > 0
     assert len(attrs["llm.token.offsets"]) == 10
@@ -210,7 +211,7 @@ def test_without_the_openai_layer_the_http_layer_still_measures_the_call(otlp: O
     spans = {span.name: span for _, span in otlp.spans()}
     llm = spans["chat mock-gpt"]
     assert attributes(llm.attributes)["llm.stream.outcome"] == "completed"
-    assert spans["POST"].parent_span_id == llm.span_id
+    assert attributes(llm.attributes)["http.response.status_code"] == 200
 
 
 def test_prometheus_port_serves_metrics_for_non_web_apps(mock_llm: Any, tmp_path: Path) -> None:
@@ -258,7 +259,7 @@ def test_raw_httpx_stream_under_opentelemetry_instrument_matches_the_openai_laye
     assert result.returncode == 0 and "events 12" in result.stdout, result.stderr
     raw = {span.name: span for _, span in otlp.spans()}
     llm = raw["chat mock-gpt"]
-    assert raw["POST"].parent_span_id == llm.span_id
+    assert "POST" not in raw  # (no HTTP span for a single successful attempt)
     raw_attrs = attributes(llm.attributes)
     assert raw_attrs["llm.stream.outcome"] == "completed" and len(raw_attrs["llm.token.offsets"]) == 10
     assert {"llm_request_duration_seconds", "llm_time_to_first_token_seconds"} <= otlp.metric_names()

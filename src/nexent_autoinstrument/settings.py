@@ -21,6 +21,8 @@ FALSE_WORDS = frozenset({"false", "0", "no", "off", ""})
 TRACE_EXPORTERS = frozenset({"otlp", "jaeger", "console", "none"})
 METRIC_EXPORTERS = frozenset({"otlp", "console", "none"})
 OTLP_PROTOCOLS = frozenset({"http/protobuf", "grpc"})
+#: Which HTTP attempts of an LLM call get a span of their own under the call's span.
+HTTP_ATTEMPT_SPANS = frozenset({"retries", "all"})
 
 
 def telemetry_requested(environ: Mapping[str, str] = os.environ) -> bool:
@@ -42,6 +44,7 @@ class Settings:
     stall_threshold_seconds: float = 2.0
     token_timestamps_max: int = 1000
     inject_stream_usage: bool = False
+    http_attempt_spans: str = "retries"
     capture_content: bool = False
     max_model_labels: int = 100
     prometheus_port: int | None = None
@@ -135,6 +138,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("LLM_STALL_THRESHOLD_SECONDS", "stall_threshold_seconds", _number(float, 0.0, low_open=True)),
     ("LLM_TOKEN_TIMESTAMPS_MAX", "token_timestamps_max", _number(int, 0, 1_000_000)),
     ("LLM_INJECT_STREAM_USAGE", "inject_stream_usage", _parse_bool),
+    ("LLM_HTTP_ATTEMPT_SPANS", "http_attempt_spans", _choice(HTTP_ATTEMPT_SPANS)),
     ("LLM_MAX_MODEL_LABELS", "max_model_labels", _number(int, 1, 10_000)),
     ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "capture_content", _parse_bool),
     ("PROMETHEUS_PORT", "prometheus_port", _number(int, 0, 65535)),

@@ -91,18 +91,31 @@ class Exchange:
         self.json_body: bytearray | None = None
         #: Takes the usage-only event that the agent asked for out of bytes the caller reads raw.
         self.strip: EventFilter | None = None
-        url = request.url
-        self.attributes: dict[str, Any] = {"http.request.method": request.method, **server_attributes(url)}
+        self.request, self.library = request, library
+        self.attributes: dict[str, Any] = {"http.request.method": request.method, **server_attributes(request.url)}
         self.span = None
+        self.error: BaseException | None = None
         lifecycle.ensure_reaper()
+        #: This layer owns the HTTP telemetry of this request (spans, propagation, the duration).
+        self.owns_http = own_span
+        #: An LLM call's attempt gets a span of its own only if it fails or the call is retried
+        #: (the call's span has the rest), unless LLM_HTTP_ATTEMPT_SPANS=all: it is made at the end.
+        self.deferred = own_span and call is not None and telemetry.settings.http_attempt_spans != "all"
         if own_span:
-            parent = trace.set_span_in_context(self.tracker.span) if self.tracker is not None else None
-            self.span = telemetry.tracer.start_span(
-                request.method, context=parent, kind=SpanKind.CLIENT, start_time=self.started_ns,
-                attributes={**self.attributes, "url.full": redact_url(str(url)), "http.client.library": library})
-            propagate.inject(request.headers, context=trace.set_span_in_context(self.span))
+            if self.deferred and self.tracker is not None:  # the server's spans join the call's
+                propagate.inject(request.headers, context=trace.set_span_in_context(self.tracker.span))
+            else:
+                self.span = self._start_span()
+                propagate.inject(request.headers, context=trace.set_span_in_context(self.span))
         if call is not None:
             call.exchange = self
+
+    def _start_span(self) -> Any:
+        parent = trace.set_span_in_context(self.tracker.span) if self.tracker is not None else None
+        return self.telemetry.tracer.start_span(
+            self.request.method, context=parent, kind=SpanKind.CLIENT, start_time=self.started_ns,
+            attributes={**self.attributes, "url.full": redact_url(str(self.request.url)),
+                        "http.client.library": self.library})
 
     def sending(self) -> Any:
         """While a raw LLM call is sent, it is current (other instrumentations' HTTP spans nest
@@ -130,10 +143,9 @@ class Exchange:
         self.attributes["http.response.status_code"] = status
         if status >= 400:
             self.attributes["error.type"] = str(status)
-        if self.span is not None:
-            self.span.set_attribute("http.response.status_code", status)
         if tracker is None:
             return
+        tracker.annotate({"http.response.status_code": status})
         headers = response.headers
         if self.owns_call:
             if status >= 400:
@@ -223,8 +235,8 @@ class Exchange:
         Not after the body was complete: that is a clean-up the SDK swallows, not the request's."""
         if self.body_complete or self.ended:
             return  # (after the caller closed the response, its reads fail: that is no failure)
-        if self.span is not None and names.outcome_of(exc) == names.ERROR:
-            self.span.record_exception(exc)
+        if self.owns_http and names.outcome_of(exc) == names.ERROR:
+            self.error = exc
             self.attributes["error.type"] = type(exc).__name__
         if self.measures_body and self.tracker is not None and not self.tracker.items_claimed:
             lifecycle.end(self.tracker, exc)  # the caller reads the bytes: it sees this very error
@@ -248,14 +260,23 @@ class Exchange:
                 complete = self.body_complete or self.done
                 lifecycle.end(tracker, outcome=outcome or (names.COMPLETED if complete else names.CLOSED_EARLY),
                               at=at)
+        if not self.owns_http:
+            return
+        duration = (_clock() if at is None else at) - self.started
+        failed = "error.type" in self.attributes
+        if self.deferred and (failed or (self.call is not None and self.call.attempts > 1)):
+            self.span = self._start_span()
         if self.span is not None:
-            duration = (_clock() if at is None else at) - self.started
-            if "error.type" in self.attributes:
+            if self.error is not None:
+                self.span.record_exception(self.error)
+            if failed:
                 self.span.set_attribute("error.type", self.attributes["error.type"])
                 self.span.set_status(Status(StatusCode.ERROR, self.attributes["error.type"]))
-            self.span.end(end_time=None if at is None else self.started_ns + int(duration * 1e9))
-            if self.telemetry.http_metrics is not None:
-                self.telemetry.http_metrics.record(duration, self.attributes)
+            if "http.response.status_code" in self.attributes:
+                self.span.set_attribute("http.response.status_code", self.attributes["http.response.status_code"])
+            self.span.end(end_time=self.started_ns + int(duration * 1e9))
+        if self.telemetry.http_metrics is not None:
+            self.telemetry.http_metrics.record(duration, self.attributes)
 
     def failed(self, exc: BaseException) -> None:
         """``send`` itself raised: no response at all."""
