@@ -100,8 +100,7 @@ def harness() -> Harness:
 @pytest.fixture
 def agent(harness: Harness) -> Iterator[Harness]:
     """The whole agent as users run it (openai, httpx and httpx2 layers) recording into ``harness``."""
-    from nexent_autoinstrument.instrumentors.httpx import HTTPX2Instrumentor, HTTPXInstrumentor
-    from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+    from nexent_autoinstrument.instrumentors.otel import HTTPX2Instrumentor, HTTPXInstrumentor, OpenAIInstrumentor
 
     instrumentors = [OpenAIInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor()]
     for instrumentor in instrumentors:

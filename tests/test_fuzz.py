@@ -18,9 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nexent_autoinstrument.guard import internal_errors
-from nexent_autoinstrument.instrumentors.anthropic import AnthropicInstrumentor
-from nexent_autoinstrument.instrumentors.httpx import HTTPX2Instrumentor, HTTPXInstrumentor
-from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+from nexent_autoinstrument.instrumentors.otel import (
+    AnthropicInstrumentor,
+    HTTPX2Instrumentor,
+    HTTPXInstrumentor,
+    OpenAIInstrumentor,
+)
 
 
 @dataclass

@@ -15,8 +15,7 @@ import pytest
 from opentelemetry.trace import format_span_id
 
 from nexent_autoinstrument.instrumentors.exchange import redact_url
-from nexent_autoinstrument.instrumentors.httpx import HTTPX2Instrumentor, HTTPXInstrumentor
-from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+from nexent_autoinstrument.instrumentors.otel import HTTPX2Instrumentor, HTTPXInstrumentor, OpenAIInstrumentor
 
 LIBRARIES = ["httpx", "httpx2"]
 CHAT = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hello"}]}

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import clean_env, make_harness, run_python, wait_for_llm_span
 from nexent_autoinstrument import lifecycle, monitoring_manager
-from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+from nexent_autoinstrument.instrumentors.otel import OpenAIInstrumentor
 from nexent_autoinstrument.tracker import CallTracker
 
 MESSAGES = [{"role": "user", "content": "hello"}]

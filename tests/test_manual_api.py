@@ -205,7 +205,7 @@ def test_everything_is_a_no_op_when_telemetry_is_off(monkeypatch: pytest.MonkeyP
 def test_an_openai_call_inside_monitor_llm_call_is_counted_once(as_manual: Any, mock_llm: Any) -> None:
     import openai
 
-    from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+    from nexent_autoinstrument.instrumentors.otel import OpenAIInstrumentor
 
     OpenAIInstrumentor().instrument(telemetry=as_manual.telemetry)
     try:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from wrapt import FunctionWrapper
 
 from conftest import wait_for_llm_span
-from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+from nexent_autoinstrument.instrumentors.otel import OpenAIInstrumentor
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 

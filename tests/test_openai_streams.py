@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from conftest import wait_for_llm_span
-from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+from nexent_autoinstrument.instrumentors.otel import OpenAIInstrumentor
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 

@@ -23,9 +23,12 @@ from google import genai
 from google.genai import types as genai_types
 
 from conftest import Harness, wait_for_llm_span
-from nexent_autoinstrument.instrumentors.anthropic import AnthropicInstrumentor
-from nexent_autoinstrument.instrumentors.httpx import HTTPX2Instrumentor, HTTPXInstrumentor
-from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+from nexent_autoinstrument.instrumentors.otel import (
+    AnthropicInstrumentor,
+    HTTPX2Instrumentor,
+    HTTPXInstrumentor,
+    OpenAIInstrumentor,
+)
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 TIMED = {"mock_ttft": 0.05, "mock_itl": 0.015, "mock_tokens": 12}  # enough spacing to check rates and gaps

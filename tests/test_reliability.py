@@ -24,8 +24,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from conftest import clean_env, post_chat, run_python, start_example
 from nexent_autoinstrument import lifecycle
 from nexent_autoinstrument.demo import free_port
-from nexent_autoinstrument.instrumentors import openai as openai_layer
-from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
+from nexent_autoinstrument.instrumentors import stainless as openai_layer
+from nexent_autoinstrument.instrumentors.otel import OpenAIInstrumentor
 from nexent_autoinstrument.pipeline import SHUTDOWN_BOUND_SECONDS
 from nexent_autoinstrument.streams import ItemStream
 from receivers import OTLPHTTPReceiver

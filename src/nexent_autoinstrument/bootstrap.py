@@ -48,22 +48,13 @@ def opentelemetry_installed() -> bool:
 INSTRUMENTOR_OPTIONS: dict[str, dict[str, Any]] = {"fastapi": {"exclude_spans": ["receive", "send"]}}
 
 
-def _instrument_when_imported(instrumentor_path: str, library: str) -> None:
-    """Instrument ``library`` through its instrumentor; openai's patches wait for its import."""
-    from importlib import import_module
-    from importlib.util import find_spec
-
-    if find_spec(library) is None:
-        return
-    module_name, class_name = instrumentor_path.split(":")
-    instrumentor = getattr(import_module(module_name), class_name)()
-    if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument(skip_dep_check=True, **INSTRUMENTOR_OPTIONS.get(library, {}))
-
-
 def _instrument_fastapi(module: Any) -> None:
     try:
-        _instrument_when_imported("opentelemetry.instrumentation.fastapi:FastAPIInstrumentor", "fastapi")
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        instrumentor = FastAPIInstrumentor()
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument(skip_dep_check=True, **INSTRUMENTOR_OPTIONS["fastapi"])
     except ImportError:
         logger.info("nexent-autoinstrument: opentelemetry-instrumentation-fastapi is not installed; "
                     "FastAPI requests are not traced")
@@ -71,32 +62,38 @@ def _instrument_fastapi(module: Any) -> None:
         report_internal_error("instrument.fastapi", exc)
 
 
-#: What auto-load and the manual API instrument (``opentelemetry-instrument`` does this itself
-#: through entry points). Names are those of OTEL_PYTHON_DISABLED_INSTRUMENTATIONS.
-#: Our own instrumentors register post-import hooks themselves; others wait for the import here.
-OWN_INSTRUMENTATIONS: dict[str, str] = {
-    "openai": "nexent_autoinstrument.instrumentors.openai:OpenAIInstrumentor",
-    "anthropic": "nexent_autoinstrument.instrumentors.anthropic:AnthropicInstrumentor",
-    "httpx": "nexent_autoinstrument.instrumentors.httpx:HTTPXInstrumentor",
-    "httpx2": "nexent_autoinstrument.instrumentors.httpx:HTTPX2Instrumentor",
-}
-LAZY_INSTRUMENTATIONS: dict[str, tuple[str, Callable[[Any], None]]] = {
+def _activate(layer: str, library: str) -> Callable[[Any], None]:
+    """When ``library`` is imported: switch on our layer for it (its module is imported then)."""
+    def on_import(module: Any) -> None:
+        from importlib import import_module
+
+        import_module(f"nexent_autoinstrument.instrumentors.{layer}").activate(library)
+    return on_import
+
+
+#: What auto-load and the manual API instrument, by the names of
+#: OTEL_PYTHON_DISABLED_INSTRUMENTATIONS (``opentelemetry-instrument`` does this itself, through
+#: our entry points): when the library is imported, and not before, so that a process that never
+#: imports it pays nothing for it.
+ON_IMPORT: dict[str, tuple[str, Callable[[Any], None]]] = {
+    "openai": ("openai", _activate("stainless", "openai")),
+    "anthropic": ("anthropic", _activate("stainless", "anthropic")),
+    "httpx": ("httpx", _activate("httpx", "httpx")),
+    "httpx2": ("httpx2", _activate("httpx", "httpx2")),
     "fastapi": ("fastapi", _instrument_fastapi),
 }
 
 
-def _instrument_libraries(disabled: frozenset[str]) -> None:
-    import wrapt
+#: The libraries the agent's own layers instrument (the rest are other projects' instrumentations).
+OWN_INSTRUMENTATIONS = frozenset({"openai", "anthropic", "httpx", "httpx2"})
 
-    for name, instrumentor in OWN_INSTRUMENTATIONS.items():
+
+def _instrument_libraries(disabled: frozenset[str]) -> None:
+    from .imports import when_imported
+
+    for name, (library, hook) in ON_IMPORT.items():
         if name not in disabled:
-            try:
-                _instrument_when_imported(instrumentor, name)
-            except Exception as exc:
-                report_internal_error(f"instrument.{name}", exc)
-    for name, (module, hook) in LAZY_INSTRUMENTATIONS.items():
-        if name not in disabled:
-            wrapt.register_post_import_hook(hook, module)
+            when_imported(library, hook)
 
 
 def initialize(source: str = "manual") -> Any:

@@ -263,8 +263,15 @@ class HTTPMetrics:
 
 
 def exposition() -> tuple[bytes, str]:
-    """The /metrics payload and its content type; sums over workers in multiprocess mode."""
+    """The /metrics payload and its content type; sums over workers in multiprocess mode. The
+    agent's instruments are made first if no call has needed them yet, so they are always listed."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from . import bootstrap
+
+    telemetry = bootstrap.current_telemetry()
+    if telemetry is not None:
+        telemetry.metrics  # noqa: B018
 
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

@@ -27,8 +27,6 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from . import __version__
 from .guard import export_warnings
-from .lifecycle import end_unfinished
-from .metrics import BulkHistograms, HTTPMetrics, LLMMetrics
 from .settings import Settings
 from .tracker import Telemetry
 
@@ -175,13 +173,14 @@ class Pipeline:
         # When another SDK configuration came first, join its provider and add nothing to it.
         self.owns_tracer_provider = not isinstance(existing, TracerProvider)
         self.tracer_provider: Any = self._make_tracer_provider(settings) if self.owns_tracer_provider else existing
-        self.bulk_histograms = BulkHistograms()
+        self.bulk_histograms: Any = None
         self.meter_provider = self._make_meter_provider(settings)
-        meter = self.meter_provider.get_meter("nexent_autoinstrument", __version__) if self.meter_provider else None
-        self.metrics = LLMMetrics(meter=meter, max_model_labels=settings.max_model_labels, bulk=self.bulk_histograms)
-        self.http_metrics = HTTPMetrics(meter=meter)
         _quiet_repeated_exporter_warnings()
+        self._telemetry = Telemetry(settings, trace.get_tracer("nexent_autoinstrument", __version__,
+                                                               tracer_provider=self.tracer_provider),
+                                    make_metrics=self._make_metrics)
         if settings.prometheus_port is not None:
+            self._telemetry.metrics  # (the instruments exist before the first scrape)  # noqa: B018
             self.metrics_server_port = serve_metrics(settings.prometheus_port)
         atexit.register(self.shutdown)
         _flush_on_sigterm(self.shutdown)
@@ -207,7 +206,9 @@ class Pipeline:
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
         from .bulk_export import WithBulkHistograms
+        from .metrics import BulkHistograms
 
+        self.bulk_histograms = BulkHistograms()
         readers = [PeriodicExportingMetricReader(WithBulkHistograms(e, self.bulk_histograms, self.resource),
                                                  export_timeout_millis=EXPORT_TIMEOUT_SECONDS * 1000)
                    for e in exporters]
@@ -215,10 +216,17 @@ class Pipeline:
         otel_metrics.set_meter_provider(provider)
         return provider
 
+    def _make_metrics(self) -> tuple[Any, Any]:
+        """The metric instruments, made on first use (see ``Telemetry``)."""
+        from .metrics import HTTPMetrics, LLMMetrics
+
+        meter = self.meter_provider.get_meter("nexent_autoinstrument", __version__) if self.meter_provider else None
+        return (LLMMetrics(meter=meter, max_model_labels=self.settings.max_model_labels, bulk=self.bulk_histograms),
+                HTTPMetrics(meter=meter))
+
     def telemetry(self) -> Telemetry:
         """The shared state every call tracker records into."""
-        tracer = trace.get_tracer("nexent_autoinstrument", __version__, tracer_provider=self.tracer_provider)
-        return Telemetry(self.settings, tracer, self.metrics, self.http_metrics)
+        return self._telemetry
 
     def _flush_when_forked_child_exits(self) -> None:
         """multiprocessing ends a forked child with os._exit, which skips atexit; its own exit
@@ -233,6 +241,8 @@ class Pipeline:
         if self._shut_down:
             return
         self._shut_down = True
+        from .lifecycle import end_unfinished
+
         end_unfinished()  # before the providers flush: every call still open is ended and exported
 
         def flush_all() -> None:

@@ -12,9 +12,10 @@ import contextlib
 import itertools
 import logging
 import math
+import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -22,8 +23,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from . import conventions as names
 from .adapters import tokens as token_estimate
 from .guard import report_internal_error
-from .metrics import HTTPMetrics, LLMMetrics
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .metrics import HTTPMetrics, LLMMetrics
 
 logger = logging.getLogger("nexent_autoinstrument")
 
@@ -32,14 +35,40 @@ _MAX_STALL_EVENTS = 32
 
 
 class Telemetry:
-    """What every tracker shares: the settings, a tracer and the metric instruments."""
+    """What every tracker shares: the settings, a tracer and the metric instruments. The
+    instruments may come from ``make_metrics``, on first use (prometheus_client is then imported
+    by the first call that ends, not at start-up)."""
 
-    def __init__(self, settings: Settings, tracer: trace.Tracer, metrics: LLMMetrics,
-                 http_metrics: HTTPMetrics | None = None) -> None:
+    def __init__(self, settings: Settings, tracer: trace.Tracer, metrics: LLMMetrics | None = None,
+                 http_metrics: HTTPMetrics | None = None,
+                 make_metrics: Callable[[], tuple[LLMMetrics, HTTPMetrics]] | None = None) -> None:
         self.settings = settings
         self.tracer = tracer
-        self.metrics = metrics
-        self.http_metrics = http_metrics
+        self._metrics = metrics
+        self._http_metrics = http_metrics
+        self._make_metrics = make_metrics
+        self._lock = threading.Lock()
+
+    def _made(self) -> None:
+        with self._lock:
+            if self._make_metrics is not None:
+                self._metrics, self._http_metrics = self._make_metrics()
+                self._make_metrics = None
+
+    @property
+    def metrics(self) -> LLMMetrics:
+        """The LLM metrics of the contract."""
+        if self._make_metrics is not None:
+            self._made()
+        assert self._metrics is not None
+        return self._metrics
+
+    @property
+    def http_metrics(self) -> HTTPMetrics | None:
+        """``http.client.request.duration``, if recorded."""
+        if self._make_metrics is not None:
+            self._made()
+        return self._http_metrics
 
 
 def percentile(ordered: Sequence[float], fraction: float) -> float:
@@ -301,22 +330,27 @@ class CallTracker:
             # time from the first to the last), never from chunks that waited for the caller.
             rate = output_tokens / self.content_chunks * self._gap_count / self._gap_sum
         gaps = self._gaps()
+        # Read slower than it came: the rate and gaps rest on the few chunks that were timed,
+        # shown on the span but kept out of the histograms (and of the slow-rate verdict).
+        reader_bound = self.waiting_chunks * 5 > self.content_chunks
         slow: list[str] = []
         if duration > settings.slow_request_threshold_seconds:
             slow.append("duration")
-        if rate is not None and rate < settings.slow_token_rate_threshold:
+        if rate is not None and rate < settings.slow_token_rate_threshold and not reader_bound:
             slow.append("token_rate")
         sent = None if self.request_sent is None else self.request_sent - self.started
 
         span = self.span
         if span.is_recording():
-            self._annotate(span, outcome, ttft, rate, gaps, api_usage, output_tokens, slow, duration, sent)
+            self._annotate(span, outcome, ttft, rate, gaps, api_usage, output_tokens, slow, duration, sent,
+                           reader_bound)
         self._writer.end(end_time=None if at is None else self._start_ns + int(duration * 1e9))
         if self.delegated:
             return  # the call inside recorded the metrics (and any slow-call warning)
         self._telemetry.metrics.record(
             model=self.model, operation=self.operation, outcome=outcome, duration=duration,
-            ttft=ttft, rate=rate, gaps=gaps, gaps_sorted=True, input_tokens=self.input_tokens,
+            ttft=ttft, rate=None if reader_bound else rate, gaps=() if reader_bound else gaps, gaps_sorted=True,
+            input_tokens=self.input_tokens,
             output_tokens=output_tokens, error_type=self.error_type, slow_reasons=slow,
             time_to_request_sent=sent, provider=self.provider, response_model=self.response_model,
             server=self.server, stream=self.stream)
@@ -341,7 +375,7 @@ class CallTracker:
 
     def _annotate(self, span: Any, outcome: str, ttft: float | None, rate: float | None,
                   gaps: list[float], api_usage: bool, output_tokens: int | None, slow: list[str],
-                  duration: float, sent: float | None) -> None:
+                  duration: float, sent: float | None, reader_bound: bool) -> None:
         attrs: dict[str, Any] = {names.LLM_STREAM_OUTCOME: outcome}
         if self.stream:
             attrs[names.LLM_STREAM_CHUNKS] = self.chunks
@@ -375,7 +409,7 @@ class CallTracker:
             attrs[names.LLM_ITL_P99] = percentile(gaps, 0.99)
             attrs[names.LLM_ITL_MAX] = max(self._max_gap, gaps[-1])
         if self.stream and self.fresh is not None:  # the HTTP layer timed the reads
-            attrs[names.LLM_READER_BOUND] = self.waiting_chunks * 5 > self.content_chunks
+            attrs[names.LLM_READER_BOUND] = reader_bound
             attrs[names.LLM_READER_SECONDS] = self.reader_seconds
             attrs[names.LLM_WAITING_CHUNKS] = self.waiting_chunks
         if self._times:

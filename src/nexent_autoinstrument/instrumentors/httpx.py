@@ -19,16 +19,15 @@ propagation; this layer then only measures raw LLM calls.
 from __future__ import annotations
 
 import sys
-from collections.abc import Collection
 from typing import Any
 
 import wrapt
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from .. import bootstrap, lifecycle
 from ..adapters.endpoints import endpoint_for
 from ..adapters.sse import decode_json
 from ..guard import report_internal_error
+from ..imports import when_imported
 from .exchange import MAX_JSON_BODY, Exchange, observe_response, unwatch_request, watch_request
 
 
@@ -173,47 +172,29 @@ def _patch(module: Any) -> None:
         report_internal_error("httpx.patch", exc)
 
 
-class _HTTPXFamilyInstrumentor(BaseInstrumentor):
-    """HTTP spans, propagation and raw LLM call measurement. ``instrument(telemetry=...)`` is for tests.
-
-    One concrete class per library: BaseInstrumentor keeps one instance per class, looked up
-    through the class hierarchy, so the two must be siblings, not parent and child."""
-
-    library = ""
-    supported: tuple[str, ...] = ()
-
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return self.supported
-
-    def _instrument(self, **kwargs: Any) -> None:
-        _State.active[self.library] = True
-        if kwargs.get("telemetry") is not None:
-            _State.telemetry = kwargs["telemetry"]
-        wrapt.register_post_import_hook(_patch, self.library)
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        _State.active[self.library] = False
-        if not any(_State.active.values()):
-            _State.telemetry = None
-        module = sys.modules.get(self.library)
-        if module is None:
-            return
-        for owner_name in ("Client", "AsyncClient"):
-            owner = getattr(module, owner_name)
-            current = owner.__dict__.get("send")
-            if isinstance(current, wrapt.FunctionWrapper):
-                owner.send = current.__wrapped__
+#: The releases supported, per library.
+SUPPORTED = {"httpx": ("httpx >= 0.23",), "httpx2": ("httpx2 >= 2.0",)}
 
 
-class HTTPXInstrumentor(_HTTPXFamilyInstrumentor):
-    """httpx, which openai 1.x and 2.x and most other code use."""
+def activate(library: str, telemetry: Any = None) -> None:
+    """Trace and measure ``library``'s requests from now on (patched as soon as it is imported).
+    ``telemetry``: where to record (tests); by default the agent's pipeline."""
+    _State.active[library] = True
+    if telemetry is not None:
+        _State.telemetry = telemetry
+    when_imported(library, _patch)
 
-    library = "httpx"
-    supported = ("httpx >= 0.23",)
 
-
-class HTTPX2Instrumentor(_HTTPXFamilyInstrumentor):
-    """httpx2, which openai 3.x uses."""
-
-    library = "httpx2"
-    supported = ("httpx2 >= 2.0",)
+def deactivate(library: str) -> None:
+    """Stop, and give ``Client.send``/``AsyncClient.send`` back."""
+    _State.active[library] = False
+    if not any(_State.active.values()):
+        _State.telemetry = None
+    module = sys.modules.get(library)
+    if module is None:
+        return
+    for owner_name in ("Client", "AsyncClient"):
+        owner = getattr(module, owner_name)
+        current = owner.__dict__.get("send")
+        if isinstance(current, wrapt.FunctionWrapper):
+            owner.send = current.__wrapped__

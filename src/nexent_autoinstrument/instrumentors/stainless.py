@@ -15,8 +15,8 @@ construction (``__init__``), iteration (``__iter__``/``__aiter__``, ``__next__``
 and ``close`` are patched: the caller gets the SDK's genuine object back (type, repr, copy, the
 raw response's parse cache), however it was made, including ``raw.parse()`` long after the
 request. Streams read through the raw accessors (``iter_lines()``, ``iter_bytes()``, ``text()``...)
-are measured from the bytes by the httpx layer instead. Patches are applied by a post-import
-hook: the agent never imports an SDK itself.
+are measured from the bytes by the httpx layer instead. Patches are applied when the SDK is
+imported (``imports.when_imported``): the agent never imports an SDK itself.
 """
 
 from __future__ import annotations
@@ -26,19 +26,18 @@ import inspect
 import json
 import sys
 import weakref
-from collections.abc import Collection
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import wrapt
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from .. import bootstrap, lifecycle
 from .. import conventions as names
 from ..adapters.endpoints import ANTHROPIC_ENDPOINTS, OPENAI_ENDPOINTS, Endpoint, endpoint_for
 from ..adoption import Adoption
 from ..guard import report_internal_error
+from ..imports import when_imported
 from ..lifecycle import Call
 from ..streams import ItemStream, ameasure, anext_measured, measure, next_measured
 from .exchange import observe_body
@@ -385,24 +384,18 @@ def _unpatch(package: str) -> None:
             setattr(owner, method, current.__wrapped__)
 
 
-class StainlessInstrumentor(BaseInstrumentor):
-    """Traces and measures every call of one Stainless SDK (``package``). ``instrument(telemetry=...)``
-    is for tests. One concrete class per SDK: BaseInstrumentor keeps one instance per class, looked
-    up through the class hierarchy, so they must be siblings, not parent and child."""
+def activate(package: str, telemetry: Any = None) -> None:
+    """Measure ``package``'s calls from now on; its classes are patched as soon as it is imported.
+    ``telemetry``: where to record (tests); by default the agent's pipeline."""
+    layer = _LAYERS[package]
+    layer.active = True
+    layer.telemetry = telemetry
+    when_imported(package, _patch)
 
-    package = ""
 
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return SDKS[self.package].supported
-
-    def _instrument(self, **kwargs: Any) -> None:
-        layer = _LAYERS[self.package]
-        layer.active = True
-        layer.telemetry = kwargs.get("telemetry")
-        wrapt.register_post_import_hook(_patch, self.package)
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        layer = _LAYERS[self.package]
-        layer.active = False
-        layer.telemetry = None
-        _unpatch(self.package)
+def deactivate(package: str) -> None:
+    """Stop measuring ``package`` and take the patches off."""
+    layer = _LAYERS[package]
+    layer.active = False
+    layer.telemetry = None
+    _unpatch(package)
