@@ -93,3 +93,38 @@ def test_installers_are_left_alone_with_telemetry_on(module: str, args: list[str
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert ("nexent_autoinstrument.bootstrap" not in result.stderr) is left_alone
+
+
+LATE_IMPORT = """
+import sys
+print("AT START", sorted({m.split(".")[0] for m in sys.modules} & {"wrapt", "prometheus_client", "httpx",
+                                                                   "nexent_autoinstrument.instrumentors"}),
+      "nexent_autoinstrument.instrumentors.httpx" in sys.modules)
+import httpx
+import wrapt
+print("PATCHED", isinstance(httpx.Client.__dict__["send"], wrapt.FunctionWrapper))
+print("LOADER", type(httpx.__loader__).__name__, type(httpx.__spec__.loader).__name__)
+"""
+
+
+def test_a_library_is_patched_when_imported_and_nothing_is_loaded_before(tmp_path: Path) -> None:
+    result = run_python(LATE_IMPORT, env=clean_env(ENABLE_TELEMETRY="true", OTEL_TRACES_EXPORTER="none"),
+                        tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if line.split(" ")[0] in (
+        "AT", "PATCHED", "LOADER"))
+    assert lines["AT"] == "START [] False"  # neither wrapt, nor prometheus_client, nor our layers
+    assert lines["PATCHED"] == "True"
+    assert lines["LOADER"] == "SourceFileLoader SourceFileLoader"  # the module keeps its own loader
+
+
+def test_when_imported_runs_once_after_the_module_and_at_once_if_it_is_there(tmp_path: Path) -> None:
+    code = (
+        "import sys\nfrom nexent_autoinstrument.imports import when_imported\n"
+        "seen = []\nwhen_imported('os', lambda m: seen.append(('os', hasattr(m, 'sep'))))\n"
+        "when_imported('colorsys', lambda m: seen.append(('colorsys', hasattr(m, 'rgb_to_hsv'))))\n"
+        "print(seen)\nimport colorsys\nimport colorsys\nprint(seen)\n")
+    result = run_python(code, env=clean_env(), tmp_path=tmp_path)
+    first, second = result.stdout.splitlines()[:2]
+    assert first == "[('os', True)]"  # (os was imported already)
+    assert second == "[('os', True), ('colorsys', True)]"  # after the module ran, once
