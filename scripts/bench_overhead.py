@@ -1,280 +1,659 @@
 #!/usr/bin/env python3
-"""Per-chunk overhead of the agent on a streamed chat completion, through the real openai SDK.
+"""What the agent costs an application, row by row, next to OpenLLMetry and the official genai-openai.
 
-A 100,000-chunk SSE stream is served from memory (``httpx.MockTransport`` or
-``httpx2.MockTransport``, whichever the installed openai uses), so only client-side work is
-measured. Bare and instrumented runs are interleaved in one process by toggling
-``instrument()``/``uninstrument()``; the minimum CPU time of each is kept, since noise only
-ever adds time. Instrumented means our openai, httpx and httpx2 layers together, as an
-application runs them, with a real SDK TracerProvider (spans exported to memory) and the
-Prometheus instruments.
+    python scripts/bench_overhead.py --all --peers            # every row, ours and both peers (~20 min)
+    python scripts/bench_overhead.py --rows sync,finish       # some rows, bare vs ours only
+    python scripts/bench_overhead.py --all --peers --json > bench.json   # JSON on stdout, table on stderr
 
-With ``--peers``, the same workload also runs under OpenLLMetry
-(opentelemetry-instrumentation-openai) and the official OpenTelemetry instrumentation
-(opentelemetry-instrumentation-genai-openai), each in a side venv under ``.bench/`` that the
-script makes, with their default settings, an SDK tracer provider exporting to memory and an
-SDK meter provider. A peer's figure is printed only if it really emitted a span per stream.
+"ours" is the agent as an application runs it: every layer of its own table
+(``bootstrap.OWN_INSTRUMENTATIONS``: openai, httpx, httpx2...) together, recording into one
+Telemetry built from Settings (SDK tracer provider exporting to memory, Prometheus instruments).
+Our venv's processes import the agent from a snapshot of src/ taken when the run starts. The
+peers, OpenLLMetry (opentelemetry-instrumentation-openai) and the official OpenTelemetry
+instrumentation (opentelemetry-instrumentation-genai-openai), run in side venvs under
+``.bench/`` that this script makes (same openai and OpenTelemetry SDK as ours), with their
+default settings, an SDK tracer provider exporting to memory and an SDK meter provider.
+Content capture is off for every agent. Each measurement runs in a fresh interpreter
+(``bench_workloads.py``), bare and instrumented alike doing the same work apart from the agent;
+a figure counts only if the agent emitted one LLM span per call.
 
-With ``--callgrind``, the same comparison is made in instructions instead of seconds, which
-is deterministic: each agent consumes one stream of N1 and one of N2 chunks under
-``valgrind --tool=callgrind``, bare and instrumented, and the slope (I(N2) - I(N1)) / (N2 - N1)
-gives the instructions per chunk with start-up cancelled out.
+Rows (``--rows``):
 
-    python scripts/bench_overhead.py [--chunks 100000] [--rounds 5] [--peers] [--json] [--callgrind]
+- ``sync``, ``async``, ``raw``: instructions per chunk, steady state: the slope between one
+  stream of ``--slope`` SMALL and one of LARGE chunks (both above the 1,000-offset cap), so
+  start and finish cancel out. ``raw`` reads a chat stream with httpx/httpx2 ``iter_lines``
+  directly (no SDK); only ours measures that. The in-memory streams are paced (each read waits
+  5 ms, as for a server's tokens) so that the agent times every chunk as it would on a network;
+  a run of ours that still took over 1 % of them as waiting (a busy machine) is made again.
+- ``whole``: instructions per whole streamed call (sync) of 50, 200 and 1,000 chunks, start and
+  finish included: the calls in the measured region, divided by their number.
+- ``finish``: end-of-call work per content chunk, up to the cap. Ours: ``lifecycle.end`` alone,
+  of calls whose tracker was fed 1,000 content chunks (each an arrival) less of calls fed 50,
+  per chunk between. A peer's end cannot be run alone, so it is derived: what the peer adds per
+  whole call at 1,000 chunks less at 50, per chunk between, less what it adds per chunk in the
+  steady state. That is a difference of differences, within about 2,000 instructions of noise
+  (see below), and a negative figure means the peer's cost per chunk grows along a stream.
+- ``create``: instructions per non-streamed ``create`` call.
+- ``startup``: wall time of ``python -c pass`` (and ``-c 'import openai'``), median of
+  ``--startup-runs`` interleaved runs, with telemetry on (ours: ENABLE_TELEMETRY=true through
+  the installed .pth hook; peers: opentelemetry-instrument's sitecustomize with
+  opentelemetry-distro, what ``opentelemetry-instrument python`` runs after its own exec),
+  OTEL_TRACES_EXPORTER=none and OTEL_METRICS_EXPORTER=none, minus the same without.
+- ``concurrency``: 200 concurrent async streams of 200 chunks from a real SSE server on
+  127.0.0.1 (``bench_sse_server.py``, another process; tokens 100 ms apart, the streams evenly
+  spread, so that no client is CPU-bound); the client process's CPU time (user + system) per
+  chunk, as a ratio to a bare client's in the same round: the median of ``--rounds`` rounds,
+  each of one bare client and one per agent, their order reversed every other round. CPU time
+  is noisy here: identical clients differ by several percent from one run to the next.
+- ``memory``: traced memory (tracemalloc) while one 100,000-chunk stream is consumed: peak
+  growth over bare.
+
+The bare runs of the memory and concurrency rows are made once, in our venv (the side venvs
+pin the same openai, httpx2 and pydantic); those of the instruction rows in each agent's own
+venv, since the counts of identical work differ by a few tenths of a percent between venvs
+(about 1,500 instructions per chunk): differences that small are not the agent's.
+
+Instructions are counted by ``valgrind --tool=callgrind --instr-atstart=no``, only between two
+client requests around the measured calls (a tiny C library this script compiles into
+``.bench/``; needs gcc and valgrind's headers), after a warm-up call, with PYTHONHASHSEED=0:
+identical runs agree within a few thousand instructions. Those runs go ``--jobs`` at a time
+(instruction counts do not depend on load); the timed rows run afterwards, one thing at a time.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import importlib
+import concurrent.futures
+import contextlib
+import datetime
 import json
 import os
+import re
+import shlex
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
-import tracemalloc
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BENCH = ROOT / ".bench"
+WORKER = HERE / "bench_workloads.py"
+#: The agent's sources as they were when the run started: other work may change src/ meanwhile.
+SNAPSHOT = BENCH / "snapshot"
+SERVER = HERE / "bench_sse_server.py"
 
-def sse_body(chunks: int) -> list[bytes]:
-    head = (b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"bench",'
-            b'"choices":[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}\n\n')
-    role = (b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"bench",'
-            b'"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n')
-    return [role] + [head] * chunks + [b"data: [DONE]\n\n"]
-
-
-def make_client(body: list[bytes]) -> Any:
-    import openai
-
-    httpx_name = "httpx2" if openai.__version__.startswith("3.") else "httpx"
-    httpx = importlib.import_module(httpx_name)
-
-    def handler(request: Any) -> Any:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=iter(body))
-
-    http_client = httpx.Client(transport=httpx.MockTransport(handler))
-    return openai.OpenAI(base_url="http://bench.invalid/v1", api_key="sk-bench", http_client=http_client)
-
-
-def consume(client: Any) -> int:
-    count = 0
-    for _ in client.chat.completions.create(model="bench", messages=[{"role": "user", "content": "x"}],
-                                            stream=True):
-        count += 1
-    return count
-
-
-def cpu_seconds(client: Any) -> float:
-    gc.collect()
-    started = time.process_time()
-    consume(client)
-    return time.process_time() - started
-
-
-#: agent -> (module, instrumentor class, pip packages for its side venv; empty for ours)
-AGENTS: dict[str, tuple[str, str, list[str]]] = {
-    "nexent-autoinstrument": ("nexent_autoinstrument.instrumentors.openai", "OpenAIInstrumentor", []),
-    "openllmetry": ("opentelemetry.instrumentation.openai", "OpenAIInstrumentor",
-                    ["opentelemetry-instrumentation-openai"]),
-    "otel-genai-openai": ("opentelemetry.instrumentation.genai.openai", "OpenAIInstrumentor",
-                          ["opentelemetry-instrumentation-genai-openai"]),
+OURS = "nexent-autoinstrument"
+#: agent -> pip packages of its side venv (ours runs in the interpreter running this script)
+AGENTS: dict[str, list[str]] = {
+    OURS: [],
+    "openllmetry": ["opentelemetry-instrumentation-openai"],
+    "otel-genai-openai": ["opentelemetry-instrumentation-genai-openai"],
 }
+COLUMNS = {"bare": "bare", OURS: "ours", "openllmetry": "OpenLLMetry", "otel-genai-openai": "genai-openai"}
+ROWS = ("sync", "async", "whole", "finish", "create", "raw", "startup", "concurrency", "memory")
+
+WHOLE_CALLS = {50: 10, 200: 3, 1000: 1}  # chunks per call -> calls in the measured region
+CREATE_CALLS = 20
+FINISH_CHUNKS, FINISH_CALLS = (50, 1000), 5
+MEMORY_CHUNKS = 100_000
+STREAMS, STREAM_CHUNKS, TTFT, ITL = 200, 200, 0.05, 0.1
+CLEAN_PREFIXES = ("OTEL_", "ENABLE_TELEMETRY", "TRACELOOP_", "LLM_", "PROMETHEUS_", "SERVICE_", "JAEGER_",
+                  "TELEMETRY_", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED")
+
+MARKERS_C = """#include <valgrind/callgrind.h>
+void bench_start(void) { CALLGRIND_START_INSTRUMENTATION; CALLGRIND_ZERO_STATS; }
+void bench_dump(const char *label) { CALLGRIND_DUMP_STATS_AT(label); CALLGRIND_STOP_INSTRUMENTATION; }
+"""
 
 
-def make_peer(agent: str) -> tuple[Any, dict[str, Any], Any]:
-    """A peer's instrumentor, its instrument() arguments, and its span exporter."""
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    module, name, _ = AGENTS[agent]
-    provider = TracerProvider()
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    meters = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    instrumentor = getattr(importlib.import_module(module), name)()
-    return instrumentor, {"tracer_provider": provider, "meter_provider": meters}, exporter
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
-def run_peers(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Each peer in its own venv (made on first use), on the same workload, as JSON lines."""
-    results = []
-    for agent, (_, _, packages) in AGENTS.items():
-        if not packages:
-            continue
-        venv = os.path.join(".bench", agent)
-        python = os.path.join(venv, "bin", "python")
-        if not os.path.exists(python):
-            subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-            subprocess.run([python, "-m", "pip", "install", "-q", "openai", "opentelemetry-sdk", *packages],
-                           check=True)
-        run = subprocess.run([python, __file__, "--agent", agent, "--json", "--chunks", str(args.chunks),
-                              "--rounds", str(args.rounds)], capture_output=True, text=True)
-        if run.returncode != 0:
-            results.append({"agent": agent, "error": (run.stderr.strip().splitlines() or ["failed"])[-1]})
-        else:
-            results.append(json.loads(run.stdout.strip().splitlines()[-1]))
+# -- venvs, environment, markers ------------------------------------------------------------------------
+
+def python_of(agent: str) -> str:
+    return sys.executable if agent == OURS else str(BENCH / agent / "bin" / "python")
+
+
+def ensure_venv(agent: str, pins: dict[str, str]) -> None:
+    """A peer's side venv, made on first use, with the openai, httpx2, pydantic and OpenTelemetry
+    SDK ours runs with (and opentelemetry-distro, for the start-up row)."""
+    python = python_of(agent)
+    if agent == OURS or os.path.exists(python):
+        return
+    log(f"making the side venv of {agent} in .bench/ ...")
+    subprocess.run([sys.executable, "-m", "venv", str(BENCH / agent)], check=True)
+    packages = [f"{name}=={pins[name]}" for name in ("openai", "opentelemetry-sdk", "httpx2", "pydantic")
+                if name in pins]
+    subprocess.run([python, "-m", "pip", "install", "-q", *packages, *AGENTS[agent], "opentelemetry-distro"],
+                   check=True)
+
+
+def ensure_markers() -> str:
+    """The callgrind client requests as a shared library (compiled once into .bench/)."""
+    library = BENCH / "callgrind_markers.so"
+    if not library.exists():
+        BENCH.mkdir(exist_ok=True)
+        source = BENCH / "callgrind_markers.c"
+        source.write_text(MARKERS_C)
+        subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    return str(library)
+
+
+def take_snapshot() -> str:
+    """Copy the agent's sources to .bench/snapshot, which our venv's processes import instead of
+    src/ (PYTHONPATH comes before the editable install), so that every measurement of a run is of
+    the same code. Returns which code that is: the commit, and whether src/ had changes."""
+    shutil.rmtree(SNAPSHOT, ignore_errors=True)
+    shutil.copytree(ROOT / "src" / "nexent_autoinstrument", SNAPSHOT / "nexent_autoinstrument",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    changed = git("status", "--porcelain", "--", "src")
+    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes in src/" if changed else "")
+
+
+def clean_env(agent: str, **extra: str) -> dict[str, str]:
+    """The environment of a measured process in ``agent``'s venv: nothing that configures an
+    agent, a fixed hash seed, bytecode cached under .bench/ (never next to the sources), and in
+    our venv the snapshot of the agent first on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(CLEAN_PREFIXES)}
+    env.update(PYTHONHASHSEED="0", PYTHONPYCACHEPREFIX=str(BENCH / "pycache"), TRACELOOP_TRACE_CONTENT="false")
+    if agent == OURS:
+        env["PYTHONPATH"] = str(SNAPSHOT)
+    env.update(extra)
+    return env
+
+
+# -- jobs: one measurement each, in a fresh interpreter -------------------------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    kind: str  # a kind of bench_workloads.py
+    agent: str  # whose venv it runs in (bare runs too)
+    instrumented: bool
+    chunks: int = 0
+    calls: int = 1
+    library: str = ""
+    callgrind: bool = True
+
+    def spec(self, **extra: Any) -> str:
+        fields = {k: v for k, v in asdict(self).items() if k != "callgrind"}
+        return json.dumps({**fields, **extra})
+
+    def cost(self) -> float:
+        """About how long it runs, in chunks read under callgrind."""
+        if not self.callgrind:
+            return self.chunks / 40
+        return self.calls * (self.chunks or 7) + 700
+
+    def describe(self) -> str:
+        what = f"{self.kind}{' ' + self.library if self.library else ''} {self.agent}"
+        what += " instrumented" if self.instrumented else " bare"
+        if self.kind == "concurrency":
+            return what
+        return what + (f", {self.calls} x {self.chunks:,} chunks" if self.chunks else f", {self.calls} calls")
+
+
+def run_worker(python: str, spec: str, env: dict[str, str], prefix: list[str] | None = None) -> dict[str, Any]:
+    run = subprocess.run([*(prefix or []), python, str(WORKER), spec], env=env, capture_output=True, text=True)
+    lines = run.stdout.strip().splitlines()
+    if run.returncode != 0 or not lines:
+        errors = [line for line in run.stderr.strip().splitlines() if not line.startswith("==")]  # (valgrind's)
+        return {"error": f"exit {run.returncode}: {(errors or ['no output'])[-1]}"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def run_job(job: Job, markers: str) -> dict[str, Any]:
+    """Run one job; a callgrind job's result gets the instructions counted in its region."""
+    if not job.callgrind:
+        return run_worker(python_of(job.agent), job.spec(), clean_env(job.agent))
+    with tempfile.TemporaryDirectory() as scratch:
+        out = os.path.join(scratch, "callgrind.out")
+        result = run_worker(python_of(job.agent), job.spec(), clean_env(job.agent, BENCH_CALLGRIND_MARKERS=markers),
+                            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"])
+        for name in os.listdir(scratch):
+            text = Path(scratch, name).read_text(errors="replace")
+            if "Client Request: region" in text:
+                result["instructions"] = int(re.search(r"^summary: (\d+)", text, re.M).group(1))  # type: ignore[union-attr]
+        if "instructions" not in result:
+            result.setdefault("error", "no callgrind dump of the measured region")
+    return result
+
+
+def rerun_reason(job: Job, result: dict[str, Any]) -> str | None:
+    """Why a run does not count: it failed, or the machine was so busy that ours took more than
+    1 % of a paced stream's chunks as waiting for the reader (its cheaper path), not as arrivals."""
+    if "error" in result:
+        return str(result["error"])
+    waiting = result.get("last_span", {}).get("llm.stream.waiting_chunks") or 0
+    if job.callgrind and job.chunks and waiting > job.chunks / 100:
+        return f"{waiting} of {job.chunks} chunks taken as waiting"
+    return None
+
+
+def run_jobs(jobs: list[Job], markers: str, parallel: int) -> dict[Job, dict[str, Any]]:
+    """All jobs, ``parallel`` at a time, longest first; progress on stderr."""
+    results: dict[Job, dict[str, Any]] = {}
+    done = 0
+    lock = threading.Lock()
+
+    def one(job: Job) -> None:
+        nonlocal done
+        started = time.perf_counter()
+        for attempt in range(1, 4):
+            result = run_job(job, markers)
+            why = rerun_reason(job, result)
+            if why is None or attempt == 3:
+                break
+            log(f"again: {job.describe()}: {why}")
+            time.sleep(10)  # a failure may be src/ changing under us (the snapshot is only of our package)
+        with lock:
+            results[job] = result
+            done += 1
+            log(f"[{done:>3}/{len(jobs)}] {job.describe()}: {time.perf_counter() - started:.0f} s"
+                + (f"  ERROR {result['error']}" if "error" in result else ""))
+
+    ordered = sorted(jobs, key=lambda j: -j.cost())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
+        list(pool.map(one, ordered))
     return results
 
 
-class NexentLayers:
-    """Our openai, httpx and httpx2 layers together, as an application runs them."""
-
-    def __init__(self) -> None:
-        from nexent_autoinstrument.instrumentors.httpx import HTTPX2Instrumentor, HTTPXInstrumentor
-        from nexent_autoinstrument.instrumentors.openai import OpenAIInstrumentor
-
-        self.layers = [OpenAIInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor()]
-
-    def instrument(self, **kwargs: Any) -> None:
-        for layer in self.layers:
-            layer.instrument(**kwargs)
-
-    def uninstrument(self) -> None:
-        for layer in self.layers:
-            layer.uninstrument()
+def variants(kind: str, agent: str, **fields: Any) -> list[Job]:
+    return [Job(kind, agent, instrumented, **fields) for instrumented in (False, True)]
 
 
-def make_telemetry() -> Any:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from prometheus_client import CollectorRegistry
+def plan(rows: Iterable[str], agents: list[str], slope: tuple[int, int]) -> list[Job]:
+    """The pooled jobs (callgrind and memory) the rows need."""
+    jobs: set[Job] = set()
+    rows = set(rows)
+    for agent in agents:
+        derive_finish = "finish" in rows and agent != OURS
+        for kind in ("sync", "async"):
+            if kind in rows or (kind == "sync" and derive_finish):
+                for chunks in slope:
+                    jobs.update(variants(kind, agent, chunks=chunks))
+        for chunks, calls in WHOLE_CALLS.items():
+            if "whole" in rows or (derive_finish and chunks in FINISH_CHUNKS):
+                jobs.update(variants("sync", agent, chunks=chunks, calls=calls))
+        if "finish" in rows and agent == OURS:
+            jobs.update(Job("finish", OURS, True, chunks=chunks, calls=FINISH_CALLS) for chunks in FINISH_CHUNKS)
+        if "create" in rows:
+            jobs.update(variants("create", agent, calls=CREATE_CALLS))
+        if "memory" in rows:  # (bare once, in our venv: every venv has the same openai, httpx2 and pydantic)
+            for instrumented in (False, True) if agent == OURS else (True,):
+                jobs.add(Job("memory", agent, instrumented, chunks=MEMORY_CHUNKS, callgrind=False))
+    if "raw" in rows:
+        for library in ("httpx", "httpx2"):
+            for chunks in slope:
+                jobs.update(variants("raw", OURS, chunks=chunks, library=library))
+    return list(jobs)
 
-    from nexent_autoinstrument.metrics import HTTPMetrics, LLMMetrics
-    from nexent_autoinstrument.settings import Settings
-    from nexent_autoinstrument.tracker import Telemetry
 
-    provider = TracerProvider()
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    settings = Settings(enabled=True, slow_request_threshold_seconds=1e9)
-    registry = CollectorRegistry()
-    telemetry = Telemetry(settings, provider.get_tracer("bench"), LLMMetrics(registry), HTTPMetrics(registry))
-    return telemetry, exporter
+# -- the timed rows, one thing at a time -------------------------------------------------------------------
+
+def auto_instrumentation_dir(python: str) -> str:
+    code = "import os, opentelemetry.instrumentation.auto_instrumentation as m; print(os.path.dirname(m.__file__))"
+    return subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def measure(agent: str, chunks: int, rounds: int) -> dict[str, Any]:
-    """Interleaved bare/instrumented rounds for one agent, in this interpreter."""
-    import openai
-
-    body = sse_body(chunks)
-    client = make_client(body)
-    if agent == "nexent-autoinstrument":
-        telemetry, exporter = make_telemetry()
-        instrumentor, kwargs = NexentLayers(), {"telemetry": telemetry}
+def startup(agent: str, runs: int) -> dict[str, Any]:
+    """Median wall time of ``python -c CODE`` without and with the agent, interleaved."""
+    python = python_of(agent)
+    exporters = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
+    if agent == OURS:
+        on = clean_env(agent, ENABLE_TELEMETRY="true", **exporters)
     else:
-        instrumentor, kwargs, exporter = make_peer(agent)
-    consume(client)  # warm up imports and caches
-    bare, instrumented = [], []
-    for _ in range(rounds):
-        bare.append(cpu_seconds(client))
-        instrumentor.instrument(**kwargs)
-        instrumented.append(cpu_seconds(client))
-        instrumentor.uninstrument()
-    spans = [s for s in exporter.get_finished_spans() if s.kind.name == "CLIENT" and s.name != "POST"]
-    if len(spans) < rounds:
-        raise SystemExit(f"{agent} emitted {len(spans)} spans for {rounds} streams: its figure would mean nothing")
-
-    instrumentor.instrument(**kwargs)
-    tracemalloc.start()
-    consume(client)
-    gc.collect()
-    _, peak_instrumented = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    instrumentor.uninstrument()
-    tracemalloc.start()
-    consume(client)
-    _, peak_bare = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    best_bare, best_inst = min(bare), min(instrumented)
-    return {
-        "agent": agent, "openai": openai.__version__, "chunks": chunks,
-        "bare_s": round(best_bare, 4), "instrumented_s": round(best_inst, 4),
-        "overhead_us_per_chunk": round((best_inst - best_bare) / chunks * 1e6, 3),
-        "ratio": round(best_inst / best_bare, 4),
-        "peak_memory_extra_mb": round((peak_instrumented - peak_bare) / 2**20, 3),
-    }
+        on = clean_env(agent, PYTHONPATH=auto_instrumentation_dir(python), OTEL_LOGS_EXPORTER="none", **exporters)
+    off = clean_env(agent)
+    figures: dict[str, Any] = {}
+    for name, code in (("pass", "pass"), ("import openai", "import openai")):
+        samples: dict[str, list[float]] = {"off": [], "on": []}
+        for index in range(runs + 1):  # the first pair only fills the bytecode cache
+            for variant, env in (("off", off), ("on", on)):
+                started = time.perf_counter()
+                subprocess.run([python, "-c", code], env=env, check=True)
+                if index:
+                    samples[variant].append(time.perf_counter() - started)
+        figures[name] = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+    return figures
 
 
-def run_once(agent: str, chunks: int, instrumented: bool) -> None:
-    """Consume one stream (under callgrind): warm up, then the measured stream."""
-    client = make_client(sse_body(chunks))
-    if instrumented:
-        if agent == "nexent-autoinstrument":
-            telemetry, _ = make_telemetry()
-            instrumentor, kwargs = NexentLayers(), {"telemetry": telemetry}
+@contextlib.contextmanager
+def sse_server() -> Iterator[str]:
+    server = subprocess.Popen([sys.executable, str(SERVER), "--chunks", str(STREAM_CHUNKS), "--ttft", str(TTFT),
+                               "--itl", str(ITL)], stdout=subprocess.PIPE, text=True, env=clean_env("bare"))
+    try:
+        port = int(server.stdout.readline())  # type: ignore[union-attr]
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def concurrency(agents: list[str], rounds: int) -> list[dict[str, dict[str, Any]]]:
+    """Rounds of one bare client (our venv; every venv has the same openai, httpx2 and pydantic)
+    and one client per agent, in an order that reverses every round, so that drift cancels out."""
+    measured = []
+    clients = [("bare", OURS, False), *((agent, agent, True) for agent in agents)]
+    with sse_server() as url:
+        for number in range(1, rounds + 1):
+            this_round = {}
+            for name, venv, instrumented in clients if number % 2 else reversed(clients):
+                job = Job("concurrency", venv, instrumented, callgrind=False)
+                started = time.perf_counter()
+                this_round[name] = run_worker(python_of(venv), job.spec(url=url, streams=STREAMS), clean_env(venv))
+                log(f"concurrency round {number}/{rounds}, {job.describe()}: {time.perf_counter() - started:.0f} s")
+            measured.append(this_round)
+    return measured
+
+
+# -- figures ------------------------------------------------------------------------------------------------
+
+#: a table row: its label, and per column the text of a cell and its value for --json
+Cells = dict[str, tuple[str, Any]]
+Row = tuple[str, Cells]
+
+
+class Missing(Exception):
+    """A figure that cannot be given; the message says why."""
+
+
+class Figures:
+    """The figures that the job results give, or ``Missing`` and why."""
+
+    def __init__(self, results: dict[Job, dict[str, Any]]) -> None:
+        self.results = results
+
+    def result(self, job: Job) -> dict[str, Any]:
+        result = self.results.get(job)
+        if result is None:
+            raise Missing("not measured")
+        if "error" in result:
+            raise Missing(result["error"])
+        if job.instrumented and result.get("spans", 0) < result.get("expected_spans", 0):
+            raise Missing(f"{result.get('spans', 0)} spans for {result['expected_spans']} calls")
+        return result
+
+    def count(self, job: Job) -> int:
+        return int(self.result(job)["instructions"])
+
+    def slope(self, kind: str, agent: str, instrumented: bool, sizes: tuple[int, int], library: str = "") -> float:
+        small, large = (self.count(Job(kind, agent, instrumented, chunks=n, library=library)) for n in sizes)
+        return (large - small) / (sizes[1] - sizes[0])
+
+    def per_call(self, job: Job) -> float:
+        return self.count(job) / job.calls
+
+
+def cell(compute: Callable[..., tuple[str, Any]], *args: Any) -> tuple[str, Any]:
+    """(text, value) of ``compute(*args)``, or why there is none."""
+    try:
+        return compute(*args)
+    except Missing as why:
+        return f"n/m ({why})", None
+
+
+def added(bare: float, instrumented: float, percent: bool = False) -> tuple[str, Any]:
+    """What the agent adds to ``bare``: as a ratio, or as a percentage."""
+    extra = instrumented - bare
+    text = f"+{extra:,.0f} " + (f"(+{extra / bare:.1%})" if percent else f"(x{instrumented / bare:.3f})")
+    return text, {"bare": bare, "instrumented": instrumented, "added": extra, "ratio": instrumented / bare}
+
+
+#: a measure of one agent's venv, bare (False) or instrumented (True)
+Measure = Callable[[str, bool], float]
+
+
+def comparison(label: str, measure: Measure, agents: list[str], percent: bool = False,
+               only_ours: bool = False) -> Row:
+    """A row of instructions: bare (in our venv), then what each agent adds to its own bare run."""
+    cells: Cells = {"bare": cell(lambda: (f"{measure(OURS, False):,.0f}", measure(OURS, False)))}
+    for agent in agents:
+        if only_ours and agent != OURS:
+            cells[agent] = ("n/a", None)
         else:
-            instrumentor, kwargs, _ = make_peer(agent)
-        instrumentor.instrument(**kwargs)
-    consume(client)
+            cells[agent] = cell(lambda a: added(measure(a, False), measure(a, True), percent), agent)
+    return label, cells
 
 
-def instructions(python: str, agent: str, chunks: int, instrumented: bool) -> int:
-    """Instructions executed by one ``run_once`` process, counted by callgrind."""
-    import re
-    import tempfile
+def instructions_rows(figures: Figures, rows: set[str], agents: list[str], slope: tuple[int, int]) -> list[Row]:
+    """The callgrind rows."""
+    def steady(kind: str, library: str = "") -> Measure:
+        return lambda agent, instrumented: figures.slope(kind, agent, instrumented, slope, library)
 
-    with tempfile.TemporaryDirectory() as scratch:
-        run = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={scratch}/out", python, __file__,
-             "--run-once", agent, "--chunks", str(chunks), *(["--instrumented"] if instrumented else [])],
-            capture_output=True, text=True, check=True)
-    return int(re.search(r"Collected : (\d+)", run.stderr).group(1))
+    def whole(chunks: int) -> Measure:
+        return lambda agent, instrumented: figures.per_call(
+            Job("sync", agent, instrumented, chunks=chunks, calls=WHOLE_CALLS[chunks]))
+
+    def creates(agent: str, instrumented: bool) -> float:
+        return figures.per_call(Job("create", agent, instrumented, calls=CREATE_CALLS))
+
+    def finish(agent: str) -> tuple[str, Any]:
+        """Ours: the end of calls of 1,000 content chunks less that of calls of 50, per chunk
+        between. A peer's (whose end cannot be run alone): what it adds per call at 1,000 chunks
+        less at 50, per chunk between, less what it adds per chunk in the steady state."""
+        few, many = FINISH_CHUNKS
+        if agent == OURS:
+            ends = [figures.per_call(Job("finish", OURS, True, chunks=n, calls=FINISH_CALLS)) for n in (few, many)]
+            value = (ends[1] - ends[0]) / (many - few)
+            return f"{value:,.0f}", {"per_chunk": value, "end_of_call": {few: ends[0], many: ends[1]}}
+
+        def extra(measure: Measure) -> float:
+            return measure(agent, True) - measure(agent, False)
+        value = (extra(whole(many)) - extra(whole(few))) / (many - few) - extra(steady("sync"))
+        return f"{value:,.0f} (derived)", {"per_chunk": value}
+
+    table: list[Row] = []
+    if "sync" in rows:
+        table.append(comparison("sync stream, steady, instructions per chunk", steady("sync"), agents))
+    if "async" in rows:
+        table.append(comparison("async stream, steady, instructions per chunk", steady("async"), agents))
+    if "whole" in rows:
+        table += [comparison(f"whole streamed call (sync), {chunks:,} chunks, instructions per call",
+                             whole(chunks), agents, percent=True) for chunks in WHOLE_CALLS]
+    if "finish" in rows:
+        cells: Cells = {"bare": ("n/a", None), **{a: cell(finish, a) for a in agents}}
+        table.append(("finish (end-of-call work), instructions per content chunk up to the 1,000 cap", cells))
+    if "create" in rows:
+        table.append(comparison("non-streamed create, instructions per call", creates, agents))
+    if "raw" in rows:
+        table += [comparison(f"raw {library} iter_lines over an SSE chat stream, steady, instructions per chunk",
+                             steady("raw", library), agents, only_ours=True) for library in ("httpx", "httpx2")]
+    return table
 
 
-def callgrind_table(args: argparse.Namespace) -> None:
-    small, large = args.chunks // 4, args.chunks
-    print(f"instructions per chunk, slope between streams of {small:,} and {large:,} chunks (callgrind)")
-    print(f"{'agent':<24}{'bare':>10}{'instrumented':>14}{'added':>9}{'ratio':>8}")
-    for agent, (_, _, packages) in AGENTS.items():
-        if packages and not args.peers:
-            continue
-        python = sys.executable if not packages else os.path.join(".bench", agent, "bin", "python")
-        slopes = []
-        for instrumented in (False, True):
-            counts = [instructions(python, agent, n, instrumented) for n in (small, large)]
-            slopes.append((counts[1] - counts[0]) / (large - small))
-        print(f"{agent:<24}{slopes[0]:>10,.0f}{slopes[1]:>14,.0f}{slopes[1] - slopes[0]:>9,.0f}"
-              f"{slopes[1] / slopes[0]:>8.3f}")
+def startup_rows(measured: dict[str, dict[str, Any]], agents: list[str]) -> list[Row]:
+    table = []
+    for name in ("pass", "import openai"):
+        ours = measured[OURS][name]
+        cells: Cells = {"bare": (f"{ours['off']:.1f} ms", ours["off"])}
+        for agent in agents:
+            figure = measured[agent][name]
+            added = figure["on"] - figure["off"]
+            cells[agent] = (f"+{added:.1f} ms", {"added_ms": added, **figure})
+        table.append((f"start-up, python -c '{name}', telemetry on: wall ms added (median)", cells))
+    return table
+
+
+def concurrency_row(rounds: list[dict[str, dict[str, Any]]], agents: list[str], notes: list[str]) -> Row:
+    def per_chunk(result: dict[str, Any]) -> float:
+        if "error" in result:
+            raise Missing(result["error"])
+        if result["job"]["instrumented"] and result.get("spans", 0) < result["expected_spans"]:
+            raise Missing(f"{result.get('spans', 0)} spans for {result['expected_spans']} streams")
+        return float(result["cpu_s"] / result["chunks"] * 1e6)
+
+    for this_round in rounds:
+        for name, result in this_round.items():
+            if result.get("cpu_s", 0) > 0.9 * result.get("wall_s", 1):
+                notes.append(f"concurrency: the {name} client was CPU-bound "
+                             f"({result['cpu_s']:.1f} s CPU in {result['wall_s']:.1f} s): chunks were read together")
+
+    def ratio(agent: str) -> tuple[str, Any]:
+        pairs = [(per_chunk(r["bare"]), per_chunk(r[agent])) for r in rounds]
+        middle = statistics.median(inst / bare for bare, inst in pairs)
+        return f"x{middle:.3f}", {"ratio": middle, "us_per_chunk_bare_and_instrumented": pairs}
+
+    bare = cell(lambda: (f"{statistics.median(per_chunk(r['bare']) for r in rounds):.0f} us CPU",
+                         [per_chunk(r["bare"]) for r in rounds]))
+    cells: Cells = {"bare": bare, **{agent: cell(ratio, agent) for agent in agents}}
+    return f"{STREAMS} concurrent async streams x {STREAM_CHUNKS} chunks, loopback: client CPU per chunk", cells
+
+
+def memory_row(figures: Figures, agents: list[str]) -> Row:
+    def peak(agent: str, instrumented: bool) -> dict[str, Any]:
+        return figures.result(Job("memory", agent, instrumented, chunks=MEMORY_CHUNKS, callgrind=False))
+
+    cells = {"bare": cell(lambda: (f"peak {peak(OURS, False)['peak_bytes'] / 2**20:.2f} MB",
+                                   peak(OURS, False)["peak_bytes"]))}
+    for agent in agents:
+        def growth(agent: str = agent) -> tuple[str, Any]:
+            bare, inst = peak(OURS, False), peak(agent, True)
+            extra = (inst["peak_bytes"] - bare["peak_bytes"]) / 2**20
+            kept = (inst["retained_bytes"] - bare["retained_bytes"]) / 2**20
+            return f"{extra:+.2f} MB", {"peak_mb": extra, "retained_mb": kept}
+        cells[agent] = cell(growth)
+    return f"memory growth, one {MEMORY_CHUNKS:,}-chunk stream (tracemalloc peak)", cells
+
+
+def odd_things(results: dict[Job, dict[str, Any]], concurrency_rounds: list[dict[str, dict[str, Any]]]) -> list[str]:
+    """Warnings, internal errors, missing spans or unexpected outcomes seen in any run."""
+    seen: list[str] = []
+    everything = [(job.describe(), r, rerun_reason(job, r)) for job, r in results.items()]
+    for number, this_round in enumerate(concurrency_rounds, 1):
+        everything += [(f"concurrency round {number}, {name}", r, r.get("error")) for name, r in this_round.items()]
+    for what, result, still_wrong in sorted(everything, key=lambda item: item[0]):
+        problems = [still_wrong] if still_wrong else []
+        if result.get("warnings"):
+            problems.append(f"{result['warnings']} warnings logged, the first: {result['first_warning']}")
+        if result.get("internal_errors"):
+            problems.append(f"internal errors: {result['internal_errors']}")
+        if result.get("job", {}).get("instrumented") and result.get("spans") != result.get("expected_spans"):
+            problems.append(f"{result.get('spans')} LLM spans for {result.get('expected_spans')} calls")
+        last = result.get("last_span", {})
+        if last.get("llm.stream.outcome") not in (None, "completed"):
+            problems.append(f"outcome {last['llm.stream.outcome']}")
+        if last.get("llm.stream.waiting_chunks") and result.get("job", {}).get("kind") == "concurrency":
+            problems.append(f"{last['llm.stream.waiting_chunks']} of the last stream's chunks taken as waiting "
+                            f"(reader_bound={last.get('llm.stream.reader_bound')})")
+        if problems:
+            seen.append(f"{what}: {'; '.join(problems)}")
+    return seen
+
+
+def markdown(table: list[Row], agents: list[str]) -> str:
+    columns = ["bare", *agents]
+    lines = ["| path | " + " | ".join(COLUMNS[c] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for label, cells in table:
+        lines.append(f"| {label} | " + " | ".join(cells.get(c, ("", None))[0] for c in columns) + " |")
+    return "\n".join(lines)
+
+
+# -- main -----------------------------------------------------------------------------------------------------
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.split("\n")[1:]))
+    parser.add_argument("--all", action="store_true", help="every row (the default when --rows is not given)")
+    parser.add_argument("--rows", default="", help=f"comma-separated, of: {','.join(ROWS)}")
+    parser.add_argument("--peers", action="store_true", help="also OpenLLMetry and genai-openai, in side venvs")
+    parser.add_argument("--json", action="store_true", help="JSON results on stdout (the table goes to stderr)")
+    parser.add_argument("--slope", default="1250,2500", help="the two stream sizes of the per-chunk slopes")
+    parser.add_argument("--chunks", type=int, help="the larger slope size (shorthand for --slope 1250,N)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the concurrency row")
+    parser.add_argument("--startup-runs", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="callgrind runs at a time")
+    parser.add_argument("--callgrind", action="store_true", help=argparse.SUPPRESS)  # old name of --rows sync
+    args = parser.parse_args()
+    args.rows = [r for r in args.rows.split(",") if r] or (["sync"] if args.callgrind and not args.all else list(ROWS))
+    unknown = set(args.rows) - set(ROWS)
+    if unknown:
+        parser.error(f"unknown rows: {', '.join(sorted(unknown))}")
+    small, large = (int(n) for n in args.slope.split(","))
+    args.slope = (small, args.chunks or large)
+    args.agents = [a for a in AGENTS if a == OURS or args.peers]
+    return args
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Every row asked for: the table, what was noticed, the raw results and how long each phase took."""
+    rows, agents = set(args.rows), args.agents
+    jobs = plan(rows, agents, args.slope)
+    phases: dict[str, float] = {}
+    results: dict[Job, dict[str, Any]] = {}
+    started = time.perf_counter()
+    if jobs:
+        results = run_jobs(jobs, ensure_markers() if any(j.callgrind for j in jobs) else "", args.jobs)
+        phases["callgrind and memory"] = time.perf_counter() - started
+    table = instructions_rows(Figures(results), rows, agents, args.slope)
+    notes: list[str] = []
+    measured_startup: dict[str, Any] = {}
+    if "startup" in rows:
+        started = time.perf_counter()
+        measured_startup = {agent: startup(agent, args.startup_runs) for agent in agents}
+        table += startup_rows(measured_startup, agents)
+        phases["startup"] = time.perf_counter() - started
+    concurrency_rounds: list[dict[str, dict[str, Any]]] = []
+    if "concurrency" in rows:
+        started = time.perf_counter()
+        concurrency_rounds = concurrency(agents, args.rounds)
+        table.append(concurrency_row(concurrency_rounds, agents, notes))
+        phases["concurrency"] = time.perf_counter() - started
+    if "memory" in rows:
+        table.append(memory_row(Figures(results), agents))
+    notes += odd_things(results, concurrency_rounds)
+    return {"table": table, "notes": notes, "phases_s": phases, "startup_ms": measured_startup,
+            "concurrency": concurrency_rounds,
+            "jobs": [{**asdict(job), **{k: v for k, v in r.items() if k != "job"}} for job, r in results.items()]}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--chunks", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--agent", choices=sorted(AGENTS), default="nexent-autoinstrument")
-    parser.add_argument("--peers", action="store_true", help="also run the peers, each in its side venv")
-    parser.add_argument("--json", action="store_true", help="print one JSON line (used for the peers)")
-    parser.add_argument("--callgrind", action="store_true", help="count instructions instead of seconds")
-    parser.add_argument("--run-once", choices=sorted(AGENTS), help=argparse.SUPPRESS)
-    parser.add_argument("--instrumented", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.run_once:
-        run_once(args.run_once, args.chunks, args.instrumented)
-        return
-    if args.callgrind:
-        callgrind_table(args)
-        return
+    args = parse_args()
+    begun = time.perf_counter()
+    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]])
+    agent_code = take_snapshot()
+    ours_versions = run_worker(sys.executable, Job("versions", OURS, False).spec(), clean_env(OURS))["versions"]
+    for agent in args.agents:
+        ensure_venv(agent, ours_versions)
+    versions = {agent: run_worker(python_of(agent), Job("versions", agent, False).spec(), clean_env(agent))
+                for agent in args.agents}
 
-    result = measure(args.agent, args.chunks, args.rounds)
+    measured = measure(args)
+    elapsed = time.perf_counter() - begun
+    date = datetime.datetime.now(datetime.timezone.utc)
+    header = [
+        f"date: {date:%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()} cores, python {versions[OURS]['python']}; "
+        f"took {elapsed / 60:.1f} min",
+        "versions: " + "; ".join(f"{COLUMNS[a]}: " + ", ".join(f"{k} {v}" for k, v in versions[a]["versions"].items()
+                                                            if k not in ("httpx", "httpx2", "pydantic"))
+                                 for a in args.agents),
+        f"agent code: {agent_code} (a snapshot taken at the start, measured throughout)",
+        f"command: {command}",
+        f"instructions: callgrind, slopes between streams of {args.slope[0]:,} and {args.slope[1]:,} chunks; "
+        "x = ratio to bare; n/a: the agent does not instrument that path; n/m: not measured (why)",
+    ]
+    text = "\n".join([*header, "", markdown(measured["table"], args.agents)])
+    if measured["notes"]:
+        text += "\n\nnoticed while measuring:\n" + "\n".join(f"- {n}" for n in measured["notes"])
+    print(text, file=sys.stderr if args.json else sys.stdout)
     if args.json:
-        print(json.dumps(result))
-        return
-    results = [result, *(run_peers(args) if args.peers else [])]
-    print(f"python {sys.version.split()[0]}, {args.chunks:,} chunks per stream, "
-          f"min CPU time of {args.rounds} interleaved bare/instrumented rounds")
-    print(f"{'agent':<24}{'openai':>9}{'bare us/chunk':>15}{'added us/chunk':>16}{'ratio':>8}{'memory MB':>11}")
-    for r in results:
-        if "error" in r:
-            print(f"{r['agent']:<24}  did not run: {r['error']}")
-            continue
-        print(f"{r['agent']:<24}{r['openai']:>9}{r['bare_s'] / r['chunks'] * 1e6:>15.2f}"
-              f"{r['overhead_us_per_chunk']:>16.2f}{r['ratio']:>8.3f}{r['peak_memory_extra_mb']:>+11.2f}")
+        rows = {label: {COLUMNS[c]: value for c, (_, value) in cells.items()} for label, cells in measured.pop("table")}
+        print(json.dumps({"date": date.isoformat(), "command": command, "elapsed_s": elapsed, "agent_code": agent_code,
+                          "versions": versions, "slope_sizes": args.slope, "rows": rows, **measured}, indent=1))
 
 
 if __name__ == "__main__":
