@@ -123,7 +123,7 @@ def _memory_tracer() -> tuple[Any, Any]:
 
 def instrument_ours() -> Spans:
     """Our layers as an application runs them: every instrumentor of the agent's own table
-    (``bootstrap.OWN_INSTRUMENTATIONS``: openai, httpx, httpx2, ...) whose library is installed,
+    (``instrumentors.otel.INSTRUMENTORS``: openai, anthropic, httpx, httpx2) whose library is installed,
     all recording into one Telemetry made as the test harness makes it (SDK tracer provider to
     memory, Prometheus instruments in a private registry). Content capture off (the default); no
     slow-call warnings (the concurrency row's streams last seconds)."""
@@ -131,7 +131,7 @@ def instrument_ours() -> Spans:
 
     from prometheus_client import CollectorRegistry
 
-    from nexent_autoinstrument.bootstrap import OWN_INSTRUMENTATIONS
+    from nexent_autoinstrument.instrumentors.otel import INSTRUMENTORS
     from nexent_autoinstrument.metrics import HTTPMetrics, LLMMetrics
     from nexent_autoinstrument.settings import Settings
     from nexent_autoinstrument.tracker import Telemetry
@@ -143,10 +143,9 @@ def instrument_ours() -> Spans:
     telemetry = Telemetry(settings, provider.get_tracer("bench"),
                           LLMMetrics(registry=registry, max_model_labels=settings.max_model_labels),
                           HTTPMetrics(registry=registry))
-    for library, path in OWN_INSTRUMENTATIONS.items():
+    for library, instrumentor in INSTRUMENTORS.items():
         if find_spec(library) is not None:
-            module, name = path.split(":")
-            getattr(importlib.import_module(module), name)().instrument(telemetry=telemetry, skip_dep_check=True)
+            instrumentor().instrument(telemetry=telemetry, skip_dep_check=True)
     return Spans(exporter, telemetry)
 
 

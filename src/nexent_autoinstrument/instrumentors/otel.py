@@ -66,3 +66,10 @@ class HTTPX2Instrumentor(_HTTPXFamilyInstrumentor):
     """httpx2, which openai 3.x uses."""
 
     library = "httpx2"
+
+
+#: Every instrumentor of the agent, by the library it instruments.
+INSTRUMENTORS: dict[str, type[BaseInstrumentor]] = {
+    "openai": OpenAIInstrumentor, "anthropic": AnthropicInstrumentor,
+    "httpx": HTTPXInstrumentor, "httpx2": HTTPX2Instrumentor,
+}
