@@ -257,6 +257,40 @@ def test_a_skimmed_event_is_a_plain_content_delta(event: dict[str, Any], spacing
     assert recorded[0][1][0]  # with non-empty text
 
 
+def plain_delta(content: str) -> dict[str, Any]:
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {"content": content}, "logprobs": None, "finish_reason": None}]}
+
+
+@settings(max_examples=400, deadline=None)
+@given(learned=text.filter(bool), other=st.one_of(text.map(plain_delta), chunk), spacing=st.sampled_from([compact, {}]),
+       ascii_only=st.booleans())
+def test_a_read_recognised_without_decoding_is_the_learned_delta_with_other_text(
+        learned: str, other: dict[str, Any], spacing: dict[str, Any], ascii_only: bool) -> None:
+    """A network read that ``PlainReads`` recognises from its bytes decodes to exactly the event it
+    learned, but for a non-empty content text: nothing else to read in it. And a plain delta like
+    the learned one, as servers write them (compact), is recognised: the fast path engages."""
+    from nexent_autoinstrument.adapters.openai import skim_chat_event
+    from nexent_autoinstrument.adapters.sse import PlainReads, SSEDecoder
+
+    def read(event: dict[str, Any]) -> bytes:
+        return b"data: " + json.dumps(event, ensure_ascii=ascii_only, **spacing).encode() + b"\n\n"
+
+    plain = PlainReads(b'"content":"')
+    first = read(plain_delta(learned))
+    if skim_chat_event(first[6:-2]):
+        plain.learn(first)
+    second = read(other)
+    if plain.match(second) is not None:
+        [data] = SSEDecoder().feed(second)
+        decoded = json.loads(data)
+        content = decoded["choices"][0]["delta"]["content"]
+        assert content and decoded == plain_delta(content)
+    elif spacing is compact:
+        content = json.loads(second[6:-2])["choices"][0]["delta"].get("content") if other["choices"] else None
+        assert not (content and other == plain_delta(content))  # only an empty text is left to the decoder
+
+
 # -- the other providers' protocols ---------------------------------------------------------------
 
 count_value = st.one_of(st.integers(-3, 10**6), st.none(), st.just("7"), st.floats(allow_nan=False))

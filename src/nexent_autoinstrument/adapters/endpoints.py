@@ -37,6 +37,8 @@ class Endpoint:
     read_response: Reader = openai.read_response
     #: From an event's raw bytes: True when it is a plain content delta that needs no parsing.
     skim: Callable[[bytes], bool] | None = None
+    #: Where a plain delta's text begins in its bytes (``sse.PlainReads``), when its other bytes repeat.
+    plain_key: bytes = b""
     #: ``gen_ai.provider.name`` from the server's host (and whether the SDK client is Azure's).
     provider: Callable[[str | None, bool], str] = openai.provider_for
     #: Whether the answer streams: fixed by the path, or None: the body's ``stream`` (else ``stream_default``).
@@ -86,16 +88,19 @@ _gemini = partial(Endpoint, read_event=gemini.read_event, read_response=gemini.r
 #: or cancelling stored completions and responses) is no LLM call.
 OPENAI_ENDPOINTS: tuple[tuple[str, Endpoint], ...] = (
     ("/chat/completions", Endpoint("chat", openai.read_chat_chunk, openai.read_chat_event,
-                                   skim=openai.skim_chat_event, accepts_stream_options=True)),
+                                   skim=openai.skim_chat_event, plain_key=b'"content":"',
+                                   accepts_stream_options=True)),
     ("/completions", Endpoint("text_completion", openai.read_completion_chunk, openai.read_completion_event,
-                              skim=openai.skim_completion_event, accepts_stream_options=True)),
+                              skim=openai.skim_completion_event, plain_key=b'"text":"',
+                              accepts_stream_options=True)),
     ("/embeddings", Endpoint("embeddings")),
     ("/responses", Endpoint("generate_content", openai.read_response_event, openai.read_response_event,
                             skim=openai.skim_response_event, end_values=openai.RESPONSE_END_EVENTS)),
 )
 #: Anthropic's Messages API (not ``/v1/messages/count_tokens`` or ``/batches``).
 ANTHROPIC_ENDPOINTS: tuple[tuple[str, Endpoint], ...] = (
-    ("/v1/messages", _anthropic("chat", anthropic.read_item, anthropic.read_event, skim=anthropic.skim_event)),
+    ("/v1/messages", _anthropic("chat", anthropic.read_item, anthropic.read_event, skim=anthropic.skim_event,
+                                plain_key=b'"text":"')),
 )
 #: Ollama's native API (its OpenAI-compatible ``/v1`` paths are OpenAI rows).
 OLLAMA_ENDPOINTS: tuple[tuple[str, Endpoint], ...] = (

@@ -11,6 +11,8 @@ newline-delimited JSON (Ollama's streams).
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from typing import Any
 
 
@@ -28,8 +30,16 @@ class SSEDecoder:
         self._buffer = b""
         self._data: list[bytes] = []
 
+    @property
+    def idle(self) -> bool:
+        """Nothing of an unfinished event is held: the next read starts a new one."""
+        return not self._buffer and not self._data
+
     def feed(self, chunk: bytes) -> list[bytes]:
         """The ``data`` of every event that ``chunk`` completes."""
+        if not self._buffer and chunk.startswith(b"data: ") and chunk.find(b"\n") == len(chunk) - 2 \
+                and chunk.endswith(b"\n\n") and b"\r" not in chunk:
+            return [chunk[6:-2]]  # one event in one read, as servers flush them: the common case
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer or self._data:
             if self._data or not buffer.count(b"\r") == buffer.count(b"\n") == buffer.count(b"\r\n"):
@@ -82,6 +92,11 @@ class NDJSONDecoder:
         return [line for line in lines if line.strip()]
 
     @property
+    def idle(self) -> bool:
+        """Nothing of an unfinished line is held."""
+        return not self._buffer
+
+    @property
     def pending(self) -> bool:
         """A last line without its line end is held (the body ended there: ``feed(b"\\n")`` completes it)."""
         return bool(self._buffer.strip())
@@ -122,6 +137,52 @@ class EventFilter:
         if len(kept) == len(blocks) - 1:
             return ready
         return b"".join(block + b"\n\n" for block in kept)
+
+
+#: The body of a JSON string that fits in one SSE line: no unescaped quote or backslash, no line end.
+_TEXT = rb'(?:[^"\\\r\n]|\\[^\r\n])'
+
+
+def _never(read: bytes) -> None:
+    return None
+
+
+class PlainReads:
+    """Recognises, from its bytes alone, a network read that is exactly one event, a plain
+    content delta: one that differs from a plain delta already seen (``learn``) only in the text
+    of ``key``.
+
+    Servers write the events of one stream alike (the same id, model, fields, order) and flush
+    each on its own, so the bytes before the text and after it repeat. Matching them is one
+    regular expression, against an SSE split and a JSON parse. The text must be a non-empty JSON
+    string body on one line, so the event's structure is the learned one. When in doubt: parsed."""
+
+    __slots__ = ("key", "match")
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key  # e.g. b'"content":"', ending where the text's string begins
+        #: ``match(read)``: not None when ``read`` is the learned plain delta with some other text.
+        self.match: Callable[[bytes], object] = _never
+
+    def learn(self, read: bytes) -> None:
+        """``read``, all the decoder was given since it last completed an event, held a plain
+        content delta: if it is that one whole event, its bytes around the text become the template."""
+        lines = read.count(b"\n")
+        one_data_line = lines == 2 and read.startswith(b"data: ")
+        named = lines == 3 and read.startswith(b"event: ") and b"\ndata: " in read
+        if not read.endswith(b"\n\n") or not (one_data_line or named):
+            return  # not one event of one ``data`` line (with or without a name)
+        start = read.find(self.key)
+        if start < 0 or read.find(self.key, start + 1) >= 0:
+            return
+        start += len(self.key)
+        text = _TEXT_RUN.match(read, start)
+        end = text.end() if text is not None else start
+        if end > start and read[end:end + 1] == b'"':
+            self.match = re.compile(re.escape(read[:start]) + _TEXT + b"+" + re.escape(read[end:])).fullmatch
+
+
+_TEXT_RUN = re.compile(_TEXT + b"*")
 
 
 def _line_end(buffer: bytes) -> tuple[int, int] | None:

@@ -27,7 +27,7 @@ from .. import conventions as names
 from .. import lifecycle
 from ..adapters.openai import RESPONSE_HEADERS as RESPONSE_HEADERS  # (now per endpoint: Endpoint.response_headers)
 from ..adapters.openai import is_usage_only_event
-from ..adapters.sse import EventFilter, NDJSONDecoder, SSEDecoder, decode_json
+from ..adapters.sse import EventFilter, NDJSONDecoder, PlainReads, SSEDecoder, decode_json
 from ..guard import report_internal_error
 from ..lifecycle import Call, server_attributes
 
@@ -88,6 +88,7 @@ class Exchange:
         self.status: int | None = None
         self.response: Any = None  # a weak reference: the call must not keep the response alive
         self.sse: SSEDecoder | NDJSONDecoder | None = None  # (the decoder of a streamed body)
+        self.plain: PlainReads | None = None  # (reads recognised as plain deltas without decoding)
         self.json_body: bytearray | None = None
         #: Takes the usage-only event that the agent asked for out of bytes the caller reads raw.
         self.strip: EventFilter | None = None
@@ -165,6 +166,8 @@ class Exchange:
         self.measures_body = True
         if "text/event-stream" in headers.get("content-type", ""):
             self.sse = SSEDecoder()
+            key = self.call.endpoint.plain_key if self.call is not None else b""
+            self.plain = PlainReads(key) if key else None
             if self.call is not None and self.call.drop_usage_only:
                 self.strip = EventFilter(is_usage_only_event)
         elif "ndjson" in headers.get("content-type", ""):  # one JSON document per line (Ollama)
@@ -177,17 +180,26 @@ class Exchange:
         tracker = self.tracker
         if tracker is None or tracker.items_claimed:
             return  # the SDK's parsed items are measured instead
-        if self.sse is not None:
+        sse = self.sse
+        if sse is not None:
+            plain = self.plain
+            whole = plain is not None and tracker.texts is None and sse.idle
+            if whole and plain.match(chunk) is not None:  # type: ignore[union-attr]
+                tracker.chunks += 1
+                tracker.content()  # one plain content delta, like the last: nothing else to learn
+                return
             endpoint = self.call.endpoint if self.call is not None else None
             read_event = endpoint.read_event if endpoint is not None else None
             skim = endpoint.skim if endpoint is not None else None
             end_key, end_values = (endpoint.end_key, endpoint.end_values) if endpoint is not None else ("", ())
-            for data in self.sse.feed(chunk):
+            for data in sse.feed(chunk):
                 if data == b"[DONE]":  # the end marker, not a chunk (the SDK never yields it either)
                     self.done = True
                     continue
-                tracker.chunk()
+                tracker.chunks += 1
                 if skim is not None and tracker.response_id is not None and tracker.texts is None and skim(data):
+                    if whole:
+                        plain.learn(chunk)  # type: ignore[union-attr]
                     tracker.content()  # a plain content delta: nothing else to learn from it
                     continue
                 try:
