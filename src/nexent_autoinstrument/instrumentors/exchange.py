@@ -325,10 +325,10 @@ class _AsyncReads:
     generator does, as a plain iterator, so that asyncio tracks no async generator of ours (its
     shutdown then closes exactly the generators it closes without the agent)."""
 
-    __slots__ = ("_done", "_exchange", "_inner", "_returned", "_tracker")
+    __slots__ = ("_done", "_exchange", "_pull", "_returned", "_tracker")
 
     def __init__(self, inner: Any, exchange: Exchange) -> None:
-        self._inner = inner
+        self._pull = inner.__anext__
         self._exchange = exchange
         self._tracker = exchange.tracker
         self._returned = _clock()  # (reading starts: no time of the caller's before it)
@@ -338,28 +338,31 @@ class _AsyncReads:
         return self
 
     async def __anext__(self) -> bytes:
-        exchange, tracker = self._exchange, self._tracker
         while True:
             if self._done:
                 raise StopAsyncIteration
             asked = _clock()
             try:
-                chunk = await self._inner.__anext__()
+                chunk = await self._pull()
             except StopAsyncIteration:
                 self._done = True
+                exchange = self._exchange
                 _guard(exchange.on_complete)
                 rest = exchange.strip.flush() if exchange.strip is not None else b""
                 if rest:
                     return rest
                 raise
             except BaseException as exc:
-                _guard(exchange.on_error, exc)
+                _guard(self._exchange.on_error, exc)
                 raise
+            tracker = self._tracker
             if tracker is None:
                 return chunk
             now = _clock()
-            tracker.fresh = waited_for_data(now - asked, asked - self._returned)
-            tracker.reader_seconds += asked - self._returned
+            returned, self._returned = self._returned, now
+            tracker.fresh = waited_for_data(now - asked, asked - returned)
+            tracker.reader_seconds += asked - returned
+            exchange = self._exchange
             if exchange.measures_body:
                 try:
                     exchange.on_bytes(chunk)
@@ -367,7 +370,6 @@ class _AsyncReads:
                     report_internal_error("httpx.on_bytes", exc)
             if exchange.strip is not None:
                 chunk = exchange.strip_injected(chunk)
-            self._returned = _clock()
             if chunk:
                 return chunk
 
