@@ -326,3 +326,40 @@ def test_uninstrument_restores_send() -> None:
     HTTPXInstrumentor().uninstrument()
     assert not isinstance(httpx.Client.__dict__["send"], wrapt.FunctionWrapper)
     assert not isinstance(httpx.AsyncClient.__dict__["send"], wrapt.FunctionWrapper)
+
+
+def test_what_the_sdk_swallows_after_the_body_is_not_an_error(harness_factory: Any) -> None:
+    """An async SDK stream over a transport that cannot be read twice (``MockTransport``): after
+    ``[DONE]`` the SDK drains the body again and swallows the ``StreamConsumed`` that raises. The
+    caller saw a clean stream, so the call and its HTTP attempt are clean too."""
+    from openai import _base_client
+
+    httpx = getattr(_base_client, "httpx2", None) or _base_client.httpx  # the SDK's own: httpx2 from openai 3.x
+    events = [b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
+              b'"delta":{"content":"x"},"finish_reason":null}]}\n\n'] * 3 + [b"data: [DONE]\n\n"]
+
+    async def body() -> Any:
+        for event in events:
+            yield event
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, content=body()))
+    harness = harness_factory(http_attempt_spans="all")
+    layers = [OpenAIInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor()]
+    for layer in layers:
+        layer.instrument(telemetry=harness.telemetry)
+    try:
+        async def consume() -> int:
+            client = openai.AsyncOpenAI(base_url="http://mock.invalid/v1", api_key="sk-test",
+                                        http_client=httpx.AsyncClient(transport=transport))
+            return len([chunk async for chunk in await client.chat.completions.create(**CHAT, stream=True)])
+
+        assert asyncio.run(consume()) == 3
+    finally:
+        for layer in layers:
+            layer.uninstrument()
+    (attempt,) = http_spans(harness)
+    assert "error.type" not in attempt.attributes and attempt.status.status_code.name != "ERROR"
+    span = harness.llm_span()
+    assert span.attributes["llm.stream.outcome"] == "completed" and "error.type" not in span.attributes
+    assert harness.value("nexent_autoinstrument_internal_errors_total") in (None, 0)

@@ -247,6 +247,8 @@ class Exchange:
         Not after the body was complete: that is a clean-up the SDK swallows, not the request's."""
         if self.body_complete or self.ended:
             return  # (after the caller closed the response, its reads fail: that is no failure)
+        if type(exc).__name__ == "StreamConsumed":
+            return  # a second read of a body that cannot be replayed (the SDK's drain after [DONE]): no I/O failed
         if self.owns_http and names.outcome_of(exc) == names.ERROR:
             self.error = exc
             self.attributes["error.type"] = type(exc).__name__
