@@ -5,18 +5,15 @@ with it; otherwise the estimate is the number of content chunks, which OpenAI-co
 servers send about one token at a time. tiktoken downloads an encoding the first time it is
 used, and the agent must never cause that: the cache file tiktoken would read is located the
 way tiktoken locates it (read from tiktoken's source, without importing it) and checked
-against the expected hash first, and only then is the encoding loaded, once, on a background
-thread. A fork waits for that thread (it holds import locks while it runs, and a child forked
-meanwhile would deadlock on them).
+against the expected hash first, and only then is the encoding loaded, once. All of that runs
+on a background thread, off the application's start-up. A fork waits for that thread (it
+holds import locks while it runs, and a child forked meanwhile would deadlock on them).
 """
 
 from __future__ import annotations
 
-import ast
-import hashlib
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from importlib.util import find_spec
@@ -48,6 +45,8 @@ def count(texts: Sequence[str]) -> int | None:
 
 def encoding_source(source: str, name: str) -> tuple[str, str] | None:
     """(blob path, sha256) that tiktoken's ``name`` constructor loads, read from its source code."""
+    import ast
+
     tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name == name:
@@ -63,6 +62,9 @@ def encoding_source(source: str, name: str) -> tuple[str, str] | None:
 
 def cache_path(blobpath: str) -> str | None:
     """Where tiktoken caches ``blobpath`` (None when its caching is switched off)."""
+    import hashlib
+    import tempfile
+
     cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR", os.environ.get("DATA_GYM_CACHE_DIR"))
     if cache_dir is None:
         cache_dir = os.path.join(tempfile.gettempdir(), "data-gym-cache")
@@ -88,8 +90,19 @@ def offline_encoding() -> tuple[str, str] | None:
     return path, source[1]
 
 
+def _find_and_load() -> None:
+    found = offline_encoding()
+    if found is None:
+        logger.info("nexent-autoinstrument: tiktoken's %s is not available offline; "
+                    "streams without usage are counted in content chunks", ENCODING)
+        return
+    _load(*found)
+
+
 def _load(path: str, digest: str) -> None:
     global _encoder
+    import hashlib
+
     try:
         with open(path, "rb") as cached:
             if hashlib.sha256(cached.read()).hexdigest() != digest:
@@ -102,18 +115,13 @@ def _load(path: str, digest: str) -> None:
 
 
 def start_loading() -> None:
-    """Load the encoding in the background, once per process, if that is possible offline."""
+    """Find and load the encoding in the background, once per process, if that is possible offline."""
     global _started, _loader
     with _loading:
         if _started:
             return
         _started = True
-    found = offline_encoding()
-    if found is None:
-        logger.info("nexent-autoinstrument: tiktoken's %s is not available offline; "
-                    "streams without usage are counted in content chunks", ENCODING)
-        return
-    _loader = threading.Thread(target=_load, args=found, name="nexent-tiktoken", daemon=True)
+    _loader = threading.Thread(target=_find_and_load, name="nexent-tiktoken", daemon=True)
     _loader.start()
     os.register_at_fork(before=_wait_for_loader)
 
