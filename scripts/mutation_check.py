@@ -88,7 +88,12 @@ MUTATIONS: tuple[Mutation, ...] = (
              "        pass", ("tests/test_lifecycle.py",)),
     Mutation("skim lets a finish-reason chunk through", PKG + "adapters/openai.py",
              """    return (b'"finish_reason":null' in data and data.count(b'"finish_reason"') == 1
-            and b'"content":"' in data""", """    return (b'"content":"' in data""", ("tests/test_fuzz.py", "tests/test_adapters.py")),
+            and data.count(b'"delta"') == 1 and b'"content":"' in data""",
+             """    return (data.count(b'"delta"') == 1 and b'"content":"' in data""",
+             ("tests/test_fuzz.py", "tests/test_adapters.py")),
+    Mutation("skim lets a chunk of two choices through", PKG + "adapters/openai.py",
+             """data.count(b'"delta"') == 1 and b'"content":"' in data""", """b'"content":"' in data""",
+             ("tests/test_fuzz.py", "tests/test_adapters.py")),
     Mutation("SSE decoder drops multi-line data", PKG + "adapters/sse.py",
              'events.append(b"\\n".join(self._data))', "events.append(self._data[-1])", ("tests/test_adapters.py",)),
     Mutation("SSE fast path takes a read with CR line ends as one event", PKG + "adapters/sse.py",

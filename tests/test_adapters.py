@@ -168,8 +168,12 @@ SKIMS = [
     (skim_chat_event, chat({"content": "x"}, usage=None), True),
     (skim_chat_event, {**chat({"content": "x"}), "choices": chat({"content": "x"})["choices"] * 2}, False),
     (skim_chat_event, chat({"content": '"finish_reason":"stop"'}), True),  # escaped inside the text
+    (skim_chat_event, {"choices": [{"index": 0, "delta": {"refusal": "no"}},  # (found by hypothesis)
+                                   {"index": 1, "delta": {"content": "x"}, "finish_reason": None}]}, False),
     (skim_completion_event, {"choices": [{"index": 0, "text": "x", "finish_reason": None}]}, True),
     (skim_completion_event, {"choices": [{"index": 0, "text": "", "finish_reason": None}]}, False),
+    (skim_completion_event, {"choices": [{"index": 0, "text": "a"}, {"index": 1, "text": "b", "finish_reason": None}]},
+     False),
     (skim_response_event, {"type": "response.output_text.delta", "delta": "x"}, True),
     (skim_response_event, {"type": "response.output_text.delta", "delta": ""}, False),
     (skim_response_event, {"type": "response.completed", "response": {}}, False),

@@ -123,14 +123,14 @@ def read_completion_event(tracker: CallTracker, event: dict[str, Any]) -> None:
 def skim_chat_event(data: bytes) -> bool:
     """A chat chunk whose only news is non-empty ``delta.content``."""
     return (b'"finish_reason":null' in data and data.count(b'"finish_reason"') == 1
-            and b'"content":"' in data and b'"content":""' not in data
+            and data.count(b'"delta"') == 1 and b'"content":"' in data and b'"content":""' not in data
             and (b'"usage"' not in data or b'"usage":null' in data) and b'"error"' not in data)
 
 
 def skim_completion_event(data: bytes) -> bool:
     """A completion chunk whose only news is non-empty ``text``."""
     return (b'"finish_reason":null' in data and data.count(b'"finish_reason"') == 1
-            and b'"text":"' in data and b'"text":""' not in data
+            and data.count(b'"text"') == 1 and b'"text":"' in data and b'"text":""' not in data
             and (b'"usage"' not in data or b'"usage":null' in data) and b'"error"' not in data)
 
 
