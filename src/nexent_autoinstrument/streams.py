@@ -53,9 +53,7 @@ def _sdk_failed(tracker: CallTracker, exc: BaseException) -> None:
 
 def measure(stream: ItemStream, inner: Iterator[Any]) -> Iterator[Any]:
     """Yield the SDK's items from ``inner``, measured: the SDK's ``for`` loop, with a reader."""
-    tracker, read, drop = stream.tracker, stream.read, stream.drop_usage_only
-    tracker.items_claimed = tracker.pulling = True
-    lifecycle.resume(tracker)
+    tracker, read, drop = _pulling(stream), stream.read, stream.drop_usage_only
     try:
         for item in inner:  # the per-chunk hot path
             tracker.chunks += 1
@@ -80,10 +78,9 @@ def measure(stream: ItemStream, inner: Iterator[Any]) -> Iterator[Any]:
 
 async def ameasure(stream: ItemStream, inner: AsyncIterator[Any]) -> AsyncIterator[Any]:
     """The async form of ``measure``, for ``async for``. It takes the place of the SDK's own async
-    generator, so asyncio tracks exactly as many async generators as without the agent."""
-    tracker, read, drop = stream.tracker, stream.read, stream.drop_usage_only
-    tracker.items_claimed = tracker.pulling = True
-    lifecycle.resume(tracker)
+    generator, so asyncio tracks exactly as many async generators as without the agent. (Its loop
+    is ``measure``'s, inlined on purpose: a shared helper would be a call per chunk.)"""
+    tracker, read, drop = _pulling(stream), stream.read, stream.drop_usage_only
     try:
         async for item in inner:
             tracker.chunks += 1
@@ -106,11 +103,31 @@ async def ameasure(stream: ItemStream, inner: AsyncIterator[Any]) -> AsyncIterat
     lifecycle.end(tracker)
 
 
-def next_measured(stream: ItemStream, pull: Callable[[], Any]) -> Any:
-    """One item pulled with ``next()``, measured: ``pull`` is the SDK's own ``__next__``."""
-    tracker, read = stream.tracker, stream.read
+def _pulling(stream: ItemStream) -> CallTracker:
+    """The consumer asks for an item (``next()`` or ``__anext__``): the call is being read."""
+    tracker = stream.tracker
     tracker.items_claimed = tracker.pulling = True
     lifecycle.resume(tracker)
+    return tracker
+
+
+def _handed_over(stream: ItemStream, item: Any) -> bool:
+    """The SDK gave ``item``: read it; whether the consumer gets it (not an injected usage chunk)."""
+    tracker = stream.tracker
+    tracker.chunks += 1
+    try:
+        stream.read(tracker, item)
+    except Exception as exc:
+        report_internal_error("stream.read_item", exc)
+    if stream.drop_usage_only and is_usage_only(item):
+        return False
+    tracker.pulling = False
+    return True
+
+
+def next_measured(stream: ItemStream, pull: Callable[[], Any]) -> Any:
+    """One item pulled with ``next()``, measured: ``pull`` is the SDK's own ``__next__``."""
+    tracker = _pulling(stream)
     while True:
         try:
             item = pull()
@@ -120,22 +137,14 @@ def next_measured(stream: ItemStream, pull: Callable[[], Any]) -> Any:
         except BaseException as exc:
             lifecycle.end(tracker, exc)
             raise
-        tracker.chunks += 1
-        try:
-            read(tracker, item)
-        except Exception as exc:
-            report_internal_error("stream.read_item", exc)
-        if not (stream.drop_usage_only and is_usage_only(item)):
-            tracker.pulling = False
+        if _handed_over(stream, item):
             return item
 
 
 async def anext_measured(stream: ItemStream, pull: Callable[[], Any]) -> Any:
     """One item of an async stream pulled with ``__anext__`` (``anext()``, the SDK's helpers),
     measured: ``pull`` is the SDK's own ``__anext__``. No async generator is added."""
-    tracker, read = stream.tracker, stream.read
-    tracker.items_claimed = tracker.pulling = True
-    lifecycle.resume(tracker)
+    tracker = _pulling(stream)
     while True:
         try:
             item = await pull()
@@ -145,11 +154,5 @@ async def anext_measured(stream: ItemStream, pull: Callable[[], Any]) -> Any:
         except BaseException as exc:
             lifecycle.end(tracker, exc)
             raise
-        tracker.chunks += 1
-        try:
-            read(tracker, item)
-        except Exception as exc:
-            report_internal_error("stream.read_item", exc)
-        if not (stream.drop_usage_only and is_usage_only(item)):
-            tracker.pulling = False
+        if _handed_over(stream, item):
             return item
