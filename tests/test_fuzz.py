@@ -281,7 +281,7 @@ def test_a_read_recognised_without_decoding_is_the_learned_delta_with_other_text
     if skim_chat_event(first[6:-2]):
         plain.learn(first)
     second = read(other)
-    if plain.match(second) is not None:
+    if plain.matches(second):
         [data] = SSEDecoder().feed(second)
         decoded = json.loads(data)
         content = decoded["choices"][0]["delta"]["content"]

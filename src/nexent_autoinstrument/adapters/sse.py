@@ -139,12 +139,10 @@ class EventFilter:
         return b"".join(block + b"\n\n" for block in kept)
 
 
-#: The body of a JSON string that fits in one SSE line: no unescaped quote or backslash, no line end.
+#: The body of a JSON string on one SSE line: no unescaped quote or backslash, no line end.
 _TEXT = rb'(?:[^"\\\r\n]|\\[^\r\n])'
-
-
-def _never(read: bytes) -> None:
-    return None
+_TEXT_RUN = re.compile(_TEXT + b"*")
+_NON_EMPTY_TEXT = re.compile(_TEXT + b"+")
 
 
 class PlainReads:
@@ -153,16 +151,24 @@ class PlainReads:
     of ``key``.
 
     Servers write the events of one stream alike (the same id, model, fields, order) and flush
-    each on its own, so the bytes before the text and after it repeat. Matching them is one
-    regular expression, against an SSE split and a JSON parse. The text must be a non-empty JSON
-    string body on one line, so the event's structure is the learned one. When in doubt: parsed."""
+    each on its own, so the bytes before the text and after it repeat. Comparing them and
+    checking the text between is three C-level calls, against an SSE split and a JSON parse. The
+    text must be a non-empty JSON string body on one line, so the event's structure is the
+    learned one. When in doubt: parsed. (One regular expression serves every stream: a pattern
+    per stream would churn the ``re`` module's cache, which the application shares.)"""
 
-    __slots__ = ("key", "match")
+    __slots__ = ("_start", "_stop", "key", "prefix", "suffix")
 
     def __init__(self, key: bytes) -> None:
         self.key = key  # e.g. b'"content":"', ending where the text's string begins
-        #: ``match(read)``: not None when ``read`` is the learned plain delta with some other text.
-        self.match: Callable[[bytes], object] = _never
+        self.prefix = self.suffix = b""
+        self._start = self._stop = 0  # the text is read[_start:len(read) - _stop]
+
+    def matches(self, read: bytes, _text: Callable[[bytes, int, int], object] = _NON_EMPTY_TEXT.fullmatch) -> bool:
+        """Whether ``read`` is the learned plain delta with some other non-empty text."""
+        prefix = self.prefix
+        return (bool(prefix) and read.startswith(prefix) and read.endswith(self.suffix)
+                and _text(read, self._start, len(read) - self._stop) is not None)
 
     def learn(self, read: bytes) -> None:
         """``read``, all the decoder was given since it last completed an event, held a plain
@@ -179,10 +185,8 @@ class PlainReads:
         text = _TEXT_RUN.match(read, start)
         end = text.end() if text is not None else start
         if end > start and read[end:end + 1] == b'"':
-            self.match = re.compile(re.escape(read[:start]) + _TEXT + b"+" + re.escape(read[end:])).fullmatch
-
-
-_TEXT_RUN = re.compile(_TEXT + b"*")
+            self.prefix, self.suffix = read[:start], read[end:]
+            self._start, self._stop = start, len(read) - end
 
 
 def _line_end(buffer: bytes) -> tuple[int, int] | None:

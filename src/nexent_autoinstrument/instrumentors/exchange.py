@@ -184,7 +184,7 @@ class Exchange:
         if sse is not None:
             plain = self.plain
             whole = plain is not None and tracker.texts is None and sse.idle
-            if whole and plain.match(chunk) is not None:  # type: ignore[union-attr]
+            if whole and plain.matches(chunk):  # type: ignore[union-attr]
                 tracker.chunks += 1
                 tracker.content()  # one plain content delta, like the last: nothing else to learn
                 return
