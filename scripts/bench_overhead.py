@@ -6,7 +6,7 @@
     python scripts/bench_overhead.py --all --peers --json > bench.json   # JSON on stdout, table on stderr
 
 "ours" is the agent as an application runs it: every layer of its own table
-(``instrumentors.otel.INSTRUMENTORS``: openai, anthropic, httpx, httpx2) together, recording into one
+(its ``opentelemetry_instrumentor`` entry points: openai, anthropic, httpx, httpx2) together, recording into one
 Telemetry built from Settings (SDK tracer provider exporting to memory, Prometheus instruments).
 Our venv's processes import the agent from a snapshot of src/ taken when the run starts. The
 peers, OpenLLMetry (opentelemetry-instrumentation-openai) and the official OpenTelemetry

@@ -122,16 +122,16 @@ def _memory_tracer() -> tuple[Any, Any]:
 
 
 def instrument_ours() -> Spans:
-    """Our layers as an application runs them: every instrumentor of the agent's own table
-    (``instrumentors.otel.INSTRUMENTORS``: openai, anthropic, httpx, httpx2) whose library is installed,
-    all recording into one Telemetry made as the test harness makes it (SDK tracer provider to
+    """Our layers as an application runs them: every instrumentor the agent registers (its
+    ``opentelemetry_instrumentor`` entry points: openai, anthropic, httpx, httpx2) whose library
+    is installed, all recording into one Telemetry made as the test harness makes it (SDK tracer provider to
     memory, Prometheus instruments in a private registry). Content capture off (the default); no
     slow-call warnings (the concurrency row's streams last seconds)."""
+    from importlib.metadata import entry_points
     from importlib.util import find_spec
 
     from prometheus_client import CollectorRegistry
 
-    from nexent_autoinstrument.instrumentors.otel import INSTRUMENTORS
     from nexent_autoinstrument.metrics import HTTPMetrics, LLMMetrics
     from nexent_autoinstrument.settings import Settings
     from nexent_autoinstrument.tracker import Telemetry
@@ -143,9 +143,9 @@ def instrument_ours() -> Spans:
     telemetry = Telemetry(settings, provider.get_tracer("bench"),
                           LLMMetrics(registry=registry, max_model_labels=settings.max_model_labels),
                           HTTPMetrics(registry=registry))
-    for library, instrumentor in INSTRUMENTORS.items():
-        if find_spec(library) is not None:
-            instrumentor().instrument(telemetry=telemetry, skip_dep_check=True)
+    for entry in entry_points(group="opentelemetry_instrumentor"):
+        if entry.value.startswith("nexent_autoinstrument.") and find_spec(entry.name) is not None:
+            entry.load()().instrument(telemetry=telemetry, skip_dep_check=True)
     return Spans(exporter, telemetry)
 
 

@@ -67,9 +67,3 @@ class HTTPX2Instrumentor(_HTTPXFamilyInstrumentor):
 
     library = "httpx2"
 
-
-#: Every instrumentor of the agent, by the library it instruments.
-INSTRUMENTORS: dict[str, type[BaseInstrumentor]] = {
-    "openai": OpenAIInstrumentor, "anthropic": AnthropicInstrumentor,
-    "httpx": HTTPXInstrumentor, "httpx2": HTTPX2Instrumentor,
-}
