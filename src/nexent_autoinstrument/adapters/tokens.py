@@ -91,7 +91,11 @@ def offline_encoding() -> tuple[str, str] | None:
 
 
 def _find_and_load() -> None:
-    found = offline_encoding()
+    try:
+        found = offline_encoding()
+    except Exception as exc:  # (a thread's exception would reach stderr: an estimate is optional)
+        logger.info("nexent-autoinstrument: tiktoken not used (%s)", exc)
+        return
     if found is None:
         logger.info("nexent-autoinstrument: tiktoken's %s is not available offline; "
                     "streams without usage are counted in content chunks", ENCODING)
