@@ -66,4 +66,3 @@ class HTTPX2Instrumentor(_HTTPXFamilyInstrumentor):
     """httpx2, which openai 3.x uses."""
 
     library = "httpx2"
-
