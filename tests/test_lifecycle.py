@@ -474,8 +474,9 @@ def test_user_stream_options_keep_their_usage_chunk_under_injection(mock_llm: An
         for where in ("body", "extra_body"):
             harness.exporter.clear()
             options: dict[str, Any] = {"stream_options": {"include_usage": True}}
-            stream = stream_of(mock_llm, tokens=10, **(options if where == "body" else {}))
-            if where == "extra_body":
+            if where == "body":
+                stream = stream_of(mock_llm, tokens=10, **options)
+            else:  # (one stream per round: a second one, dropped unread, would end as a second span)
                 client = openai.OpenAI(base_url=mock_llm.base_url, api_key="sk-test", max_retries=0)
                 stream = client.chat.completions.create(model="mock-gpt", messages=MESSAGES, stream=True,
                                                         extra_body={"mock_tokens": 10, **options})
