@@ -59,6 +59,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("ITL max ignores gaps past the offsets cap", PKG + "tracker.py",
              "attrs[names.LLM_ITL_MAX] = max(self._max_gap, gaps[-1])", "attrs[names.LLM_ITL_MAX] = gaps[-1]",
              ("tests/test_lifecycle.py",)),
+    Mutation("a stall after a bundled chunk is lost", PKG + "tracker.py",
+             "elif self._read_at is not None:", "elif False:", ("tests/test_lifecycle.py",)),
     Mutation("offsets truncation flag off by one", PKG + "tracker.py",
              "attrs[names.LLM_OFFSETS_TRUNCATED] = self.content_chunks > len(self._times)",
              "attrs[names.LLM_OFFSETS_TRUNCATED] = self.content_chunks >= len(self._times)", ("tests/test_lifecycle.py",)),

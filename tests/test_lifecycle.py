@@ -405,6 +405,24 @@ def test_stall_events_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     assert stalls[0].attributes["llm.stall.gap_seconds"] == 2.0
 
 
+def test_a_stall_after_a_bundled_chunk_is_still_a_stall(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunk 1 came bundled with chunk 0 (it was waiting when read, at 0.2 s), then the server
+    stalled until 2.2 s: the gap is at least 2.0 s, and that is a stall (seen on a busy CI runner)."""
+    harness = make_harness(stall_threshold_seconds=1.0)
+    fake_clock(monkeypatch, [0.0, 0.1, 0.2, 2.2, 2.3, 2.3])
+    tracker = lifecycle.begin(harness.telemetry, "chat", "m", stream=True)
+    for fresh in (True, False, True, True):
+        tracker.fresh = fresh
+        tracker.content()
+    lifecycle.end(tracker)
+    span = harness.llm_span()
+    [stall] = [e for e in span.events if e.name == "llm.stream.stall"]
+    assert stall.attributes["llm.stall.chunk_index"] == 2
+    assert stall.attributes["llm.stall.gap_seconds"] == pytest.approx(2.0)
+    assert span.attributes["llm.inter_token_latency.max"] == pytest.approx(2.0)
+    assert span.attributes["llm.inter_token_latency.p50"] == pytest.approx(0.1)  # the one measured gap
+
+
 def test_stream_flag_of_each_manual_door(as_manual: Any) -> None:
     with monitoring_manager.trace_llm_request("chat", "m-request") as handle:
         handle.record_token()

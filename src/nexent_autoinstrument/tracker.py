@@ -90,6 +90,7 @@ class CallTracker:
         "_gap_sum",
         "_max_gap",
         "_previous",
+        "_read_at",
         "_stall_after",
         "_stalls",
         "_start_ns",
@@ -164,6 +165,9 @@ class CallTracker:
         # decode rate comes from them. ``_previous``: the last timed arrival (None after a chunk
         # that waited, which ends a run of consecutive arrivals).
         self._previous: float | None = None
+        #: When the last chunk that waited was read: it arrived then or before, so the gap from
+        #: there to the next arrival is a lower bound of the real one (enough to prove a stall).
+        self._read_at: float | None = None
         self._gap_sum = 0.0
         self._gap_count = 0
         self._times: list[float] = []
@@ -232,7 +236,7 @@ class CallTracker:
             self.first_content = now
             self.first_content_timed = fresh is not False
         if fresh is False:
-            self._waited(index)
+            self._waited(index, now)
             return
         if fresh:
             self.fresh = False  # any further chunk from the same read was waiting for this one
@@ -241,19 +245,29 @@ class CallTracker:
             gap = now - previous
             self._gap_sum += gap
             self._gap_count += 1
-            if gap > self._max_gap:
-                self._max_gap = gap
-            if gap > self._stall_after and len(self._stalls) < _MAX_STALL_EVENTS:
-                self._stalls.append((index, gap, now))
+            if gap > self._max_gap or gap > self._stall_after:
+                self._long_gap(index, gap, now)
+        elif self._read_at is not None:  # after a chunk that waited: the real gap is at least this
+            self._long_gap(index, now - self._read_at, now)
         self._previous = now
 
-    def _waited(self, index: int) -> None:
+    def _waited(self, index: int, now: float) -> None:
         """A content chunk that was already there when read: it arrived earlier, at an unknown
         time, so it is no arrival time and no gap (the caller read late, or it came bundled)."""
         self.waiting_chunks += 1
         if index < self._times_cap:
             self._waiting.append(index)
         self._previous = None
+        self._read_at = now
+
+    def _long_gap(self, index: int, gap: float, now: float) -> None:
+        """A gap before chunk ``index`` that is the longest yet or a stall. After a chunk that
+        waited, ``gap`` is a lower bound (from when that chunk was read): no data point for the
+        decode rate, but enough for the maximum and for a stall, which a bundle must not hide."""
+        if gap > self._max_gap:
+            self._max_gap = gap
+        if gap > self._stall_after and len(self._stalls) < _MAX_STALL_EVENTS:
+            self._stalls.append((index, gap, now))
 
     # -- facts reported by adapters -----------------------------------------------------------
 
