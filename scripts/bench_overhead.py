@@ -55,8 +55,10 @@ venv, since the counts of identical work differ by a few tenths of a percent bet
 
 Instructions are counted by ``valgrind --tool=callgrind --instr-atstart=no``, only between two
 client requests around the measured calls (a tiny C library this script compiles into
-``.bench/``; needs gcc and valgrind's headers), after a warm-up call, with PYTHONHASHSEED=0:
-identical runs agree within a few thousand instructions. Those runs go ``--jobs`` at a time
+``.bench/``; needs gcc and valgrind's headers), after a warm-up call, with PYTHONHASHSEED=0 and
+the garbage collector paused between the two requests: identical runs then agree within about
+1,000 instructions per chunk (with it running, where its collections fell made them differ by
+up to 8,000). Those runs go ``--jobs`` at a time
 (instruction counts do not depend on load); the timed rows run afterwards, one thing at a time.
 """
 
