@@ -118,6 +118,9 @@ def test_late_readers_do_not_fake_the_decode_rate(agent: Any, mock_llm: Any, rea
         assert attrs["llm.stream.reader_seconds"] > 0.5  # the caller's own time between reads
         assert recorded == 0  # what rests on a few timed chunks stays out of the rate histogram ...
         assert agent.value("llm_inter_token_latency_seconds_count", model="mock-gpt", operation="chat") == 0
-        rate = attrs.get("llm.token_generation_rate")  # ... and on the span it is the server's, roughly
-        assert rate is None or rate == pytest.approx(truth, rel=0.35), rate  # (not +215 % to +580 %)
+        # ... and on the span it is the server's, roughly: it rests on a few timed chunks, and on a
+        # busy machine a read that found its data waiting but was descheduled mid-call looks like
+        # an arrival (+42 % seen on a CI runner). Inflation by the reader was +215 % to +580 %.
+        rate = attrs.get("llm.token_generation_rate")
+        assert rate is None or rate == pytest.approx(truth, rel=0.6), rate
     assert len(attrs["llm.token.offsets"]) == 40 and attrs["gen_ai.usage.output_tokens"] == 40
