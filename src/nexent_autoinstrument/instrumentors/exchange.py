@@ -25,7 +25,6 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import conventions as names
 from .. import lifecycle
-from ..adapters.openai import RESPONSE_HEADERS as RESPONSE_HEADERS  # (now per endpoint: Endpoint.response_headers)
 from ..adapters.openai import is_usage_only_event
 from ..adapters.sse import EventFilter, NDJSONDecoder, PlainReads, SSEDecoder, decode_json
 from ..guard import report_internal_error
@@ -182,9 +181,8 @@ class Exchange:
             return  # the SDK's parsed items are measured instead
         sse = self.sse
         if sse is not None:
-            plain = self.plain
-            whole = plain is not None and tracker.texts is None and sse.idle
-            if whole and plain.matches(chunk):  # type: ignore[union-attr]
+            plain = self.plain if tracker.texts is None and sse.idle else None  # (None: decode this read)
+            if plain is not None and plain.matches(chunk):
                 tracker.chunks += 1
                 tracker.content()  # one plain content delta, like the last: nothing else to learn
                 return
@@ -198,8 +196,8 @@ class Exchange:
                     continue
                 tracker.chunks += 1
                 if skim is not None and tracker.response_id is not None and tracker.texts is None and skim(data):
-                    if whole:
-                        plain.learn(chunk)  # type: ignore[union-attr]
+                    if plain is not None:
+                        plain.learn(chunk)
                     tracker.content()  # a plain content delta: nothing else to learn from it
                     continue
                 try:
