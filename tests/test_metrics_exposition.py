@@ -6,6 +6,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -121,6 +123,20 @@ def test_genai_names_are_the_semantic_conventions_own() -> None:
     assert conventions.GEN_AI_TIME_TO_FIRST_CHUNK == attrs.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK
 
 
+_values = st.floats(0, 100, allow_nan=False)
+
+
+@given(st.lists(_values, max_size=50), st.lists(_values, max_size=12, unique=True))
+def test_bucket_counts_count_each_value_in_its_bucket(values: list[float], bounds: list[float]) -> None:
+    from nexent_autoinstrument.metrics import bucket_counts
+
+    ordered, bounds = sorted(values), sorted(bounds)
+    lower = [float("-inf"), *bounds]
+    upper = [*bounds, float("inf")]
+    expected = [sum(1 for v in values if low < v <= high) for low, high in zip(lower, upper, strict=True)]
+    assert bucket_counts(ordered, bounds) == expected
+
+
 def test_gaps_are_added_in_bulk_exactly_as_one_by_one(harness: Any) -> None:
     from prometheus_client import CollectorRegistry, Histogram
 
@@ -143,20 +159,24 @@ def test_gaps_are_added_in_bulk_exactly_as_one_by_one(harness: Any) -> None:
     assert all(len(set(values)) == 1 for key, values in exposed.items() if "_created" not in key), exposed
 
 
-@pytest.mark.parametrize("limit", [None, 3])
-def test_offsets_set_without_revalidation_equal_the_public_path(limit: int | None) -> None:
+@pytest.mark.parametrize("limits", [{}, {"max_span_attributes": 3}, {"max_span_attribute_length": 2}])
+def test_attributes_set_without_revalidation_equal_the_public_path(limits: dict[str, int]) -> None:
     from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
-    from nexent_autoinstrument.tracker import set_valid_attribute
+    from nexent_autoinstrument.tracker import set_valid_attributes
 
-    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=limit))
+    provider = TracerProvider(span_limits=SpanLimits(**limits))
     ours, public = provider.get_tracer("t").start_span("a"), provider.get_tracer("t").start_span("b")
+    the_end = {"llm.token.offsets": (1, 20, 300), "gen_ai.response.finish_reasons": ("stop", "length"),
+               "gen_ai.response.id": "chatcmpl-1", "llm.stream": True, "llm.ttft_seconds": 0.25, "a": 3}
     for span in (ours, public):
         span.set_attributes({"a": 1, "b": 2})
-    set_valid_attribute(ours, "llm.token.offsets", (1, 20, 300))
-    public.set_attribute("llm.token.offsets", (1, 20, 300))
-    assert dict(ours.attributes) == dict(public.attributes)  # also when the attribute limit applies
+    set_valid_attributes(ours, the_end)
+    public.set_attributes(the_end)
+    # also when the attribute count or length limits apply
+    assert dict(ours.attributes) == dict(public.attributes)
+    assert ours.dropped_attributes == public.dropped_attributes
     ours.end()
     public.end()
-    set_valid_attribute(ours, "late", (1,))  # an ended span stays as it was
+    set_valid_attributes(ours, {"late": (1,)})  # an ended span stays as it was
     assert "late" not in ours.attributes

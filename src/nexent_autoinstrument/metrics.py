@@ -65,12 +65,15 @@ class _InternalErrorCollector(Collector):
 def bucket_counts(ordered: Sequence[float], bounds: Sequence[float]) -> list[int]:
     """How many of the ascending values fall in each bucket ``(previous bound, bound]``, plus
     the overflow bucket: one binary search per bound, not one step per value."""
-    counts, below = [], 0
+    counts, below, total = [], 0, len(ordered)
     for bound in bounds:
-        upto = bisect_right(ordered, bound)
+        if below == total:  # (every value counted: the rest of the buckets are empty)
+            counts.append(0)
+            continue
+        upto = bisect_right(ordered, bound, below)
         counts.append(upto - below)
         below = upto
-    counts.append(len(ordered) - below)
+    counts.append(total - below)
     return counts
 
 
@@ -145,6 +148,8 @@ class LLMMetrics:
         self.model_label = BoundedLabel(max_model_labels)
         self.error_label = BoundedLabel(64)
         self._prom: dict[str, Any] = {}
+        self._label_names = {spec.name: spec.labels for spec in names.METRICS}
+        self._children: dict[tuple[str, ...], Any] = {}
         for spec in names.METRICS:
             if spec.kind == "histogram":
                 self._prom[spec.name] = Histogram(spec.name, spec.description, spec.labels,
@@ -169,17 +174,26 @@ class LLMMetrics:
                     self._otel[spec.name] = meter.create_counter(spec.name, unit=spec.unit,
                                                                  description=spec.description)
 
-    def _observe(self, name: str, value: float, labels: dict[str, str]) -> None:
-        self._prom[name].labels(**labels).observe(value)
-        otel = self._otel.get(name)
-        if otel is not None:
-            otel.record(value, labels)
+    def _child(self, name: str, *values: str) -> Any:
+        """The Prometheus child of metric ``name`` for label ``values`` (in the metric's label
+        order). Cached: ``labels()`` checks and converts its arguments again on every call."""
+        key = (name, *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._prom[name].labels(*values)
+        return child
 
-    def _add(self, name: str, value: float, labels: dict[str, str]) -> None:
-        self._prom[name].labels(**labels).inc(value)
+    def _observe(self, name: str, value: float, *values: str) -> None:
+        self._child(name, *values).observe(value)
         otel = self._otel.get(name)
         if otel is not None:
-            otel.add(value, labels)
+            otel.record(value, dict(zip(self._label_names[name], values, strict=True)))
+
+    def _add(self, name: str, value: float, *values: str) -> None:
+        self._child(name, *values).inc(value)
+        otel = self._otel.get(name)
+        if otel is not None:
+            otel.add(value, dict(zip(self._label_names[name], values, strict=True)))
 
     def record(self, *, model: str, operation: str, outcome: str, duration: float,
                ttft: float | None = None, rate: float | None = None, gaps: Sequence[float] = (),
@@ -189,29 +203,29 @@ class LLMMetrics:
                response_model: str | None = None, server: tuple[str, int] | None = None,
                stream: bool = False) -> None:
         """Record a finished call. Values that were not measured are passed as None."""
-        base = {"model": self.model_label(model), "operation": operation}
-        self._observe(names.REQUEST_DURATION, duration, {**base, "outcome": outcome})
+        model = self.model_label(model)
+        self._observe(names.REQUEST_DURATION, duration, model, operation, outcome)
         if ttft is not None:
-            self._observe(names.TTFT, ttft, base)
+            self._observe(names.TTFT, ttft, model, operation)
         if rate is not None:
-            self._observe(names.TOKEN_RATE, rate, base)
+            self._observe(names.TOKEN_RATE, rate, model, operation)
         if time_to_request_sent is not None:
-            self._observe(names.TIME_TO_REQUEST_SENT, time_to_request_sent, base)
+            self._observe(names.TIME_TO_REQUEST_SENT, time_to_request_sent, model, operation)
         ordered = gaps if gaps_sorted else sorted(gaps)
         if ordered:
-            add_observations(self._prom[names.INTER_TOKEN_LATENCY].labels(**base), ordered)
+            add_observations(self._child(names.INTER_TOKEN_LATENCY, model, operation), ordered)
         if input_tokens:
-            self._add(names.TOTAL_TOKENS, input_tokens, {**base, "type": "input"})
+            self._add(names.TOTAL_TOKENS, input_tokens, model, operation, "input")
         if output_tokens:
-            self._add(names.TOTAL_TOKENS, output_tokens, {**base, "type": "output"})
+            self._add(names.TOTAL_TOKENS, output_tokens, model, operation, "output")
         if error_type is not None:
-            self._add(names.ERROR_COUNT, 1, {**base, "error_type": self.error_label(error_type)})
+            self._add(names.ERROR_COUNT, 1, model, operation, self.error_label(error_type))
         for reason in slow_reasons:
-            self._add(names.SLOW_REQUESTS, 1, {**base, "reason": reason})
+            self._add(names.SLOW_REQUESTS, 1, model, operation, reason)
         if self.bulk is not None:
             try:
-                self._record_genai(base, ordered, duration, ttft, input_tokens, output_tokens, error_type,
-                                   provider, response_model, server, stream)
+                self._record_genai({"model": model, "operation": operation}, ordered, duration, ttft,
+                                   input_tokens, output_tokens, error_type, provider, response_model, server, stream)
             except Exception as exc:
                 report_internal_error("metrics.genai", exc)
 
@@ -246,6 +260,7 @@ class HTTPMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = REGISTRY, meter: Any = None) -> None:
         self.server_label = BoundedLabel(100)
+        self._children: dict[tuple[str, str, str], Any] = {}
         self._prom = Histogram(names.HTTP_CLIENT_DURATION_PROMETHEUS, "Duration of HTTP client requests, to the end "
                                "of the body", ("http_request_method", "http_response_status_code", "server_address"),
                                buckets=names.HTTP_BUCKETS, registry=registry)
@@ -255,9 +270,12 @@ class HTTPMetrics:
 
     def record(self, duration: float, attributes: dict[str, Any]) -> None:
         """Record one request; ``attributes`` use the semantic-convention names."""
-        self._prom.labels(attributes.get("http.request.method", "_OTHER"),
-                          str(attributes.get("http.response.status_code", "")),
-                          self.server_label(attributes.get("server.address"))).observe(duration)
+        key = (attributes.get("http.request.method", "_OTHER"), str(attributes.get("http.response.status_code", "")),
+               self.server_label(attributes.get("server.address")))
+        child = self._children.get(key)
+        if child is None:  # (``labels()`` checks and converts its arguments on every call)
+            child = self._children[key] = self._prom.labels(*key)
+        child.observe(duration)
         if self._otel is not None:
             self._otel.record(duration, attributes)
 
