@@ -16,6 +16,7 @@ import re
 import sys
 import time
 import weakref
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
@@ -320,17 +321,28 @@ class _ObservedBody:
             lifecycle.defer(exchange.end, names.ABANDONED)
 
 
+def bytes_reader(exchange: Exchange) -> Callable[[bytes], None] | None:
+    """What a body's reads, from their start, give their bytes to: ``on_bytes`` when this layer
+    measures the body, nothing when it does not or when the SDK's parsed items are measured
+    instead (they are claimed before the SDK starts reading, and stay claimed)."""
+    tracker = exchange.tracker
+    if not exchange.measures_body or tracker is None or tracker.items_claimed:
+        return None
+    return exchange.on_bytes
+
+
 class _AsyncReads:
     """The reads of an async response body, as the caller makes them: what the sync wrapper's
     generator does, as a plain iterator, so that asyncio tracks no async generator of ours (its
     shutdown then closes exactly the generators it closes without the agent)."""
 
-    __slots__ = ("_done", "_exchange", "_pull", "_returned", "_tracker")
+    __slots__ = ("_done", "_exchange", "_on_bytes", "_pull", "_returned", "_tracker")
 
     def __init__(self, inner: Any, exchange: Exchange) -> None:
         self._pull = inner.__anext__
         self._exchange = exchange
         self._tracker = exchange.tracker
+        self._on_bytes = bytes_reader(exchange)
         self._returned = _clock()  # (reading starts: no time of the caller's before it)
         self._done = False
 
@@ -362,12 +374,12 @@ class _AsyncReads:
             returned, self._returned = self._returned, now
             tracker.fresh = waited_for_data(now - asked, asked - returned)
             tracker.reader_seconds += asked - returned
-            exchange = self._exchange
-            if exchange.measures_body:
+            if self._on_bytes is not None:
                 try:
-                    exchange.on_bytes(chunk)
+                    self._on_bytes(chunk)
                 except Exception as exc:
                     report_internal_error("httpx.on_bytes", exc)
+            exchange = self._exchange
             if exchange.strip is not None:
                 chunk = exchange.strip_injected(chunk)
             if chunk:
@@ -400,7 +412,7 @@ def body_classes(module: Any) -> BodyClasses:
                 if tracker is None:
                     yield from self._inner  # nothing to learn per chunk: let C delegate
                 else:
-                    on_bytes = exchange.on_bytes if exchange.measures_body else None
+                    on_bytes = bytes_reader(exchange)
                     strip = exchange.strip
                     returned = asked = _clock()
                     for chunk in self._inner:  # one network read, or what the parser had buffered
