@@ -14,7 +14,8 @@ import openai
 import pytest
 from opentelemetry.trace import format_span_id
 
-from nexent_autoinstrument.instrumentors.exchange import redact_url
+from nexent_autoinstrument.adapters.endpoints import ENDPOINTS
+from nexent_autoinstrument.instrumentors.exchange import header_values, redact_url
 from nexent_autoinstrument.instrumentors.otel import HTTPX2Instrumentor, HTTPXInstrumentor, OpenAIInstrumentor
 
 LIBRARIES = ["httpx", "httpx2"]
@@ -91,6 +92,19 @@ def test_redaction_of_credentials_and_secret_parameters() -> None:
 
 
 @pytest.mark.parametrize("library", LIBRARIES)
+def test_headers_found_in_one_pass_are_what_headers_get_gives(library: str) -> None:
+    httpx = importlib.import_module(library)
+    read = {"content-type", "content-encoding",
+            *(name for _, endpoint in ENDPOINTS for name, _, _ in endpoint.response_headers)}
+    raw = [("Content-Type", "text/event-stream"), ("X-Request-ID", "req-1"), ("openai-processing-ms", "12"),
+           ("Request-Id", "req_anthropic"), ("x-ratelimit-remaining-tokens", "9"), ("date", "today"),
+           ("X-RateLimit-Remaining-Tokens", "8"), ("content-encoding", "identity"), ("Set-Cookie", "a=1")]
+    headers = httpx.Response(200, headers=raw).headers
+    expected = {name: headers.get(name) for name in read if headers.get(name) is not None}
+    assert header_values(headers) == expected
+    assert {"x-request-id", "request-id", "x-ratelimit-remaining-tokens"} <= set(expected)  # (the case is not a test's)
+
+
 def test_connection_error_marks_the_span(instrumented: Any, library: str) -> None:
     httpx = importlib.import_module(library)
     from nexent_autoinstrument.demo import free_port

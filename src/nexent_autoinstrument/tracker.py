@@ -105,7 +105,7 @@ class CallTracker:
         "content_chunks",
         "delegated",
         "error_type",
-        "estimated_tokens",
+        "extra_tokens",
         "first_content",
         "first_content_timed",
         "fresh",
@@ -160,7 +160,8 @@ class CallTracker:
         self.first_content: float | None = None
         self.content_chunks = 0
         self.chunks = 0
-        self.estimated_tokens = 0
+        #: Tokens reported beyond one per content chunk (the manual API may report several at once).
+        self.extra_tokens = 0
         self.first_content_timed = False
         # Gaps between consecutive content chunks whose arrivals were timed (see ``fresh``): the
         # decode rate comes from them. ``_previous``: the last timed arrival (None after a chunk
@@ -229,7 +230,8 @@ class CallTracker:
         now = clock()
         index = self.content_chunks
         self.content_chunks = index + 1
-        self.estimated_tokens += tokens
+        if tokens != 1:
+            self.extra_tokens += tokens - 1
         if index < self._times_cap:
             self._times.append(now)
         if text and self.texts is not None:
@@ -341,7 +343,7 @@ class CallTracker:
         duration = end - self.started
         api_usage = self.output_tokens is not None
         output_tokens = self.output_tokens if api_usage else (
-            token_estimate.count(self.texts or ()) or self.estimated_tokens or None)
+            token_estimate.count(self.texts or ()) or (self.content_chunks + self.extra_tokens) or None)
         ttft = None if self.first_content is None else self.first_content - self.started
         rate = None
         if self._gap_count and self._gap_sum > 0 and output_tokens:

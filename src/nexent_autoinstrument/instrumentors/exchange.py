@@ -26,6 +26,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import conventions as names
 from .. import lifecycle
+from ..adapters.endpoints import ENDPOINTS
 from ..adapters.openai import is_usage_only_event
 from ..adapters.sse import EventFilter, NDJSONDecoder, PlainReads, SSEDecoder, decode_json
 from ..guard import report_internal_error
@@ -60,6 +61,24 @@ def waited_for_data(waited: float, away: float) -> bool:
     machine does not turn data that waited into an arrival); the doubt costs a data point, never
     a wrong arrival time."""
     return waited > WAITED_READ_SECONDS and waited * 8 > away
+#: Every response header the agent reads (lower case): the body's type and encoding, and the
+#: attributes of every endpoint's table.
+_READ_HEADERS = frozenset([b"content-type", b"content-encoding",
+                           *(name.encode() for _, endpoint in ENDPOINTS for name, _, _ in endpoint.response_headers)])
+
+
+def header_values(headers: Any) -> dict[str, str]:
+    """The response headers the agent reads, by lower-case name, found in one pass over the raw
+    headers: each ``Headers.get`` scans every header (a dozen of them cost more than a chunk)."""
+    found: dict[str, str] = {}
+    for raw_name, raw_value in headers.raw:
+        name = raw_name.lower()
+        if name in _READ_HEADERS:
+            key, value = name.decode(), raw_value.decode("latin-1")
+            found[key] = f"{found[key]}, {value}" if key in found else value  # (as ``get`` joins repeats)
+    return found
+
+
 #: Connections (the transport's network streams) that have carried a request already.
 _connections_seen: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -147,7 +166,7 @@ class Exchange:
         if tracker is None:
             return
         tracker.annotate({"http.response.status_code": status})
-        headers = response.headers
+        headers = header_values(response.headers)
         if self.owns_call:
             if status >= 400:
                 tracker.fail(str(status))
@@ -164,13 +183,14 @@ class Exchange:
         if headers.get("content-encoding", "identity") not in ("identity", ""):
             return  # compressed body: timing and status only
         self.measures_body = True
-        if "text/event-stream" in headers.get("content-type", ""):
+        content_type = headers.get("content-type", "")
+        if "text/event-stream" in content_type:
             self.sse = SSEDecoder()
             key = self.call.endpoint.plain_key if self.call is not None else b""
             self.plain = PlainReads(key) if key else None
             if self.call is not None and self.call.drop_usage_only:
                 self.strip = EventFilter(is_usage_only_event)
-        elif "ndjson" in headers.get("content-type", ""):  # one JSON document per line (Ollama)
+        elif "ndjson" in content_type:  # one JSON document per line (Ollama)
             self.sse = NDJSONDecoder()
         else:
             self.json_body = bytearray()
