@@ -35,6 +35,7 @@ SSE_CASES = [
     ("comments and other fields", b": keep-alive\n\nevent: delta\nid: 7\nretry: 5\ndata: x\n\n", [b"x"]),
     ("named events", b"event: ping\ndata: {}\n\nevent: delta\ndata: \n\nevent: a\ndata:b\n\n", [b"{}", b"", b"b"]),
     ("multi-line data", b"data: first\ndata: second\n\n", [b"first\nsecond"]),
+    ("mixed line ends, then a whole line", b"data: x\ndata: a\r\ndata: b\n\n", [b"x\na\nb"]),
     ("no space after the colon", b"data:x\n\n", [b"x"]),
     ("an event without data", b"event: ping\n\ndata: y\n\n", [b"y"]),
     ("the end marker", b"data: [DONE]\n\n", [b"[DONE]"]),
@@ -45,6 +46,9 @@ SSE_CASES = [
 @pytest.mark.parametrize(("body", "events"), [(b, e) for _, b, e in SSE_CASES], ids=[n for n, _, _ in SSE_CASES])
 def test_sse_decoder_whole_and_split_anywhere(body: bytes, events: list[bytes]) -> None:
     assert SSEDecoder().feed(body) == events
+    for cut in range(len(body) + 1):  # two reads: the second may be one whole event line (the fast path)
+        decoder = SSEDecoder()
+        assert decoder.feed(body[:cut]) + decoder.feed(body[cut:]) == events
     rng = random.Random(7)
     for _ in range(300):  # the same events whatever the network read boundaries
         decoder, seen, position = SSEDecoder(), [], 0

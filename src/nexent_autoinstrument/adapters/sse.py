@@ -37,8 +37,8 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """The ``data`` of every event that ``chunk`` completes."""
-        if not self._buffer and chunk.startswith(b"data: ") and chunk.find(b"\n") == len(chunk) - 2 \
-                and chunk.endswith(b"\n\n") and b"\r" not in chunk:
+        if not self._buffer and not self._data and chunk.startswith(b"data: ") \
+                and chunk.find(b"\n") == len(chunk) - 2 and chunk.endswith(b"\n\n") and b"\r" not in chunk:
             return [chunk[6:-2]]  # one event in one read, as servers flush them: the common case
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer or self._data:
