@@ -105,6 +105,7 @@ def test_headers_found_in_one_pass_are_what_headers_get_gives(library: str) -> N
     assert {"x-request-id", "request-id", "x-ratelimit-remaining-tokens"} <= set(expected)  # (the case is not a test's)
 
 
+@pytest.mark.parametrize("library", LIBRARIES)
 def test_connection_error_marks_the_span(instrumented: Any, library: str) -> None:
     httpx = importlib.import_module(library)
     from nexent_autoinstrument.demo import free_port
