@@ -61,6 +61,8 @@ def waited_for_data(waited: float, away: float) -> bool:
     machine does not turn data that waited into an arrival); the doubt costs a data point, never
     a wrong arrival time."""
     return waited > WAITED_READ_SECONDS and waited * 8 > away
+
+
 #: Every response header the agent reads (lower case): the body's type and encoding, and the
 #: attributes of every endpoint's table.
 _READ_HEADERS = frozenset([b"content-type", b"content-encoding",
