@@ -396,9 +396,10 @@ class _AsyncReads:
             returned, self._returned = self._returned, now
             tracker.fresh = waited_for_data(now - asked, asked - returned)
             tracker.reader_seconds += asked - returned
-            if self._on_bytes is not None:
+            on_bytes = self._on_bytes
+            if on_bytes is not None:
                 try:
-                    self._on_bytes(chunk)
+                    on_bytes(chunk)
                 except Exception as exc:
                     report_internal_error("httpx.on_bytes", exc)
             exchange = self._exchange

@@ -17,52 +17,44 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from . import httpx, stainless
 
 
-class _StainlessInstrumentor(BaseInstrumentor):
-    package = ""
+class _LayerInstrumentor(BaseInstrumentor):
+    """Switches one library's layer on and off: ``layer`` is the layer's module (its ``activate``
+    and ``deactivate``), ``library`` the package it patches."""
+
+    layer: Any = None
+    library = ""
+    supported: tuple[str, ...] = ()
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return stainless.SDKS[self.package].supported
+        return self.supported
 
     def _instrument(self, **kwargs: Any) -> None:
-        stainless.activate(self.package, kwargs.get("telemetry"))
+        self.layer.activate(self.library, kwargs.get("telemetry"))
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        stainless.deactivate(self.package)
+        self.layer.deactivate(self.library)
 
 
-class OpenAIInstrumentor(_StainlessInstrumentor):
+class OpenAIInstrumentor(_LayerInstrumentor):
     """Traces and measures every openai SDK call (1.x to 3.x)."""
 
-    package = "openai"
+    layer, library, supported = stainless, "openai", stainless.SDKS["openai"].supported
 
 
-class AnthropicInstrumentor(_StainlessInstrumentor):
+class AnthropicInstrumentor(_LayerInstrumentor):
     """Traces and measures every anthropic SDK call. From 1.x the SDK traces its own calls when a
     tracer provider is set; each call then keeps the SDK's span, with the agent's measurements."""
 
-    package = "anthropic"
+    layer, library, supported = stainless, "anthropic", stainless.SDKS["anthropic"].supported
 
 
-class _HTTPXFamilyInstrumentor(BaseInstrumentor):
-    library = ""
-
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return httpx.SUPPORTED[self.library]
-
-    def _instrument(self, **kwargs: Any) -> None:
-        httpx.activate(self.library, kwargs.get("telemetry"))
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        httpx.deactivate(self.library)
-
-
-class HTTPXInstrumentor(_HTTPXFamilyInstrumentor):
+class HTTPXInstrumentor(_LayerInstrumentor):
     """httpx, which openai 1.x and 2.x and most other code use: HTTP spans, propagation, raw LLM calls."""
 
-    library = "httpx"
+    layer, library, supported = httpx, "httpx", httpx.SUPPORTED["httpx"]
 
 
-class HTTPX2Instrumentor(_HTTPXFamilyInstrumentor):
+class HTTPX2Instrumentor(_LayerInstrumentor):
     """httpx2, which openai 3.x uses."""
 
-    library = "httpx2"
+    layer, library, supported = httpx, "httpx2", httpx.SUPPORTED["httpx2"]
