@@ -24,7 +24,7 @@ from nexent_autoinstrument.adapters.openai import (
     skim_completion_event,
     skim_response_event,
 )
-from nexent_autoinstrument.adapters.sse import NDJSONDecoder, SSEDecoder
+from nexent_autoinstrument.adapters.sse import NDJSONDecoder, PlainReads, SSEDecoder
 
 # -- SSE ----------------------------------------------------------------------------------------
 
@@ -66,6 +66,40 @@ def test_sse_decoder_keeps_an_unfinished_event() -> None:
     assert decoder.feed(b"\ndata: next") == [b"partial"]
     assert decoder.feed(b"\r\n\r\n") == [b"next"]
 
+
+
+_LEARNED = (b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"tok "},'
+            b'"finish_reason":null}]}\n\n')
+PLAIN_READS = [
+    ("another text", _LEARNED.replace(b"tok ", b"other words"), True),
+    ("escaped quote and line end in the text", _LEARNED.replace(b"tok ", b'say \\"hi\\"\\n'), True),
+    ("unicode escape", _LEARNED.replace(b"tok ", b"\\u00e9t\\u00e9"), True),
+    ("raw UTF-8 text", _LEARNED.replace(b"tok ", "été 你好".encode()), True),
+    ("a field after the text", _LEARNED.replace(b"tok ", b'a","refusal":"no'), False),
+    ("an unescaped quote after an escape", _LEARNED.replace(b"tok ", b'a\\n","refusal":"no'), False),
+    ("a line end in the text", _LEARNED.replace(b"tok ", b"a\n\ndata: b"), False),
+    ("a carriage return in the text", _LEARNED.replace(b"tok ", b"a\rb"), False),
+    ("an escape cut in two", _LEARNED.replace(b"tok ", b"a\\"), False),
+    ("empty text", _LEARNED.replace(b"tok ", b""), False),
+    ("another finish reason", _LEARNED.replace(b"null", b'"stop"'), False),
+    ("another id", _LEARNED.replace(b"c1", b"c2"), False),
+    ("two events in one read", _LEARNED + _LEARNED, False),
+]
+
+
+@pytest.mark.parametrize(("read", "plain"), [(r, p) for _, r, p in PLAIN_READS], ids=[n for n, _, _ in PLAIN_READS])
+def test_a_read_is_recognised_as_the_learned_delta_only_when_just_its_text_differs(read: bytes, plain: bool) -> None:
+    reads = PlainReads(b'"content":"')
+    assert not reads.matches(_LEARNED)  # nothing learned yet
+    reads.learn(_LEARNED)
+    assert reads.matches(_LEARNED)
+    assert reads.matches(read) is plain
+    if plain:  # what the bytes say is what a parse says: the learned event with another text
+        [data] = SSEDecoder().feed(read)
+        event = json.loads(data)
+        assert event["choices"][0]["delta"]["content"]
+        event["choices"][0]["delta"]["content"] = "tok "
+        assert event == json.loads(_LEARNED[6:-2])
 
 # -- what counts as content ---------------------------------------------------------------------
 

@@ -90,8 +90,11 @@ class CallTracker:
         "_gap_count",
         "_gap_sum",
         "_max_gap",
+        "_notable_gap",
         "_previous",
         "_read_at",
+        "_run_first",
+        "_run_first_index",
         "_stall_after",
         "_stalls",
         "_start_ns",
@@ -118,6 +121,7 @@ class CallTracker:
         "output_tokens",
         "provider",
         "pulling",
+        "read_time",
         "reader_seconds",
         "request_sent",
         "response_id",
@@ -164,9 +168,12 @@ class CallTracker:
         self.extra_tokens = 0
         self.first_content_timed = False
         # Gaps between consecutive content chunks whose arrivals were timed (see ``fresh``): the
-        # decode rate comes from them. ``_previous``: the last timed arrival (None after a chunk
-        # that waited, which ends a run of consecutive arrivals).
+        # decode rate comes from them. They are counted per run of consecutive timed arrivals,
+        # when the run ends (a chunk that waited, or the end of the call), not per chunk: a run's
+        # gaps add up to its last arrival (``_previous``, None between runs) minus its first.
         self._previous: float | None = None
+        self._run_first = 0.0
+        self._run_first_index = 0
         #: When the last chunk that waited was read: it arrived then or before, so the gap from
         #: there to the next arrival is a lower bound of the real one (enough to prove a stall).
         self._read_at: float | None = None
@@ -179,11 +186,15 @@ class CallTracker:
         self.waiting_chunks = 0
         self._max_gap = 0.0
         self._stall_after = settings.stall_threshold_seconds
+        #: A gap longer than this is the longest yet or a stall (one comparison per chunk).
+        self._notable_gap = 0.0
         self._stalls: list[tuple[int, float, float]] = []
         #: Set by the HTTP layer per network read: True when the read waited for the data (the next
         #: content chunk arrived just now), False when the data was already there (it arrived
         #: earlier, while the caller was busy, or with an earlier chunk). None: nobody knows.
         self.fresh: bool | None = None
+        #: When that read returned (clock): the arrival time of the content it completed.
+        self.read_time = 0.0
         self.reader_seconds = 0.0
         #: Phases of the call seen by the HTTP layer (clock times) and whether the connection was reused.
         self.request_sent: float | None = None
@@ -226,8 +237,10 @@ class CallTracker:
         self.chunks += 1
 
     def content(self, text: str | None = None, tokens: int = 1) -> None:
-        """A chunk carrying content (text, tool arguments, refusal, reasoning) arrived now."""
-        now = clock()
+        """A chunk carrying content (text, tool arguments, refusal, reasoning) arrived now, or,
+        when the HTTP layer times the reads, when the read that brought it returned."""
+        fresh = self.fresh
+        now = clock() if fresh is None else self.read_time
         index = self.content_chunks
         self.content_chunks = index + 1
         if tokens != 1:
@@ -236,34 +249,44 @@ class CallTracker:
             self._times.append(now)
         if text and self.texts is not None:
             self.texts.append(text)
-        fresh = self.fresh
-        if self.first_content is None:
-            self.first_content = now
-            self.first_content_timed = fresh is not False
         if fresh is False:
             self._waited(index, now)
             return
         if fresh:
             self.fresh = False  # any further chunk from the same read was waiting for this one
         previous = self._previous
-        if previous is not None:
-            gap = now - previous
-            self._gap_sum += gap
-            self._gap_count += 1
-            if gap > self._max_gap or gap > self._stall_after:
-                self._long_gap(index, gap, now)
+        if previous is None:
+            self._run_starts(index, now)
+        elif now - previous > self._notable_gap:
+            self._long_gap(index, now - previous, now)
+        self._previous = now
+
+    def _run_starts(self, index: int, now: float) -> None:
+        """Chunk ``index`` arrived just now, the first of a run of timed arrivals."""
+        if self.first_content is None:
+            self.first_content = now
+            self.first_content_timed = True
         elif self._read_at is not None:  # after a chunk that waited: the real gap is at least this
             self._long_gap(index, now - self._read_at, now)
-        self._previous = now
+        self._run_first, self._run_first_index = now, index
 
     def _waited(self, index: int, now: float) -> None:
         """A content chunk that was already there when read: it arrived earlier, at an unknown
         time, so it is no arrival time and no gap (the caller read late, or it came bundled)."""
+        if self.first_content is None:
+            self.first_content = now
         self.waiting_chunks += 1
         if index < self._times_cap:
             self._waiting.append(index)
-        self._previous = None
+        self._end_run(index - 1)
         self._read_at = now
+
+    def _end_run(self, last_index: int) -> None:
+        """The run of timed arrivals (if any) ended with chunk ``last_index``: count its gaps."""
+        if self._previous is not None:
+            self._gap_sum += self._previous - self._run_first
+            self._gap_count += last_index - self._run_first_index
+            self._previous = None
 
     def _long_gap(self, index: int, gap: float, now: float) -> None:
         """A gap before chunk ``index`` that is the longest yet or a stall. After a chunk that
@@ -271,6 +294,7 @@ class CallTracker:
         decode rate, but enough for the maximum and for a stall, which a bundle must not hide."""
         if gap > self._max_gap:
             self._max_gap = gap
+            self._notable_gap = min(gap, self._stall_after)
         if gap > self._stall_after and len(self._stalls) < _MAX_STALL_EVENTS:
             self._stalls.append((index, gap, now))
 
@@ -345,6 +369,7 @@ class CallTracker:
         output_tokens = self.output_tokens if api_usage else (
             token_estimate.count(self.texts or ()) or (self.content_chunks + self.extra_tokens) or None)
         ttft = None if self.first_content is None else self.first_content - self.started
+        self._end_run(self.content_chunks - 1)
         rate = None
         if self._gap_count and self._gap_sum > 0 and output_tokens:
             # Tokens per content chunk over the mean gap between consecutive timed arrivals: the

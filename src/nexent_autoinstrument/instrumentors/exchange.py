@@ -392,7 +392,7 @@ class _AsyncReads:
             tracker = self._tracker
             if tracker is None:
                 return chunk
-            now = _clock()
+            now = tracker.read_time = _clock()
             returned, self._returned = self._returned, now
             tracker.fresh = waited_for_data(now - asked, asked - returned)
             tracker.reader_seconds += asked - returned
@@ -439,7 +439,7 @@ def body_classes(module: Any) -> BodyClasses:
                     strip = exchange.strip
                     returned = asked = _clock()
                     for chunk in self._inner:  # one network read, or what the parser had buffered
-                        now = _clock()
+                        now = tracker.read_time = _clock()
                         tracker.fresh = waited_for_data(now - asked, asked - returned)
                         returned = now
                         if on_bytes is not None:
