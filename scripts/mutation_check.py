@@ -177,7 +177,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("response headers matched by their case", PKG + "instrumentors/exchange.py",
              "        name = raw_name.lower()", "        name = raw_name", ("tests/test_httpx.py",)),
     Mutation("SSE fast path ignores data lines held from the general path", PKG + "adapters/sse.py",
-             "if not self._buffer and not self._data and ", "if not self._buffer and ", ("tests/test_adapters.py",)),
+             "self.idle = not self._buffer and not self._data", "self.idle = not self._buffer", ("tests/test_adapters.py",)),
     Mutation("model label cap removed", PKG + "metrics.py",
              "            if len(self._seen) < self._cap:", "            if True:",
              ("tests/test_reliability.py", "tests/test_openai_streams.py")),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from .usage import usage_of
+from .usage import usage_counts
 
 if TYPE_CHECKING:
     from ..tracker import CallTracker
@@ -176,7 +176,7 @@ def read_response_event(tracker: CallTracker, event: Any) -> None:
 
 def read_usage(tracker: CallTracker, usage: Any) -> None:
     """Report a usage object or dict to the tracker."""
-    counts = usage_of(usage)
+    counts = usage_counts(usage)
     if counts is not None:
         tracker.usage(*counts)
 
@@ -191,9 +191,10 @@ def read_response(tracker: CallTracker, response: Any) -> None:
         if reason:
             index = _get(choice, "index")
             tracker.finish_reason(reason, index if isinstance(index, int) else position)
-    status = _get(response, "status")
-    if isinstance(status, str) and _get(response, "object") == "response":
-        tracker.finish_reason(status)
+    if _get(response, "object") == "response":  # (only the Responses API's objects have a status)
+        status = _get(response, "status")
+        if isinstance(status, str):
+            tracker.finish_reason(status)
     usage = _get(response, "usage")
     if usage is not None:
         read_usage(tracker, usage)

@@ -23,23 +23,26 @@ def decode_json(data: bytes | str) -> Any:
 class SSEDecoder:
     """Server-sent events from byte chunks split anywhere (mid-line, mid-character)."""
 
-    __slots__ = ("_buffer", "_data")
+    __slots__ = ("_buffer", "_data", "idle")
 
     def __init__(self) -> None:
         self._buffer = b""
         self._data: list[bytes] = []
-
-    @property
-    def idle(self) -> bool:
-        """Nothing of an unfinished event is held: the next read starts a new one."""
-        return not self._buffer and not self._data
+        #: Nothing of an unfinished event is held: the next read starts a new one. (An attribute
+        #: kept by ``feed``, not a property: it is read before every network read is matched.)
+        self.idle = True
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """The ``data`` of every event that ``chunk`` completes."""
-        if not self._buffer and not self._data and chunk.startswith(b"data: ") \
-                and chunk.find(b"\n") == len(chunk) - 2 and chunk.endswith(b"\n\n") and b"\r" not in chunk:
+        if self.idle and chunk.startswith(b"data: ") and chunk.find(b"\n") == len(chunk) - 2 \
+                and chunk.endswith(b"\n\n") and b"\r" not in chunk:
             return [chunk[6:-2]]  # one event in one read, as servers flush them: the common case
-        buffer = self._buffer + chunk if self._buffer else chunk
+        events = self._split(self._buffer + chunk if self._buffer else chunk)
+        self.idle = not self._buffer and not self._data
+        return events
+
+    def _split(self, buffer: bytes) -> list[bytes]:
+        """The events completed in ``buffer`` (what was held, then the new read); keeps the rest."""
         if b"\r" in buffer or self._data:
             if self._data or not buffer.count(b"\r") == buffer.count(b"\n") == buffer.count(b"\r\n"):
                 events, self._buffer = self._lines(buffer)
@@ -79,21 +82,18 @@ class NDJSONDecoder:
     """Newline-delimited JSON (one document per line, as Ollama streams) from byte chunks split
     anywhere: the same ``feed`` as ``SSEDecoder``, each item one line's JSON text."""
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "idle")
 
     def __init__(self) -> None:
         self._buffer = b""
+        self.idle = True  #: nothing of an unfinished line is held
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Every non-blank line that ``chunk`` completes."""
         buffer = self._buffer + chunk if self._buffer else chunk
         *lines, self._buffer = buffer.split(b"\n")
+        self.idle = not self._buffer
         return [line for line in lines if line.strip()]
-
-    @property
-    def idle(self) -> bool:
-        """Nothing of an unfinished line is held."""
-        return not self._buffer
 
     @property
     def pending(self) -> bool:

@@ -24,8 +24,12 @@ def token_count(value: Any) -> int | None:
 def usage_of(response: Any) -> tuple[int | None, int | None] | None:
     """(input_tokens, output_tokens) from ``response.usage`` (or a usage object itself), else None."""
     usage = get_field(response, "usage")
-    if usage is None:
-        usage = response
+    return usage_counts(response if usage is None else usage)
+
+
+def usage_counts(usage: Any) -> tuple[int | None, int | None] | None:
+    """(input_tokens, output_tokens) of a usage object or dict, else None. (Asking an SDK object
+    for a field it lacks costs a raised and caught AttributeError, dearer than a whole chunk.)"""
     for input_key, output_key in _USAGE_FIELDS:
         input_tokens = token_count(get_field(usage, input_key))
         output_tokens = token_count(get_field(usage, output_key))
