@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 import pytest
+from openai._models import construct_type
 from openai.types.chat import ChatCompletionChunk
 from openai.types.completion import Completion
 
@@ -149,6 +150,7 @@ CHAT_CASES = [
      [("content", ("",))]),
     ("refusal", chat({"refusal": "no"}), [("content", ("",))]),
     ("reasoning", chat({"reasoning_content": "think"}), [("content", ("",))]),
+    ("reasoning, another name", chat({"reasoning": "think"}), [("content", ("",))]),
     ("finish", chat({}, "stop"), [("finish_reason", ("stop", 0))]),
     ("usage only", {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [],
                     "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12}},
@@ -159,11 +161,13 @@ CHAT_CASES = [
 @pytest.mark.parametrize(("chunk", "facts"), [(c, f) for _, c, f in CHAT_CASES], ids=[n for n, _, _ in CHAT_CASES])
 def test_chat_readers_count_content_alike_from_sdk_objects_and_dicts(chunk: dict[str, Any],
                                                                       facts: list[Any]) -> None:
-    from_sdk, from_dict = Recorder(), Recorder()
+    from_sdk, from_stream, from_dict = Recorder(), Recorder(), Recorder()
     read_chat_chunk(from_sdk, ChatCompletionChunk.model_validate(chunk))  # type: ignore[arg-type]
+    # (built as the SDK builds a stream's chunks: not validated)
+    read_chat_chunk(from_stream, construct_type(type_=ChatCompletionChunk, value=chunk))  # type: ignore[arg-type]
     read_chat_event(from_dict, chunk)  # type: ignore[arg-type]
-    assert from_sdk.facts == from_dict.facts == facts
-    assert from_sdk.response_id == from_dict.response_id == "c1"
+    assert from_sdk.facts == from_stream.facts == from_dict.facts == facts
+    assert from_sdk.response_id == from_stream.response_id == from_dict.response_id == "c1"
 
 
 def test_completion_readers() -> None:

@@ -23,8 +23,21 @@ def _get(source: Any, key: str) -> Any:
     return getattr(source, key, None)
 
 
+#: Where an SDK model keeps its declared fields, then the undeclared ones the server sent.
+_MODEL_FIELDS = ("__dict__", "__pydantic_extra__")
+
+
 def _reasoning(delta: Any) -> Any:
-    return _get(delta, "reasoning_content") or _get(delta, "reasoning")
+    """The reasoning text some compatible servers add to a delta (``reasoning_content``,
+    ``reasoning``), which the SDK does not declare: looked up in the model's fields, not asked
+    for as attributes (each missing one raises and catches an AttributeError inside the SDK's
+    models, which costs more than a whole chunk)."""
+    for fields in (delta,) if isinstance(delta, dict) else (getattr(delta, name, None) for name in _MODEL_FIELDS):
+        if isinstance(fields, dict):
+            value = fields.get("reasoning_content") or fields.get("reasoning")
+            if value:
+                return value
+    return None
 
 
 # Readers of the SDK's parsed items: plain attribute access on the hot path. The SDK does not
