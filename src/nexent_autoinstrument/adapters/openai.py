@@ -32,12 +32,14 @@ def _reasoning(delta: Any) -> Any:
     ``reasoning``), which the SDK does not declare: looked up in the model's fields, not asked
     for as attributes (each missing one raises and catches an AttributeError inside the SDK's
     models, which costs more than a whole chunk)."""
+    found = False
     for fields in (delta,) if isinstance(delta, dict) else (getattr(delta, name, None) for name in _MODEL_FIELDS):
         if isinstance(fields, dict):
+            found = True
             value = fields.get("reasoning_content") or fields.get("reasoning")
             if value:
                 return value
-    return None
+    return None if found else _get(delta, "reasoning_content") or _get(delta, "reasoning")  # (another kind of object)
 
 
 # Readers of the SDK's parsed items: plain attribute access on the hot path. The SDK does not
