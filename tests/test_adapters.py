@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from openai._models import construct_type
 from openai.types.chat import ChatCompletionChunk
 from openai.types.completion import Completion
+from openai.types.completion_usage import CompletionUsage
+from openai.types.responses import ResponseUsage
 
 from nexent_autoinstrument.adapters import anthropic as anthropic_adapter
 from nexent_autoinstrument.adapters import gemini as gemini_adapter
@@ -26,6 +29,7 @@ from nexent_autoinstrument.adapters.openai import (
     skim_response_event,
 )
 from nexent_autoinstrument.adapters.sse import NDJSONDecoder, PlainReads, SSEDecoder
+from nexent_autoinstrument.adapters.usage import usage_counts
 
 # -- SSE ----------------------------------------------------------------------------------------
 
@@ -193,6 +197,23 @@ def test_response_events() -> None:
         read_response_event(recorder, event)  # type: ignore[arg-type]
     assert recorder.facts == [("content", ("hi",)), ("content", (None,)), ("content", (None,)),
                               ("finish_reason", ("completed", 0)), ("usage", (2, 3))]
+
+
+USAGES = [
+    ("chat, declared", lambda: CompletionUsage(prompt_tokens=2, completion_tokens=3, total_tokens=5), (2, 3)),
+    ("Responses, declared", lambda: construct_type(  # (built as the SDK builds a response)
+        type_=ResponseUsage, value={"input_tokens": 2, "output_tokens": 3, "total_tokens": 5}), (2, 3)),
+    ("chat model, Responses counts undeclared", lambda: construct_type(
+        type_=CompletionUsage, value={"input_tokens": 2, "output_tokens": 3}), (2, 3)),
+    ("dict", lambda: {"input_tokens": 2, "output_tokens": 3}, (2, 3)),
+    ("another kind of object", lambda: SimpleNamespace(prompt_tokens=2, completion_tokens=None), (2, None)),
+    ("no counts", lambda: construct_type(type_=CompletionUsage, value={}), None),
+]
+
+
+@pytest.mark.parametrize(("make", "counts"), [(m, c) for _, m, c in USAGES], ids=[n for n, _, _ in USAGES])
+def test_usage_is_read_from_every_shape(make: Any, counts: Any) -> None:
+    assert usage_counts(make()) == counts
 
 
 def test_malformed_items_are_skipped_without_raising() -> None:

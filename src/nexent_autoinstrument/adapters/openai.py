@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from .usage import usage_counts
+from .usage import model_field_maps, usage_counts
 
 if TYPE_CHECKING:
     from ..tracker import CallTracker
@@ -23,23 +23,18 @@ def _get(source: Any, key: str) -> Any:
     return getattr(source, key, None)
 
 
-#: Where an SDK model keeps its declared fields, then the undeclared ones the server sent.
-_MODEL_FIELDS = ("__dict__", "__pydantic_extra__")
-
-
 def _reasoning(delta: Any) -> Any:
     """The reasoning text some compatible servers add to a delta (``reasoning_content``,
     ``reasoning``), which the SDK does not declare: looked up in the model's fields, not asked
-    for as attributes (each missing one raises and catches an AttributeError inside the SDK's
-    models, which costs more than a whole chunk)."""
-    found = False
-    for fields in (delta,) if isinstance(delta, dict) else (getattr(delta, name, None) for name in _MODEL_FIELDS):
-        if isinstance(fields, dict):
-            found = True
-            value = fields.get("reasoning_content") or fields.get("reasoning")
-            if value:
-                return value
-    return None if found else _get(delta, "reasoning_content") or _get(delta, "reasoning")  # (another kind of object)
+    for as attributes (see ``model_field_maps``)."""
+    maps = (delta,) if isinstance(delta, dict) else model_field_maps(delta)
+    if maps is None:  # another kind of object
+        return _get(delta, "reasoning_content") or _get(delta, "reasoning")
+    for fields in maps:
+        value = fields.get("reasoning_content") or fields.get("reasoning")
+        if value:
+            return value
+    return None
 
 
 # Readers of the SDK's parsed items: plain attribute access on the hot path. The SDK does not
@@ -201,15 +196,16 @@ def read_response(tracker: CallTracker, response: Any) -> None:
     if response is None:
         return
     tracker.response(_get(response, "model"), _get(response, "id"))
-    for position, choice in enumerate(_get(response, "choices") or ()):
-        reason = _get(choice, "finish_reason")
-        if reason:
-            index = _get(choice, "index")
-            tracker.finish_reason(reason, index if isinstance(index, int) else position)
-    if _get(response, "object") == "response":  # (only the Responses API's objects have a status)
+    if _get(response, "object") == "response":  # the Responses API's: a status, no choices
         status = _get(response, "status")
         if isinstance(status, str):
             tracker.finish_reason(status)
+    else:
+        for position, choice in enumerate(_get(response, "choices") or ()):
+            reason = _get(choice, "finish_reason")
+            if reason:
+                index = _get(choice, "index")
+                tracker.finish_reason(reason, index if isinstance(index, int) else position)
     usage = _get(response, "usage")
     if usage is not None:
         read_usage(tracker, usage)

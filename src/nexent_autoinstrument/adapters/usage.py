@@ -9,6 +9,20 @@ from typing import Any
 _USAGE_FIELDS = (("prompt_tokens", "completion_tokens"), ("input_tokens", "output_tokens"))
 
 
+_ABSENT = object()
+
+
+def model_field_maps(source: Any) -> tuple[dict[str, Any], ...] | None:
+    """Where an SDK model (pydantic 2) keeps its fields: the declared ones, then the undeclared
+    ones the server sent; None for anything else. A lookup there is a dictionary's, while asking
+    a model for a field it lacks raises and catches an AttributeError inside pydantic (22k
+    instructions, more than a whole chunk)."""
+    extra = getattr(source, "__pydantic_extra__", _ABSENT)
+    if extra is _ABSENT:
+        return None
+    return tuple(fields for fields in (getattr(source, "__dict__", None), extra) if isinstance(fields, dict))
+
+
 def get_field(source: Any, key: str) -> Any:
     """A field of an SDK object or of a plain dict; None when absent."""
     if isinstance(source, dict):
@@ -28,9 +42,11 @@ def usage_of(response: Any) -> tuple[int | None, int | None] | None:
 
 
 def usage_counts(usage: Any) -> tuple[int | None, int | None] | None:
-    """(input_tokens, output_tokens) of a usage object or dict, else None. (Asking an SDK object
-    for a field it lacks costs a raised and caught AttributeError, dearer than a whole chunk.)"""
+    """(input_tokens, output_tokens) of a usage object or dict, else None."""
+    maps = model_field_maps(usage)
     for input_key, output_key in _USAGE_FIELDS:
+        if maps is not None and not any(input_key in fields or output_key in fields for fields in maps):
+            continue  # (a model without this pair: not asked for fields it lacks)
         input_tokens = token_count(get_field(usage, input_key))
         output_tokens = token_count(get_field(usage, output_key))
         if input_tokens is not None or output_tokens is not None:
