@@ -10,26 +10,19 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from .usage import model_field_maps, usage_counts
+from .usage import field_maps, get_field, usage_counts
 
 if TYPE_CHECKING:
     from ..tracker import CallTracker
 
 
-def _get(source: Any, key: str) -> Any:
-    """A field of an SDK object or of a plain dict; None when absent (off the hot path)."""
-    if isinstance(source, dict):
-        return source.get(key)
-    return getattr(source, key, None)
-
-
 def _reasoning(delta: Any) -> Any:
     """The reasoning text some compatible servers add to a delta (``reasoning_content``,
     ``reasoning``), which the SDK does not declare: looked up in the model's fields, not asked
-    for as attributes (see ``model_field_maps``)."""
-    maps = (delta,) if isinstance(delta, dict) else model_field_maps(delta)
+    for as attributes (see ``field_maps``)."""
+    maps = field_maps(delta)
     if maps is None:  # another kind of object
-        return _get(delta, "reasoning_content") or _get(delta, "reasoning")
+        return get_field(delta, "reasoning_content") or get_field(delta, "reasoning")
     for fields in maps:
         value = fields.get("reasoning_content") or fields.get("reasoning")
         if value:
@@ -166,22 +159,22 @@ RESPONSE_END_EVENTS = frozenset({"response.completed", "response.incomplete", "r
 
 def read_response_event(tracker: CallTracker, event: Any) -> None:
     """A Responses API stream event: any non-empty ``*.delta`` is content; the last event has usage."""
-    kind = _get(event, "type")
+    kind = get_field(event, "type")
     if kind is None:
         return
     if kind.endswith(".delta"):
-        delta = _get(event, "delta")
+        delta = get_field(event, "delta")
         if delta:
             tracker.content(delta if kind == "response.output_text.delta" else None)
     elif kind in RESPONSE_END_EVENTS:
-        read_response(tracker, _get(event, "response"))
+        read_response(tracker, get_field(event, "response"))
         if kind == "response.failed":
             tracker.fail("response.failed")
     elif kind == "response.created" and tracker.response_id is None:
-        response = _get(event, "response")
-        tracker.response(_get(response, "model"), _get(response, "id"))
+        response = get_field(event, "response")
+        tracker.response(get_field(response, "model"), get_field(response, "id"))
     elif kind == "error":
-        tracker.fail(str(_get(event, "code") or "stream_error"))
+        tracker.fail(str(get_field(event, "code") or "stream_error"))
 
 
 def read_usage(tracker: CallTracker, usage: Any) -> None:
@@ -195,18 +188,18 @@ def read_response(tracker: CallTracker, response: Any) -> None:
     """A whole (non-streamed) response object or dict: model, id, finish reasons, usage."""
     if response is None:
         return
-    tracker.response(_get(response, "model"), _get(response, "id"))
-    if _get(response, "object") == "response":  # the Responses API's: a status, no choices
-        status = _get(response, "status")
+    tracker.response(get_field(response, "model"), get_field(response, "id"))
+    if get_field(response, "object") == "response":  # the Responses API's: a status, no choices
+        status = get_field(response, "status")
         if isinstance(status, str):
             tracker.finish_reason(status)
     else:
-        for position, choice in enumerate(_get(response, "choices") or ()):
-            reason = _get(choice, "finish_reason")
+        for position, choice in enumerate(get_field(response, "choices") or ()):
+            reason = get_field(choice, "finish_reason")
             if reason:
-                index = _get(choice, "index")
+                index = get_field(choice, "index")
                 tracker.finish_reason(reason, index if isinstance(index, int) else position)
-    usage = _get(response, "usage")
+    usage = get_field(response, "usage")
     if usage is not None:
         read_usage(tracker, usage)
     if tracker.texts is not None:
@@ -216,14 +209,14 @@ def read_response(tracker: CallTracker, response: Any) -> None:
 def output_text(response: Any) -> str:
     """The generated text of a whole response, for content capture."""
     parts: list[str] = []
-    for choice in _get(response, "choices") or ():
-        message = _get(choice, "message")
-        text = _get(message, "content") if message is not None else _get(choice, "text")
+    for choice in get_field(response, "choices") or ():
+        message = get_field(choice, "message")
+        text = get_field(message, "content") if message is not None else get_field(choice, "text")
         if isinstance(text, str):
             parts.append(text)
-    for item in _get(response, "output") or ():
-        for content in _get(item, "content") or ():
-            text = _get(content, "text")
+    for item in get_field(response, "output") or ():
+        for content in get_field(item, "content") or ():
+            text = get_field(content, "text")
             if isinstance(text, str):
                 parts.append(text)
     return "".join(parts)

@@ -12,11 +12,13 @@ _USAGE_FIELDS = (("prompt_tokens", "completion_tokens"), ("input_tokens", "outpu
 _ABSENT = object()
 
 
-def model_field_maps(source: Any) -> tuple[dict[str, Any], ...] | None:
-    """Where an SDK model (pydantic 2) keeps its fields: the declared ones, then the undeclared
-    ones the server sent; None for anything else. A lookup there is a dictionary's, while asking
-    a model for a field it lacks raises and catches an AttributeError inside pydantic (22k
-    instructions, more than a whole chunk)."""
+def field_maps(source: Any) -> tuple[dict[str, Any], ...] | None:
+    """The dictionaries that hold the fields of ``source``: a plain dict itself, or an SDK model's
+    (pydantic 2) declared fields, then the undeclared ones the server sent; None for anything
+    else. A lookup there is a dictionary's, while asking a model for a field it lacks raises and
+    catches an AttributeError inside pydantic (22k instructions, more than a whole chunk)."""
+    if isinstance(source, dict):
+        return (source,)
     extra = getattr(source, "__pydantic_extra__", _ABSENT)
     if extra is _ABSENT:
         return None
@@ -43,10 +45,10 @@ def usage_of(response: Any) -> tuple[int | None, int | None] | None:
 
 def usage_counts(usage: Any) -> tuple[int | None, int | None] | None:
     """(input_tokens, output_tokens) of a usage object or dict, else None."""
-    maps = model_field_maps(usage)
+    maps = field_maps(usage)
     for input_key, output_key in _USAGE_FIELDS:
         if maps is not None and not any(input_key in fields or output_key in fields for fields in maps):
-            continue  # (a model without this pair: not asked for fields it lacks)
+            continue  # (not asked for fields it lacks)
         input_tokens = token_count(get_field(usage, input_key))
         output_tokens = token_count(get_field(usage, output_key))
         if input_tokens is not None or output_tokens is not None:
