@@ -378,3 +378,59 @@ def test_what_the_sdk_swallows_after_the_body_is_not_an_error(harness_factory: A
     span = harness.llm_span()
     assert span.attributes["llm.stream.outcome"] == "completed" and "error.type" not in span.attributes
     assert harness.value("nexent_autoinstrument_internal_errors_total") in (None, 0)
+
+
+async def _read_one_and_stop(httpx: Any, reader: str, stop: str) -> list[str]:
+    """What a caller sees when it reads one piece of a body and stops (``aclose``, or ``athrow``
+    an error): the order in which the transport's reader and the response close."""
+    seen: list[str] = []
+
+    class Body(httpx.AsyncByteStream):  # type: ignore[name-defined,misc]
+        async def __aiter__(self) -> Any:
+            try:
+                for index in range(5):
+                    yield b'data: {"choices":[{"index":0,"delta":{"content":"%d"}}]}\n\n' % index
+            finally:
+                seen.append("transport reader closed")
+
+        async def aclose(self) -> None:
+            seen.append("body closed")
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, stream=Body()))
+    async with httpx.AsyncClient(transport=transport) as client, client.stream(
+            "POST", "http://mock.invalid/v1/chat/completions", json={**CHAT, "stream": True}) as response:
+        pieces = response.stream.__aiter__() if reader == "stream" else getattr(response, reader)()
+        await pieces.__anext__()
+        seen.append("stopping")
+        try:
+            await (pieces.aclose() if stop == "aclose" else pieces.athrow(ValueError("stop")))
+        except ValueError:
+            seen.append("raised")
+        seen.append("stopped")
+    seen.append("response closed")
+    await asyncio.sleep(0.01)  # (anything left to a finalizer has run by now)
+    return seen
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize(("reader", "stop"), [("aiter_raw", "aclose"), ("aiter_lines", "aclose"),
+                                              ("aiter_raw", "athrow"), ("stream", "aclose"), ("stream", "athrow")])
+def test_an_async_body_left_early_closes_what_it_read_when_it_would_without_the_agent(
+        harness_factory: Any, library: str, reader: str, stop: str) -> None:
+    """httpx2 closes the reader it got from the body as soon as its caller stops, and the reader
+    closes the transport's own at once; httpx leaves them to the collector. Either way, the
+    caller sees every close happen exactly when it happens without the agent, and the same error."""
+    httpx = importlib.import_module(library)
+    bare = asyncio.run(_read_one_and_stop(httpx, reader, stop))
+    harness = harness_factory()
+    instrumentor = HTTPXInstrumentor() if library == "httpx" else HTTPX2Instrumentor()
+    instrumentor.instrument(telemetry=harness.telemetry)
+    try:
+        seen = asyncio.run(_read_one_and_stop(httpx, reader, stop))
+    finally:
+        instrumentor.uninstrument()
+    assert seen == bare
+    if library == "httpx2" and reader != "aiter_lines":
+        assert bare.index("transport reader closed") < bare.index("stopped")  # (what the test is about)
+    assert harness.llm_span().attributes["llm.stream.outcome"] == "closed_early"

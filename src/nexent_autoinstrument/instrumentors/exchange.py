@@ -16,7 +16,7 @@ import re
 import sys
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import nullcontext
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
@@ -356,11 +356,15 @@ def bytes_reader(exchange: Exchange) -> Callable[[bytes], None] | None:
 class _AsyncReads:
     """The reads of an async response body, as the caller makes them: what the sync wrapper's
     generator does, as a plain iterator, so that asyncio tracks no async generator of ours (its
-    shutdown then closes exactly the generators it closes without the agent)."""
+    shutdown then closes exactly the generators it closes without the agent).
 
-    __slots__ = ("_done", "_exchange", "_on_bytes", "_pull", "_returned", "_tracker")
+    It has the async-generator protocol, as the library's own reader has: httpx2 closes the
+    reader it got when its caller stops, and so closes the readers beneath it at once."""
+
+    __slots__ = ("_done", "_exchange", "_inner", "_on_bytes", "_pull", "_returned", "_tracker")
 
     def __init__(self, inner: Any, exchange: Exchange) -> None:
+        self._inner = inner
         self._pull = inner.__anext__
         self._exchange = exchange
         self._tracker = exchange.tracker
@@ -387,6 +391,7 @@ class _AsyncReads:
                     return rest
                 raise
             except BaseException as exc:
+                self._done = True
                 _guard(self._exchange.on_error, exc)
                 raise
             tracker = self._tracker
@@ -407,6 +412,26 @@ class _AsyncReads:
                 chunk = exchange.strip_injected(chunk)
             if chunk:
                 return chunk
+
+    def asend(self, value: None) -> Awaitable[bytes]:
+        """As an async generator's: a reader takes nothing in, so this is ``__anext__``."""
+        return self.__anext__()
+
+    async def athrow(self, error: Any, value: Any = None, traceback: Any = None) -> bytes:
+        """As an async generator's, suspended between two reads: the reads stop, and the error
+        goes to what they read from, or is raised here."""
+        self._done = True
+        if isinstance(self._inner, AsyncGenerator):
+            return await self._inner.athrow(error, value, traceback)
+        exc = error if isinstance(error, BaseException) else value or error()
+        raise exc if traceback is None else exc.with_traceback(traceback)
+
+    async def aclose(self) -> None:
+        """The caller stopped: no more reads, and what they read from closes now (the library's
+        own reader closes it in its ``finally``)."""
+        self._done = True
+        if isinstance(self._inner, AsyncGenerator):
+            await self._inner.aclose()
 
 
 class BodyClasses(NamedTuple):
