@@ -377,3 +377,8 @@ def test_what_a_request_says_per_protocol() -> None:
         "gen_ai.request.temperature": 0.2, "gen_ai.request.max_tokens": 9}
     assert request_attributes({"generationConfig": {"topK": 3}, "max_tokens": True}, False) == {
         "gen_ai.request.top_k": 3}
+    # Later rows of the table win (the newer max_completion_tokens over max_tokens), whatever
+    # the body's order; absent, non-numeric and nested fields of another API give nothing.
+    assert request_attributes({"max_completion_tokens": 20, "temperature": 0.5, "max_tokens": 10, "seed": "7",
+                               "messages": [{"role": "user", "content": "x"}], "options": 3}, False) == {
+        "gen_ai.request.temperature": 0.5, "gen_ai.request.max_tokens": 20}

@@ -158,6 +158,8 @@ def request_attributes(body: Any, capture_content: bool) -> dict[str, Any]:
         return {}
     attributes: dict[str, Any] = {}
     for path, name in REQUEST_ATTRIBUTES:
+        if path[0] not in body:
+            continue  # (most are absent: one lookup each)
         value: Any = body
         for key in path:
             value = value.get(key) if isinstance(value, dict) else None

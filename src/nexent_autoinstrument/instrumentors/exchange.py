@@ -142,7 +142,7 @@ class Exchange:
     def sending(self) -> Any:
         """While a raw LLM call is sent, it is current (other instrumentations' HTTP spans nest
         under it) and a failure ends it; an SDK call is the SDK layer's to handle."""
-        return lifecycle.sending(self.call) if self.owns_call and self.call is not None else nullcontext()
+        return lifecycle.Sending(self.call) if self.owns_call and self.call is not None else nullcontext()
 
     def sent(self) -> None:
         """The request body has been handed to the connection: the request is on the wire."""

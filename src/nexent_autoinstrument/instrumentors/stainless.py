@@ -101,17 +101,18 @@ def _start(layer: _Layer, telemetry: Any, client: Any, options: Any, kwargs: dic
     if endpoint is None:
         return None
     body = _effective_body(options)
+    base_url = getattr(client, "base_url", None)  # (a property: read once)
     stream = bool(kwargs.get("stream") or body.get("stream"))
     # Ask the server for usage at the end of the stream only where nobody can tell: the user did
     # not ask for stream_options anywhere, will not read the raw bytes, and the host accepts it.
     inject = (stream and telemetry.settings.inject_stream_usage and endpoint.accepts_stream_options
               and "stream_options" not in body and not _is_raw_response(options)
-              and _server_of(getattr(client, "base_url", None)) not in rejects_stream_options)
+              and _server_of(base_url) not in rejects_stream_options)
     if inject:
         options.json_data = {**(options.json_data or {}), "stream_options": {"include_usage": True}}
     sdk_call = kwargs.get("call")  # the SDK's own traced call (see the module's docstring)
     return lifecycle.start_http_call(
-        telemetry, endpoint, body, getattr(client, "base_url", None), stream=stream,
+        telemetry, endpoint, body, base_url, stream=stream,
         azure="azure" in type(client).__name__.lower(), usage_expected=True if inject else None,
         drop_usage_only=inject, adopt=Adoption.of(getattr(sdk_call, "span", None)))
 
@@ -202,7 +203,7 @@ def _sync_request(layer: _Layer, wrapped: Any, client: Any, args: tuple[Any, ...
     call = _guarded_start(layer, client, args, kwargs)
     if call is None:
         return wrapped(*args, **kwargs)
-    with lifecycle.sending(call):
+    with lifecycle.Sending(call):
         while True:  # a second time only if a server refused the stream_options we added
             try:
                 value = wrapped(*args, **kwargs)
@@ -220,7 +221,7 @@ async def _async_request(layer: _Layer, wrapped: Any, client: Any, args: tuple[A
     call = _guarded_start(layer, client, args, kwargs)
     if call is None:
         return await wrapped(*args, **kwargs)
-    with lifecycle.sending(call):
+    with lifecycle.Sending(call):
         while True:
             try:
                 value = await wrapped(*args, **kwargs)
