@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,6 +79,24 @@ def test_resuming_soon_after_a_break_completes_the_same_call(agent: Any, mock_ll
     # It ended at the end of the stream, after the 0.3 s pause, not at the break (no tighter bound:
     # on a busy machine the caller's list() may return some milliseconds after the end).
     assert broke + 300_000_000 <= span.end_time <= read_all
+
+
+def _voluntary_switches(thread: threading.Thread) -> int:
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("voluntary_ctxt_switches")).split()[1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread statistics of Linux")
+def test_the_reaper_sleeps_while_no_call_waits_to_end(agent: Any, mock_llm: Any) -> None:
+    """It wakes for a call broken off, ticks through the grace, ends it, and then sleeps: an idle
+    service is not woken five times a second, and a busy one only when a call stops being read."""
+    read_then_break(stream_of(mock_llm, tokens=5), 2)
+    assert wait_for_llm_span(agent).attributes["llm.stream.outcome"] == "closed_early"
+    (reaper,) = [thread for thread in threading.enumerate() if thread.name == "nexent-call-reaper"]
+    time.sleep(0.1)
+    before = _voluntary_switches(reaper)
+    time.sleep(1.0)
+    assert _voluntary_switches(reaper) - before <= 1
 
 
 def test_resuming_long_after_a_break_still_gives_every_chunk(agent: Any, mock_llm: Any) -> None:

@@ -5,18 +5,20 @@ Every layer (the openai SDK, raw httpx/httpx2 calls, the manual API) starts its 
 ending (a ``break``, a dropped stream, a closed response while the SDK still reads) is
 ``suspend``-ed: it ends, with the time it stopped, at the next safe point. That is a small
 reaper thread that never depends on traffic, or process exit; never the garbage collector, which
-may interrupt code holding the locks that ending a call takes. At exit (``end_unfinished``,
-before the providers flush) every call still open is ended with the data it has.
+may interrupt code holding the locks that ending a call takes. The reaper sleeps until a call is
+suspended, woken through a socket (a send takes no lock, so the collector may wake it). At exit
+(``end_unfinished``, before the providers flush) every call still open is ended with the data it has.
 
 Outcomes: see ``conventions.OUTCOMES`` and the README's outcome table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -49,6 +51,8 @@ REAPER_TICK_SECONDS = 0.2
 #: How long a cancelled call waits for the cancellation to unwind before it is called cancelled.
 CANCELLATION_VERDICT_SECONDS = 1.0
 _reaper_pid: int | None = None
+#: The reaper's socket pair: it waits on the first; a byte sent on the second (non-blocking) wakes it.
+_wake: tuple[socket.socket, socket.socket] | None = None
 
 
 # -- start ------------------------------------------------------------------------------------------
@@ -193,6 +197,7 @@ def suspend(tracker: CallTracker, outcome: str, at: float | None = None, by_call
         return  # the first reason to stop is the one that counts
     tracker.suspended = Stop(outcome, clock() if at is None else at, by_caller)
     _pending.append(tracker)
+    _wake_reaper()
 
 
 def resume(tracker: CallTracker) -> None:
@@ -204,6 +209,7 @@ def resume(tracker: CallTracker) -> None:
 def defer(end_later: Callable[[str, float], None], outcome: str) -> None:
     """For a finalizer: ``end_later(outcome, now)`` runs at the next safe point."""
     _deferred.append((end_later, outcome, clock()))
+    _wake_reaper()
 
 
 def end_suspended(grace: float = RESUME_GRACE_SECONDS) -> None:
@@ -252,16 +258,37 @@ def end_unfinished() -> None:
 
 def ensure_reaper() -> None:
     """Start the reaper thread of this process unless it runs already."""
-    global _reaper_pid
+    global _reaper_pid, _wake
     if _reaper_pid == os.getpid():
         return
     _reaper_pid = os.getpid()  # a forked child has no threads: it starts its own
-    threading.Thread(target=_reap_forever, name="nexent-call-reaper", daemon=True).start()
+    for inherited in _wake or ():  # (this process's copies of its parent's pair)
+        inherited.close()
+    receiver, sender = _wake = socket.socketpair()
+    sender.setblocking(False)
+    threading.Thread(target=_reap_forever, args=(receiver,), name="nexent-call-reaper", daemon=True).start()
 
 
-def _reap_forever() -> None:
+def _wake_reaper() -> None:
+    """Safe inside the garbage collector: a send that neither blocks nor takes a lock."""
+    wake = _wake
+    if wake is not None:
+        with contextlib.suppress(OSError):  # full: wake-ups are waiting already (or closed by a fork)
+            wake[1].send(b"\0")
+
+
+def _reap_forever(receiver: socket.socket) -> None:
+    """Sleep until a call is suspended or an end deferred, then end what is due; tick while some
+    call waits out its grace. A process that is not ending calls wakes nothing."""
     while True:
-        time.sleep(REAPER_TICK_SECONDS)
+        receiver.settimeout(REAPER_TICK_SECONDS if _pending or _deferred else None)
+        try:
+            if not receiver.recv(4096):
+                return
+        except TimeoutError:
+            pass
+        except OSError:
+            return
         if _pending or _deferred:
             try:
                 end_suspended()
