@@ -55,10 +55,13 @@ venv, since the counts of identical work differ by a few tenths of a percent bet
 
 Instructions are counted by ``valgrind --tool=callgrind --instr-atstart=no``, only between two
 client requests around the measured calls (a tiny C library this script compiles into
-``.bench/``; needs gcc and valgrind's headers), after a warm-up call, with PYTHONHASHSEED=0 and
-the garbage collector paused between the two requests: identical runs then agree within about
-1,000 instructions per chunk (with it running, where its collections fell made them differ by
-up to 8,000). Those runs go ``--jobs`` at a time
+``.bench/``; needs gcc and valgrind's headers), after warm-up calls (as many as are measured:
+CPython specialises code as it runs it, and the first calls of a fresh interpreter cost both
+bare and instrumented code more: after one warm-up call instead of twenty, the agent's cost per
+``create`` was 70k instructions higher), with PYTHONHASHSEED=0, address-space randomisation off
+(``setarch -R``, where there is one) and the garbage collector paused between the two
+requests: identical runs then agree within about 1,000 instructions per chunk (with the
+collector running, where its collections fell made them differ by up to 8,000). Those runs go ``--jobs`` at a time
 (instruction counts do not depend on load); the timed rows run afterwards, one thing at a time.
 """
 
@@ -217,6 +220,11 @@ def run_worker(python: str, spec: str, env: dict[str, str], prefix: list[str] | 
     return result
 
 
+#: Runs a command with address-space randomisation off: where objects land changes how CPython's
+#: dictionaries probe (ids hash by address), and so the instruction counts, from run to run.
+NO_ASLR = ["setarch", "-R"] if shutil.which("setarch") else []
+
+
 def run_job(job: Job, markers: str) -> dict[str, Any]:
     """Run one job; a callgrind job's result gets the instructions counted in its region."""
     if not job.callgrind:
@@ -224,7 +232,8 @@ def run_job(job: Job, markers: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         out = os.path.join(scratch, "callgrind.out")
         result = run_worker(python_of(job.agent), job.spec(), clean_env(job.agent, BENCH_CALLGRIND_MARKERS=markers),
-                            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"])
+                            [*NO_ASLR, "valgrind", "--tool=callgrind", "--instr-atstart=no",
+                             f"--callgrind-out-file={out}"])
         for name in os.listdir(scratch):
             text = Path(scratch, name).read_text(errors="replace")
             if "Client Request: region" in text:
