@@ -19,6 +19,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -264,8 +265,12 @@ def ensure_reaper() -> None:
     _reaper_pid = os.getpid()  # a forked child has no threads: it starts its own
     for inherited in _wake or ():  # (this process's copies of its parent's pair)
         inherited.close()
-    receiver, sender = _wake = socket.socketpair()
-    sender.setblocking(False)
+    receiver: socket.socket | None = None
+    try:
+        receiver, sender = _wake = socket.socketpair()
+        sender.setblocking(False)
+    except OSError:  # no sockets here (a sandbox): the reaper polls instead
+        _wake = None
     threading.Thread(target=_reap_forever, args=(receiver,), name="nexent-call-reaper", daemon=True).start()
 
 
@@ -277,18 +282,21 @@ def _wake_reaper() -> None:
             wake[1].send(b"\0")
 
 
-def _reap_forever(receiver: socket.socket) -> None:
+def _reap_forever(receiver: socket.socket | None) -> None:
     """Sleep until a call is suspended or an end deferred, then end what is due; tick while some
     call waits out its grace. A process that is not ending calls wakes nothing."""
     while True:
-        receiver.settimeout(REAPER_TICK_SECONDS if _pending or _deferred else None)
-        try:
-            if not receiver.recv(4096):
+        if receiver is None:
+            time.sleep(REAPER_TICK_SECONDS)
+        else:
+            receiver.settimeout(REAPER_TICK_SECONDS if _pending or _deferred else None)
+            try:
+                if not receiver.recv(4096):
+                    return
+            except TimeoutError:
+                pass
+            except OSError:
                 return
-        except TimeoutError:
-            pass
-        except OSError:
-            return
         if _pending or _deferred:
             try:
                 end_suspended()
