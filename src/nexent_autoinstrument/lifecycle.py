@@ -14,7 +14,6 @@ Outcomes: see ``conventions.OUTCOMES`` and the README's outcome table.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import sys
@@ -275,11 +274,14 @@ def ensure_reaper() -> None:
 
 
 def _wake_reaper() -> None:
-    """Safe inside the garbage collector: a send that neither blocks nor takes a lock."""
+    """Safe inside the garbage collector: a send that neither blocks nor takes a lock. (Plain
+    ``try``: finalizers also run at interpreter shutdown, when other modules may be torn down.)"""
     wake = _wake
     if wake is not None:
-        with contextlib.suppress(OSError):  # full: wake-ups are waiting already (or closed by a fork)
+        try:  # noqa: SIM105
             wake[1].send(b"\0")
+        except OSError:  # full: wake-ups are waiting already (or closed by a fork)
+            pass
 
 
 def _reap_forever(receiver: socket.socket | None) -> None:
