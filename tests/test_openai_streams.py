@@ -96,7 +96,7 @@ def test_sync_abandoned_and_garbage_collected(instrument: Any, mock_llm: Any) ->
     gc.collect()
     abandoned_at = time.time_ns()
     span = wait_for_llm_span(harness)  # ended soon, with no other call needed ...
-    assert ended_on == ["nexent-call-reaper"]  # ... by the reaper thread, never inside the collector
+    assert ended_on == ["nexent-agent"]  # ... by the reaper thread, never inside the collector
     assert span.attributes["llm.stream.outcome"] == "abandoned"
     assert span.end_time <= abandoned_at + 50_000_000  # with the time it was dropped
     assert harness.value("llm_time_to_first_token_seconds_count", model="mock-gpt", operation="chat") == 1

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
 from conftest import clean_env, post_chat, run_python, start_example
-from nexent_autoinstrument import lifecycle
+from nexent_autoinstrument import guest, lifecycle
 from nexent_autoinstrument.demo import free_port
 from nexent_autoinstrument.instrumentors import stainless as openai_layer
 from nexent_autoinstrument.instrumentors.otel import OpenAIInstrumentor
@@ -193,8 +193,11 @@ def test_abandoned_streams_leak_nothing() -> None:
                 stream = client.chat.completions.create(model="m", messages=[], stream=True)
                 next(stream)  # one chunk read, then dropped: never closed
 
-        def one_more_call() -> None:  # and the reaper's tick, which ends the abandoned ones
+        def one_more_call() -> None:  # and the agent thread's work: what the collector posted, then its tick
             list(client.chat.completions.create(model="m", messages=[], stream=True))
+            for _ in range(2):  # (an end posted from a finalizer keeps its cycle for one more collection)
+                assert guest.run_and_wait(lambda: None, 10)
+                gc.collect()
             lifecycle.end_suspended()
 
         abandon(1000)

@@ -130,13 +130,14 @@ def initialize(source: str = "manual") -> Any:
 def _build_pipeline() -> None:
     global _telemetry, _pipeline, pipelines_built
     try:
+        from . import guest
         from .adapters import tokens
         from .pipeline import Pipeline
 
         _pipeline = Pipeline(get_settings())
         pipelines_built += 1
         _telemetry = _pipeline.telemetry()
-        tokens.start_loading()
+        guest.on_start(tokens.load_offline)
     except Exception as exc:
         report_internal_error("bootstrap", exc)
         _telemetry = None

@@ -144,6 +144,8 @@ LLM_OFFSETS_TRUNCATED = "llm.token.offsets_truncated"
 LLM_STREAM = "llm.stream"
 LLM_STREAM_CHUNKS = "llm.stream.chunks"
 LLM_STREAM_OUTCOME = "llm.stream.outcome"
+#: Seconds the caller kept a stream open after the last item it took, for a call that ended early.
+LLM_STREAM_HELD = "llm.stream.held_seconds"
 LLM_USAGE_SOURCE = "llm.usage.source"
 # What the server reports about its own work (Ollama), beside what the agent measured: a ground truth.
 LLM_SERVER_RATE = "llm.server.token_generation_rate"  # tokens/s: the server's output tokens over its decode time

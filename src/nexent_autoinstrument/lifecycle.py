@@ -3,22 +3,19 @@
 Every layer (the openai SDK, raw httpx/httpx2 calls, the manual API) starts its calls with
 ``begin``/``start_http_call`` and ends them with ``end``. A call that stops being read without
 ending (a ``break``, a dropped stream, a closed response while the SDK still reads) is
-``suspend``-ed: it ends, with the time it stopped, at the next safe point. That is a small
-reaper thread that never depends on traffic, or process exit; never the garbage collector, which
-may interrupt code holding the locks that ending a call takes. The reaper sleeps until a call is
-suspended, woken through a socket (a send takes no lock, so the collector may wake it). At exit
-(``end_unfinished``, before the providers flush) every call still open is ended with the data it has.
+``suspend``-ed: it ends, dated when the caller stopped, at the next safe point, on the agent's
+thread (``guest``), which never depends on traffic; or at process exit. A call asked to end
+while the garbage collector runs is ended by the agent's thread too: ending takes locks that the
+interrupted code may hold (see ``guest``). At exit (``end_unfinished``, before the providers
+flush) every call still open is ended with the data it has. A fork child owns none of its
+parent's calls.
 
 Outcomes: see ``conventions.OUTCOMES`` and the README's outcome table.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
-import threading
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -27,6 +24,7 @@ from typing import Any, NamedTuple, TypeVar
 from opentelemetry import context, trace
 
 from . import conventions as names
+from . import guest
 from .guard import report_internal_error
 from .tracker import CallTracker, Telemetry, clock
 
@@ -41,18 +39,16 @@ current_manual_call: ContextVar[CallTracker | None] = ContextVar("nexent_current
 
 #: Calls started and not finished yet, by id: what exit has to end.
 _live: dict[int, CallTracker] = {}
-#: Suspended calls waiting for the reaper.
+#: Suspended calls waiting for the agent's thread.
 _pending: deque[CallTracker] = deque()
-#: Other ends that a finalizer handed over (an HTTP exchange whose body was dropped).
-_deferred: deque[tuple[Callable[[str, float], None], str, float]] = deque()
 #: A call broken off (``break``) can still be resumed for this long before it is ended.
 RESUME_GRACE_SECONDS = 0.5
+#: How often the agent's thread looks at suspended calls while one waits out its grace.
 REAPER_TICK_SECONDS = 0.2
 #: How long a cancelled call waits for the cancellation to unwind before it is called cancelled.
 CANCELLATION_VERDICT_SECONDS = 1.0
-_reaper_pid: int | None = None
-#: The reaper's socket pair: it waits on the first; a byte sent on the second (non-blocking) wakes it.
-_wake: tuple[socket.socket, socket.socket] | None = None
+#: Outcomes of a call the caller stopped reading: dated when it took its last item.
+_STOPPED_EARLY = frozenset({names.CLOSED_EARLY, names.ABANDONED, names.INTERRUPTED})
 
 
 # -- start ------------------------------------------------------------------------------------------
@@ -63,7 +59,8 @@ def begin(telemetry: Telemetry, operation: str, model: str | None, *, provider: 
     """Open the span of one LLM call and start its clock. ``usage_expected``: the response will
     carry usage, so there is no need to keep text for an estimate. ``adopt``: the span an SDK
     started for this call (``adoption.Adoption``), measured instead of starting one."""
-    ensure_reaper()
+    telemetry.prepare()
+    guest.start()
     tracker = CallTracker(telemetry, operation, model or "unknown", provider, stream, attributes, usage_expected,
                           adopt)
     _live[id(tracker)] = tracker
@@ -156,19 +153,35 @@ class Stop(NamedTuple):
     #: The caller stopped (a break, a dropped stream): nothing after that changes the outcome.
     #: Otherwise the response was closed under the SDK's stream, which normally ends it next.
     by_caller: bool
+    #: How long the caller held the stream open after its last item, when that is when it stopped.
+    held: float | None = None
+
+
+def stopped_at(tracker: CallTracker, now: float) -> tuple[float, float | None]:
+    """When the caller stopped reading a call that ends early ``now``, and for how long it held
+    it open since: a stream whose consumer was between two items stopped at the last one it
+    took (a relay generator kept alive keeps the SDK's stream open long after its last item)."""
+    last = tracker.last_activity() if tracker.stream and not tracker.pulling else None
+    if last is None or last > now:
+        return now, None
+    return last, now - last
 
 
 def end(tracker: CallTracker, exc: BaseException | None = None, outcome: str | None = None,
         at: float | None = None) -> None:
     """End a call, once: because of ``exc`` (None: it completed), or with ``outcome``, now or ``at``.
     A call that had stopped ends at the time it stopped; once the caller had stopped reading, an
-    exception after that (one thrown into a dropped stream) does not change how it ended. Never raises."""
+    exception after that (one thrown into a dropped stream) does not change how it ended. Inside
+    the garbage collector this only posts the end to the agent's thread. Never raises."""
+    if guest.collecting:
+        guest.post(end, tracker, exc, outcome, clock() if at is None else at)
+        return
     try:
         stop = tracker.suspended
         if tracker.finished or (stop is not None and stop.outcome == names.CANCELLED):
             return  # ended, or a cancellation's verdict is pending: that decides
         if exc is not None and stop is not None and stop.by_caller:
-            _finish(tracker, stop.outcome, stop.at)
+            _finish(tracker, stop.outcome, stop.at, stop.held)
             return
         if outcome is None:
             outcome = names.outcome_of(exc)
@@ -179,25 +192,35 @@ def end(tracker: CallTracker, exc: BaseException | None = None, outcome: str | N
             if isinstance(status, int):
                 tracker.annotate({"http.response.status_code": status})
             tracker.fail(exc)
-        _finish(tracker, outcome, stop.at if at is None and stop is not None else at)
+        held = None
+        if stop is not None and at is None:
+            at, held = stop.at, stop.held
+        elif at is None and outcome in _STOPPED_EARLY:
+            at, held = stopped_at(tracker, clock())
+        _finish(tracker, outcome, at, held)
     except Exception as error:
         report_internal_error("lifecycle.end", error)
 
 
-def _finish(tracker: CallTracker, outcome: str, at: float | None) -> None:
+def _finish(tracker: CallTracker, outcome: str, at: float | None, held: float | None = None) -> None:
+    if held is not None:
+        tracker.annotate({names.LLM_STREAM_HELD: held})
     if tracker.finish(outcome, at):
         _live.pop(id(tracker), None)
 
 
 def suspend(tracker: CallTracker, outcome: str, at: float | None = None, by_caller: bool = True) -> None:
-    """The call stopped being read, and may not end otherwise: it ends as ``outcome`` at the time
-    it stopped, unless it resumes (``closed_early``) within ``RESUME_GRACE_SECONDS`` or ends first.
-    Safe inside the garbage collector: it only records and queues."""
+    """The call stopped being read, and may not end otherwise: it ends as ``outcome``, dated when
+    the caller stopped, unless it resumes (``closed_early``) within ``RESUME_GRACE_SECONDS`` or
+    ends first. Safe inside the garbage collector: it only records and wakes the agent's thread."""
     if tracker.finished or tracker.suspended is not None:
         return  # the first reason to stop is the one that counts
-    tracker.suspended = Stop(outcome, clock() if at is None else at, by_caller)
+    held = None
+    if at is None:
+        at, held = stopped_at(tracker, clock())
+    tracker.suspended = Stop(outcome, at, by_caller, held)
     _pending.append(tracker)
-    _wake_reaper()
+    guest.wake()
 
 
 def resume(tracker: CallTracker) -> None:
@@ -207,22 +230,15 @@ def resume(tracker: CallTracker) -> None:
 
 
 def defer(end_later: Callable[[str, float], None], outcome: str) -> None:
-    """For a finalizer: ``end_later(outcome, now)`` runs at the next safe point."""
-    _deferred.append((end_later, outcome, clock()))
-    _wake_reaper()
+    """For a finalizer: ``end_later(outcome, now)`` runs on the agent's thread."""
+    guest.post(end_later, outcome, clock())
 
 
 def end_suspended(grace: float = RESUME_GRACE_SECONDS) -> None:
-    """End the suspended calls whose grace has passed, and run deferred ends (the reaper's tick)."""
-    while _deferred:
-        try:
-            end_later, outcome, when = _deferred.popleft()
-        except IndexError:
-            break
-        try:
-            end_later(outcome, when)
-        except Exception as exc:
-            report_internal_error("lifecycle.deferred", exc)
+    """End the suspended calls that are due: a broken-off call, or one whose response was closed
+    under the SDK's stream, once its grace has passed (the caller may resume it, the SDK end
+    it); a cancelled one once its verdict is overdue (the event loop that was to give it has
+    gone). At exit, ``grace`` is 0: every one is due."""
     now = clock()
     for _ in range(len(_pending)):
         try:
@@ -232,10 +248,20 @@ def end_suspended(grace: float = RESUME_GRACE_SECONDS) -> None:
         stop = tracker.suspended
         if stop is None or tracker.finished:
             continue  # resumed, or ended by its owner
-        if stop.outcome == names.CLOSED_EARLY and now - stop.at < grace:
+        if stop.outcome == names.CANCELLED:
+            wait = grace and CANCELLATION_VERDICT_SECONDS + grace
+        else:
+            wait = grace if stop.outcome == names.CLOSED_EARLY or not stop.by_caller else 0.0
+        if now - stop.at < wait:
             _pending.append(tracker)
             continue
-        _finish(tracker, stop.outcome, stop.at)
+        _finish(tracker, stop.outcome, stop.at, stop.held)
+
+
+def _tick() -> float | None:
+    """The agent thread's look at suspended calls: again in a moment while one waits out its grace."""
+    end_suspended()
+    return REAPER_TICK_SECONDS if _pending else None
 
 
 def end_unfinished() -> None:
@@ -248,62 +274,28 @@ def end_unfinished() -> None:
             break
         except RuntimeError:  # another thread started or ended a call meanwhile
             continue
+    now = clock()
     for tracker in open_calls:
         stop = tracker.suspended
         try:
-            _finish(tracker, stop.outcome if stop else names.INTERRUPTED, stop.at if stop else None)
+            if stop is not None:
+                _finish(tracker, stop.outcome, stop.at, stop.held)
+            else:
+                _finish(tracker, names.INTERRUPTED, *stopped_at(tracker, now))
         except Exception as exc:
             report_internal_error("lifecycle.exit", exc)
 
 
-def ensure_reaper() -> None:
-    """Start the reaper thread of this process unless it runs already."""
-    global _reaper_pid, _wake
-    if _reaper_pid == os.getpid():
-        return
-    _reaper_pid = os.getpid()  # a forked child has no threads: it starts its own
-    for inherited in _wake or ():  # (this process's copies of its parent's pair)
-        inherited.close()
-    receiver: socket.socket | None = None
-    try:
-        receiver, sender = _wake = socket.socketpair()
-        sender.setblocking(False)
-    except OSError:  # no sockets here (a sandbox): the reaper polls instead
-        _wake = None
-    threading.Thread(target=_reap_forever, args=(receiver,), name="nexent-call-reaper", daemon=True).start()
+def _disown_inherited() -> None:
+    """In a fork child: the calls in flight are the parent's, which ends and exports them."""
+    for tracker in list(_live.values()):
+        tracker.disown()
+    _live.clear()
+    _pending.clear()
 
 
-def _wake_reaper() -> None:
-    """Safe inside the garbage collector: a send that neither blocks nor takes a lock. (Plain
-    ``try``: finalizers also run at interpreter shutdown, when other modules may be torn down.)"""
-    wake = _wake
-    if wake is not None:
-        try:  # noqa: SIM105
-            wake[1].send(b"\0")
-        except OSError:  # full: wake-ups are waiting already (or closed by a fork)
-            pass
-
-
-def _reap_forever(receiver: socket.socket | None) -> None:
-    """Sleep until a call is suspended or an end deferred, then end what is due; tick while some
-    call waits out its grace. A process that is not ending calls wakes nothing."""
-    while True:
-        if receiver is None:
-            time.sleep(REAPER_TICK_SECONDS)
-        else:
-            receiver.settimeout(REAPER_TICK_SECONDS if _pending or _deferred else None)
-            try:
-                if not receiver.recv(4096):
-                    return
-            except TimeoutError:
-                pass
-            except OSError:
-                return
-        if _pending or _deferred:
-            try:
-                end_suspended()
-            except Exception as exc:
-                report_internal_error("lifecycle.reaper", exc)
+guest.on_tick(_tick)
+guest.on_fork(_disown_inherited)
 
 
 def _judge_cancellation_later(tracker: CallTracker, at: float | None) -> bool:
@@ -319,7 +311,8 @@ def _judge_cancellation_later(tracker: CallTracker, at: float | None) -> bool:
     if task is None or not hasattr(task, "cancelling"):
         return False
     when = clock() if at is None else at
-    tracker.suspended = Stop(names.CANCELLED, when, True)  # exit ends it as cancelled if no verdict comes
+    tracker.suspended = Stop(names.CANCELLED, when, True)  # ended as cancelled if no verdict comes
+    _pending.append(tracker)
     requested = task.cancelling()
     deadline = clock() + CANCELLATION_VERDICT_SECONDS
     loop = task.get_loop()

@@ -289,7 +289,7 @@ def exposition() -> tuple[bytes, str]:
 
     telemetry = bootstrap.current_telemetry()
     if telemetry is not None:
-        telemetry.metrics  # noqa: B018
+        telemetry.prepare()
 
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

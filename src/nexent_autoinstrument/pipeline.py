@@ -1,8 +1,11 @@
 """The telemetry pipeline: resource, tracer and meter providers, exporters, /metrics server.
 
-Built once per process by ``bootstrap.initialize``. Exporters run on the SDK's batching
-threads with bounded queues, so an unreachable collector costs dropped data and one
-warning, never a blocked or failing application.
+Built once per process by ``bootstrap.initialize``, as plain objects: what starts a thread or
+imports a network stack starts when first needed (the span processors when the first span ends,
+their exporters on their first export, the meter provider with the first call), so that it is
+made of what the application uses by then (gevent's greenlets, once it has patched). Exporters
+run on the SDK's batching threads with bounded queues, so an unreachable collector costs
+dropped data and one warning, never a blocked or failing application.
 """
 
 from __future__ import annotations
@@ -15,18 +18,19 @@ import socket
 import sys
 import threading
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from . import __version__
-from .guard import export_warnings
+from . import __version__, guest
+from .guard import export_warnings, report_internal_error
 from .settings import Settings
 from .tracker import Telemetry
 
@@ -34,6 +38,8 @@ logger = logging.getLogger("nexent_autoinstrument")
 
 #: Upper bound on how long flushing telemetry may hold up process exit.
 SHUTDOWN_BOUND_SECONDS = 5.0
+#: At exit, how long the agent's thread may take to finish the work it was given.
+AGENT_STOP_SECONDS = 1.0
 EXPORT_TIMEOUT_SECONDS = 5
 MAX_QUEUED_SPANS = 2048
 
@@ -155,6 +161,77 @@ def _quiet_repeated_exporter_warnings() -> None:
                 exporter_logger.addFilter(EXPORT_WARNINGS)
 
 
+class ExporterOnFirstExport(SpanExporter):
+    """A span exporter made on its first export, on the batch processor's thread: importing and
+    building an exporter (protobuf, an HTTP session, TLS) costs neither the application's
+    start-up nor its threads, and happens after the application has set itself up."""
+
+    def __init__(self, make: Callable[[], SpanExporter]) -> None:
+        self._make = make
+        self._exporter: SpanExporter | None = None
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._exporter is None:
+            self._exporter = self._make()
+            _quiet_repeated_exporter_warnings()
+        return self._exporter.export(spans)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._exporter is None or bool(self._exporter.force_flush(timeout_millis))
+
+    def shutdown(self) -> None:
+        if self._exporter is not None:
+            self._exporter.shutdown()
+
+
+class ProcessorOnFirstSpan(SpanProcessor):
+    """A span processor made when the first span ends (a batch processor starts its thread when
+    made). Spans that end meanwhile, or inside the garbage collector (starting a thread takes
+    locks the interrupted code may hold), wait in a bounded queue for the next span to end."""
+
+    def __init__(self, make: Callable[[], SpanProcessor]) -> None:
+        self._make = make
+        self._processor: SpanProcessor | None = None
+        self._early: deque[ReadableSpan] = deque(maxlen=MAX_QUEUED_SPANS)
+        self._claim = [True]  # popped by the one thread that makes the processor
+
+    def on_end(self, span: ReadableSpan) -> None:
+        processor = self._processor
+        if processor is not None:
+            processor.on_end(span)
+            return
+        self._early.append(span)
+        if guest.collecting:
+            return
+        try:
+            self._claim.pop()
+        except IndexError:  # another thread makes it right now: it hands this span on (or the next span does)
+            pass
+        else:
+            try:
+                self._processor = self._make()
+            except Exception as exc:
+                report_internal_error("pipeline.span_processor", exc)
+                self._processor = SpanProcessor()  # (nothing to export to: spans are dropped)
+            guest.start()  # (a SIGTERM's flush runs on the agent's thread)
+        processor = self._processor
+        if processor is None:
+            return
+        while True:
+            try:
+                early = self._early.popleft()
+            except IndexError:
+                return
+            processor.on_end(early)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._processor is None or self._processor.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        if self._processor is not None:
+            self._processor.shutdown()
+
+
 def _run_bounded(action: Callable[[], Any], seconds: float) -> None:
     worker = threading.Thread(target=action, name="nexent-telemetry-shutdown", daemon=True)
     worker.start()
@@ -174,16 +251,15 @@ class Pipeline:
         self.owns_tracer_provider = not isinstance(existing, TracerProvider)
         self.tracer_provider: Any = self._make_tracer_provider(settings) if self.owns_tracer_provider else existing
         self.bulk_histograms: Any = None
-        self.meter_provider = self._make_meter_provider(settings)
-        _quiet_repeated_exporter_warnings()
+        self.meter_provider: Any = None
         self._telemetry = Telemetry(settings, trace.get_tracer("nexent_autoinstrument", __version__,
                                                                tracer_provider=self.tracer_provider),
                                     make_metrics=self._make_metrics)
         if settings.prometheus_port is not None:
-            self._telemetry.metrics  # (the instruments exist before the first scrape)  # noqa: B018
+            self._telemetry.prepare()  # (the instruments exist before the first scrape)
             self.metrics_server_port = serve_metrics(settings.prometheus_port)
         atexit.register(self.shutdown)
-        _flush_on_sigterm(self.shutdown)
+        _flush_on_sigterm(self)
         os.register_at_fork(after_in_child=self._flush_when_forked_child_exits)
 
     def _make_tracer_provider(self, settings: Settings) -> TracerProvider:
@@ -192,9 +268,11 @@ class Pipeline:
                                   span_limits=_span_limits())
         for name in settings.traces_exporters:
             if name in SPAN_EXPORTERS:
-                provider.add_span_processor(BatchSpanProcessor(
-                    SPAN_EXPORTERS[name](settings), max_queue_size=MAX_QUEUED_SPANS,
-                    export_timeout_millis=EXPORT_TIMEOUT_SECONDS * 1000))
+                make_exporter = SPAN_EXPORTERS[name]
+                provider.add_span_processor(ProcessorOnFirstSpan(
+                    lambda make=make_exporter: BatchSpanProcessor(  # type: ignore[misc]
+                        ExporterOnFirstExport(lambda: make(settings)), max_queue_size=MAX_QUEUED_SPANS,
+                        export_timeout_millis=EXPORT_TIMEOUT_SECONDS * 1000)))
         trace.set_tracer_provider(provider)
         return provider
 
@@ -214,12 +292,15 @@ class Pipeline:
                    for e in exporters]
         provider = MeterProvider(metric_readers=readers, resource=self.resource, shutdown_on_exit=False)
         otel_metrics.set_meter_provider(provider)
+        _quiet_repeated_exporter_warnings()
         return provider
 
     def _make_metrics(self) -> tuple[Any, Any]:
-        """The metric instruments, made on first use (see ``Telemetry``)."""
+        """The metric instruments, and the OpenTelemetry meter provider (its reader starts a
+        thread), made when the first call starts (see ``Telemetry.prepare``)."""
         from .metrics import HTTPMetrics, LLMMetrics
 
+        self.meter_provider = self._make_meter_provider(self.settings)
         meter = self.meter_provider.get_meter("nexent_autoinstrument", __version__) if self.meter_provider else None
         return (LLMMetrics(meter=meter, max_model_labels=self.settings.max_model_labels, bulk=self.bulk_histograms),
                 HTTPMetrics(meter=meter))
@@ -237,7 +318,16 @@ class Pipeline:
             util.register_after_fork(self, _finalize_on_exit)
 
     def shutdown(self) -> None:
-        """Flush and stop exporters, once; never holds exit longer than ``SHUTDOWN_BOUND_SECONDS``."""
+        """At exit: the agent's thread finishes what it was given, every call still open is
+        ended and the providers flush, once; exit is held up at most ``SHUTDOWN_BOUND_SECONDS``."""
+        if self._shut_down:
+            return
+        guest.stop(AGENT_STOP_SECONDS)
+        self.end_and_flush(bounded=True)
+
+    def end_and_flush(self, bounded: bool = False) -> None:
+        """End every call still open and flush and shut the providers down, once (``bounded``:
+        on a thread of its own, waited for at most ``SHUTDOWN_BOUND_SECONDS``)."""
         if self._shut_down:
             return
         self._shut_down = True
@@ -251,7 +341,17 @@ class Pipeline:
             if self.meter_provider is not None:
                 self.meter_provider.shutdown(timeout_millis=SHUTDOWN_BOUND_SECONDS * 1000)
 
-        _run_bounded(flush_all, SHUTDOWN_BOUND_SECONDS)
+        if bounded:
+            _run_bounded(flush_all, SHUTDOWN_BOUND_SECONDS)
+        else:
+            flush_all()
+
+    def flush(self) -> None:
+        """Export what has ended so far; the process goes on."""
+        if self.owns_tracer_provider:
+            self.tracer_provider.force_flush(int(SHUTDOWN_BOUND_SECONDS * 1000))
+        if self.meter_provider is not None:
+            self.meter_provider.force_flush(SHUTDOWN_BOUND_SECONDS * 1000)
 
 
 def _finalize_on_exit(pipeline: Pipeline) -> None:
@@ -260,21 +360,27 @@ def _finalize_on_exit(pipeline: Pipeline) -> None:
     multiprocessing.util.Finalize(pipeline, pipeline.shutdown, exitpriority=100)
 
 
-def _flush_on_sigterm(flush: Callable[[], None]) -> None:
+def _flush_on_sigterm(pipeline: Pipeline) -> None:
     """Flush before dying of SIGTERM, which skips atexit. Installed only where nobody handles
     SIGTERM yet, so an application's own handler replaces it; servers such as uvicorn restore
-    and re-raise the previous handler after their graceful shutdown, which brings us here."""
+    and re-raise the previous handler after their graceful shutdown, which brings us here.
+
+    The handler runs wherever the main thread was interrupted, which may hold any lock: it only
+    hands the work to the agent's thread and waits for it, at most ``SHUTDOWN_BOUND_SECONDS``.
+    Still the installed handler, it then dies of the signal, as without the agent. Called by an
+    application's own handler that chains to it, it flushes and returns: the application decides."""
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        try:
-            flush()
-        finally:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)  # die of the signal, as without the agent
+        if signal.getsignal(signal.SIGTERM) is not on_sigterm:
+            guest.run_and_wait(pipeline.flush, SHUTDOWN_BOUND_SECONDS)
+            return
+        guest.run_and_wait(pipeline.end_and_flush, SHUTDOWN_BOUND_SECONDS)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)  # die of the signal, as without the agent
 
     signal.signal(signal.SIGTERM, on_sigterm)
 

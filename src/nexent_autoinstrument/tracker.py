@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import conventions as names
+from . import guest
 from .adapters import tokens as token_estimate
 from .guard import report_internal_error
 from .settings import Settings
@@ -32,12 +32,15 @@ logger = logging.getLogger("nexent_autoinstrument")
 
 clock = time.perf_counter
 _MAX_STALL_EVENTS = 32
+#: How long a call waits for another thread that is making the metric instruments.
+_PREPARE_WAIT_SECONDS = 30.0
 
 
 class Telemetry:
     """What every tracker shares: the settings, a tracer and the metric instruments. The
-    instruments may come from ``make_metrics``, on first use (prometheus_client is then imported
-    by the first call that ends, not at start-up)."""
+    instruments may come from ``make_metrics``, made by ``prepare`` when the first call starts
+    (prometheus_client is then imported by the application's first call, not at start-up, and
+    never by the end of a call, which may run on any thread)."""
 
     def __init__(self, settings: Settings, tracer: trace.Tracer, metrics: LLMMetrics | None = None,
                  http_metrics: HTTPMetrics | None = None,
@@ -47,27 +50,35 @@ class Telemetry:
         self._metrics = metrics
         self._http_metrics = http_metrics
         self._make_metrics = make_metrics
-        self._lock = threading.Lock()
+        #: Popped by the one caller that makes the instruments; the others wait for it. (No lock:
+        #: one made at start-up is a native lock under gevent, which would block every greenlet.)
+        self._claim = [True]
 
-    def _made(self) -> None:
-        with self._lock:
-            if self._make_metrics is not None:
-                self._metrics, self._http_metrics = self._make_metrics()
-                self._make_metrics = None
+    def prepare(self) -> None:
+        """Make the instruments, once: before the first call or HTTP exchange starts."""
+        if self._make_metrics is None:
+            return
+        try:
+            self._claim.pop()
+        except IndexError:  # another thread or greenlet makes them right now
+            guest.wait_until(lambda: self._make_metrics is None, _PREPARE_WAIT_SECONDS)
+            return
+        try:
+            self._metrics, self._http_metrics = self._make_metrics()
+        finally:
+            self._make_metrics = None
 
     @property
     def metrics(self) -> LLMMetrics:
         """The LLM metrics of the contract."""
-        if self._make_metrics is not None:
-            self._made()
+        if self._metrics is None:
+            self.prepare()
         assert self._metrics is not None
         return self._metrics
 
     @property
     def http_metrics(self) -> HTTPMetrics | None:
         """``http.client.request.duration``, if recorded."""
-        if self._make_metrics is not None:
-            self._made()
         return self._http_metrics
 
 
@@ -89,6 +100,7 @@ class CallTracker:
         "_finish_token",
         "_gap_count",
         "_gap_sum",
+        "_last_content",
         "_max_gap",
         "_notable_gap",
         "_previous",
@@ -179,6 +191,8 @@ class CallTracker:
         self._read_at: float | None = None
         self._gap_sum = 0.0
         self._gap_count = 0
+        #: When the latest content chunk arrived (clock), if one did.
+        self._last_content = 0.0
         self._times: list[float] = []
         self._times_cap = settings.token_timestamps_max
         #: Indexes (in ``_times``) of content chunks that were waiting when read.
@@ -227,8 +241,19 @@ class CallTracker:
 
     @property
     def finished(self) -> bool:
-        """True once ``finish`` has run."""
+        """True once ``finish`` has run (or the call was disowned)."""
         return not self._finish_token
+
+    def disown(self) -> None:
+        """This process does not own the call (it is a fork child's copy of its parent's call):
+        it will never be emitted here."""
+        self._finish_token.clear()
+
+    def last_activity(self) -> float | None:
+        """When the caller last got something of the call: the latest read of its body, or the
+        latest content chunk (clock); None if nothing came yet."""
+        last = max(self.read_time, self._last_content)
+        return last or None
 
     # -- the hot path: called once per chunk --------------------------------------------------
 
@@ -240,7 +265,7 @@ class CallTracker:
         """A chunk carrying content (text, tool arguments, refusal, reasoning) arrived now, or,
         when the HTTP layer times the reads, when the read that brought it returned."""
         fresh = self.fresh
-        now = clock() if fresh is None else self.read_time
+        now = self._last_content = clock() if fresh is None else self.read_time
         index = self.content_chunks
         self.content_chunks = index + 1
         if tokens != 1:

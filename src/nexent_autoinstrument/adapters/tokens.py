@@ -6,8 +6,9 @@ servers send about one token at a time. tiktoken downloads an encoding the first
 used, and the agent must never cause that: the cache file tiktoken would read is located the
 way tiktoken locates it (read from tiktoken's source, without importing it) and checked
 against the expected hash first, and only then is the encoding loaded, once. All of that runs
-on a background thread, off the application's start-up. A fork waits for that thread (it
-holds import locks while it runs, and a child forked meanwhile would deadlock on them).
+on the agent's thread when it starts (``guest.on_start``), off the application's start-up. A fork
+waits for the load to finish (it holds import locks while it runs, and a child forked meanwhile
+would deadlock on them).
 """
 
 from __future__ import annotations
@@ -19,15 +20,18 @@ from collections.abc import Sequence
 from importlib.util import find_spec
 from typing import Any
 
+from .. import guest
+
 logger = logging.getLogger("nexent_autoinstrument")
 
 ENCODING = "o200k_base"
 #: Longest a fork waits for the background load (it takes well under a second).
 FORK_WAIT_SECONDS = 5.0
 _encoder: Any = None
-_loader: threading.Thread | None = None
-_loading = threading.Lock()
-_started = False
+#: Set while no load runs: a fork waits for it.
+_idle = threading.Event()
+_idle.set()
+_fork_hook = False
 
 
 def ready() -> bool:
@@ -118,19 +122,20 @@ def _load(path: str, digest: str) -> None:
         logger.info("nexent-autoinstrument: tiktoken not used (%s)", exc)
 
 
-def start_loading() -> None:
-    """Find and load the encoding in the background, once per process, if that is possible offline."""
-    global _started, _loader
-    with _loading:
-        if _started:
-            return
-        _started = True
-    _loader = threading.Thread(target=_find_and_load, name="nexent-tiktoken", daemon=True)
-    _loader.start()
-    os.register_at_fork(before=_wait_for_loader)
+def load_offline() -> None:
+    """Find and load the encoding if that is possible offline (on the agent's thread)."""
+    global _fork_hook
+    if _encoder is not None:
+        return
+    if not _fork_hook:
+        _fork_hook = True
+        os.register_at_fork(before=_wait_for_load)
+    _idle.clear()
+    try:
+        _find_and_load()
+    finally:
+        _idle.set()
 
 
-def _wait_for_loader() -> None:
-    loader = _loader
-    if loader is not None and loader.is_alive():
-        loader.join(timeout=FORK_WAIT_SECONDS)
+def _wait_for_load() -> None:
+    guest.wait_until(_idle.is_set, FORK_WAIT_SECONDS)

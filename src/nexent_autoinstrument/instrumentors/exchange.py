@@ -25,7 +25,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import conventions as names
-from .. import lifecycle
+from .. import guest, lifecycle
 from ..adapters.endpoints import ENDPOINTS
 from ..adapters.openai import is_usage_only_event
 from ..adapters.sse import EventFilter, NDJSONDecoder, PlainReads, SSEDecoder, decode_json
@@ -117,7 +117,9 @@ class Exchange:
         self.attributes: dict[str, Any] = {"http.request.method": request.method, **server_attributes(request.url)}
         self.span = None
         self.error: BaseException | None = None
-        lifecycle.ensure_reaper()
+        self.generation = guest.generation  # (a fork child ends none of its parent's exchanges)
+        telemetry.prepare()
+        guest.start()
         #: This layer owns the HTTP telemetry of this request (spans, propagation, the duration).
         self.owns_http = own_span
         #: An LLM call's attempt gets a span of its own only if it fails or the call is retried
@@ -278,10 +280,16 @@ class Exchange:
 
     def end(self, outcome: str | None = None, at: float | None = None) -> None:
         """The response was closed, or dropped ``at`` some earlier time: end the span, record the
-        duration, and end an LLM call measured from the bytes, once."""
+        duration, and end an LLM call measured from the bytes, once. Inside the garbage collector
+        (a generator that read the body, collected) this only posts the end to the agent's thread."""
         if self.ended:
             return
+        if guest.collecting:
+            guest.post(self.end, outcome, _clock() if at is None else at)
+            return
         self.ended = True
+        if self.generation != guest.generation:
+            return  # the parent's, in a fork child
         tracker = self.tracker
         if tracker is not None and self.measures_body:
             if tracker.items_claimed:

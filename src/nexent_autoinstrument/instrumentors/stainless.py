@@ -262,7 +262,9 @@ def _make_stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
 
             def collected(_ref: Any) -> None:  # may run inside the garbage collector: only records
                 _streams.pop(key, None)
-                lifecycle.suspend(tracker, names.ABANDONED)
+                # Collected while its next item was being pulled: the SDK's own loop finished
+                # and let go of it, and the end follows at once. Otherwise the caller dropped it.
+                lifecycle.suspend(tracker, names.ABANDONED, by_caller=not tracker.pulling)
 
             _streams[key] = ItemStream(tracker, call.endpoint.read_item or _count_only, call.drop_usage_only,
                                        weakref.ref(instance, collected))
