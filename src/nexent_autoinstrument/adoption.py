@@ -6,7 +6,9 @@ call tracker adopts that span: it measures the call as usual, adds its attribute
 set none (the SDK's own values win: its name, ``error.type``, usage, time to first chunk), and
 records the metrics. The SDK still ends its span, but not before the tracker has written to it:
 an end the SDK asks for first waits until the call's end (which comes soon: the SDK ends its span
-when the body is read, closed or dropped, and the call ends then too), at the time the SDK asked.
+when the body is read, closed or dropped, and the call ends then too), at the time the SDK asked;
+a call the caller stopped reading earlier ends at the time it stopped, on the span as in the
+metrics (the SDK's stream may be held open long after: its time is ``llm.stream.held_seconds``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 class Adoption:
     """The SDK's span of one call, as the call tracker writes to it (``set_attributes``, ``end``)."""
 
-    __slots__ = ("_asked", "_owner_end", "_released", "span", "start_ns")
+    __slots__ = ("_asked", "_ended_at", "_owner_end", "_released", "span", "start_ns")
 
     def __init__(self, span: Any) -> None:
         self.span = span
@@ -29,6 +31,7 @@ class Adoption:
         #: When the SDK asked its span to end (at most one entry; ``pop`` makes the end happen once).
         self._asked: list[int | None] = []
         self._released = False
+        self._ended_at: int | None = None  # when the call ended, if that was earlier than its end
         span.end = self._owner_ends  # an instance attribute: only this span's end, only until it ends
 
     @classmethod
@@ -52,7 +55,9 @@ class Adoption:
         self.span.set_attributes({key: value for key, value in attributes.items() if key not in existing})
 
     def end(self, end_time: int | None = None) -> None:
-        """The call has ended and its attributes are written: the SDK's end may happen (now, if it asked)."""
+        """The call has ended (``end_time``: earlier than now) and its attributes are written: the
+        SDK's end may happen (now, if it asked), dated ``end_time`` if there is one."""
+        self._ended_at = end_time
         self._released = True
         self._end()
 
@@ -63,4 +68,5 @@ class Adoption:
             return
         with contextlib.suppress(AttributeError):
             del self.span.end
-        self._owner_end(when)
+        ended_at = self._ended_at
+        self._owner_end(when if ended_at is None or (when is not None and when < ended_at) else ended_at)

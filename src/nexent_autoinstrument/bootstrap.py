@@ -55,6 +55,8 @@ def _instrument_fastapi(module: Any) -> None:
         instrumentor = FastAPIInstrumentor()
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument(skip_dep_check=True, **INSTRUMENTOR_OPTIONS["fastapi"])
+        if _telemetry is not None:
+            _telemetry.prepare()  # (its spans end on the event loop: nothing is made there)
     except ImportError:
         logger.info("nexent-autoinstrument: opentelemetry-instrumentation-fastapi is not installed; "
                     "FastAPI requests are not traced")
@@ -132,15 +134,25 @@ def _build_pipeline() -> None:
     try:
         from . import guest
         from .adapters import tokens
+        from .imports import when_imported
         from .pipeline import Pipeline
 
         _pipeline = Pipeline(get_settings())
         pipelines_built += 1
         _telemetry = _pipeline.telemetry()
         guest.on_start(tokens.load_offline)
+        when_imported("multiprocessing.pool", _flush_pool_results)
     except Exception as exc:
         report_internal_error("bootstrap", exc)
         _telemetry = None
+
+
+def _flush_pool_results(module: Any) -> None:
+    from .instrumentors import pools
+
+    pipeline = _pipeline
+    if pipeline is not None:
+        pools.patch(module, pipeline.flush_ended_calls)
 
 
 def current_telemetry() -> Any:

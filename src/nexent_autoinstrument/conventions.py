@@ -5,7 +5,6 @@ Changing any name here is a breaking change (see DESIGN.md, "The contract").
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 # Prometheus exposition names (counters are declared without ``_total``; the client adds it).
@@ -99,17 +98,16 @@ OUTCOMES = (COMPLETED, CLOSED_EARLY, ERROR, CANCELLED, ABANDONED, INTERRUPTED)
 
 
 def outcome_of(exc: BaseException | None) -> str:
-    """How a call ended, from the exception that ended it (None: it completed)."""
+    """How a call ended, from the exception that ended it (None: it completed). An exception
+    that is not an ``Exception`` stops the program's flow rather than reporting a failure:
+    asyncio's and trio's cancellations, a killed greenlet, ``KeyboardInterrupt``, ``SystemExit``."""
     if exc is None:
         return COMPLETED
     if isinstance(exc, GeneratorExit):
         return CLOSED_EARLY
-    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-        return CANCELLED
-    asyncio = sys.modules.get("asyncio")  # not imported: then nothing can be a CancelledError
-    if asyncio is not None and isinstance(exc, asyncio.CancelledError):
-        return CANCELLED
-    return ERROR
+    if isinstance(exc, Exception):
+        return ERROR
+    return CANCELLED
 
 # Span attributes: GenAI semantic conventions plus our token-level measurements.
 GEN_AI_PROVIDER = "gen_ai.provider.name"

@@ -21,7 +21,7 @@ def report_internal_error(where: str, exc: BaseException) -> None:
     try:
         internal_errors[where] += 1
         if internal_errors[where] == 1:
-            if guest.collecting:
+            if guest.in_collector():
                 guest.post(_log, where, exc)
             else:
                 _log(where, exc)

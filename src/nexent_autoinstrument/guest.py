@@ -5,7 +5,8 @@ and what code run by a garbage collection, a fork or a signal handler may do.
   OpenTelemetry SDK, prometheus_client and ours; a finalizer may run while its own thread holds
   any of them (the collector runs wherever an allocation triggers it). ``post`` is a
   ``SimpleQueue.put``, which takes no lock a caller can hold, and the agent's thread does the
-  rest. While the collector runs (``collecting``), the lifecycle posts the ends it is asked for.
+  rest. On the thread the collector runs on (``in_collector()``), the lifecycle posts the ends it
+  is asked for.
 - **Nothing starts before it is needed.** The thread, its queue and the collector hook start
   with the first call (``start``), after the application has set itself up: under gevent they
   are then greenlets and cooperative queues, as the application's own threads are.
@@ -25,8 +26,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-#: True while the garbage collector runs (and with it, the finalizers of what it collects).
-collecting = False
+#: The thread (``threading.get_ident()``, a greenlet's under gevent) that the garbage collector
+#: runs on, and with it the finalizers of what it collects; None while it does not run.
+collecting: int | None = None
 #: Changes in every fork child: what was made under another generation is the parent's.
 generation = 0
 
@@ -36,7 +38,7 @@ _queue: Any = None  # a SimpleQueue of (action, args), or None before ``start`` 
 _thread: Any = None  # a daemon thread, or a greenlet (see ``_spawn``)
 _serving: int | None = None  # the thread ident of ``_serve`` (``threading.get_ident``, a greenlet's under gevent)
 _start_lock = threading.Lock()
-_hooked = False  # the collector and fork hooks are installed (once per process, children included)
+_hooked = False  # the collector hook is installed (once per process, fork children included)
 _tickers: list[Callable[[], float | None]] = []
 _fork_hooks: list[Callable[[], None]] = []
 _on_start: list[Callable[[], None]] = []
@@ -46,6 +48,11 @@ _STOP = object()
 def started() -> bool:
     """Whether this process's agent thread has been started."""
     return _queue is not None
+
+
+def on_agent_thread() -> bool:
+    """Whether this code runs on the agent's thread."""
+    return _serving is not None and _serving == threading.get_ident()
 
 
 def start() -> None:
@@ -60,7 +67,6 @@ def start() -> None:
         if not _hooked:
             _hooked = True
             gc.callbacks.append(_on_collection)
-            os.register_at_fork(after_in_child=_forked)
         work: Any = queue.SimpleQueue()  # (looked up now: gevent may have patched it since import)
         for action in _on_start:
             work.put((action, ()))
@@ -112,7 +118,7 @@ def run_and_wait(action: Callable[[], Any], seconds: float) -> bool:
     """Run ``action()`` on the agent's thread and wait for it, at most ``seconds``; False if it
     did not finish in time or there is no thread. For a signal handler: what the interrupted
     code holds cannot block this wait, only delay the action."""
-    if _queue is None or _serving == threading.get_ident():
+    if _queue is None or on_agent_thread():
         return False
     done = threading.Event()
     post(_run_then_set, action, done)
@@ -126,7 +132,7 @@ def stop(seconds: float) -> None:
     work, thread = _queue, _thread
     if work is None:
         return
-    if thread is not None and _serving != threading.get_ident():
+    if thread is not None and not on_agent_thread():
         work.put(_STOP)
         thread.join(seconds)
     _queue = None
@@ -219,9 +225,14 @@ def _tick() -> float | None:
     return soonest
 
 
+def in_collector() -> bool:
+    """Whether this code runs inside the garbage collector (a finalizer, or what it called)."""
+    return collecting is not None and collecting == threading.get_ident()
+
+
 def _on_collection(phase: str, info: dict[str, Any]) -> None:
     global collecting
-    collecting = phase == "start"
+    collecting = threading.get_ident() if phase == "start" else None
 
 
 def _forked() -> None:
@@ -234,3 +245,6 @@ def _forked() -> None:
             hook()
         except Exception:
             pass
+
+
+os.register_at_fork(after_in_child=_forked)

@@ -47,6 +47,8 @@ RESUME_GRACE_SECONDS = 0.5
 REAPER_TICK_SECONDS = 0.2
 #: How long a cancelled call waits for the cancellation to unwind before it is called cancelled.
 CANCELLATION_VERDICT_SECONDS = 1.0
+#: How anyio's cancel scopes word the cancellations they send to an asyncio task (4.0, 4.x).
+_ANYIO_SCOPE_CANCEL = ("Cancelled by cancel scope", "Cancelled via cancel scope")
 #: Outcomes of a call the caller stopped reading: dated when it took its last item.
 _STOPPED_EARLY = frozenset({names.CLOSED_EARLY, names.ABANDONED, names.INTERRUPTED})
 
@@ -173,7 +175,7 @@ def end(tracker: CallTracker, exc: BaseException | None = None, outcome: str | N
     A call that had stopped ends at the time it stopped; once the caller had stopped reading, an
     exception after that (one thrown into a dropped stream) does not change how it ended. Inside
     the garbage collector this only posts the end to the agent's thread. Never raises."""
-    if guest.collecting:
+    if guest.in_collector():
         guest.post(end, tracker, exc, outcome, clock() if at is None else at)
         return
     try:
@@ -185,7 +187,7 @@ def end(tracker: CallTracker, exc: BaseException | None = None, outcome: str | N
             return
         if outcome is None:
             outcome = names.outcome_of(exc)
-            if outcome == names.CANCELLED and exc is not None and _judge_cancellation_later(tracker, at):
+            if outcome == names.CANCELLED and exc is not None and _judge_cancellation_later(exc, tracker, at):
                 return
         if exc is not None and outcome == names.ERROR:
             status = getattr(exc, "status_code", None)
@@ -298,11 +300,15 @@ guest.on_tick(_tick)
 guest.on_fork(_disown_inherited)
 
 
-def _judge_cancellation_later(tracker: CallTracker, at: float | None) -> bool:
+def _judge_cancellation_later(exc: BaseException, tracker: CallTracker, at: float | None) -> bool:
     """An asyncio cancellation reached the call. If the task takes the cancellation back once it
     has unwound (``Task.uncancel``, which ``asyncio.timeout`` does, and from Python 3.12
     ``asyncio.wait_for``, when they turn it into ``TimeoutError``), the caller saw a timeout: an
-    error. Otherwise it was a cancellation. Decided on the event loop; False if there is no task."""
+    error. Otherwise it was a cancellation. Decided on the event loop; False if there is no task,
+    or if an anyio cancel scope sent it (it takes its cancellations back too, timed out or not,
+    and trio's, the same scopes, are cancellations)."""
+    if str(exc).startswith(_ANYIO_SCOPE_CANCEL):
+        return False
     asyncio = sys.modules.get("asyncio")
     try:
         task = asyncio.current_task() if asyncio is not None else None

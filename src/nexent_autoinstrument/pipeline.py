@@ -1,11 +1,12 @@
 """The telemetry pipeline: resource, tracer and meter providers, exporters, /metrics server.
 
-Built once per process by ``bootstrap.initialize``, as plain objects: what starts a thread or
-imports a network stack starts when first needed (the span processors when the first span ends,
-their exporters on their first export, the meter provider with the first call), so that it is
-made of what the application uses by then (gevent's greenlets, once it has patched). Exporters
-run on the SDK's batching threads with bounded queues, so an unreachable collector costs
-dropped data and one warning, never a blocked or failing application.
+Built once per process by ``bootstrap.initialize``, as plain objects. The one-time set-up that
+starts a thread or imports a network stack (the metric instruments, the meter provider, the
+exporters, the agent's thread) happens when the application imports a library we instrument
+(``Telemetry.prepare``): after its own start-up (gevent's ``patch_all`` included), never on an
+event loop's first call, never at exit. Spans and metrics are exported by the agent's thread
+(``exporting``) from bounded queues, so an unreachable collector costs dropped data and one
+warning, never a blocked or failing application.
 """
 
 from __future__ import annotations
@@ -18,19 +19,22 @@ import socket
 import sys
 import threading
 import uuid
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from . import __version__, guest
-from .guard import export_warnings, report_internal_error
+from .exporting import SpanBatches, metric_reader
+from .guard import export_warnings
+from .lifecycle import end_unfinished
+from .process import multiprocessing_child
 from .settings import Settings
 from .tracker import Telemetry
 
@@ -90,6 +94,30 @@ def make_resource(settings: Settings) -> Resource:
     # The user's explicit OTEL_RESOURCE_ATTRIBUTES win, except service.name which settings resolved.
     merged = own.merge(OTELResourceDetector().detect())
     return merged.merge(Resource({"service.name": settings.service_name}))
+
+
+_identities: dict[int, Resource] = {}
+
+
+def fork_child_identity() -> Resource:
+    """A fork child's own ``process.pid`` and ``service.instance.id`` (its metrics are its own,
+    not its parent's), the same for the traces and the metrics."""
+    pid = os.getpid()
+    identity = _identities.get(pid)
+    if identity is None:
+        identity = _identities[pid] = Resource({"service.instance.id": str(uuid.uuid4()), "process.pid": pid})
+    return identity
+
+
+class ForkSafeTracerProvider(TracerProvider):
+    """The SDK's tracer provider, but a fork child takes its own identity from
+    ``fork_child_identity`` instead of re-running resource detection on a thread pool inside the
+    fork hook (SDK 1.45 and later): that deadlocks the child whenever ``concurrent.futures``
+    registered its own fork hook after the provider did, and starts threads in every child."""
+
+    def _handle_fork(self) -> None:
+        self._tracers_lock = threading.Lock()
+        self._update_resource(fork_child_identity())
 
 
 #: Longest span attribute value unless OTEL_*ATTRIBUTE_VALUE_LENGTH_LIMIT says otherwise: a
@@ -161,77 +189,6 @@ def _quiet_repeated_exporter_warnings() -> None:
                 exporter_logger.addFilter(EXPORT_WARNINGS)
 
 
-class ExporterOnFirstExport(SpanExporter):
-    """A span exporter made on its first export, on the batch processor's thread: importing and
-    building an exporter (protobuf, an HTTP session, TLS) costs neither the application's
-    start-up nor its threads, and happens after the application has set itself up."""
-
-    def __init__(self, make: Callable[[], SpanExporter]) -> None:
-        self._make = make
-        self._exporter: SpanExporter | None = None
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._exporter is None:
-            self._exporter = self._make()
-            _quiet_repeated_exporter_warnings()
-        return self._exporter.export(spans)
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._exporter is None or bool(self._exporter.force_flush(timeout_millis))
-
-    def shutdown(self) -> None:
-        if self._exporter is not None:
-            self._exporter.shutdown()
-
-
-class ProcessorOnFirstSpan(SpanProcessor):
-    """A span processor made when the first span ends (a batch processor starts its thread when
-    made). Spans that end meanwhile, or inside the garbage collector (starting a thread takes
-    locks the interrupted code may hold), wait in a bounded queue for the next span to end."""
-
-    def __init__(self, make: Callable[[], SpanProcessor]) -> None:
-        self._make = make
-        self._processor: SpanProcessor | None = None
-        self._early: deque[ReadableSpan] = deque(maxlen=MAX_QUEUED_SPANS)
-        self._claim = [True]  # popped by the one thread that makes the processor
-
-    def on_end(self, span: ReadableSpan) -> None:
-        processor = self._processor
-        if processor is not None:
-            processor.on_end(span)
-            return
-        self._early.append(span)
-        if guest.collecting:
-            return
-        try:
-            self._claim.pop()
-        except IndexError:  # another thread makes it right now: it hands this span on (or the next span does)
-            pass
-        else:
-            try:
-                self._processor = self._make()
-            except Exception as exc:
-                report_internal_error("pipeline.span_processor", exc)
-                self._processor = SpanProcessor()  # (nothing to export to: spans are dropped)
-            guest.start()  # (a SIGTERM's flush runs on the agent's thread)
-        processor = self._processor
-        if processor is None:
-            return
-        while True:
-            try:
-                early = self._early.popleft()
-            except IndexError:
-                return
-            processor.on_end(early)
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._processor is None or self._processor.force_flush(timeout_millis)
-
-    def shutdown(self) -> None:
-        if self._processor is not None:
-            self._processor.shutdown()
-
-
 def _run_bounded(action: Callable[[], Any], seconds: float) -> None:
     worker = threading.Thread(target=action, name="nexent-telemetry-shutdown", daemon=True)
     worker.start()
@@ -244,8 +201,10 @@ class Pipeline:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics_server_port: int | None = None
-        self._shut_down = False
+        self._shut_down = False  # a shutdown has begun ...
+        self._flushed = False  # ... and ended
         self.resource = make_resource(settings)  # one instance id for the traces and the metrics
+        self._span_processors: list[SpanBatches] = []
         existing = trace.get_tracer_provider()
         # When another SDK configuration came first, join its provider and add nothing to it.
         self.owns_tracer_provider = not isinstance(existing, TracerProvider)
@@ -263,16 +222,14 @@ class Pipeline:
         os.register_at_fork(after_in_child=self._flush_when_forked_child_exits)
 
     def _make_tracer_provider(self, settings: Settings) -> TracerProvider:
-        provider = TracerProvider(resource=self.resource, shutdown_on_exit=False,
+        provider = ForkSafeTracerProvider(resource=self.resource, shutdown_on_exit=False,
                                   sampler=ParentBased(TraceIdRatioBased(settings.sample_rate)),
                                   span_limits=_span_limits())
         for name in settings.traces_exporters:
             if name in SPAN_EXPORTERS:
-                make_exporter = SPAN_EXPORTERS[name]
-                provider.add_span_processor(ProcessorOnFirstSpan(
-                    lambda make=make_exporter: BatchSpanProcessor(  # type: ignore[misc]
-                        ExporterOnFirstExport(lambda: make(settings)), max_queue_size=MAX_QUEUED_SPANS,
-                        export_timeout_millis=EXPORT_TIMEOUT_SECONDS * 1000)))
+                processor = SpanBatches(partial(SPAN_EXPORTERS[name], settings), MAX_QUEUED_SPANS)
+                self._span_processors.append(processor)
+                provider.add_span_processor(processor)
         trace.set_tracer_provider(provider)
         return provider
 
@@ -281,25 +238,36 @@ class Pipeline:
         if not exporters:
             return None
         from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        class ForkSafeMeterProvider(MeterProvider):
+            """The SDK's meter provider, with a fork child's identity as ``ForkSafeTracerProvider``'s."""
+
+            def _handle_fork(self) -> None:
+                self._lock = threading.Lock()
+                self._meter_lock = threading.Lock()
+                type(self)._all_metric_readers_lock = threading.Lock()
+                self._update_resource(fork_child_identity())
 
         from .bulk_export import WithBulkHistograms
         from .metrics import BulkHistograms
 
         self.bulk_histograms = BulkHistograms()
-        readers = [PeriodicExportingMetricReader(WithBulkHistograms(e, self.bulk_histograms, self.resource),
-                                                 export_timeout_millis=EXPORT_TIMEOUT_SECONDS * 1000)
-                   for e in exporters]
-        provider = MeterProvider(metric_readers=readers, resource=self.resource, shutdown_on_exit=False)
+        readers = [metric_reader(WithBulkHistograms(e, self.bulk_histograms, self.resource)) for e in exporters]
+        provider = ForkSafeMeterProvider(metric_readers=readers, resource=self.resource, shutdown_on_exit=False)
         otel_metrics.set_meter_provider(provider)
         _quiet_repeated_exporter_warnings()
         return provider
 
     def _make_metrics(self) -> tuple[Any, Any]:
-        """The metric instruments, and the OpenTelemetry meter provider (its reader starts a
-        thread), made when the first call starts (see ``Telemetry.prepare``)."""
+        """The one-time set-up, when the application imports a library we instrument (or at
+        the latest when its first call starts; see ``Telemetry.prepare``): the metric
+        instruments, the OpenTelemetry meter provider (its reader starts a thread), the span
+        processors and their exporters."""
         from .metrics import HTTPMetrics, LLMMetrics
 
+        guest.start()
+        for processor in self._span_processors:
+            processor.make_exporter()
         self.meter_provider = self._make_meter_provider(self.settings)
         meter = self.meter_provider.get_meter("nexent_autoinstrument", __version__) if self.meter_provider else None
         return (LLMMetrics(meter=meter, max_model_labels=self.settings.max_model_labels, bulk=self.bulk_histograms),
@@ -331,15 +299,16 @@ class Pipeline:
         if self._shut_down:
             return
         self._shut_down = True
-        from .lifecycle import end_unfinished
-
         end_unfinished()  # before the providers flush: every call still open is ended and exported
 
         def flush_all() -> None:
-            if self.owns_tracer_provider:
-                self.tracer_provider.shutdown()
-            if self.meter_provider is not None:
-                self.meter_provider.shutdown(timeout_millis=SHUTDOWN_BOUND_SECONDS * 1000)
+            try:
+                if self.owns_tracer_provider:
+                    self.tracer_provider.shutdown()
+                if self.meter_provider is not None:
+                    self.meter_provider.shutdown(timeout_millis=SHUTDOWN_BOUND_SECONDS * 1000)
+            finally:
+                self._flushed = True
 
         if bounded:
             _run_bounded(flush_all, SHUTDOWN_BOUND_SECONDS)
@@ -352,6 +321,16 @@ class Pipeline:
             self.tracer_provider.force_flush(int(SHUTDOWN_BOUND_SECONDS * 1000))
         if self.meter_provider is not None:
             self.meter_provider.force_flush(SHUTDOWN_BOUND_SECONDS * 1000)
+
+    def flush_ended_calls(self) -> None:
+        """``flush``, after the agent's thread has ended what it was given (an application's own
+        code only: a signal handler or a finalizer may not wait for it)."""
+        if not guest.run_and_wait(self.flush, SHUTDOWN_BOUND_SECONDS) and not guest.started():
+            self.flush()
+
+    def wait_for_shutdown(self) -> None:
+        """Once a shutdown has begun, wait until its flush has ended (at most the bound)."""
+        guest.wait_until(lambda: self._flushed, SHUTDOWN_BOUND_SECONDS)
 
 
 def _finalize_on_exit(pipeline: Pipeline) -> None:
@@ -368,21 +347,35 @@ def _flush_on_sigterm(pipeline: Pipeline) -> None:
     The handler runs wherever the main thread was interrupted, which may hold any lock: it only
     hands the work to the agent's thread and waits for it, at most ``SHUTDOWN_BOUND_SECONDS``.
     Still the installed handler, it then dies of the signal, as without the agent. Called by an
-    application's own handler that chains to it, it flushes and returns: the application decides."""
-    if threading.current_thread() is not threading.main_thread():
+    application's own handler that chains to it, it flushes and returns: the application decides.
+
+    Not in a fork child (the handler is given back to the default there) nor in a process that
+    multiprocessing started: a pool's ``terminate()`` signals workers that may be about to block
+    in a wait that no Python handler interrupts (the handler would never run, and the pool would
+    wait for ever), where the default action kills them. Pool workers flush before each result
+    instead (``instrumentors.multiprocessing``)."""
+    if threading.current_thread() is not threading.main_thread() or multiprocessing_child():
         return
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        if signal.getsignal(signal.SIGTERM) is not on_sigterm:
+        if pipeline._shut_down:  # exiting already: let its flush finish
+            pipeline.wait_for_shutdown()
+        elif signal.getsignal(signal.SIGTERM) is not on_sigterm:
             guest.run_and_wait(pipeline.flush, SHUTDOWN_BOUND_SECONDS)
             return
-        guest.run_and_wait(pipeline.end_and_flush, SHUTDOWN_BOUND_SECONDS)
+        else:
+            guest.run_and_wait(pipeline.end_and_flush, SHUTDOWN_BOUND_SECONDS)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)  # die of the signal, as without the agent
 
+    def default_in_fork_child() -> None:
+        if signal.getsignal(signal.SIGTERM) is on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
     signal.signal(signal.SIGTERM, on_sigterm)
+    guest.on_fork(default_in_fork_child)
 
 
 def serve_metrics(port: int, addr: str = "0.0.0.0") -> int | None:

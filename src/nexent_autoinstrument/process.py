@@ -1,5 +1,5 @@
-"""What kind of process this is, from its command line: tooling to leave alone, or a pre-fork
-server whose workers must each build their own pipeline."""
+"""What kind of process this is, from its command line: tooling to leave alone, a pre-fork
+server whose workers must each build their own pipeline, or a multiprocessing child."""
 
 from __future__ import annotations
 
@@ -42,3 +42,16 @@ def program_name(argv: list[str] | None = None) -> str:
             name = os.path.basename(arg)
             return name[:-3] if name.endswith(".py") else name
     return ""
+
+
+#: The code a multiprocessing child (spawn) or fork server runs, given with ``-c``.
+_MULTIPROCESSING_ENTRIES = ("from multiprocessing.spawn import spawn_main",
+                            "from multiprocessing.forkserver import main")
+
+
+def multiprocessing_child(argv: list[str] | None = None) -> bool:
+    """Whether this interpreter was started by multiprocessing (a spawned child or the fork
+    server, whose own children are pool workers)."""
+    if argv is None:
+        argv = list(getattr(sys, "orig_argv", None) or sys.argv)
+    return "--multiprocessing-fork" in argv or any(arg.startswith(_MULTIPROCESSING_ENTRIES) for arg in argv)

@@ -284,7 +284,7 @@ class Exchange:
         (a generator that read the body, collected) this only posts the end to the agent's thread."""
         if self.ended:
             return
-        if guest.collecting:
+        if guest.in_collector():
             guest.post(self.end, outcome, _clock() if at is None else at)
             return
         self.ended = True
@@ -349,6 +349,23 @@ class _ObservedBody:
         exchange = getattr(self, "_exchange", None)
         if exchange is not None and not exchange.ended:
             lifecycle.defer(exchange.end, names.ABANDONED)
+
+
+#: The transport's readers of the sync bodies being read, by id: kept reachable so that the
+#: garbage collector never finalizes one itself. Closing a reader takes its connection pool's
+#: lock (httpcore's is not reentrant), which the thread the collector interrupted may hold: a
+#: body dropped unfinished and collected has its reader closed by the agent's thread instead.
+_reading: dict[int, Any] = {}
+
+
+def _close_reader(key: int) -> None:
+    reads = _reading.pop(key, None)
+    close = getattr(reads, "close", None)
+    if close is not None:
+        close()
+
+
+guest.on_fork(_reading.clear)  # (a fork child's copies of its parent's readers are its own code's to drop)
 
 
 def bytes_reader(exchange: Exchange) -> Callable[[bytes], None] | None:
@@ -464,14 +481,18 @@ def body_classes(module: Any) -> BodyClasses:
         def __iter__(self) -> Any:
             exchange = self._exchange
             tracker = exchange.tracker
+            reads = iter(self._inner)
+            key = id(reads)
+            _reading[key] = reads
             try:
                 if tracker is None:
-                    yield from self._inner  # nothing to learn per chunk: let C delegate
+                    for chunk in reads:  # nothing to learn per chunk
+                        yield chunk
                 else:
                     on_bytes = bytes_reader(exchange)
                     strip = exchange.strip
                     returned = asked = _clock()
-                    for chunk in self._inner:  # one network read, or what the parser had buffered
+                    for chunk in reads:  # one network read, or what the parser had buffered
                         now = tracker.read_time = _clock()
                         tracker.fresh = waited_for_data(now - asked, asked - returned)
                         returned = now
@@ -488,11 +509,17 @@ def body_classes(module: Any) -> BodyClasses:
                         tracker.reader_seconds += asked - now
                     if strip is not None and (rest := strip.flush()):
                         yield rest
-            except GeneratorExit:
-                raise  # the reader stopped early; close() follows
+            except GeneratorExit:  # the reader stopped early; close() follows
+                if guest.in_collector():
+                    guest.post(_close_reader, key)  # (dropped: the transport's reader is closed elsewhere)
+                else:
+                    del _reading[key]
+                raise
             except BaseException as exc:
+                _reading.pop(key, None)
                 _guard(exchange.on_error, exc)
                 raise
+            _reading.pop(key, None)
             _guard(exchange.on_complete)
 
         def close(self) -> None:

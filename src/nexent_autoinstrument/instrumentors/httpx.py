@@ -168,6 +168,9 @@ def _patch(module: Any) -> None:
         for owner, wrapper in (("Client", send), ("AsyncClient", async_send)):
             if not isinstance(getattr(module, owner).__dict__.get("send"), wrapt.FunctionWrapper):
                 wrapt.wrap_function_wrapper(module, f"{owner}.send", wrapper)
+        telemetry = _State.telemetry or bootstrap.current_telemetry()
+        if telemetry is not None:  # (made now, when the library is imported, not by the first request)
+            telemetry.prepare()
     except Exception as exc:
         report_internal_error("httpx.patch", exc)
 

@@ -22,9 +22,11 @@ imported (``imports.when_imported``): the agent never imports an SDK itself.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import sys
+import types
 import weakref
 from dataclasses import dataclass
 from functools import partial
@@ -287,9 +289,21 @@ def _iterate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
         return wrapped(*args, **kwargs)
     plain = getattr(getattr(wrapped, "__code__", None), "co_names", None) == ("_iterator",)
     inner = instance._iterator if plain else wrapped(*args, **kwargs)
-    items: Any = ameasure(item_stream, inner) if hasattr(inner, "__anext__") else measure(item_stream, inner)
+    if hasattr(inner, "__anext__"):
+        items: Any = _measure_as(ameasure, wrapped.__module__)(item_stream, inner)
+    else:
+        items = measure(item_stream, inner)
     items.__name__, items.__qualname__ = wrapped.__name__, wrapped.__qualname__
     return items
+
+
+@functools.lru_cache(maxsize=8)
+def _measure_as(loop: Any, module: str) -> Any:
+    """``loop`` (a generator function) as if defined in ``module``: an event loop that finalizes
+    an async generator left unfinished names it by its code's module (trio warns with that name),
+    so the measured loop is named like the SDK's own. Its globals are a copy of its module's."""
+    namespace = {**loop.__globals__, "__name__": module}
+    return types.FunctionType(loop.__code__, namespace, loop.__name__, loop.__defaults__, loop.__closure__)
 
 
 def _next(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -369,8 +383,16 @@ def _patch(module: Any) -> None:
             owner = getattr(sys.modules[module_name], owner_name)
             if not isinstance(owner.__dict__.get(method), wrapt.FunctionWrapper):
                 wrapt.wrap_function_wrapper(module_name, target, wrapper)
+        _prepare(layer.current_telemetry())
     except Exception as exc:
         report_internal_error(f"{layer.package}.patch", exc)
+
+
+def _prepare(telemetry: Any) -> None:
+    """The metric instruments are made when the SDK is imported: the first call does not wait for
+    them (an event loop would be held up)."""
+    if telemetry is not None:
+        telemetry.prepare()
 
 
 def _unpatch(package: str) -> None:
