@@ -16,7 +16,7 @@ from nexent_autoinstrument import demo, mock_llm
 from nexent_autoinstrument.demo import free_port
 
 MOCK_OPTIONS = ("--host", "--port", "--ttft", "--tokens-per-second", "--tokens", "--jitter", "--error-rate",
-                "--seed", "--verbose")
+                "--seed", "--dialect", "--verbose")
 
 
 def test_mock_llm_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:

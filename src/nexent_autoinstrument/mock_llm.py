@@ -21,17 +21,31 @@ answer with), ``mock_drop_after`` (cut the connection after that many content ch
 asked for) and ``mock_reject_stream_options`` (answer 400 when the body has ``stream_options``,
 as some OpenAI-compatible servers do; ``MockConfig.reject_stream_options`` makes a whole
 server do so).
+
+Wire dialects: ``mock_dialect`` (a name, a comma-separated string or a list; ``MockConfig.dialect``
+and ``--dialect`` for a whole server, which a request's own replaces) changes how the same events
+of every stream (OpenAI's and Anthropic's SSE, Gemini's SSE, Ollama's NDJSON) are written:
+``crlf`` or ``cr`` line ends, ``nospace`` (``data:{...}``), ``fields`` (a comment, ``id:`` and
+``retry:`` lines in each event, and ``event: message`` where it had no name), ``gzip`` or
+``deflate`` (a compressed body, flushed after each event), ``bytewise`` (each byte its own HTTP
+chunk), ``usage_first`` (OpenAI's usage chunk before the finish chunks; Anthropic's
+``message_delta`` before the last content delta), ``no_done`` (no ``[DONE]``; Anthropic: no
+``message_stop``). ``mock_cut_after`` (or ``cut_after=N`` in the dialect) closes the connection
+right after the Nth event, without the chunked body's end. ``Wire`` writes them all.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
 import re
 import threading
 import time
 import uuid
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -54,10 +68,109 @@ class MockConfig:
     stall_at: int | None = None
     stall: float = 0.0
     reject_stream_options: bool = False  # answer 400 to any body with stream_options, as some servers do
+    dialect: str | tuple[str, ...] = ()  # how streams are written (see ``DIALECTS``), e.g. "crlf,gzip"
+    cut_after: int | None = None  # close the connection right after this many events of a stream
 
 
 class _Dropped(Exception):
     """The server cut the connection on purpose."""
+
+
+#: The wire dialects: each writes the same events of a stream another way.
+DIALECTS = {
+    "crlf": "every line ends with \\r\\n",
+    "cr": "every line ends with \\r alone",
+    "nospace": "no space after a field's colon: data:{...}",
+    "fields": "in each event a comment line, id: and retry: lines, and event: message where it had no name",
+    "gzip": "Content-Encoding: gzip, the body compressed as one stream, flushed after each event",
+    "deflate": "Content-Encoding: deflate (zlib), likewise",
+    "bytewise": "every byte of the body written and flushed as its own HTTP chunk",
+    "usage_first": "OpenAI: the usage chunk before the finish chunks; Anthropic: message_delta before the last delta",
+    "no_done": "no [DONE] event (Anthropic: no message_stop)",
+}
+_EXCLUSIVE = ({"crlf", "cr"}, {"gzip", "deflate"})
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """A set of ``DIALECTS`` names, and where to cut the stream (after that many events)."""
+
+    names: frozenset[str] = frozenset()
+    cut_after: int | None = None
+
+    @classmethod
+    def parse(cls, spec: Any, cut_after: Any = None) -> Dialect:
+        """From ``"crlf,gzip"``, ``["crlf", "gzip"]`` or ``"cr,cut_after=3"``; ValueError if unknown."""
+        items = spec.split(",") if isinstance(spec, str) else list(spec or ())
+        names: set[str] = set()
+        for item in items:
+            name, _, value = str(item).strip().partition("=")
+            if name == "cut_after":
+                cut_after = int(value) if cut_after is None else cut_after
+            elif name:
+                if name not in DIALECTS:
+                    raise ValueError(f"unknown dialect {name!r}; known: {', '.join(DIALECTS)}, cut_after=N")
+                names.add(name)
+        for pair in _EXCLUSIVE:
+            if pair <= names:
+                raise ValueError(f"dialects {' and '.join(sorted(pair))} exclude each other")
+        return cls(frozenset(names), None if cut_after is None else int(cut_after))
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.names
+
+
+class Wire:
+    """Writes the events of one streamed answer in a ``Dialect``, as HTTP chunks: SSE events
+    (``event``) or NDJSON lines (``line``), then ``end``. Raises ``_Dropped`` after the event
+    that ``cut_after`` names."""
+
+    def __init__(self, out: io.BufferedIOBase, dialect: Dialect, newline: bytes = b"\n") -> None:
+        self.out, self.dialect = out, dialect
+        self.newline = b"\r\n" if "crlf" in dialect else b"\r" if "cr" in dialect else newline
+        self.colon = b":" if "nospace" in dialect else b": "
+        self.encoding = "gzip" if "gzip" in dialect else "deflate" if "deflate" in dialect else None
+        self.compressor = zlib.compressobj(wbits=31 if self.encoding == "gzip" else 15) if self.encoding else None
+        self.events = 0
+
+    def event(self, data: bytes, name: str | None = None) -> None:
+        """One server-sent event: its fields, its ``data`` line and the blank line after it."""
+        if "no_done" in self.dialect and (data == b"[DONE]" or name == "message_stop"):
+            return
+        fields: list[tuple[bytes, bytes]] = []
+        if "fields" in self.dialect:
+            fields += [(b"", b"keep-alive"), (b"id", str(self.events + 1).encode()), (b"retry", b"3000")]
+            name = name or "message"
+        if name:
+            fields.append((b"event", name.encode()))
+        fields.append((b"data", data))
+        lines = [key + self.colon + value if key else b": " + value for key, value in fields]
+        self._send(self.newline.join(lines) + self.newline * 2)
+
+    def line(self, data: bytes) -> None:
+        """One NDJSON line."""
+        self._send(data + self.newline)
+
+    def end(self) -> None:
+        """The compressed stream's end, and the chunked body's."""
+        if self.compressor is not None:
+            self._chunk(self.compressor.flush())
+        self.out.write(b"0\r\n\r\n")
+        self.out.flush()
+
+    def _send(self, raw: bytes) -> None:
+        if self.compressor is not None:
+            raw = self.compressor.compress(raw) + self.compressor.flush(zlib.Z_SYNC_FLUSH)
+        self._chunk(raw)
+        self.events += 1
+        if self.dialect.cut_after is not None and self.events >= self.dialect.cut_after:
+            raise _Dropped
+
+    def _chunk(self, raw: bytes) -> None:
+        pieces = [raw[i:i + 1] for i in range(len(raw))] if "bytewise" in self.dialect else [raw] if raw else []
+        for piece in pieces:
+            self.out.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            self.out.flush()
 
 
 def _words(count: int, as_json: bool = False) -> list[str]:
@@ -144,6 +257,8 @@ class MockLLMHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: MockLLMServer
     _timeline: dict[str, Any] | None = None
+    _dialect = Dialect()  # how this request's stream is written
+    _wire: Wire
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
@@ -165,10 +280,19 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _start_sse(self) -> None:
+        self._start_stream("text/event-stream", cache_control=True)
+
+    def _start_stream(self, content_type: str, newline: bytes = b"\n", cache_control: bool = False) -> None:
+        """The headers of a streamed answer; its events then go through ``self._wire``, in the
+        request's dialect, with ``newline`` as the protocol's own line end."""
+        self._wire = Wire(self.wfile, self._dialect, newline)
         self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("Cache-Control", "no-cache")
+        if self._wire.encoding:
+            self.send_header("Content-Encoding", self._wire.encoding)
+        if cache_control:
+            self.send_header("Cache-Control", "no-cache")
         self._common_headers()
         self.end_headers()
 
@@ -183,19 +307,16 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         self.send_header("x-ratelimit-reset-requests", "12ms")
 
     def _send_event(self, payload: Any, event: str | None = None) -> None:
-        text = payload if isinstance(payload, str) else json.dumps(payload)
-        data = (f"event: {event}\n" if event else "") + f"data: {text}\n\n"
-        raw = data.encode()
-        self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
-        self.wfile.flush()
+        self._wire.event((payload if isinstance(payload, str) else json.dumps(payload)).encode(), event)
 
     def _end_sse(self) -> None:
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
+        self._wire.end()
 
     def _config_for(self, body: dict[str, Any]) -> MockConfig:
         config = self.server.config
-        casts = {"ttft": float, "itl": float, "tokens": int, "drop_after": int, "stall_at": int, "stall": float}
+        casts: dict[str, Callable[[Any], Any]] = {
+            "ttft": float, "itl": float, "tokens": int, "drop_after": int, "stall_at": int, "stall": float,
+            "cut_after": int, "dialect": lambda spec: spec if isinstance(spec, str) else tuple(spec or ())}
         overrides = {field: cast(body[f"mock_{field}"]) for field, cast in casts.items() if f"mock_{field}" in body}
         if "mock_error" in body:
             overrides["error_status"] = int(body["mock_error"])
@@ -301,7 +422,12 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         if isinstance(body, dict) and body.get("mock_label"):
             self._timeline = self.server.timelines[str(body["mock_label"])] = {
                 "arrived": time.perf_counter(), "tokens": [], "peer": self.client_address[1]}
-        config = self._config_for(body)
+        try:
+            config = self._config_for(body)
+            self._dialect = Dialect.parse(config.dialect, config.cut_after)
+        except (TypeError, ValueError) as bad:
+            self._json(400, {"error": {"message": f"invalid mock override: {bad}", "type": "invalid_request_error"}})
+            return
         status = config.error_status
         if status is None and config.error_rate and self.server.rng.random() < config.error_rate:
             status = 500
@@ -389,11 +515,15 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         for token in self._schedule(config, started):
             for index in range(answer.n):
                 self._send_event(chunk(index, deltas[token]))
+        usage_chunk = {"id": cid, "object": f"{obj}.chunk" if chat else obj, "created": created,
+                       "model": model, "choices": [], "usage": usage}
+        with_usage = (body.get("stream_options") or {}).get("include_usage") or body.get("mock_stream_usage")
+        if with_usage and "usage_first" in self._dialect:
+            self._send_event(usage_chunk)
         for index in range(answer.n):
             self._send_event(chunk(index, {}, answer.finish_reasons[index]))
-        if (body.get("stream_options") or {}).get("include_usage") or body.get("mock_stream_usage"):
-            self._send_event({"id": cid, "object": f"{obj}.chunk" if chat else obj, "created": created,
-                              "model": model, "choices": [], "usage": usage})
+        if with_usage and "usage_first" not in self._dialect:
+            self._send_event(usage_chunk)
         self._send_event("[DONE]")
         self._end_sse()
 
@@ -485,17 +615,6 @@ class MockLLMHandler(BaseHTTPRequestHandler):
 
     # -- the other providers' protocols -----------------------------------------------------------
 
-    def _start_stream(self, content_type: str) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Transfer-Encoding", "chunked")
-        self._common_headers()
-        self.end_headers()
-
-    def _send_chunk(self, raw: bytes) -> None:
-        self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
-        self.wfile.flush()
-
     def _timed(self, config: MockConfig, started: float, pieces: list[Any]) -> Any:
         """``(piece, when it was sent)`` for each piece, on the schedule; a protocol error event
         (``mock_error_event``: after that many pieces) ends the stream with ``_ErrorEvent``."""
@@ -542,17 +661,21 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         self._start_stream("text/event-stream; charset=utf-8")
 
         def send(payload: dict[str, Any]) -> None:
-            data = json.dumps(payload, separators=(",", ":"))
-            self._send_chunk(f"event: {payload['type']}\ndata: {data}\n\n".encode())
+            self._wire.event(json.dumps(payload, separators=(",", ":")).encode(), payload["type"])
 
         send({"type": "message_start", "message": {"id": mid, "type": "message", "role": "assistant", "model": model,
                                                    "content": [], "stop_reason": None, "stop_sequence": None,
                                                    "usage": {**usage, "output_tokens": 1}}})
         send({"type": "ping"})
         deltas = [(index, kind, piece) for index, (_, kind, parts) in enumerate(blocks) for piece in parts]
+        message_delta = {"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": None},
+                         "usage": {"output_tokens": generated}}
+        usage_first = "usage_first" in self._dialect
         current = -1
         try:
-            for (index, kind, piece), _ in self._timed(config, started, deltas):
+            for number, ((index, kind, piece), _) in enumerate(self._timed(config, started, deltas)):
+                if usage_first and number == len(deltas) - 1:
+                    send(message_delta)  # the usage before the last delta (dialect usage_first)
                 if index != current:
                     if current >= 0:
                         send({"type": "content_block_stop", "index": current})
@@ -565,8 +688,8 @@ class MockLLMHandler(BaseHTTPRequestHandler):
             return
         if current >= 0:
             send({"type": "content_block_stop", "index": current})
-        send({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": None},
-              "usage": {"output_tokens": generated}})
+        if not usage_first or not deltas:
+            send(message_delta)
         send({"type": "message_stop"})
         self._end_sse()
 
@@ -622,12 +745,12 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         try:
             for piece, when in self._timed(config, started, pieces):
                 sent.append(when)
-                self._send_chunk(json.dumps(line(piece, done=False), separators=(",", ":")).encode() + b"\n")
+                self._wire.line(json.dumps(line(piece, done=False), separators=(",", ":")).encode())
         except _ErrorEvent:
-            self._send_chunk(b'{"error":"an error was encountered while running the model"}\n')
+            self._wire.line(b'{"error":"an error was encountered while running the model"}')
             self._end_sse()
             return
-        self._send_chunk(json.dumps(final(sent), separators=(",", ":")).encode() + b"\n")
+        self._wire.line(json.dumps(final(sent), separators=(",", ":")).encode())
         self._end_sse()
 
     def _ollama_chat(self, body: dict[str, Any], config: MockConfig, started: float) -> None:
@@ -681,14 +804,14 @@ class MockLLMHandler(BaseHTTPRequestHandler):
                     merged.append(part)
             self._json(200, response(merged, True))
             return
-        self._start_stream("text/event-stream")
+        self._start_stream("text/event-stream", newline=b"\r\n")
         try:
             for index, (part, _) in enumerate(self._timed(config, started, parts)):
                 last = index == len(parts) - 1
-                self._send_chunk(b"data: " + json.dumps(response([part], last)).encode() + b"\r\n\r\n")
+                self._wire.event(json.dumps(response([part], last)).encode())
         except _ErrorEvent:
             error = {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}
-            self._send_chunk(b"data: " + json.dumps(error).encode() + b"\r\n\r\n")
+            self._wire.event(json.dumps(error).encode())
         self._end_sse()
 
 
@@ -792,10 +915,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="fraction of requests answered with HTTP 500")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the random jitter and errors, for repeatable runs (None: random)")
+    parser.add_argument("--dialect", default="",
+                        help=f"how streams are written, comma-separated: {', '.join(DIALECTS)}, cut_after=N")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
+    try:
+        Dialect.parse(args.dialect)
+    except ValueError as bad:
+        parser.error(str(bad))
     config = MockConfig(ttft=args.ttft, itl=1 / max(args.tokens_per_second, 1e-3), tokens=args.tokens,
-                        jitter=args.jitter, error_rate=args.error_rate)
+                        jitter=args.jitter, error_rate=args.error_rate, dialect=args.dialect)
     server = MockLLMServer((args.host, args.port), config, seed=args.seed, verbose=args.verbose)
     print(f"mock LLM listening on {server.base_url}", flush=True)
     try:

@@ -129,8 +129,16 @@ class Runs:
     inject: Batch
 
 
+def selected_cases(session: pytest.Session) -> list[str]:
+    """The cases of the tests this session runs (all of them where a test needs every case): ``-k``
+    then runs only what it selects."""
+    names = {getattr(item, "callspec", None) and item.callspec.params.get("name")
+             for item in session.items if "runs" in getattr(item, "fixturenames", ())}
+    return list(CASES) if None in names else [name for name in CASES if name in names]
+
+
 @pytest.fixture(scope="session")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def runs(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Any:
     mock = start_in_thread(MockConfig(ttft=0.005, itl=0.001, tokens=kit.TOKENS), seed=1)
     rejecting = start_in_thread(MockConfig(ttft=0.005, itl=0.001, tokens=kit.TOKENS, reject_stream_options=True))
     replayer = replay.ReplayServer()
@@ -148,9 +156,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Any:
                          OTEL_EXPORTER_OTLP_ENDPOINT=receivers[mode].endpoint, OTEL_BSP_SCHEDULE_DELAY="100",
                          OTEL_METRICS_EXPORTER="none", **extra)
 
-    plans = {"bare": (clean_env(**servers), list(CASES)),
-             "agent": (agent_env("agent"), list(CASES)),
-             "inject": (agent_env("inject", LLM_INJECT_STREAM_USAGE="true"), INJECTED)}
+    selected = selected_cases(request.session)
+    plans = {"bare": (clean_env(**servers), selected),
+             "agent": (agent_env("agent"), selected),
+             "inject": (agent_env("inject", LLM_INJECT_STREAM_USAGE="true"), [n for n in INJECTED if n in selected])}
     with ThreadPoolExecutor(len(plans)) as pool:
         futures = {mode: pool.submit(run_batch, env, names, tmp_path_factory.mktemp(mode) / "results.jsonl")
                    for mode, (env, names) in plans.items()}
