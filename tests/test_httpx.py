@@ -15,8 +15,9 @@ import pytest
 from opentelemetry.trace import format_span_id
 
 from nexent_autoinstrument.adapters.endpoints import ENDPOINTS
-from nexent_autoinstrument.instrumentors.exchange import header_values, redact_url
+from nexent_autoinstrument.instrumentors.exchange import header_values
 from nexent_autoinstrument.instrumentors.otel import HTTPX2Instrumentor, HTTPXInstrumentor, OpenAIInstrumentor
+from nexent_autoinstrument.redaction import redact_url
 
 LIBRARIES = ["httpx", "httpx2"]
 CHAT = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hello"}]}

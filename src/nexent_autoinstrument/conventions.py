@@ -5,7 +5,9 @@ Changing any name here is a breaking change (see DESIGN.md, "The contract").
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any
 
 # Prometheus exposition names (counters are declared without ``_total``; the client adds it).
 TTFT = "llm_time_to_first_token_seconds"
@@ -155,8 +157,34 @@ EVENT_STALL = "llm.stream.stall"
 EVENT_SLOW_REQUEST = "llm.slow_request"
 EVENT_SLOW_TOKEN_RATE = "llm.slow_token_rate"
 
+#: The provider's own code for an error (``invalid_api_key``, ``rate_limit_error``...), when it is one.
+LLM_ERROR_CODE = "llm.error.code"
+
 #: Captured prompts and completions (only with content capture on) are cut to this many characters.
 CONTENT_LIMIT = 4096
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+
+
+def identifier(value: object) -> str | None:
+    """``value`` if it is a short code (letters, digits, ``_.:-``; at most 64), else None: what an
+    outside server sends may go into span attributes and labels as a code, never as free text."""
+    return value if isinstance(value, str) and _IDENTIFIER.fullmatch(value) else None
+
+
+def provider_error_code(error: BaseException) -> str | None:
+    """The provider's code for ``error`` (an SDK's API error: ``code``, else its type), if it is one."""
+    for field in ("code", "error_code", "type"):
+        code = identifier(getattr(error, field, None))
+        if code is not None:
+            return code
+    return None
+
+
+def record_error(span: Any, error: BaseException) -> None:
+    """An ``exception`` event on ``span``, with the exception's type only: an API error's message
+    (and so its stack trace) quotes the server's error body, which may echo the prompt or the key,
+    whatever content capture says."""
+    span.add_event("exception", {"exception.type": type(error).__qualname__})
 
 
 def bounded_text(text: str) -> str:

@@ -24,7 +24,8 @@ class NexentDistro(BaseDistro):
         """Instrument one library, with our options for it (see ``INSTRUMENTOR_OPTIONS``).
 
         Our httpx and httpx2 layers take the place of the official ones here: the same HTTP
-        spans, and query-string secrets redacted (the official redaction knows four names)."""
+        spans, and ``url.full`` redacted more widely than the conventions' four names (see
+        ``redaction``)."""
         if entry_point.name in OWN_INSTRUMENTATIONS and not entry_point.value.startswith(__package__ or ""):
             logger.debug("nexent-autoinstrument: %s is instrumented by the agent; skipping %s",
                          entry_point.name, entry_point.value)

@@ -53,7 +53,7 @@ class _EndpointScope:
         from opentelemetry.trace import Status, StatusCode
 
         if exc is not None and outcome_of(exc) == names.ERROR:
-            self.span.record_exception(exc)
+            names.record_error(self.span, exc)
             self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             self.span.set_attribute(names.ERROR_TYPE, type(exc).__name__)
         self.span.end()

@@ -350,13 +350,17 @@ class CallTracker:
             self.texts.append(text)
 
     def fail(self, error: BaseException | str) -> None:
-        """The call failed: an exception, or an error type such as an HTTP status."""
+        """The call failed: an exception, or an error type such as an HTTP status (a code, never
+        free text: see ``conventions.identifier``)."""
         if isinstance(error, BaseException):
             self.error_type = type(error).__name__
+            code = names.provider_error_code(error)
+            if code is not None:
+                self.annotate({names.LLM_ERROR_CODE: code})
             if self.span.is_recording():
-                self.span.record_exception(error)
+                names.record_error(self.span, error)
         else:
-            self.error_type = error
+            self.error_type = names.identifier(error) or "stream_error"
 
     def annotate(self, attributes: dict[str, Any]) -> None:
         """Extra attributes for the call's span (response headers, retries, ...), of any types

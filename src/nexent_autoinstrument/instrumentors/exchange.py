@@ -12,14 +12,12 @@ costs two clock reads; other bodies pass through untouched (``yield from``).
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import nullcontext
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -31,22 +29,10 @@ from ..adapters.openai import is_usage_only_event
 from ..adapters.sse import EventFilter, NDJSONDecoder, PlainReads, SSEDecoder, decode_json
 from ..guard import report_internal_error
 from ..lifecycle import Call, server_attributes
+from ..redaction import redact_url
 
-_SECRET_PARAMETER = re.compile(r"key|token|secret|passw|signature|^sig$|auth|credential|session", re.IGNORECASE)
 MAX_JSON_BODY = 4 * 2**20
 _clock = time.perf_counter
-
-
-def redact_url(url: str) -> str:
-    """``url.full`` without credentials or secret-looking query values."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "REDACTED:REDACTED@" + netloc.rsplit("@", 1)[1]
-    query = "&".join(
-        f"{key}=REDACTED" if sep and _SECRET_PARAMETER.search(key) else f"{key}{sep}{value}"
-        for key, sep, value in (pair.partition("=") for pair in parts.query.split("&") if pair))
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 #: A network read that returned sooner than this found its data waiting (in the socket or in
 #: the HTTP parser's buffer): it took microseconds, while a read that waits for the server takes
@@ -311,7 +297,7 @@ class Exchange:
             self.span = self._start_span()
         if self.span is not None:
             if self.error is not None:
-                self.span.record_exception(self.error)
+                names.record_error(self.span, self.error)
             if failed:
                 self.span.set_attribute("error.type", self.attributes["error.type"])
                 self.span.set_status(Status(StatusCode.ERROR, self.attributes["error.type"]))
