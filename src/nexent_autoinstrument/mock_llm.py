@@ -22,6 +22,10 @@ asked for) and ``mock_reject_stream_options`` (answer 400 when the body has ``st
 as some OpenAI-compatible servers do; ``MockConfig.reject_stream_options`` makes a whole
 server do so).
 
+A request's ``mock_label`` names it: its timeline (arrival, each token's send time) is kept for
+in-process tests, and ``GET /mock/requests/<label>`` says how many requests carried it (what a
+server received, for tests in other processes).
+
 Wire dialects: ``mock_dialect`` (a name, a comma-separated string or a list; ``MockConfig.dialect``
 and ``--dialect`` for a whole server, which a request's own replaces) changes how the same events
 of every stream (OpenAI's and Anthropic's SSE, Gemini's SSE, Ollama's NDJSON) are written:
@@ -370,6 +374,9 @@ class MockLLMHandler(BaseHTTPRequestHandler):
                                             "owned_by": "mock"}}
         if self.path == "/health":
             self._json(200, {"status": "ok"})
+        elif self.path.startswith("/mock/requests/"):  # how many requests carried this mock_label
+            label = self.path.removeprefix("/mock/requests/")
+            self._json(200, {"count": self.server.timelines.get(label, {}).get("count", 0)})
         else:
             self._answer_route(routes, parts)
 
@@ -420,8 +427,10 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         protocol = _protocol(self.path)
         self._timeline = None
         if isinstance(body, dict) and body.get("mock_label"):
-            self._timeline = self.server.timelines[str(body["mock_label"])] = {
-                "arrived": time.perf_counter(), "tokens": [], "peer": self.client_address[1]}
+            label = str(body["mock_label"])
+            self._timeline = self.server.timelines[label] = {
+                "arrived": time.perf_counter(), "tokens": [], "peer": self.client_address[1],
+                "count": self.server.timelines.get(label, {}).get("count", 0) + 1}
         try:
             config = self._config_for(body)
             self._dialect = Dialect.parse(config.dialect, config.cut_after)

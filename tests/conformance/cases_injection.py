@@ -4,8 +4,12 @@ what it sees bare (no extra usage chunk, no extra bytes), and the span gets the 
 from __future__ import annotations
 
 import functools
+import json
+import os
+import urllib.request
+from typing import Any
 
-from kit import MODEL, REJECTING_URL, TOKENS, Seen, aclient, case, chat_args, client
+from kit import MOCK_URL, MODEL, REJECTING_URL, TOKENS, Seen, aclient, case, chat_args, client
 
 INJECTED = {"outcome": "completed", "ttft": True, "usage": "estimated", "injected_usage": "api",
             "output_tokens": TOKENS, "finish_reasons": ["stop"]}
@@ -190,3 +194,51 @@ def inject_user_stream_options_rejected(seen: Seen) -> None:
 def inject_after_another_server_rejected(seen: Seen) -> None:
     """After another server (same host, another port) rejected stream_options, this one still gets them."""
     seen.items("chunks", client().chat.completions.create(**chat_args(stream=True)))
+
+
+# -- what the server and the client's event hooks see: one request, as bare ---------------------------
+
+def _counting_client(base_url: str = "") -> tuple[Any, dict[str, int]]:
+    """A client whose httpx event hooks count the requests and responses they see."""
+    import openai
+
+    counts = {"request": 0, "response": 0}
+
+    def count(kind: str) -> Any:
+        return lambda _: counts.__setitem__(kind, counts[kind] + 1)
+
+    hooks = {"request": [count("request")], "response": [count("response")]}
+    return openai.OpenAI(base_url=base_url or MOCK_URL, api_key="sk-conformance", max_retries=0,
+                         http_client=openai.DefaultHttpxClient(event_hooks=hooks)), counts
+
+
+def _server_saw(label: str, base_url: str = "") -> int:
+    """How many requests labelled ``label`` the mock LLM at ``base_url`` received."""
+    root = (base_url or MOCK_URL).removesuffix("/v1")
+    with urllib.request.urlopen(f"{root}/mock/requests/{label}", timeout=10) as answer:
+        return int(json.load(answer)["count"])
+
+
+@case(outcome="error", ttft=False, usage="absent", injected_usage="absent", error_type="BadRequestError")
+def inject_unrelated_400(seen: Seen) -> None:
+    """A 400 about something else than stream_options: the caller's own answer, sent once (the
+    server sees one request, the event hooks fire once each), even with usage injected."""
+    label = f"unrelated-400-{os.getpid()}"
+    chat, counts = _counting_client()
+    try:
+        chat.chat.completions.create(**chat_args(stream=True, mock={"mock_error": 400, "mock_label": label}))
+    finally:
+        seen("hooks", counts)
+        seen("server saw", _server_saw(label))
+
+
+@case(**NOT_INJECTED)
+def inject_refused_once_unseen(seen: Seen) -> None:
+    """A server that refuses stream_options: with usage injected it gets the request once more,
+    without the option, below the client's event hooks (they fire once), and the call succeeds as bare."""
+    label = f"refused-{os.getpid()}"
+    chat, counts = _counting_client(REJECTING_URL)
+    stream = chat.chat.completions.create(**chat_args(stream=True, mock={"mock_label": label}))
+    seen.items("chunks", stream)
+    seen("hooks", counts)
+    seen("server saw at most one more", _server_saw(label, REJECTING_URL) <= 2)

@@ -42,6 +42,7 @@ from ..guard import report_internal_error
 from ..imports import when_imported
 from ..lifecycle import Call
 from ..streams import ItemStream, ameasure, anext_measured, measure, next_measured
+from . import stream_options
 from .exchange import observe_body
 
 
@@ -78,8 +79,6 @@ class _Layer:
 
 
 _LAYERS = {package: _Layer(package) for package in SDKS}
-#: Servers (host:port) that answered 400 to an injected ``stream_options``: never asked again.
-rejects_stream_options: set[str] = set()
 
 
 # -- starting a call --------------------------------------------------------------------------------
@@ -108,20 +107,15 @@ def _start(layer: _Layer, telemetry: Any, client: Any, options: Any, kwargs: dic
     # Ask the server for usage at the end of the stream only where nobody can tell: the user did
     # not ask for stream_options anywhere, will not read the raw bytes, and the host accepts it.
     inject = (stream and telemetry.settings.inject_stream_usage and endpoint.accepts_stream_options
-              and "stream_options" not in body and not _is_raw_response(options)
-              and _server_of(base_url) not in rejects_stream_options)
+              and stream_options.OPTION not in body and not _is_raw_response(options)
+              and stream_options.accepted_by(base_url))
     if inject:
-        options.json_data = {**(options.json_data or {}), "stream_options": {"include_usage": True}}
+        options.json_data = {**(options.json_data or {}), stream_options.OPTION: {"include_usage": True}}
     sdk_call = kwargs.get("call")  # the SDK's own traced call (see the module's docstring)
     return lifecycle.start_http_call(
         telemetry, endpoint, body, base_url, stream=stream,
         azure="azure" in type(client).__name__.lower(), usage_expected=True if inject else None,
         drop_usage_only=inject, adopt=Adoption.of(getattr(sdk_call, "span", None)))
-
-
-def _server_of(url: Any) -> str:
-    """``host:port`` of an httpx URL (two servers on one host are two servers)."""
-    return f"{getattr(url, 'host', '')}:{getattr(url, 'port', None) or getattr(url, 'scheme', '')}"
 
 
 def _guarded_start(layer: _Layer, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
@@ -134,21 +128,6 @@ def _guarded_start(layer: _Layer, client: Any, args: tuple[Any, ...], kwargs: di
     except Exception as exc:
         report_internal_error(f"{layer.package}.start", exc)
         return None
-
-
-def _retry_without_injection(call: Call, exc: BaseException, args: tuple[Any, ...],
-                             kwargs: dict[str, Any]) -> bool:
-    """A server refused the ``stream_options`` we added (400): send the user's own request
-    again, once, and never inject for that host again. Without the agent the call succeeds."""
-    if not call.drop_usage_only or getattr(exc, "status_code", None) != 400:
-        return False
-    options: Any = kwargs.get("options", args[1] if len(args) > 1 else None)
-    body = dict(getattr(options, "json_data", None) or {})
-    body.pop("stream_options", None)
-    options.json_data = body
-    rejects_stream_options.add(_server_of(getattr(getattr(exc, "request", None), "url", None)))
-    call.drop_usage_only = False
-    return True
 
 
 def _keep_answer(call: Call) -> None:
@@ -206,14 +185,11 @@ def _sync_request(layer: _Layer, wrapped: Any, client: Any, args: tuple[Any, ...
     if call is None:
         return wrapped(*args, **kwargs)
     with lifecycle.Sending(call):
-        while True:  # a second time only if a server refused the stream_options we added
-            try:
-                value = wrapped(*args, **kwargs)
-                break
-            except Exception as exc:
-                if not _retry_without_injection(call, exc, args, kwargs):
-                    _keep_answer(call)
-                    raise
+        try:
+            value = wrapped(*args, **kwargs)
+        except Exception:
+            _keep_answer(call)
+            raise
     _guarded_finish(layer, call, value, False)
     return value
 
@@ -224,14 +200,11 @@ async def _async_request(layer: _Layer, wrapped: Any, client: Any, args: tuple[A
     if call is None:
         return await wrapped(*args, **kwargs)
     with lifecycle.Sending(call):
-        while True:
-            try:
-                value = await wrapped(*args, **kwargs)
-                break
-            except Exception as exc:
-                if not _retry_without_injection(call, exc, args, kwargs):
-                    _keep_answer(call)
-                    raise
+        try:
+            value = await wrapped(*args, **kwargs)
+        except Exception:
+            _keep_answer(call)
+            raise
     _guarded_finish(layer, call, value, True)
     return value
 
@@ -416,6 +389,7 @@ def activate(package: str, telemetry: Any = None) -> None:
     layer.active = True
     layer.telemetry = telemetry
     when_imported(package, _patch)
+    stream_options.watch_refusals()
 
 
 def deactivate(package: str) -> None:
