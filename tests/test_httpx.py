@@ -435,3 +435,20 @@ def test_an_async_body_left_early_closes_what_it_read_when_it_would_without_the_
     if library == "httpx2" and reader != "aiter_lines":
         assert bare.index("transport reader closed") < bare.index("stopped")  # (what the test is about)
     assert harness.llm_span().attributes["llm.stream.outcome"] == "closed_early"
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_event_hooks_see_the_request_body_of_its_own_type(instrumented: Any, mock_llm: Any, library: str) -> None:
+    """The agent watches an LLM request's body while it is written; a request hook sees it then,
+    and it is still the library's ``ByteStream``, with the same bytes."""
+    module = importlib.import_module(library)
+    seen: list[Any] = []
+
+    def hook(request: Any) -> None:
+        seen.append((isinstance(request.stream, module.ByteStream), b"".join(request.stream)))
+
+    body = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}
+    with module.Client(event_hooks={"request": [hook]}) as client:
+        client.post(mock_llm.base_url + "/chat/completions", json=body)
+    assert seen == [(True, module.Request("POST", "http://x", json=body).content)]
+    assert instrumented.llm_span().attributes["llm.stream.outcome"] == "completed"

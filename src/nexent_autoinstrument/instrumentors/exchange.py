@@ -452,6 +452,7 @@ class BodyClasses(NamedTuple):
     async_response: type
     request: type
     async_request: type
+    request_bytes: type
 
 
 _BODY_CLASSES: dict[str, BodyClasses] = {}
@@ -543,7 +544,16 @@ def body_classes(module: Any) -> BodyClasses:
         def __del__(self) -> None:
             pass
 
-    _BODY_CLASSES[module.__name__] = BodyClasses(ObservedStream, ObservedAsyncStream, SentBody, AsyncSentBody)
+    class SentBytes(SentBody, AsyncSentBody, module.ByteStream):
+        """A body given as bytes (as the SDKs' JSON is): still a ``ByteStream`` to the client's
+        event hooks, which see it while it is watched."""
+
+        def __init__(self, inner: Any, exchange: Exchange) -> None:
+            super().__init__(inner, exchange)
+            self._stream = getattr(inner, "_stream", b"")  # (ByteStream's own field: its bytes)
+
+    _BODY_CLASSES[module.__name__] = BodyClasses(ObservedStream, ObservedAsyncStream, SentBody, AsyncSentBody,
+                                                 SentBytes)
     return _BODY_CLASSES[module.__name__]
 
 
@@ -553,7 +563,10 @@ def watch_request(module: Any, request: Any, exchange: Exchange, is_async: bool)
         return None
     original = request.stream
     classes = body_classes(module)
-    request.stream = (classes.async_request if is_async else classes.request)(original, exchange)
+    if isinstance(original, module.ByteStream):
+        request.stream = classes.request_bytes(original, exchange)
+    else:
+        request.stream = (classes.async_request if is_async else classes.request)(original, exchange)
     return original
 
 
