@@ -84,24 +84,36 @@ def _without_option(request: Any) -> Any:
     return retried
 
 
-def _hop(wrapped: Any, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    request = args[0] if args else kwargs["request"]
+def _prepared(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, tuple[Any, ...], dict[str, Any]]:
+    """Whether this hop sends the option the agent added, and its arguments (without the option
+    where its host refused it before). Never raises: a bug of ours sends the request as it is."""
     try:
         if not _injected():
-            return wrapped(*args, **kwargs)
+            return False, args, kwargs
+        request = args[0] if args else kwargs["request"]
         if not accepted_by(request.url):  # (refused by an earlier attempt)
-            return wrapped(_without_option(request))
+            return False, (_without_option(request),), {}
+        return True, args, kwargs
     except Exception as exc:
         report_internal_error("stream_options.hop", exc)
-        return wrapped(*args, **kwargs)
-    response = wrapped(request)
-    if response.status_code != 400:
-        return response
-    retried = None
+        return False, args, kwargs
+
+
+def _retry(request: Any, response: Any, body: bytes) -> Any:
+    """The request again without the option, if this 400 is about it; None otherwise (or on a bug of ours)."""
     try:
-        retried = _refusal(request, response, response.read())
+        return _refusal(request, response, body)
     except Exception as exc:
         report_internal_error("stream_options.refusal", exc)
+        return None
+
+
+def _hop(wrapped: Any, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    injected, args, kwargs = _prepared(args, kwargs)
+    response = wrapped(*args, **kwargs)
+    if not injected or response.status_code != 400:
+        return response
+    retried = _retry(args[0] if args else kwargs["request"], response, response.read())
     if retried is None:
         return response
     response.close()
@@ -109,23 +121,11 @@ def _hop(wrapped: Any, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any
 
 
 async def _async_hop(wrapped: Any, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    request = args[0] if args else kwargs["request"]
-    try:
-        if not _injected():
-            return await wrapped(*args, **kwargs)
-        if not accepted_by(request.url):
-            return await wrapped(_without_option(request))
-    except Exception as exc:
-        report_internal_error("stream_options.hop", exc)
-        return await wrapped(*args, **kwargs)
-    response = await wrapped(request)
-    if response.status_code != 400:
+    injected, args, kwargs = _prepared(args, kwargs)
+    response = await wrapped(*args, **kwargs)
+    if not injected or response.status_code != 400:
         return response
-    retried = None
-    try:
-        retried = _refusal(request, response, await response.aread())
-    except Exception as exc:
-        report_internal_error("stream_options.refusal", exc)
+    retried = _retry(args[0] if args else kwargs["request"], response, await response.aread())
     if retried is None:
         return response
     await response.aclose()
