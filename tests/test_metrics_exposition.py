@@ -180,3 +180,256 @@ def test_attributes_set_without_revalidation_equal_the_public_path(limits: dict[
     public.end()
     set_valid_attributes(ours, {"late": (1,)})  # an ended span stays as it was
     assert "late" not in ours.attributes
+
+
+# Budgets: every label and attribute that a caller or a server decides keeps at most its budget
+# of distinct values, plus ``other`` (see metrics.BUDGETS).
+
+
+def _meter() -> tuple[Any, Any]:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    return MeterProvider(metric_readers=[reader]).get_meter("budgets"), reader
+
+
+def _otel_sets(reader: Any, name: str) -> list[dict[str, Any]]:
+    """The attribute sets of OpenTelemetry metric ``name``'s data points."""
+    data = reader.get_metrics_data()
+    return [dict(point.attributes) for resource in (data.resource_metrics if data else ())
+            for scope in resource.scope_metrics for metric in scope.metrics if metric.name == name
+            for point in metric.data.data_points]
+
+
+def _prom_sets(registry: Any, name: str) -> list[dict[str, str]]:
+    """The label sets of Prometheus family ``name``'s series."""
+    found = {frozenset((k, v) for k, v in sample.labels.items() if k != "le")
+             for family in registry.collect() if family.name == name for sample in family.samples
+             if not sample.name.endswith("_created")}
+    return [dict(labels) for labels in found]
+
+
+def _values(sets: list[dict[str, Any]], key: str) -> set[Any]:
+    return {labels[key] for labels in sets if key in labels}
+
+
+def _llm(max_model_labels: int = 100) -> tuple[Any, Any, Any]:
+    from prometheus_client import CollectorRegistry
+
+    from nexent_autoinstrument.metrics import LLMMetrics
+
+    registry, (meter, reader) = CollectorRegistry(), _meter()
+    return LLMMetrics(registry=registry, meter=meter, max_model_labels=max_model_labels), registry, reader
+
+
+def _http(**options: Any) -> tuple[Any, Any, Any]:
+    from prometheus_client import CollectorRegistry
+
+    from nexent_autoinstrument.metrics import HTTPMetrics
+
+    registry, (meter, reader) = CollectorRegistry(), _meter()
+    return HTTPMetrics(registry=registry, meter=meter, **options), registry, reader
+
+
+def _call(metrics: Any, **overrides: Any) -> None:
+    call: dict[str, Any] = {"model": "m", "operation": "chat", "outcome": "completed", "duration": 0.5,
+                            "ttft": 0.1, "gaps": [0.01], "input_tokens": 3, "output_tokens": 5, "stream": True,
+                            "response_model": "m-1", "server": ("llm.example", 443)}
+    metrics.record(**{**call, **overrides})
+
+
+def _request(metrics: Any, **overrides: Any) -> None:
+    attributes = {"http.request.method": "POST", "server.address": "llm.example", "server.port": 443,
+                  "http.response.status_code": 200, **overrides}
+    metrics.record(0.25, {k: v for k, v in attributes.items() if v is not None})
+
+
+def test_bounded_label_lets_the_first_values_through_and_folds_the_rest() -> None:
+    from nexent_autoinstrument.metrics import OTHER, BoundedLabel
+
+    label = BoundedLabel(3)
+    assert [label(v) for v in ("a", "b", "a", None, "c", "b")] == ["a", "b", "a", "unknown", OTHER, "b"]
+    assert label("x" * 500) == OTHER and BoundedLabel(1)("x" * 500) == "x" * 128
+    numbers = BoundedLabel(2)
+    assert [numbers.admits(v) for v in (200, 404, 200, 500, (1, 2))] == [True, True, True, False, False]
+
+
+def test_bounded_label_never_lets_more_than_its_cap_through_from_racing_threads() -> None:
+    import sys
+    import threading
+
+    from nexent_autoinstrument.metrics import OTHER, BoundedLabel
+
+    label, results = BoundedLabel(50), []
+    barrier = threading.Barrier(8)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # (switch threads as often as possible)
+    try:
+        def work(n: int) -> None:
+            barrier.wait()
+            results.extend(label(f"{n}-{i}") for i in range(500))  # distinct values
+            results.extend(label(f"shared-{i}") for i in range(500))  # the same values at once
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert len(set(results) - {OTHER}) <= 50
+
+
+def test_request_model_budget() -> None:
+    metrics, registry, reader = _llm(max_model_labels=5)
+    for i in range(20):
+        _call(metrics, model=f"model-{i}")
+    assert _values(_prom_sets(registry, "llm_request_duration_seconds"), "model") == {
+        *(f"model-{i}" for i in range(5)), "other"}
+    assert len(_values(_otel_sets(reader, conventions.GENAI_DURATION), "gen_ai.request.model")) == 6
+
+
+def test_response_models_have_a_budget_of_their_own() -> None:
+    metrics, registry, reader = _llm(max_model_labels=5)
+    for i in range(20):
+        _call(metrics, model=f"model-{i}", response_model=f"served-{i}")
+    assert _values(_prom_sets(registry, "llm_request_duration_seconds"), "model") == {
+        *(f"model-{i}" for i in range(5)), "other"}  # (the response models took none of these)
+    sets = _otel_sets(reader, conventions.GENAI_DURATION)
+    assert _values(sets, "gen_ai.response.model") == {*(f"served-{i}" for i in range(5)), "other"}
+    assert len(sets) <= 6 * 6
+
+
+def test_llm_error_type_budget() -> None:
+    from nexent_autoinstrument.metrics import BUDGETS
+
+    metrics, registry, reader = _llm()
+    for i in range(BUDGETS["error_type"] + 30):
+        _call(metrics, outcome="error", error_type=f"Error{i}")
+    assert len(_values(_prom_sets(registry, "llm_error_count"), "error_type")) == BUDGETS["error_type"] + 1
+    assert len(_values(_otel_sets(reader, conventions.GENAI_DURATION), "error.type")) == BUDGETS["error_type"] + 1
+
+
+def test_operation_and_provider_budgets() -> None:
+    from nexent_autoinstrument.metrics import BUDGETS
+
+    metrics, registry, reader = _llm()
+    for i in range(BUDGETS["operation"] + 30):
+        _call(metrics, operation=f"op-{i}", provider=f"provider-{i}")
+    assert len(_values(_prom_sets(registry, "llm_request_duration_seconds"), "operation")) == BUDGETS["operation"] + 1
+    sets = _otel_sets(reader, conventions.GENAI_DURATION)
+    assert len(_values(sets, "gen_ai.operation.name")) == BUDGETS["operation"] + 1
+    assert len(_values(sets, "gen_ai.provider.name")) == BUDGETS["provider"] + 1
+
+
+@pytest.mark.parametrize("dimension", ["host", "port"])
+def test_llm_server_address_and_port_budgets(dimension: str) -> None:
+    from nexent_autoinstrument.metrics import BUDGETS
+
+    metrics, _, reader = _llm()
+    for i in range(BUDGETS["server_address"] + BUDGETS["server_port"]):
+        _call(metrics, server=(f"h{i}.example", 443) if dimension == "host" else ("llm.example", 10000 + i))
+    for name in (conventions.GENAI_DURATION, conventions.GENAI_TOKEN_USAGE, conventions.GENAI_TIME_TO_FIRST_CHUNK):
+        sets = _otel_sets(reader, name)
+        ports = _values(sets, "server.port")
+        assert len(ports) <= BUDGETS["server_port"] and all(isinstance(p, int) for p in ports)
+        if dimension == "host":
+            assert len(_values(sets, "server.address")) == BUDGETS["server_address"] + 1
+            assert all("server.port" not in s for s in sets if s["server.address"] == "other")
+        else:
+            assert _values(sets, "server.address") == {"llm.example"}
+            assert len(ports) == BUDGETS["server_port"]
+            assert any("server.port" not in s for s in sets)  # (beyond its budget: left out, not "other")
+        assert len(sets) <= (BUDGETS["server_address"] + BUDGETS["server_port"] + 1) * 2
+
+
+def test_genai_attribute_sets_are_made_once() -> None:
+    metrics, _, _ = _llm()
+    for _ in range(3):
+        _call(metrics)
+        _call(metrics, outcome="error", error_type="RateLimitError")
+    assert len(metrics._genai) == 2
+
+
+def test_http_methods_are_the_known_ones_or_other() -> None:
+    metrics, registry, reader = _http()
+    for method in ("GET", "POST", "QUERY", "PATCH", "get", "PROPFIND", *(f"M{i}" for i in range(100)), None):
+        _request(metrics, **{"http.request.method": method})
+    expected = {"GET", "POST", "QUERY", "PATCH", "_OTHER"}
+    assert _values(_prom_sets(registry, "http_client_request_duration_seconds"), "http_request_method") == expected
+    assert _values(_otel_sets(reader, conventions.HTTP_CLIENT_DURATION), "http.request.method") == expected
+    custom, registry, _ = _http(known_methods=["GET", "PROPFIND"])  # (the conventions' override)
+    for method in ("GET", "PROPFIND", "POST"):
+        _request(custom, **{"http.request.method": method})
+    assert _values(_prom_sets(registry, "http_client_request_duration_seconds"), "http_request_method") == {
+        "GET", "PROPFIND", "_OTHER"}
+
+
+def test_the_known_http_methods_are_the_semantic_conventions() -> None:
+    from opentelemetry.semconv.attributes.http_attributes import HttpRequestMethodValues
+
+    listed = {m.value for m in HttpRequestMethodValues} - {"_OTHER"}
+    assert listed <= conventions.HTTP_METHODS <= listed | {"QUERY"}  # (QUERY: listed by newer conventions)
+    assert HttpRequestMethodValues.OTHER.value == conventions.HTTP_METHOD_OTHER
+
+
+def test_http_status_code_budget() -> None:
+    from nexent_autoinstrument.metrics import BUDGETS
+
+    metrics, registry, reader = _http()
+    for status in range(200, 200 + BUDGETS["http_status_code"] + 50):
+        _request(metrics, **{"http.response.status_code": status})
+    _request(metrics, **{"http.response.status_code": None})  # no response
+    labels = _values(_prom_sets(registry, "http_client_request_duration_seconds"), "http_response_status_code")
+    assert len(labels) == BUDGETS["http_status_code"] + 2 and {"other", "", "200"} <= labels
+    sets = _otel_sets(reader, conventions.HTTP_CLIENT_DURATION)
+    codes = _values(sets, "http.response.status_code")
+    assert len(codes) == BUDGETS["http_status_code"] and all(isinstance(c, int) for c in codes)
+    assert len(sets) == BUDGETS["http_status_code"] + 1  # (beyond the budget, and no response: left out)
+
+
+@pytest.mark.parametrize("dimension", ["host", "port"])
+def test_http_server_address_and_port_budgets(dimension: str) -> None:
+    from nexent_autoinstrument.metrics import BUDGETS
+
+    metrics, registry, reader = _http()
+    for i in range(BUDGETS["server_address"] + BUDGETS["server_port"]):
+        if dimension == "host":
+            _request(metrics, **{"server.address": f"h{i}.example"})
+        else:
+            _request(metrics, **{"server.port": 10000 + i})
+    prometheus = _values(_prom_sets(registry, "http_client_request_duration_seconds"), "server_address")
+    sets = _otel_sets(reader, conventions.HTTP_CLIENT_DURATION)
+    ports = _values(sets, "server.port")
+    assert all(isinstance(p, int) for p in ports)
+    if dimension == "host":
+        assert len(prometheus) == len(_values(sets, "server.address")) == BUDGETS["server_address"] + 1
+        assert all("server.port" not in s for s in sets if s["server.address"] == "other")
+    else:
+        assert prometheus == _values(sets, "server.address") == {"llm.example"}
+        assert len(ports) == BUDGETS["server_port"] and len(sets) == BUDGETS["server_port"] + 1
+
+
+def test_http_error_type_budget() -> None:
+    from nexent_autoinstrument.metrics import BUDGETS
+
+    metrics, _, reader = _http()
+    for i in range(BUDGETS["http_error_type"] + 30):
+        _request(metrics, **{"http.response.status_code": None, "error.type": f"TransportError{i}"})
+    assert len(_values(_otel_sets(reader, conventions.HTTP_CLIENT_DURATION), "error.type")) == (
+        BUDGETS["http_error_type"] + 1)
+
+
+def test_each_bounded_label_has_its_own_budget() -> None:
+    from nexent_autoinstrument.metrics import BUDGETS
+
+    llm, _, _ = _llm(max_model_labels=7)
+    http, _, _ = _http()
+    assert llm.model_label.cap == llm.response_model_label.cap == 7
+    assert llm.model_label is not llm.response_model_label
+    assert (llm.error_label.cap, llm.operation_label.cap, llm.provider_label.cap) == (
+        BUDGETS["error_type"], BUDGETS["operation"], BUDGETS["provider"])
+    assert (http.status_codes.cap, http.error_label.cap) == (BUDGETS["http_status_code"], BUDGETS["http_error_type"])
+    for servers in (llm.servers, http.servers):
+        assert (servers.addresses.cap, servers.ports.cap) == (BUDGETS["server_address"], BUDGETS["server_port"])
+    assert llm.servers.addresses is not http.servers.addresses

@@ -34,6 +34,12 @@ RATE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 75.0, 100.0, 
 HTTP_CLIENT_DURATION = "http.client.request.duration"
 HTTP_CLIENT_DURATION_PROMETHEUS = "http_client_request_duration_seconds"
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0)
+HTTP_REQUEST_METHOD = "http.request.method"
+HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+#: The methods the HTTP semantic conventions call known (RFC 9110, PATCH from RFC 5789, QUERY from
+#: httpbis-safe-method-w-body); any other is recorded as ``HTTP_METHOD_OTHER``.
+HTTP_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY"})
+HTTP_METHOD_OTHER = "_OTHER"
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,12 @@ pipeline adds to each metrics export (the OpenTelemetry SDK records one value pe
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -30,24 +31,92 @@ from .guard import export_warnings, internal_errors, report_internal_error
 
 OTHER = "other"
 
+#: How many distinct values each label (Prometheus) and attribute (OpenTelemetry) keeps; later
+#: values fold into one more, ``other``. Each has its own budget, so that a dimension an outsider
+#: fills (a server's response models, a caller's hosts) crowds out no other. A number (a port, a
+#: status code) beyond its budget is left out of the OpenTelemetry attributes rather than turned
+#: into a string. ``http.request.method`` needs no budget: the conventions' known methods
+#: (``conventions.HTTP_METHODS``) and ``_OTHER``. What the agent itself decides (outcome, token
+#: type, slow reason) takes a few fixed values.
+BUDGETS: dict[str, int] = {
+    # the request model (``model``, gen_ai.request.model): the caller's (LLM_MAX_MODEL_LABELS, of this default)
+    "model": 100,
+    # gen_ai.response.model: whatever the server answers; as many as request models (LLM_MAX_MODEL_LABELS
+    # too), but its own: a server that names a new model in each answer leaves the request models theirs
+    "response_model": 100,
+    # an LLM call's error_type / error.type: exception names and the error codes a server sends
+    "error_type": 64,
+    # ``operation`` / gen_ai.operation.name, gen_ai.provider.name: any string in the manual API
+    "operation": 20,
+    "provider": 20,
+    # server_address / server.address: the host of the URL, which the caller (or its settings) chooses
+    "server_address": 100,
+    # server.port, counted as (address, port) pairs: a port beyond it is left out, its address stays
+    "server_port": 100,
+    # http_response_status_code / http.response.status_code: any three-digit number a server answers
+    "http_status_code": 20,
+    # an HTTP request's error.type: a status code from 400, or the class name of what the transport raised
+    "http_error_type": 64,
+}
+
+
+def _text(value: str | None) -> str:
+    """A text label: ``unknown`` for nothing, cut to 128 characters (the same string if shorter)."""
+    return (value or "unknown")[:128]
+
 
 class BoundedLabel:
-    """Lets the first ``cap`` distinct values through and folds the rest into ``other``."""
+    """Lets the first ``cap`` distinct values through and folds the rest into ``other``.
+
+    Lock-free, and called from any thread (the caller's, the agent's): a value seen before costs
+    one set lookup; a new one takes a ticket, and only the first ``cap`` tickets let their value
+    in. ``next`` on an ``itertools.count`` hands out each ticket once (atomic under the GIL, and
+    by compare-and-swap on free-threaded builds, CPython >= 3.13), so at most ``cap`` values ever
+    pass, under any race. Two threads bringing the same new value at once both take a ticket:
+    the budget then ends a value short, never over. A folded value is not remembered (memory
+    stays ``cap`` values); it costs a lookup and a ticket each time."""
+
+    __slots__ = ("_seen", "_tickets", "cap")
 
     def __init__(self, cap: int) -> None:
-        self._cap = cap
-        self._seen: set[str] = set()
-        self._lock = threading.Lock()
+        self.cap = cap
+        self._seen: set[Hashable] = set()
+        self._tickets = itertools.count()
 
     def __call__(self, value: str | None) -> str:
-        value = (value or "unknown")[:128]
-        if value in self._seen:
-            return value
-        with self._lock:
-            if len(self._seen) < self._cap:
-                self._seen.add(value)
-                return value
-        return OTHER
+        """The label for text ``value``: itself (``unknown`` if empty, cut to 128 characters), or ``other``."""
+        value = (value or "unknown")[:128]  # (as ``_text``, inline: this runs for every label of every call)
+        return value if value in self._seen or self.admits(value) else OTHER
+
+    def admits(self, value: Hashable) -> bool:
+        """Whether ``value`` has (or now gets) one of the ``cap`` places."""
+        seen = self._seen
+        if value in seen:
+            return True
+        if next(self._tickets) < self.cap:
+            seen.add(value)
+            return True
+        return value in seen  # (let in by another thread meanwhile)
+
+
+class ServerBudget:
+    """``server.address`` and ``server.port`` within their budgets: an address beyond its budget is
+    ``other``, without a port; a port whose (address, port) pair is beyond its budget is left out."""
+
+    __slots__ = ("addresses", "ports")
+
+    def __init__(self) -> None:
+        self.addresses = BoundedLabel(BUDGETS["server_address"])
+        self.ports = BoundedLabel(BUDGETS["server_port"])
+
+    def __call__(self, address: str | None, port: int | None) -> tuple[str, int | None]:
+        address = _text(address)
+        if not self.addresses.admits(address):
+            return OTHER, None
+        if port is None:
+            return address, None
+        pair = (address, port)
+        return pair if self.ports.admits(pair) else (address, None)
 
 
 class _InternalErrorCollector(Collector):
@@ -144,12 +213,19 @@ class LLMMetrics:
     """Records one finished LLM call into every instrument."""
 
     def __init__(self, registry: CollectorRegistry | None = REGISTRY, meter: Any = None,
-                 max_model_labels: int = 100, bulk: BulkHistograms | None = None) -> None:
+                 max_model_labels: int = BUDGETS["model"], bulk: BulkHistograms | None = None) -> None:
         self.model_label = BoundedLabel(max_model_labels)
-        self.error_label = BoundedLabel(64)
+        self.response_model_label = BoundedLabel(max_model_labels)  # (the size of the request models', its own)
+        self.error_label = BoundedLabel(BUDGETS["error_type"])
+        self.operation_label = BoundedLabel(BUDGETS["operation"])
+        self.provider_label = BoundedLabel(BUDGETS["provider"])
+        self.servers = ServerBudget()
         self._prom: dict[str, Any] = {}
         self._label_names = {spec.name: spec.labels for spec in names.METRICS}
-        self._children: dict[tuple[str, ...], Any] = {}
+        #: (metric, *label values) -> its Prometheus child and its OpenTelemetry attributes.
+        self._children: dict[tuple[str, ...], tuple[Any, dict[str, str]]] = {}
+        #: The bounded GenAI attributes -> the attribute dicts made of them (for the call, for each token type).
+        self._genai: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
         for spec in names.METRICS:
             if spec.kind == "histogram":
                 self._prom[spec.name] = Histogram(spec.name, spec.description, spec.labels,
@@ -174,26 +250,30 @@ class LLMMetrics:
                     self._otel[spec.name] = meter.create_counter(spec.name, unit=spec.unit,
                                                                  description=spec.description)
 
-    def _child(self, name: str, *values: str) -> Any:
+    def _series(self, name: str, *values: str) -> tuple[Any, dict[str, str]]:
         """The Prometheus child of metric ``name`` for label ``values`` (in the metric's label
-        order). Cached: ``labels()`` checks and converts its arguments again on every call."""
+        order), and the same labels as OpenTelemetry attributes. Cached: ``labels()`` checks and
+        converts its arguments again on every call."""
         key = (name, *values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._prom[name].labels(*values)
-        return child
+        series = self._children.get(key)
+        if series is None:
+            series = self._children[key] = (self._prom[name].labels(*values),
+                                            dict(zip(self._label_names[name], values, strict=True)))
+        return series
 
     def _observe(self, name: str, value: float, *values: str) -> None:
-        self._child(name, *values).observe(value)
+        child, attributes = self._series(name, *values)
+        child.observe(value)
         otel = self._otel.get(name)
         if otel is not None:
-            otel.record(value, dict(zip(self._label_names[name], values, strict=True)))
+            otel.record(value, attributes)
 
     def _add(self, name: str, value: float, *values: str) -> None:
-        self._child(name, *values).inc(value)
+        child, attributes = self._series(name, *values)
+        child.inc(value)
         otel = self._otel.get(name)
         if otel is not None:
-            otel.add(value, dict(zip(self._label_names[name], values, strict=True)))
+            otel.add(value, attributes)
 
     def record(self, *, model: str, operation: str, outcome: str, duration: float,
                ttft: float | None = None, rate: float | None = None, gaps: Sequence[float] = (),
@@ -204,6 +284,8 @@ class LLMMetrics:
                stream: bool = False) -> None:
         """Record a finished call. Values that were not measured are passed as None."""
         model = self.model_label(model)
+        operation = self.operation_label(operation)
+        error = None if error_type is None else self.error_label(error_type)
         self._observe(names.REQUEST_DURATION, duration, model, operation, outcome)
         if ttft is not None:
             self._observe(names.TTFT, ttft, model, operation)
@@ -213,42 +295,63 @@ class LLMMetrics:
             self._observe(names.TIME_TO_REQUEST_SENT, time_to_request_sent, model, operation)
         ordered = gaps if gaps_sorted else sorted(gaps)
         if ordered:
-            add_observations(self._child(names.INTER_TOKEN_LATENCY, model, operation), ordered)
+            add_observations(self._series(names.INTER_TOKEN_LATENCY, model, operation)[0], ordered)
         if input_tokens:
             self._add(names.TOTAL_TOKENS, input_tokens, model, operation, "input")
         if output_tokens:
             self._add(names.TOTAL_TOKENS, output_tokens, model, operation, "output")
-        if error_type is not None:
-            self._add(names.ERROR_COUNT, 1, model, operation, self.error_label(error_type))
+        if error is not None:
+            self._add(names.ERROR_COUNT, 1, model, operation, error)
         for reason in slow_reasons:
             self._add(names.SLOW_REQUESTS, 1, model, operation, reason)
         if self.bulk is not None:
             try:
-                self._record_genai({"model": model, "operation": operation}, ordered, duration, ttft,
-                                   input_tokens, output_tokens, error_type, provider, response_model, server, stream)
+                self._record_genai(model, operation, ordered, duration, ttft, input_tokens, output_tokens, error,
+                                   provider, response_model, server, stream)
             except Exception as exc:
                 report_internal_error("metrics.genai", exc)
 
-    def _record_genai(self, base: dict[str, str], ordered: Sequence[float], duration: float, ttft: float | None,
-                      input_tokens: int | None, output_tokens: int | None, error_type: str | None,
+    def _genai_attributes(self, model: str, operation: str, error: str | None, provider: str,
+                          response_model: str | None,
+                          server: tuple[str, int] | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """The attributes the GenAI conventions ask for, every value within its budget: for the
+        call, and for its input and output token counts. Made once per distinct set."""
+        key = (model, operation, error, self.provider_label(provider),
+               None if not response_model else self.response_model_label(response_model),
+               None if server is None else self.servers(*server))
+        cached = self._genai.get(key)
+        if cached is None:
+            _, _, _, provider, response_model, bounded_server = key
+            attributes: dict[str, Any] = {names.GEN_AI_OPERATION: operation, names.GEN_AI_PROVIDER: provider,
+                                          names.GEN_AI_REQUEST_MODEL: model}
+            if response_model is not None:
+                attributes[names.GEN_AI_RESPONSE_MODEL] = response_model
+            if bounded_server is not None:
+                attributes[names.SERVER_ADDRESS], port = bounded_server
+                if port is not None:
+                    attributes[names.SERVER_PORT] = port
+            if error is not None:
+                attributes[names.ERROR_TYPE] = error
+            cached = self._genai[key] = (attributes, {**attributes, names.GEN_AI_TOKEN_TYPE: "input"},
+                                         {**attributes, names.GEN_AI_TOKEN_TYPE: "output"})
+        return cached
+
+    def _record_genai(self, model: str, operation: str, ordered: Sequence[float], duration: float,
+                      ttft: float | None, input_tokens: int | None, output_tokens: int | None, error: str | None,
                       provider: str, response_model: str | None, server: tuple[str, int] | None,
                       stream: bool) -> None:
         """The GenAI semantic-convention client metrics, with the attributes they require."""
         assert self.bulk is not None
         if ordered:
-            self.bulk.add(names.INTER_TOKEN_LATENCY, ordered, base)
-        attributes: dict[str, Any] = {names.GEN_AI_OPERATION: base["operation"], names.GEN_AI_PROVIDER: provider,
-                                      names.GEN_AI_REQUEST_MODEL: base["model"]}
-        if response_model:
-            attributes[names.GEN_AI_RESPONSE_MODEL] = self.model_label(response_model)
-        if server is not None:
-            attributes[names.SERVER_ADDRESS], attributes[names.SERVER_PORT] = server
-        if error_type is not None:
-            attributes[names.ERROR_TYPE] = self.error_label(error_type)
+            self.bulk.add(names.INTER_TOKEN_LATENCY, ordered,
+                          self._series(names.INTER_TOKEN_LATENCY, model, operation)[1])
+        attributes, input_attributes, output_attributes = self._genai_attributes(
+            model, operation, error, provider, response_model, server)
         self._otel[names.GENAI_DURATION].record(duration, attributes)
-        for kind, count in (("input", input_tokens), ("output", output_tokens)):
-            if count:
-                self._otel[names.GENAI_TOKEN_USAGE].record(count, {**attributes, names.GEN_AI_TOKEN_TYPE: kind})
+        if input_tokens:
+            self._otel[names.GENAI_TOKEN_USAGE].record(input_tokens, input_attributes)
+        if output_tokens:
+            self._otel[names.GENAI_TOKEN_USAGE].record(output_tokens, output_attributes)
         if stream and ttft is not None:
             self._otel[names.GENAI_TIME_TO_FIRST_CHUNK].record(ttft, attributes)
         if stream and ordered:
@@ -256,11 +359,18 @@ class LLMMetrics:
 
 
 class HTTPMetrics:
-    """``http.client.request.duration`` for every HTTP request the httpx layer traces."""
+    """``http.client.request.duration`` for every HTTP request the httpx layer traces, each
+    attribute within its budget (``BUDGETS``); the method one of ``known_methods`` or ``_OTHER``."""
 
-    def __init__(self, registry: CollectorRegistry | None = REGISTRY, meter: Any = None) -> None:
-        self.server_label = BoundedLabel(100)
-        self._children: dict[tuple[str, str, str], Any] = {}
+    def __init__(self, registry: CollectorRegistry | None = REGISTRY, meter: Any = None,
+                 known_methods: Iterable[str] = names.HTTP_METHODS) -> None:
+        self.known_methods = frozenset(known_methods)
+        self.servers = ServerBudget()
+        self.server_label = self.servers.addresses
+        self.status_codes = BoundedLabel(BUDGETS["http_status_code"])
+        self.error_label = BoundedLabel(BUDGETS["http_error_type"])
+        #: The bounded attributes -> the Prometheus child and the OpenTelemetry attributes.
+        self._series: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
         self._prom = Histogram(names.HTTP_CLIENT_DURATION_PROMETHEUS, "Duration of HTTP client requests, to the end "
                                "of the body", ("http_request_method", "http_response_status_code", "server_address"),
                                buckets=names.HTTP_BUCKETS, registry=registry)
@@ -270,14 +380,34 @@ class HTTPMetrics:
 
     def record(self, duration: float, attributes: dict[str, Any]) -> None:
         """Record one request; ``attributes`` use the semantic-convention names."""
-        key = (attributes.get("http.request.method", "_OTHER"), str(attributes.get("http.response.status_code", "")),
-               self.server_label(attributes.get("server.address")))
-        child = self._children.get(key)
-        if child is None:  # (``labels()`` checks and converts its arguments on every call)
-            child = self._children[key] = self._prom.labels(*key)
-        child.observe(duration)
+        method = attributes.get(names.HTTP_REQUEST_METHOD)
+        status = attributes.get(names.HTTP_RESPONSE_STATUS_CODE)
+        address = attributes.get(names.SERVER_ADDRESS)
+        error = attributes.get(names.ERROR_TYPE)
+        key = (method if method in self.known_methods else names.HTTP_METHOD_OTHER,
+               status if status is None or self.status_codes.admits(status) else OTHER,
+               self.servers(address, attributes.get(names.SERVER_PORT)), address is None,
+               None if error is None else self.error_label(error))
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self._new_series(key)
+        series[0].observe(duration)
         if self._otel is not None:
-            self._otel.record(duration, attributes)
+            self._otel.record(duration, series[1])
+
+    def _new_series(self, key: tuple[Any, ...]) -> tuple[Any, dict[str, Any]]:
+        method, status, (address, port), no_address, error = key
+        child = self._prom.labels(method, "" if status is None else str(status), address)
+        attributes: dict[str, Any] = {names.HTTP_REQUEST_METHOD: method}
+        if not no_address:
+            attributes[names.SERVER_ADDRESS] = address
+            if port is not None:
+                attributes[names.SERVER_PORT] = port
+        if status is not None and status is not OTHER:
+            attributes[names.HTTP_RESPONSE_STATUS_CODE] = status
+        if error is not None:
+            attributes[names.ERROR_TYPE] = error
+        return child, attributes
 
 
 def exposition() -> tuple[bytes, str]:

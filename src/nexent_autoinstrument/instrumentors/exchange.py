@@ -100,7 +100,11 @@ class Exchange:
         #: Takes the usage-only event that the agent asked for out of bytes the caller reads raw.
         self.strip: EventFilter | None = None
         self.request, self.library = request, library
-        self.attributes: dict[str, Any] = {"http.request.method": request.method, **server_attributes(request.url)}
+        method = request.method
+        # (The conventions' known methods, else _OTHER with the original beside it: a caller's
+        # custom methods are no attribute values of their own, nor span names.)
+        self.attributes: dict[str, Any] = {"http.request.method": method if method in names.HTTP_METHODS else "_OTHER",
+                                           **server_attributes(request.url)}
         self.span = None
         self.error: BaseException | None = None
         self.generation = guest.generation  # (a fork child ends none of its parent's exchanges)
@@ -122,10 +126,13 @@ class Exchange:
 
     def _start_span(self) -> Any:
         parent = trace.set_span_in_context(self.tracker.span) if self.tracker is not None else None
-        return self.telemetry.tracer.start_span(
-            self.request.method, context=parent, kind=SpanKind.CLIENT, start_time=self.started_ns,
-            attributes={**self.attributes, "url.full": redact_url(str(self.request.url)),
-                        "http.client.library": self.library})
+        method = self.attributes["http.request.method"]
+        attributes = {**self.attributes, "url.full": redact_url(str(self.request.url)),
+                      "http.client.library": self.library}
+        if method == "_OTHER":
+            attributes["http.request.method_original"] = names.bounded_text(self.request.method)
+        return self.telemetry.tracer.start_span("HTTP" if method == "_OTHER" else method, context=parent,
+                                                kind=SpanKind.CLIENT, start_time=self.started_ns, attributes=attributes)
 
     def sending(self) -> Any:
         """While a raw LLM call is sent, it is current (other instrumentations' HTTP spans nest
