@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
+import re
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openai._models import construct_type
 from openai.types.chat import ChatCompletionChunk
 from openai.types.completion import Completion
@@ -19,6 +23,7 @@ from nexent_autoinstrument.adapters import gemini as gemini_adapter
 from nexent_autoinstrument.adapters import ollama as ollama_adapter
 from nexent_autoinstrument.adapters.endpoints import endpoint_for, request_attributes
 from nexent_autoinstrument.adapters.openai import (
+    is_usage_only_event,
     read_chat_chunk,
     read_chat_event,
     read_completion_chunk,
@@ -28,8 +33,9 @@ from nexent_autoinstrument.adapters.openai import (
     skim_completion_event,
     skim_response_event,
 )
-from nexent_autoinstrument.adapters.sse import NDJSONDecoder, PlainReads, SSEDecoder
+from nexent_autoinstrument.adapters.sse import EventFilter, NDJSONDecoder, PlainReads, SSEDecoder
 from nexent_autoinstrument.adapters.usage import usage_counts
+from nexent_autoinstrument.mock_llm import Dialect, Wire
 
 # -- SSE ----------------------------------------------------------------------------------------
 
@@ -72,6 +78,295 @@ def test_sse_decoder_keeps_an_unfinished_event() -> None:
     assert decoder.feed(b"\r\n\r\n") == [b"next"]
 
 
+def spec_events(body: bytes) -> list[bytes]:
+    """The reference: the events a spec-literal parser dispatches from ``body`` (every line end,
+    a last lone \\r too, acted on; an event without its blank line not dispatched)."""
+    *lines, _unfinished = re.split(rb"\r\n|\r|\n", body)
+    events, data = [], None
+    for line in lines:
+        if not line:
+            if data is not None:
+                events.append(b"\n".join(data))
+            data = None
+        elif not line.startswith(b":"):
+            name, _, value = line.partition(b":")
+            if name == b"data":
+                data = [*(data or []), value[1:] if value.startswith(b" ") else value]
+    return events
+
+
+MORE_SSE_CASES = [
+    ("CR line ends, the last \\r ends the body", b"data: one\r\rdata: two\r\r", [b"one", b"two"]),
+    ("a data line without a colon", b"data\n\ndata\ndata\n\n", [b"", b"\n"]),
+    ("fields that only begin like data", b"database: x\ndata : y\ndata:z\n\n", [b"z"]),
+    ("two spaces after the colon", b"data:  x\n\n", [b" x"]),
+    ("CR, then a CRLF blank line", b"data: a\r\r\ndata: b\r\n\n", [b"a", b"b"]),
+    ("blank lines between events", b"\n\r\n\rdata: a\n\n\n\r\r\ndata: b\r\n\r\n\n", [b"a", b"b"]),
+    ("comment-only and field-only events", b": ping\n\nid: 3\nretry: 9\n\nevent: e\r\n\r\ndata: x\n\n", [b"x"]),
+    ("an event without its blank line at the end", b"data: a\n\ndata: b\n", [b"a"]),
+    ("the fields dialect, CRLF, no space", b": keep-alive\r\nid:1\r\nretry:3000\r\nevent:message\r\ndata:{}\r\n\r\n",
+     [b"{}"]),
+]
+
+
+@pytest.mark.parametrize(("body", "events"), [(b, e) for _, b, e in SSE_CASES + MORE_SSE_CASES],
+                         ids=[n for n, _, _ in SSE_CASES + MORE_SSE_CASES])
+def test_sse_decoder_dispatches_each_event_when_its_blank_line_is_read(body: bytes, events: list[bytes]) -> None:
+    assert spec_events(body) == events  # (the reference agrees with the table)
+    for cut in range(len(body) + 1):
+        decoder = SSEDecoder()
+        assert decoder.feed(body[:cut]) == spec_events(body[:cut])  # nothing waits for the next read
+        assert decoder.feed(body[cut:]) + decoder.finish() == events[len(spec_events(body[:cut])):]
+    decoder, seen = SSEDecoder(), []
+    for byte in range(len(body)):  # one byte per read
+        seen += decoder.feed(body[byte:byte + 1])
+        assert seen == spec_events(body[:byte + 1])
+    assert decoder.finish() == [] and decoder.idle
+
+
+def test_the_end_of_the_body_completes_no_sse_event() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: a\r") == [] and not decoder.idle
+    assert decoder.feed(b"\r") == [b"a"]  # a lone \r at the end of a read is a line end already
+    assert not decoder.idle  # (a \n next would be its second half: the next read may not begin an event)
+    assert decoder.feed(b"\n") == [] and decoder.idle  # it was: no blank line of its own
+    assert decoder.feed(b"data: b\n") == [] and decoder.finish() == []  # no blank line: never an event
+    assert decoder.idle and decoder.feed(b"\n") == []  # (finish forgets what was held)
+    assert decoder.feed(b"data: c\n\n\r\n") == [b"c"] and decoder.idle  # (blank lines after it hold nothing)
+
+
+# -- the mock LLM's dialects, through its own writer ---------------------------------------------
+
+DIALECT_EVENTS = [
+    (b'{"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}', None),
+    (b'{"id":"c1","choices":[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}', None),
+    (b'{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}', None),
+    (b'{"id":"c1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}', None),
+    (b'{"type":"message_delta","usage":{"output_tokens":2}}', "message_delta"),
+    (b"[DONE]", None),
+]
+USAGE_ONLY = 3  # (the index of the usage-only event the agent asked for)
+LINE_DIALECTS = ["", "crlf", "cr", "nospace", "fields", "crlf,nospace,fields", "cr,nospace,fields", "cr,fields"]
+
+
+def wire_events(dialect: str) -> list[bytes]:
+    """Each of ``DIALECT_EVENTS`` as the mock LLM writes it in ``dialect`` (its HTTP chunks undone)."""
+    out = io.BytesIO()
+    wire = Wire(out, Dialect.parse(dialect))
+    written = []
+    for data, name in DIALECT_EVENTS:
+        start = out.tell()
+        wire.event(data, name)
+        size, _, rest = out.getvalue()[start:].partition(b"\r\n")
+        assert len(rest) == int(size, 16) + 2
+        written.append(rest[:-2])
+    return written
+
+
+def read_splits(body: bytes, rng: random.Random) -> list[list[bytes]]:
+    """Network reads of ``body``: whole, bytewise, two reads at every position, random pieces."""
+    splits = [[body], [body[i:i + 1] for i in range(len(body))]]
+    splits += [[body[:cut], body[cut:]] for cut in range(len(body) + 1)]
+    for _ in range(50):
+        cuts = sorted(rng.sample(range(len(body) + 1), 6))
+        splits.append([body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)])
+    return splits
+
+
+@pytest.mark.parametrize("dialect", LINE_DIALECTS)
+def test_every_dialect_of_the_mock_llm_is_decoded_and_filtered(dialect: str) -> None:
+    events = wire_events(dialect)
+    body = b"".join(events)
+    datas = [data for data, _ in DIALECT_EVENTS]
+    for reads in read_splits(body, random.Random(dialect)):
+        decoder, decoded, strip, out, position = SSEDecoder(), [], EventFilter(is_usage_only_event), b"", 0
+        for read in reads:
+            decoded += decoder.feed(read)
+            out += strip.feed(read)
+            position += len(read)
+            # All the events complete so far, and nothing of another: decoded, and handed on (a cut
+            # stream gives the caller every event it completed before the error).
+            done = completed(events, position)
+            assert decoded == datas[:done]
+            assert out == handed_on(events, [i != USAGE_ONLY for i in range(len(events))], position)
+        assert decoder.finish() == [] and strip.flush() == b""
+        assert out == b"".join(event for i, event in enumerate(events) if i != USAGE_ONLY)
+    bytewise = io.BytesIO()  # (the mock's bytewise dialect: the same bytes, one HTTP chunk each)
+    Wire(bytewise, Dialect.parse(f"{dialect},bytewise")).event(*DIALECT_EVENTS[0])
+    assert bytewise.getvalue() == b"".join(b"1\r\n" + events[0][i:i + 1] + b"\r\n" for i in range(len(events[0])))
+
+
+def test_the_event_filter_holds_only_the_unfinished_event() -> None:
+    strip = EventFilter(lambda data: data == b"x")
+    assert strip.feed(b"data: a\r\n\r\ndata: x\r\n") == b"data: a\r\n\r\n"
+    assert strip.feed(b"\r") == b""  # the dropped event is complete; its \n may follow
+    assert strip.feed(b"\n: c\r\n") == b""  # ... and does: dropped with it
+    assert strip.feed(b"\r\n\n\rdata: b") == b": c\r\n\r\n\n\r"  # a comment-only event, blank lines
+    assert strip.flush() == b"data: b" and strip.flush() == b""
+    strip = EventFilter(lambda data: data == b"x")
+    assert strip.feed(b"data: x\r\r") == b""
+    assert strip.feed(b"\r\n") == b"\r\n"  # (a \r\n after the blank line: a blank line of its own)
+    assert strip.feed(b"\ndata: x\n\n\ndata: y\n\n") == b"\n\ndata: y\n\n"  # blank lines before an event stay
+    assert strip.feed(b"\ndata: x\n\n") == b"\n"
+
+
+# -- properties: any events, in any dialect, split into reads anywhere ---------------------------
+
+LINE_END = st.sampled_from([b"\n", b"\r\n", b"\r"])
+VALUE = st.one_of(st.sampled_from([b"", b" ", b"x", b"DROP", b"DROP it", b" DROP", b"data: y", b":", b"\xc3\xa9"]),
+                  st.binary(max_size=6).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")))
+
+
+@st.composite
+def sse_event(draw: Any) -> tuple[list[bytes], bytes | None]:
+    """One event: its lines (without line ends), and its data (None: no data line)."""
+    lines, data = [], []
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["data", "data", "comment", "field"]))
+        if kind == "data":
+            value = draw(VALUE)
+            forms = [b"data: " + value] + ([b"data:" + value] if not value.startswith(b" ") else []) + \
+                ([b"data"] if not value else [])
+            lines.append(draw(st.sampled_from(forms)))
+            data.append(value)
+        elif kind == "comment":
+            lines.append(b":" + draw(VALUE))
+        else:
+            lines.append(draw(st.sampled_from([b"event: delta", b"event:x", b"id: 7", b"retry: 3000", b"event",
+                                               b"database: DROP", b"data : DROP"])))
+    return lines, b"\n".join(data) if data else None
+
+
+@st.composite
+def sse_stream(draw: Any) -> tuple[list[bytes], list[bytes | None], bytes, list[bytes]]:
+    """Events serialized with one line end for the whole stream or one per line (a \\r never
+    followed by a blank line's \\n: that would be one \\r\\n), maybe blank lines between them
+    (as events without data: handed on), maybe an unfinished event last, and the stream cut into
+    reads anywhere (empty reads too)."""
+    events = draw(st.lists(sse_event(), max_size=6))
+    fixed = draw(st.one_of(st.none(), LINE_END))
+    previous = b""
+
+    def end(blank: bool) -> bytes:
+        nonlocal previous
+        previous = fixed or draw(st.sampled_from([b"\r", b"\r\n"] if blank and previous == b"\r" else
+                                                 [b"\n", b"\r\n", b"\r"]))
+        return previous
+
+    serialized, datas = [], []
+    for lines, data in events:
+        for _ in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):  # blank lines that end no event
+            serialized.append(end(True))
+            datas.append(None)
+        serialized.append(b"".join(line + end(False) for line in lines) + end(True))
+        datas.append(data)
+    tail_lines, _ = draw(st.one_of(st.just(([], None)), sse_event()))
+    tail = b"".join(line + end(False) for line in tail_lines)
+    if tail_lines and draw(st.booleans()):
+        tail = tail[:-len(previous)]  # the last line without its line end
+    body = b"".join(serialized) + tail
+    cuts = sorted(draw(st.lists(st.integers(0, len(body)), max_size=8)))
+    reads = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    return serialized, datas, tail, reads
+
+
+def completed(serialized: list[bytes], position: int) -> int:
+    """How many of the events are complete when ``position`` bytes are read (the \\r of a final
+    \\r\\n ends the blank line: its \\n may come in the next read)."""
+    done, end = 0, 0
+    for raw in serialized:
+        end += len(raw)
+        if end <= position or (end == position + 1 and raw.endswith(b"\r\n")):
+            done += 1
+    return done
+
+
+def handed_on(serialized: list[bytes], kept: list[bool], position: int) -> bytes:
+    """What an ``EventFilter`` should have handed on when ``position`` bytes are read: every
+    complete event that is kept (but a \\n still to come), nothing of the others."""
+    done = completed(serialized, position)
+    out = b"".join(raw for raw, keep in zip(serialized[:done], kept, strict=False) if keep)
+    if done and kept[done - 1] and len(b"".join(serialized[:done])) > position:
+        out = out[:-1]
+    return out
+
+
+def drop(data: bytes) -> bool:
+    return data.startswith(b"DROP")
+
+
+@settings(max_examples=600, deadline=None)
+@given(stream=sse_stream())
+def test_any_events_in_any_dialect_are_decoded_as_the_spec_says_whatever_the_reads(stream: Any) -> None:
+    serialized, datas, tail, reads = stream
+    body = b"".join(serialized) + tail
+    assert spec_events(body) == [data for data in datas if data is not None]  # (the generator is right)
+    decoder, decoded, position = SSEDecoder(), [], 0
+    for read in reads:
+        decoded += decoder.feed(read)
+        position += len(read)
+        assert decoded == [data for data in datas[:completed(serialized, position)] if data is not None]
+    assert decoder.finish() == [] and decoder.idle
+
+
+@settings(max_examples=600, deadline=None)
+@given(stream=sse_stream())
+def test_the_event_filter_hands_on_exactly_the_kept_events_as_soon_as_each_is_complete(stream: Any) -> None:
+    serialized, datas, tail, reads = stream
+    kept = [raw if data is None or not drop(data) else b"" for raw, data in zip(serialized, datas, strict=True)]
+    strip, out, position = EventFilter(drop), b"", 0
+    for read in reads:
+        out += strip.feed(read)
+        position += len(read)
+        assert out == handed_on(serialized, [bool(raw) for raw in kept], position)
+    assert out + strip.flush() == b"".join(kept) + tail
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.one_of(VALUE, st.sampled_from([b'{"a":1}', b"  ", b"\t{}"])), max_size=8),
+       ends=st.lists(LINE_END, min_size=8, max_size=8), last_end=st.booleans(),
+       cuts=st.lists(st.integers(0, 120), max_size=8))
+def test_ndjson_lines_end_with_any_line_end_whatever_the_reads(lines: list[bytes], ends: list[bytes],
+                                                                last_end: bool, cuts: list[int]) -> None:
+    body = b"".join(line + end for line, end in zip(lines, ends, strict=False))
+    if lines and not last_end:
+        body = body[:-len(ends[len(lines) - 1])]
+    cuts = sorted(min(cut, len(body)) for cut in cuts)
+    decoder, seen = NDJSONDecoder(), []
+    for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True):
+        seen += decoder.feed(body[a:b])
+    assert decoder.pending == bool(lines and not last_end and lines[-1].strip())
+    assert seen + decoder.finish() == [line for line in lines if line.strip()]
+    assert not decoder.pending and decoder.finish() == []
+
+
+PLAIN_DIALECTS = {  # (line end, data line prefix, lines before it)
+    "lf": (b"\n", b"data: ", b""), "named": (b"\n", b"data: ", b"event: delta\n"), "crlf": (b"\r\n", b"data: ", b""),
+    "cr": (b"\r", b"data: ", b""), "nospace": (b"\n", b"data:", b""), "fields": (b"\n", b"data: ", b": k\nid: 1\n"),
+    "cr named": (b"\r", b"data: ", b"event: delta\r"), "lf after cr": (b"\n", b"data: ", b"event: a\rdata: b\r\r"),
+    "two events": (b"\n", b"data: ", b"data: a\r\r"),
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(learned=st.sampled_from(sorted(PLAIN_DIALECTS)), read=st.sampled_from(sorted(PLAIN_DIALECTS)),
+       text=st.text(min_size=1, max_size=5))
+def test_a_plain_read_is_recognised_only_in_the_dialect_learned(learned: str, read: str, text: str) -> None:
+    def write(dialect: str, content: str) -> bytes:
+        newline, prefix, before = PLAIN_DIALECTS[dialect]
+        event = json.dumps({"id": "c1", "choices": [{"index": 0, "delta": {"content": content}}]},
+                           separators=(",", ":"))
+        return before + prefix + event.encode() + newline * 2
+
+    plain = PlainReads(b'"content":"')
+    plain.learn(write(learned, "tok"))
+    assert (plain.prefix != b"") is (learned in ("lf", "named", "nospace"))  # one event, "\n" only
+    if plain.matches(write(read, text)):
+        assert read == learned
+        decoder = SSEDecoder()
+        [data] = decoder.feed(write(read, text))
+        assert json.loads(data)["choices"][0]["delta"]["content"] == text and decoder.idle
+
 
 _LEARNED = (b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"tok "},'
             b'"finish_reason":null}]}\n\n')
@@ -105,6 +400,15 @@ def test_a_read_is_recognised_as_the_learned_delta_only_when_just_its_text_diffe
         assert event["choices"][0]["delta"]["content"]
         event["choices"][0]["delta"]["content"] = "tok "
         assert event == json.loads(_LEARNED[6:-2])
+
+def test_only_a_read_of_one_event_of_one_data_line_is_learned() -> None:
+    for read in (b'event: "content":"a"\ndata: {"text":"b"}\n\n',  # the key in the name, not in the data
+                 b'data: {"content":"a"}\n\ndata: {"content":"b"}\n\n', b'data: {"content":"a"}\ndata: x\n\n',
+                 b'data: {"content":"a"}\r\n\r\n', b'data: {"content":"a"}\n', b'id: 1\ndata: {"content":"a"}\n\n'):
+        reads = PlainReads(b'"content":"')
+        reads.learn(read)
+        assert not reads.prefix and not reads.matches(read)
+
 
 # -- what counts as content ---------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 CASE_MODULES = ("cases_chat", "cases_completions", "cases_responses", "cases_raw", "cases_exits", "cases_errors",
-                "cases_injection", "cases_nongen", "cases_recorded", "cases_providers")
+                "cases_injection", "cases_nongen", "cases_recorded", "cases_providers", "cases_dialects")
 
 RAISED = "<raised>"  # error_type: the class name of the exception the caller got (it varies by SDK version)
 ANY = "<any>"  # error_type: present, whatever its value (an SDK's own span keeps its own error type)
@@ -143,6 +143,9 @@ _NORMALISE = [
     (re.compile(r"""((?:created|created_at|completed_at|duration)['"]?\s*[:=]\s*)\d+(?:\.\d+)?"""), r"\g<1>0"),
     (re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?"), "ISOTIME"),
     (re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT"), "DATE"),
+    # An SSE event's number (``id:``): a server that numbers its events numbers the usage event the
+    # agent asks for too, so a caller reading the raw bytes sees that number skipped (README).
+    (re.compile(r"(^|\\[rn]|[\r\n])id:( ?)\d+"), r"\1id:\2N"),
 ]
 
 

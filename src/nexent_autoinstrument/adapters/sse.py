@@ -3,15 +3,34 @@
 ``SSEDecoder`` is incremental: it is fed exactly the bytes the user has already pulled, so it
 never reads ahead, and returns the ``data`` of each event completed so far. Servers that send
 one ``data:`` line per event with ``\\n`` line ends (all the LLM servers we know) take a fast
-path of a few C-level splits; anything else (CRLF or CR line ends, comments, ``event:``/``id:``
-fields, multi-line data) takes the general line-by-line path. ``NDJSONDecoder`` does the same for
-newline-delimited JSON (Ollama's streams).
+path of a few C-level calls; anything else (CRLF or CR line ends, comments, ``event:``/``id:``
+fields, multi-line data) takes the general path. ``NDJSONDecoder`` does the same for
+newline-delimited JSON (Ollama's streams). ``EventFilter`` takes whole events out of an SSE
+byte stream and hands on every other byte as it came.
+
+The rules (the WHATWG ``text/event-stream`` interpretation, on bytes):
+
+* A line ends with ``\\r\\n``, ``\\n`` or ``\\r``. A ``\\r`` is a line end the moment it is read:
+  the line it ends is acted on at once, and a ``\\n`` that begins the next read is the second
+  half of that ``\\r\\n``, not a line of its own. So no event ever waits for the next read (or
+  for the end of the body) to be known complete.
+* A blank line ends an event; the event is dispatched if it had ``data`` lines, its data being
+  their values joined with ``\\n`` (one data line with an empty value is an event with empty
+  data). An event without data lines (comments, ``event:``/``id:``/``retry:`` only) is none.
+* A line ``name:value`` is a field, one space after the colon being dropped; a line without a
+  colon is the field ``name`` with an empty value; a line that begins with ``:`` is a comment.
+  Only ``data`` matters here.
+* At the end of the body, an event without its blank line is discarded (the spec's rule, and
+  the SDKs'): ``finish()`` completes nothing for SSE. NDJSON has no such rule: there
+  ``finish()`` gives a last line that came without its line end.
+* (A byte-order mark at the very start of the stream is not skipped: no LLM server sends one.)
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 
@@ -20,14 +39,47 @@ def decode_json(data: bytes | str) -> Any:
     return json.loads(data)
 
 
-class SSEDecoder:
-    """Server-sent events from byte chunks split anywhere (mid-line, mid-character)."""
+#: (Bytes as integers: ``in`` with a bytes operand first tries it as an integer, and raises and
+#: clears a TypeError, which costs more than the search.)
+_COLON, _LF, _CR = b":"[0], b"\n"[0], b"\r"[0]
 
-    __slots__ = ("_buffer", "_data", "idle")
+
+def _data_of(block: bytes) -> bytes | None:
+    """The data of one event: ``block`` is its lines with ``\\n`` line ends, without its blank
+    line (maybe after blank lines that ended no event); None if it has no ``data`` line."""
+    if block.startswith(b"data: "):
+        if _LF not in block:
+            return block[6:]  # one data line: the common case
+    elif block.startswith(b"event: ") and block.count(b"\n") == 1:
+        at = block.find(b"\ndata: ")
+        if at >= 0:
+            return block[at + 7:]  # a named event of one data line (Anthropic, Responses)
+    data: list[bytes] = []
+    for line in block.split(b"\n"):
+        if line.startswith(b"data"):
+            value = line[4:]
+            if value:
+                if value[0] != _COLON:
+                    continue  # another field whose name begins with "data"
+                value = value[2:] if value[1:2] == b" " else value[1:]
+            data.append(value)
+    return b"\n".join(data) if data else None
+
+
+def _normalize(raw: bytes) -> bytes:
+    """``raw`` with every line end (``\\r\\n``, ``\\r``, ``\\n``) as ``\\n``."""
+    raw = raw.replace(b"\r\n", b"\n")
+    return raw.replace(b"\r", b"\n") if _CR in raw else raw
+
+
+class SSEDecoder:
+    """Server-sent events from byte chunks split anywhere (mid-line, mid-character, mid-``\\r\\n``)."""
+
+    __slots__ = ("_buffer", "_cr", "idle")
 
     def __init__(self) -> None:
-        self._buffer = b""
-        self._data: list[bytes] = []
+        self._buffer = b""  # the unfinished event's lines, their line ends made ``\n``
+        self._cr = False  # the last read ended with a ``\r``: a ``\n`` that begins the next is its half
         #: Nothing of an unfinished event is held: the next read starts a new one. (An attribute
         #: kept by ``feed``, not a property: it is read before every network read is matched.)
         self.idle = True
@@ -35,52 +87,42 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> list[bytes]:
         """The ``data`` of every event that ``chunk`` completes."""
         if self.idle and chunk.startswith(b"data: ") and chunk.find(b"\n") == len(chunk) - 2 \
-                and chunk.endswith(b"\n\n") and b"\r" not in chunk:
+                and chunk.endswith(b"\n\n") and _CR not in chunk:
             return [chunk[6:-2]]  # one event in one read, as servers flush them: the common case
-        events = self._split(self._buffer + chunk if self._buffer else chunk)
-        self.idle = not self._buffer and not self._data
-        return events
-
-    def _split(self, buffer: bytes) -> list[bytes]:
-        """The events completed in ``buffer`` (what was held, then the new read); keeps the rest."""
-        if b"\r" in buffer or self._data:
-            if self._data or not buffer.count(b"\r") == buffer.count(b"\n") == buffer.count(b"\r\n"):
-                events, self._buffer = self._lines(buffer)
-                return events
-            buffer = buffer.replace(b"\r\n", b"\n")  # CRLF line ends only (Gemini): the same lines, the fast path
-        *blocks, self._buffer = buffer.split(b"\n\n")
+        if not chunk:
+            return []
+        if self._cr:
+            self._cr = False
+            if chunk[0] == _LF:
+                chunk = chunk[1:]
+        if _CR in chunk:
+            self._cr = chunk.endswith(b"\r")
+            chunk = _normalize(chunk)
+        buffer = self._buffer + chunk if self._buffer else chunk
+        *blocks, rest = buffer.split(b"\n\n")
+        # (Blank lines after an event's end end no event: nothing of one is held.)
+        self._buffer = rest.lstrip(b"\n") if rest.startswith(b"\n") else rest
+        self.idle = not self._buffer and not self._cr
         events = []
         for block in blocks:
-            if block.startswith(b"data: ") and b"\n" not in block:
-                events.append(block[6:])
-            elif block.startswith(b"event: ") and block.count(b"\n") == 1 and b"\ndata: " in block:
-                events.append(block[block.index(b"\ndata: ") + 7:])  # a named event (Anthropic, Responses)
-            elif block:
-                events.extend(self._lines(block + b"\n\n")[0])
+            data = _data_of(block)
+            if data is not None:
+                events.append(data)
         return events
 
-    def _lines(self, buffer: bytes) -> tuple[list[bytes], bytes]:
-        """The general path: the events completed in ``buffer``, and what is left of it."""
-        events: list[bytes] = []
-        while True:
-            cut = _line_end(buffer)
-            if cut is None:
-                break
-            end, after = cut
-            line, buffer = buffer[:end], buffer[after:]
-            if not line:
-                if self._data:
-                    events.append(b"\n".join(self._data))
-                    self._data = []
-            elif line.startswith(b"data:"):
-                value = line[5:]
-                self._data.append(value[1:] if value.startswith(b" ") else value)
-        return events, buffer
+    def finish(self) -> list[bytes]:
+        """The body ended: the events its end completes. None: every line end was acted on when
+        read (a last lone ``\\r`` too), and an event without its blank line is discarded, as the
+        spec says. What was held is dropped; the decoder is as new."""
+        self._buffer, self._cr, self.idle = b"", False, True
+        return []
 
 
 class NDJSONDecoder:
     """Newline-delimited JSON (one document per line, as Ollama streams) from byte chunks split
-    anywhere: the same ``feed`` as ``SSEDecoder``, each item one line's JSON text."""
+    anywhere: the same ``feed`` as ``SSEDecoder``, each item one line's JSON text. Lines end with
+    ``\\n``, ``\\r\\n`` or ``\\r``; blank lines are skipped (so each ``\\r`` ends its line at once:
+    the ``\\n`` of a ``\\r\\n``, in this read or the next, leaves only a blank line)."""
 
     __slots__ = ("_buffer", "idle")
 
@@ -91,58 +133,116 @@ class NDJSONDecoder:
     def feed(self, chunk: bytes) -> list[bytes]:
         """Every non-blank line that ``chunk`` completes."""
         buffer = self._buffer + chunk if self._buffer else chunk
+        if _CR in buffer:
+            buffer = buffer.replace(b"\r", b"\n")
         *lines, self._buffer = buffer.split(b"\n")
         self.idle = not self._buffer
         return [line for line in lines if line.strip()]
 
     @property
     def pending(self) -> bool:
-        """A last line without its line end is held (the body ended there: ``feed(b"\\n")`` completes it)."""
+        """A last line without its line end is held (if the body ends there, ``finish`` gives it)."""
         return bool(self._buffer.strip())
+
+    def finish(self) -> list[bytes]:
+        """The body ended: the last line, if it came without its line end (and is not blank)."""
+        line, self._buffer, self.idle = self._buffer, b"", True
+        return [line] if line.strip() else []
+
+
+#: The end of a blank line: a line end right after another (``\r\n`` is one line end, never
+#: ``\r`` then ``\n``; a ``\r`` at the end of what is read is a line end already).
+_BLANK_LINE = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r|\n)")
 
 
 class EventFilter:
     """Takes whole events out of an SSE byte stream and hands on every other byte unchanged.
 
-    Bytes are held back only until the event they belong to is complete, so what comes out is
-    the stream as the server would have sent it without those events. Events separated by
-    ``\\n\\n`` (how the servers that take ``stream_options`` write) are filtered; other bytes
-    pass through as they are."""
+    An event's bytes run from its first line to the end of the blank line after it (the ``\\n``
+    of a ``\\r\\n`` split across reads included); it is taken out if it has data and ``drop(data)``
+    says so (its ``data`` found as ``SSEDecoder`` finds it). All other bytes, blank lines
+    between events and events without data included, are handed on as they came, as soon as the
+    event they belong to is complete: only the unfinished event is held, so what comes out is
+    the stream as the server would have sent it without those events. Line ends may be
+    ``\\n`` (a fast path), ``\\r\\n``, ``\\r`` or mixed."""
 
-    __slots__ = ("_drop", "_held")
+    __slots__ = ("_drop", "_drop_lf", "_held")
 
-    def __init__(self, drop: Any) -> None:
+    def __init__(self, drop: Callable[[bytes], bool]) -> None:
         self._drop = drop  # (data bytes) -> True for an event to take out
-        self._held = b""
+        self._held = b""  # the unfinished event, from its first line
+        self._drop_lf = False  # a dropped event ended the last read with \r: a \n next is its half
 
     def feed(self, chunk: bytes) -> bytes:
         """The bytes of ``chunk`` (and of what was held) that can be handed on now."""
+        if not chunk:
+            return b""
+        if self._drop_lf:
+            self._drop_lf = False
+            if chunk[0] == _LF:
+                chunk = chunk[1:]
         buffer = self._held + chunk if self._held else chunk
+        if _CR in buffer:
+            return self._general(buffer)
         end = buffer.rfind(b"\n\n")
         if end < 0:
+            if buffer.startswith(b"\n"):  # blank lines that end no event (nothing was held)
+                self._held = buffer.lstrip(b"\n")
+                return buffer[:len(buffer) - len(self._held)]
             self._held = buffer
             return b""
-        ready, self._held = buffer[:end + 2], buffer[end + 2:]
-        return self._filter(ready)
+        if end + 2 == len(buffer):
+            ready, self._held = buffer, b""
+        else:
+            ready, self._held = buffer[:end + 2], buffer[end + 2:]  # (what is held never begins with \n)
+        if ready.startswith(b"data: ") and ready.find(b"\n") == end:  # one event of one data line
+            return b"" if self._drop(ready[6:end]) else ready
+        if ready.find(b"\n\n") == end and ready[0] != _LF:  # one event (named, or with other fields)
+            data = _data_of(ready[:end])
+            return b"" if data is not None and self._drop(data) else ready
+        blocks = ready.split(b"\n\n")  # (the last one is empty, or \n: a blank line after the last event)
+        kept: list[bytes] = []
+        dropped = False
+        for block in blocks[:-1]:
+            data = _data_of(block)
+            if data is not None and self._drop(data):
+                dropped = True
+                kept.append(block[:len(block) - len(block.lstrip(b"\n"))])  # (blank lines before it stay)
+            else:
+                kept.append(block + b"\n\n")
+        if not dropped:
+            return ready
+        kept.append(blocks[-1])
+        return b"".join(kept)
+
+    def _general(self, buffer: bytes) -> bytes:
+        """``feed`` for a stream with ``\\r`` in its line ends: blank lines found by a regular expression."""
+        out: list[bytes] = []
+        start = 0
+        dropped = False
+        for blank in _BLANK_LINE.finditer(buffer):
+            lines = buffer[start:blank.start()]
+            data = _data_of(_normalize(lines))
+            dropped = data is not None and self._drop(data)
+            out.append(lines[:len(lines) - len(lines.lstrip(b"\r\n"))] if dropped else buffer[start:blank.end()])
+            start = blank.end()
+        self._drop_lf = dropped and start == len(buffer) and buffer.endswith(b"\r")
+        rest = buffer[start:]
+        self._held = rest.lstrip(b"\r\n")  # (blank lines that end no event are handed on)
+        out.append(rest[:len(rest) - len(self._held)])
+        return b"".join(out)
 
     def flush(self) -> bytes:
         """What was held back when the body ended (an unfinished event: handed on as it is)."""
-        held, self._held = self._held, b""
+        held, self._held, self._drop_lf = self._held, b"", False
         return held
-
-    def _filter(self, ready: bytes) -> bytes:
-        blocks = ready.split(b"\n\n")  # the last one is empty: ``ready`` ends with a separator
-        kept = [b for b in blocks[:-1] if not (b.startswith(b"data: ") and b"\n" not in b and self._drop(b[6:]))]
-        if len(kept) == len(blocks) - 1:
-            return ready
-        return b"".join(block + b"\n\n" for block in kept)
 
 
 #: The body of a JSON string on one SSE line: no unescaped quote or backslash, no line end.
 _TEXT = rb'(?:[^"\\\r\n]|\\[^\r\n])'
 _TEXT_RUN = re.compile(_TEXT + b"*")
 _NON_EMPTY_TEXT = re.compile(_TEXT + b"+")
-_BACKSLASH, _QUOTE, _LF, _CR = b"\\"[0], b'"'[0], b"\n"[0], b"\r"[0]
+_BACKSLASH, _QUOTE = b"\\"[0], b'"'[0]
 
 
 class PlainReads:
@@ -175,37 +275,30 @@ class PlainReads:
             return False
         if _BACKSLASH in text:  # escapes: the exact check
             return _NON_EMPTY_TEXT.fullmatch(text) is not None
-        # (Integers, not one-byte strings: ``in`` with bytes first tries the operand as an
-        # integer and raises and clears a TypeError.)
         return _QUOTE not in text and _LF not in text and _CR not in text
 
     def learn(self, read: bytes) -> None:
         """``read``, all the decoder was given since it last completed an event, held a plain
-        content delta: if it is that one whole event, its bytes around the text become the template."""
+        content delta: if it is that one whole event, its bytes around the text become the template.
+        Only ``\\n`` line ends and one ``data`` line (after an ``event`` line, or not): a read of
+        any other shape, or in another dialect, is never learned, so never matched."""
+        if _CR in read or not read.endswith(b"\n\n"):
+            return
         lines = read.count(b"\n")
-        one_data_line = lines == 2 and read.startswith(b"data: ")
-        named = lines == 3 and read.startswith(b"event: ") and b"\ndata: " in read
-        if not read.endswith(b"\n\n") or not (one_data_line or named):
+        if lines == 2 and read.startswith(b"data:"):
+            data_line = 0
+        elif lines == 3 and read.startswith(b"event:"):
+            data_line = read.find(b"\ndata:") + 1  # (the second line, if any is a data line)
+            if data_line == 0:
+                return
+        else:
             return  # not one event of one ``data`` line (with or without a name)
         start = read.find(self.key)
-        if start < 0 or read.find(self.key, start + 1) >= 0:
-            return
+        if start < data_line or read.find(self.key, start + 1) >= 0:
+            return  # (the text must be in the data line, and the only one of its kind)
         start += len(self.key)
         text = _TEXT_RUN.match(read, start)
         end = text.end() if text is not None else start
         if end > start and read[end:end + 1] == b'"':
             self.prefix, self.suffix = read[:start], read[end:]
             self._around = len(read) - (end - start)
-
-
-def _line_end(buffer: bytes) -> tuple[int, int] | None:
-    """Where the first line of ``buffer`` ends, and where the next begins (\\n, \\r\\n or \\r)."""
-    newline = buffer.find(b"\n")
-    carriage = buffer.find(b"\r")
-    if carriage != -1 and (newline == -1 or carriage < newline):
-        if carriage + 1 == len(buffer):
-            return None  # a \r at the very end may be half of \r\n
-        return carriage, carriage + (2 if buffer[carriage + 1:carriage + 2] == b"\n" else 1)
-    if newline == -1:
-        return None
-    return newline, newline + 1

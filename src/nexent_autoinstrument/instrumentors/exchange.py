@@ -15,6 +15,7 @@ import contextlib
 import sys
 import time
 import weakref
+import zlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import nullcontext
 from typing import Any, NamedTuple
@@ -33,6 +34,37 @@ from ..redaction import redact_url
 
 MAX_JSON_BODY = 4 * 2**20
 _clock = time.perf_counter
+#: zlib's window bits for the content encodings whose bodies the agent decodes (deflate: the zlib
+#: format, as httpx and servers use it; 32 + 15 also takes a gzip header).
+_WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 47}
+
+
+class Recompressed:
+    """An ``EventFilter`` for a compressed body: decodes what is read, filters it, and encodes it
+    again the same way, flushed per read. The caller's library decodes it as it would decode the
+    server's, to the same content as the server's without the dropped events (its raw bytes are
+    not the server's: the agent compressed them)."""
+
+    __slots__ = ("_compress", "_decompress", "_fed", "_filter")
+
+    def __init__(self, drop: EventFilter, encoding: str) -> None:
+        self._filter = drop
+        self._decompress = zlib.decompressobj(_WBITS[encoding]).decompress
+        self._compress = zlib.compressobj(wbits=31 if _WBITS[encoding] == 31 else 15)
+        self._fed = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The filtered bytes of ``chunk``, compressed and flushed."""
+        self._fed = True
+        kept = self._filter.feed(self._decompress(chunk))
+        return self._compress.compress(kept) + self._compress.flush(zlib.Z_SYNC_FLUSH)
+
+    def flush(self) -> bytes:
+        """What was held, and the end of the compressed stream (nothing, if nothing was fed: the
+        server's own bytes then go on unchanged)."""
+        if not self._fed:
+            return b""
+        return self._compress.compress(self._filter.flush()) + self._compress.flush()
 
 #: A network read that returned sooner than this found its data waiting (in the socket or in
 #: the HTTP parser's buffer): it took microseconds, while a read that waits for the server takes
@@ -97,8 +129,10 @@ class Exchange:
         self.sse: SSEDecoder | NDJSONDecoder | None = None  # (the decoder of a streamed body)
         self.plain: PlainReads | None = None  # (reads recognised as plain deltas without decoding)
         self.json_body: bytearray | None = None
+        #: Decompresses a gzip or deflate body, for measuring only.
+        self.inflate: Callable[[bytes], bytes] | None = None
         #: Takes the usage-only event that the agent asked for out of bytes the caller reads raw.
-        self.strip: EventFilter | None = None
+        self.strip: EventFilter | Recompressed | None = None
         self.request, self.library = request, library
         method = request.method
         # (The conventions' known methods, else _OTHER with the original beside it: a caller's
@@ -177,8 +211,11 @@ class Exchange:
             tracker.annotate(found)
             if status >= 400 or not self.body_streamed:
                 return  # the SDK raises, or reads and parses the whole body itself
-        if headers.get("content-encoding", "identity") not in ("identity", ""):
-            return  # compressed body: timing and status only
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", ""):
+            if encoding not in _WBITS:
+                return  # (br, zstd, several encodings: timing and status only)
+            self.inflate = zlib.decompressobj(_WBITS[encoding]).decompress  # (the caller's bytes stay as they are)
         self.measures_body = True
         content_type = headers.get("content-type", "")
         if "text/event-stream" in content_type:
@@ -186,7 +223,8 @@ class Exchange:
             key = self.call.endpoint.plain_key if self.call is not None else b""
             self.plain = PlainReads(key) if key else None
             if self.call is not None and self.call.drop_usage_only:
-                self.strip = EventFilter(is_usage_only_event)
+                drop = EventFilter(is_usage_only_event)
+                self.strip = drop if self.inflate is None else Recompressed(drop, encoding)
         elif "ndjson" in content_type:  # one JSON document per line (Ollama)
             self.sse = NDJSONDecoder()
         else:
@@ -197,6 +235,8 @@ class Exchange:
         tracker = self.tracker
         if tracker is None or tracker.items_claimed:
             return  # the SDK's parsed items are measured instead
+        if self.inflate is not None:
+            chunk = self.inflate(chunk)
         sse = self.sse
         if sse is not None:
             plain = self.plain if tracker.texts is None and sse.idle else None  # (None: decode this read)
@@ -284,7 +324,7 @@ class Exchange:
         if self.generation != guest.generation:
             return  # the parent's, in a fork child
         tracker = self.tracker
-        if tracker is not None and self.measures_body:
+        if tracker is not None and (self.measures_body or self.owns_call):
             if tracker.items_claimed:
                 # Closed while the SDK reads its next item: the SDK's own close at the end of the
                 # stream, which its stream then ends; closed between two items (a stream helper's
