@@ -130,11 +130,12 @@ class Runs:
 
 
 def selected_cases(session: pytest.Session) -> list[str]:
-    """The cases of the tests this session runs (all of them where a test needs every case): ``-k``
-    then runs only what it selects."""
-    names = {getattr(item, "callspec", None) and item.callspec.params.get("name")
-             for item in session.items if "runs" in getattr(item, "fixturenames", ())}
-    return list(CASES) if None in names else [name for name in CASES if name in names]
+    """The cases of the tests this session runs: ``-k`` then runs only what it selects (and the
+    stderr tests look at those); all of them when no test of a single case is selected."""
+    params = [getattr(getattr(item, "callspec", None), "params", {}) for item in session.items
+              if "runs" in getattr(item, "fixturenames", ())]
+    names = {param["name"] for param in params if "name" in param}
+    return [name for name in CASES if name in names] if names else list(CASES)
 
 
 @pytest.fixture(scope="session")
