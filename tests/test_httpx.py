@@ -452,3 +452,17 @@ def test_event_hooks_see_the_request_body_of_its_own_type(instrumented: Any, moc
         client.post(mock_llm.base_url + "/chat/completions", json=body)
     assert seen == [(True, module.Request("POST", "http://x", json=body).content)]
     assert instrumented.llm_span().attributes["llm.stream.outcome"] == "completed"
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_custom_method_is_other_on_the_span(instrumented: Any, plain_server: str, library: str) -> None:
+    """The conventions' known methods name a span; any other is ``_OTHER``, named ``HTTP``, with the
+    original (bounded) beside it: a caller's custom methods make no attribute values of their own."""
+    module = importlib.import_module(library)
+    with module.Client() as client:
+        client.request("PURGE", plain_server)
+        client.request("GET", plain_server)
+    (custom,) = [s for s in instrumented.spans() if s.name == "HTTP"]
+    assert custom.attributes["http.request.method"] == "_OTHER"
+    assert custom.attributes["http.request.method_original"] == "PURGE"
+    assert [s.attributes["http.request.method"] for s in instrumented.spans() if s.name == "GET"] == ["GET"]
