@@ -6,6 +6,8 @@ import io
 import json
 import random
 import re
+import sys
+from dataclasses import MISSING, fields
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,7 +23,7 @@ from openai.types.responses import ResponseUsage
 from nexent_autoinstrument.adapters import anthropic as anthropic_adapter
 from nexent_autoinstrument.adapters import gemini as gemini_adapter
 from nexent_autoinstrument.adapters import ollama as ollama_adapter
-from nexent_autoinstrument.adapters.endpoints import endpoint_for, request_attributes
+from nexent_autoinstrument.adapters.endpoints import PROTOCOLS, endpoint_for, request_attributes
 from nexent_autoinstrument.adapters.openai import (
     is_usage_only_event,
     read_chat_chunk,
@@ -33,6 +35,7 @@ from nexent_autoinstrument.adapters.openai import (
     skim_completion_event,
     skim_response_event,
 )
+from nexent_autoinstrument.adapters.protocol import Protocol, Route
 from nexent_autoinstrument.adapters.sse import EventFilter, NDJSONDecoder, PlainReads, SSEDecoder
 from nexent_autoinstrument.adapters.usage import usage_counts
 from nexent_autoinstrument.mock_llm import Dialect, Wire
@@ -677,12 +680,31 @@ def test_what_a_request_says_per_protocol() -> None:
     assert gemini_stream.model_of({"model": "ignored"}, URL()) == "gemini-x"
     assert not chat.is_streamed({}) and not chat.usage_expected({"stream": True})
     assert chat.usage_expected({"stream_options": {"include_usage": True}})
-    assert request_attributes({"options": {"temperature": 0.2, "num_predict": 9}}, False) == {
-        "gen_ai.request.temperature": 0.2, "gen_ai.request.max_tokens": 9}
-    assert request_attributes({"generationConfig": {"topK": 3}, "max_tokens": True}, False) == {
-        "gen_ai.request.top_k": 3}
-    # Later rows of the table win (the newer max_completion_tokens over max_tokens), whatever
-    # the body's order; absent, non-numeric and nested fields of another API give nothing.
+    ollama_chat, gemini_call = endpoint_for("POST", "/api/chat"), endpoint_for("POST", "/models/g:generateContent")
+    assert ollama_chat is not None and gemini_call is not None
+    assert request_attributes({"options": {"temperature": 0.2, "num_predict": 9}}, False,
+                              ollama_chat.request_fields) == {"gen_ai.request.temperature": 0.2,
+                                                              "gen_ai.request.max_tokens": 9}
+    assert request_attributes({"generationConfig": {"topK": 3}, "max_tokens": True}, False,
+                              gemini_call.request_fields) == {"gen_ai.request.top_k": 3}
+    # Later rows of a protocol's fields win (the newer max_completion_tokens over max_tokens),
+    # whatever the body's order; absent, non-numeric fields and another API's fields give nothing.
     assert request_attributes({"max_completion_tokens": 20, "temperature": 0.5, "max_tokens": 10, "seed": "7",
-                               "messages": [{"role": "user", "content": "x"}], "options": 3}, False) == {
-        "gen_ai.request.temperature": 0.5, "gen_ai.request.max_tokens": 20}
+                               "messages": [{"role": "user", "content": "x"}], "options": {"top_k": 3}}, False,
+                              chat.request_fields) == {"gen_ai.request.temperature": 0.5,
+                                                       "gen_ai.request.max_tokens": 20}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS, ids=[protocol.name for protocol in PROTOCOLS])
+def test_a_protocol_is_one_declarative_unit(protocol: Protocol) -> None:
+    """Everything about a provider is in its own module's ``PROTOCOL``: every field required (no
+    provider inherits another's readers), its readers its own, every route reachable."""
+    module = sys.modules[protocol.provider.__module__]
+    assert module.PROTOCOL is protocol
+    for route in protocol.routes:
+        endpoint = endpoint_for("POST", "/any/prefix" + route.suffix)
+        assert endpoint is not None and endpoint.protocol is protocol and endpoint.operation == route.operation
+        for reader in (route.read_item, route.read_event, route.read_response, route.skim):
+            assert reader is None or reader.__module__ == module.__name__, reader
+    for schema in (Protocol, Route):
+        assert all(field.default is MISSING and field.default_factory is MISSING for field in fields(schema))

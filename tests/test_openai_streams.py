@@ -424,9 +424,8 @@ def test_a_bug_in_the_agent_never_reaches_the_user(instrument: Any, mock_llm: An
     def broken(tracker: Any, chunk: Any) -> None:
         raise RuntimeError("agent bug")
 
-    sdk = stainless.SDKS["openai"]
-    endpoints = tuple((suffix, replace(ep, read_item=broken)) for suffix, ep in sdk.endpoints)
-    monkeypatch.setitem(stainless.SDKS, "openai", replace(sdk, endpoints=endpoints))
+    routes = tuple((suffix, replace(ep, read_item=broken)) for suffix, ep in stainless.ROUTES["openai"])
+    monkeypatch.setitem(stainless.ROUTES, "openai", routes)
     harness = instrument()
     before = guard.internal_errors["stream.read_item"]
     chunks = list(create(sync_client(mock_llm)))

@@ -112,7 +112,8 @@ def start_http_call(telemetry: Telemetry, endpoint: Any, body: dict[str, Any], u
         stream = endpoint.is_streamed(body)
     if usage_expected is None:
         usage_expected = endpoint.usage_expected(body)
-    attributes = {**server_attributes(url), **request_attributes(body, telemetry.settings.capture_content)}
+    attributes = {**server_attributes(url),
+                  **request_attributes(body, telemetry.settings.capture_content, endpoint.request_fields)}
     take_over_manual_call()
     tracker = begin(telemetry, endpoint.operation, endpoint.model_of(body, url),
                     provider=endpoint.provider(getattr(url, "host", None), azure), stream=stream,

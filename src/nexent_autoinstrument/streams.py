@@ -23,18 +23,14 @@ class ItemStream:
     """One SDK stream under measurement: its call, how to read its items, and a weak reference
     to the SDK's stream (whose callback tells when the stream was dropped)."""
 
-    __slots__ = ("drop_usage_only", "read", "ref", "tracker")
+    __slots__ = ("drop", "read", "ref", "tracker")
 
-    def __init__(self, tracker: CallTracker, read: ReadItem, drop_usage_only: bool, ref: Any) -> None:
+    def __init__(self, tracker: CallTracker, read: ReadItem, drop: Callable[[Any], bool] | None, ref: Any) -> None:
         self.tracker = tracker
         self.read = read
-        self.drop_usage_only = drop_usage_only
+        #: Which items the caller never sees (the usage-only chunk the agent asked for), if any.
+        self.drop = drop
         self.ref = ref
-
-
-def is_usage_only(item: Any) -> bool:
-    """The extra chunk that ``stream_options.include_usage`` adds: no choices, only usage."""
-    return not getattr(item, "choices", True) and getattr(item, "usage", None) is not None
 
 
 def _consumer_left(tracker: CallTracker, exc: BaseException) -> None:
@@ -53,7 +49,7 @@ def _sdk_failed(tracker: CallTracker, exc: BaseException) -> None:
 
 def measure(stream: ItemStream, inner: Iterator[Any]) -> Iterator[Any]:
     """Yield the SDK's items from ``inner``, measured: the SDK's ``for`` loop, with a reader."""
-    tracker, read, drop = _pulling(stream), stream.read, stream.drop_usage_only
+    tracker, read, drop = _pulling(stream), stream.read, stream.drop
     try:
         for item in inner:  # the per-chunk hot path
             tracker.chunks += 1
@@ -61,7 +57,7 @@ def measure(stream: ItemStream, inner: Iterator[Any]) -> Iterator[Any]:
                 read(tracker, item)
             except Exception as exc:
                 report_internal_error("stream.read_item", exc)
-            if drop and is_usage_only(item):
+            if drop is not None and drop(item):
                 continue
             tracker.pulling = False
             try:
@@ -80,7 +76,7 @@ async def ameasure(stream: ItemStream, inner: AsyncIterator[Any]) -> AsyncIterat
     """The async form of ``measure``, for ``async for``. It takes the place of the SDK's own async
     generator, so asyncio tracks exactly as many async generators as without the agent. (Its loop
     is ``measure``'s, inlined on purpose: a shared helper would be a call per chunk.)"""
-    tracker, read, drop = _pulling(stream), stream.read, stream.drop_usage_only
+    tracker, read, drop = _pulling(stream), stream.read, stream.drop
     try:
         async for item in inner:
             tracker.chunks += 1
@@ -88,7 +84,7 @@ async def ameasure(stream: ItemStream, inner: AsyncIterator[Any]) -> AsyncIterat
                 read(tracker, item)
             except Exception as exc:
                 report_internal_error("stream.read_item", exc)
-            if drop and is_usage_only(item):
+            if drop is not None and drop(item):
                 continue
             tracker.pulling = False
             try:
@@ -119,7 +115,7 @@ def _handed_over(stream: ItemStream, item: Any) -> bool:
         stream.read(tracker, item)
     except Exception as exc:
         report_internal_error("stream.read_item", exc)
-    if stream.drop_usage_only and is_usage_only(item):
+    if stream.drop is not None and stream.drop(item):
         return False
     tracker.pulling = False
     return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .protocol import SDK, Protocol, Route
 from .usage import get_field, token_count
 
 if TYPE_CHECKING:
@@ -103,3 +104,30 @@ def skim_event(data: bytes) -> bool:
     An unescaped quote is JSON structure, so generated text cannot produce these patterns."""
     return (data.startswith(b'{"type":"content_block_delta"') and b'"delta":{"type":"text_delta","text":"' in data
             and b'"text":""' not in data)
+
+
+PROTOCOL = Protocol(
+    name="anthropic",
+    routes=(  # (not ``/v1/messages/count_tokens`` or ``/batches``: suffixes)
+        Route(suffix="/v1/messages", operation="chat", streams=None, read_item=read_item, read_event=read_event,
+              read_response=read_response, skim=skim_event, plain_key=b'"text":"', accepts_stream_options=False),
+    ),
+    provider=provider_for,
+    framing="sse",
+    stream_default=False,
+    model_from_path=None,
+    reports_usage=True,
+    end_marker=None,
+    end_key="type",
+    end_values=END_EVENTS,
+    usage_only_event=None,
+    usage_only_item=None,
+    request_fields=(
+        (("temperature",), "gen_ai.request.temperature"),
+        (("top_p",), "gen_ai.request.top_p"),
+        (("top_k",), "gen_ai.request.top_k"),
+        (("max_tokens",), "gen_ai.request.max_tokens"),
+    ),
+    response_headers=RESPONSE_HEADERS,
+    sdk=SDK(package="anthropic", supported=("anthropic >= 0.30, < 3",)),
+)

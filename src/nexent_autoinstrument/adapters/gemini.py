@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .protocol import Protocol, Route
 from .usage import token_count
 
 if TYPE_CHECKING:
@@ -76,3 +77,35 @@ def _read(tracker: CallTracker, event: dict[str, Any], streamed: bool) -> None:
     error = event.get("error")
     if streamed and isinstance(error, dict):  # (a whole answer's error is told by its HTTP status)
         tracker.fail(str(error.get("status") or error.get("code") or "stream_error"))
+
+
+PROTOCOL = Protocol(
+    name="gemini",
+    routes=(  # (the Gemini API and Vertex AI)
+        Route(suffix=":streamGenerateContent", operation="generate_content", streams=True, read_item=None,
+              read_event=read_event, read_response=read_response, skim=None, plain_key=b"",
+              accepts_stream_options=False),
+        Route(suffix=":generateContent", operation="generate_content", streams=False, read_item=None,
+              read_event=read_event, read_response=read_response, skim=None, plain_key=b"",
+              accepts_stream_options=False),
+    ),
+    provider=provider_for,
+    framing="sse",
+    stream_default=False,
+    model_from_path=model_from_path,
+    reports_usage=True,
+    end_marker=None,
+    end_key="type",
+    end_values=frozenset(),
+    usage_only_event=None,
+    usage_only_item=None,
+    request_fields=(
+        (("generationConfig", "temperature"), "gen_ai.request.temperature"),
+        (("generationConfig", "topP"), "gen_ai.request.top_p"),
+        (("generationConfig", "topK"), "gen_ai.request.top_k"),
+        (("generationConfig", "maxOutputTokens"), "gen_ai.request.max_tokens"),
+        (("generationConfig", "seed"), "gen_ai.request.seed"),
+    ),
+    response_headers=(),
+    sdk=None,  # (google-genai sends with httpx: measured there)
+)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import conventions as names
+from .protocol import Protocol, Route
 from .usage import token_count
 
 if TYPE_CHECKING:
@@ -72,3 +73,34 @@ def _read_final(tracker: CallTracker, event: dict[str, Any]) -> None:
         server[names.LLM_SERVER_RATE] = output_tokens / decode
     if server:
         tracker.annotate(server)
+
+
+PROTOCOL = Protocol(
+    name="ollama",
+    routes=(  # (its OpenAI-compatible ``/v1`` paths are the openai protocol's)
+        Route(suffix="/api/chat", operation="chat", streams=None, read_item=None, read_event=read_event,
+              read_response=read_response, skim=None, plain_key=b"", accepts_stream_options=False),
+        Route(suffix="/api/generate", operation="text_completion", streams=None, read_item=None,
+              read_event=read_event, read_response=read_response, skim=None, plain_key=b"",
+              accepts_stream_options=False),
+    ),
+    provider=provider_for,
+    framing="ndjson",
+    stream_default=True,
+    model_from_path=None,
+    reports_usage=True,
+    end_marker=None,
+    end_key="done",
+    end_values=frozenset({True}),
+    usage_only_event=None,
+    usage_only_item=None,
+    request_fields=(
+        (("options", "temperature"), "gen_ai.request.temperature"),
+        (("options", "top_p"), "gen_ai.request.top_p"),
+        (("options", "top_k"), "gen_ai.request.top_k"),
+        (("options", "num_predict"), "gen_ai.request.max_tokens"),
+        (("options", "seed"), "gen_ai.request.seed"),
+    ),
+    response_headers=(),
+    sdk=None,  # (the ollama SDK sends with httpx: measured there)
+)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from .protocol import SDK, Protocol, Route
 from .usage import field_maps, get_field, usage_counts
 
 if TYPE_CHECKING:
@@ -240,3 +241,49 @@ def provider_for(host: str | None, azure: bool = False) -> str:
     if azure or host.endswith((".openai.azure.com", ".cognitiveservices.azure.com")):
         return "azure.ai.openai"
     return "openai" if not host or host.endswith("openai.com") else "openai_compatible"
+
+
+def is_usage_only_item(item: Any) -> bool:
+    """The SDK's chunk for that usage-only event: no choices, only usage."""
+    return not getattr(item, "choices", True) and getattr(item, "usage", None) is not None
+
+
+PROTOCOL = Protocol(
+    name="openai",
+    routes=(
+        Route(suffix="/chat/completions", operation="chat", streams=None, read_item=read_chat_chunk,
+              read_event=read_chat_event, read_response=read_response, skim=skim_chat_event,
+              plain_key=b'"content":"', accepts_stream_options=True),
+        Route(suffix="/completions", operation="text_completion", streams=None, read_item=read_completion_chunk,
+              read_event=read_completion_event, read_response=read_response, skim=skim_completion_event,
+              plain_key=b'"text":"', accepts_stream_options=True),
+        Route(suffix="/embeddings", operation="embeddings", streams=False, read_item=None, read_event=None,
+              read_response=read_response, skim=None, plain_key=b"", accepts_stream_options=False),
+        Route(suffix="/responses", operation="generate_content", streams=None, read_item=read_response_event,
+              read_event=read_response_event, read_response=read_response, skim=skim_response_event,
+              plain_key=b"", accepts_stream_options=False),
+    ),
+    provider=provider_for,
+    framing="sse",
+    stream_default=False,
+    model_from_path=None,
+    reports_usage=False,
+    end_marker=b"[DONE]",
+    end_key="type",
+    end_values=RESPONSE_END_EVENTS,
+    usage_only_event=is_usage_only_event,
+    usage_only_item=is_usage_only_item,
+    request_fields=(
+        (("temperature",), "gen_ai.request.temperature"),
+        (("top_p",), "gen_ai.request.top_p"),
+        (("top_k",), "gen_ai.request.top_k"),  # (compatible servers: vLLM, ...)
+        (("max_tokens",), "gen_ai.request.max_tokens"),
+        (("max_completion_tokens",), "gen_ai.request.max_tokens"),
+        (("max_output_tokens",), "gen_ai.request.max_tokens"),
+        (("frequency_penalty",), "gen_ai.request.frequency_penalty"),
+        (("presence_penalty",), "gen_ai.request.presence_penalty"),
+        (("seed",), "gen_ai.request.seed"),
+    ),
+    response_headers=RESPONSE_HEADERS,
+    sdk=SDK(package="openai", supported=("openai >= 1.40.0, < 4",)),
+)

@@ -26,7 +26,6 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from .. import conventions as names
 from .. import guest, lifecycle
 from ..adapters.endpoints import ENDPOINTS
-from ..adapters.openai import is_usage_only_event
 from ..adapters.sse import EventFilter, NDJSONDecoder, PlainReads, SSEDecoder, decode_json
 from ..guard import report_internal_error
 from ..lifecycle import Call, server_attributes
@@ -222,8 +221,9 @@ class Exchange:
             self.sse = SSEDecoder()
             key = self.call.endpoint.plain_key if self.call is not None else b""
             self.plain = PlainReads(key) if key else None
-            if self.call is not None and self.call.drop_usage_only:
-                drop = EventFilter(is_usage_only_event)
+            usage_only = self.call.endpoint.usage_only_event if self.call is not None else None
+            if usage_only is not None and self.call is not None and self.call.drop_usage_only:
+                drop = EventFilter(usage_only)
                 self.strip = drop if self.inflate is None else Recompressed(drop, encoding)
         elif "ndjson" in content_type:  # one JSON document per line (Ollama)
             self.sse = NDJSONDecoder()
@@ -248,8 +248,9 @@ class Exchange:
             read_event = endpoint.read_event if endpoint is not None else None
             skim = endpoint.skim if endpoint is not None else None
             end_key, end_values = (endpoint.end_key, endpoint.end_values) if endpoint is not None else ("", ())
+            end_marker = endpoint.end_marker if endpoint is not None else None
             for data in sse.feed(chunk):
-                if data == b"[DONE]":  # the end marker, not a chunk (the SDK never yields it either)
+                if data == end_marker:  # ([DONE]: the end, not a chunk; the SDK never yields it either)
                     self.done = True
                     continue
                 tracker.chunks += 1

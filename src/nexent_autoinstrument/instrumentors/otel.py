@@ -38,14 +38,14 @@ class _LayerInstrumentor(BaseInstrumentor):
 class OpenAIInstrumentor(_LayerInstrumentor):
     """Traces and measures every openai SDK call (1.x to 3.x)."""
 
-    layer, library, supported = stainless, "openai", stainless.SDKS["openai"].supported
+    layer, library, supported = stainless, "openai", stainless.supported("openai")
 
 
 class AnthropicInstrumentor(_LayerInstrumentor):
     """Traces and measures every anthropic SDK call. From 1.x the SDK traces its own calls when a
     tracer provider is set; each call then keeps the SDK's span, with the agent's measurements."""
 
-    layer, library, supported = stainless, "anthropic", stainless.SDKS["anthropic"].supported
+    layer, library, supported = stainless, "anthropic", stainless.supported("anthropic")
 
 
 class HTTPXInstrumentor(_LayerInstrumentor):

@@ -28,7 +28,6 @@ import json
 import sys
 import types
 import weakref
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -36,7 +35,8 @@ import wrapt
 
 from .. import bootstrap, lifecycle
 from .. import conventions as names
-from ..adapters.endpoints import ANTHROPIC_ENDPOINTS, OPENAI_ENDPOINTS, Endpoint, endpoint_for
+from ..adapters.endpoints import PROTOCOLS, ROUTES, endpoint_for
+from ..adapters.protocol import Protocol
 from ..adoption import Adoption
 from ..guard import report_internal_error
 from ..imports import when_imported
@@ -45,20 +45,14 @@ from ..streams import ItemStream, ameasure, anext_measured, measure, next_measur
 from . import stream_options
 from .exchange import observe_body
 
-
-@dataclass(frozen=True)
-class SDK:
-    """One Stainless SDK: its package, the releases supported, and its rows of the endpoint table."""
-
-    package: str
-    supported: tuple[str, ...]
-    endpoints: tuple[tuple[str, Endpoint], ...]
+#: The Stainless SDKs: the protocols of the registry that name an SDK of theirs, by package.
+SDKS: dict[str, Protocol] = {protocol.sdk.package: protocol for protocol in PROTOCOLS if protocol.sdk is not None}
 
 
-SDKS: dict[str, SDK] = {
-    "openai": SDK("openai", ("openai >= 1.40.0, < 4",), OPENAI_ENDPOINTS),
-    "anthropic": SDK("anthropic", ("anthropic >= 0.30, < 3",), ANTHROPIC_ENDPOINTS),
-}
+def supported(package: str) -> tuple[str, ...]:
+    """The releases of ``package`` (an SDK of the registry) that the agent supports."""
+    sdk = SDKS[package].sdk
+    return sdk.supported if sdk is not None else ()
 #: What every Stainless SDK has, under its package: raw-response classes (``with_raw_response``...).
 RAW_RESPONSE_CLASSES = (("_response", "BaseAPIResponse"), ("_legacy_response", "LegacyAPIResponse"))
 #: The SDKs mark ``with_raw_response`` / ``with_streaming_response`` requests with this header.
@@ -98,7 +92,7 @@ def _is_raw_response(options: Any) -> bool:
 
 def _start(layer: _Layer, telemetry: Any, client: Any, options: Any, kwargs: dict[str, Any]) -> Call | None:
     endpoint = endpoint_for(str(getattr(options, "method", "")), str(getattr(options, "url", "") or ""),
-                            SDKS[layer.package].endpoints)
+                            ROUTES[SDKS[layer.package].name])
     if endpoint is None:
         return None
     body = _effective_body(options)
@@ -241,7 +235,8 @@ def _make_stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
                 # and let go of it, and the end follows at once. Otherwise the caller dropped it.
                 lifecycle.suspend(tracker, names.ABANDONED, by_caller=not tracker.pulling)
 
-            _streams[key] = ItemStream(tracker, call.endpoint.read_item or _count_only, call.drop_usage_only,
+            _streams[key] = ItemStream(tracker, call.endpoint.read_item or _count_only,
+                                       call.endpoint.usage_only_item if call.drop_usage_only else None,
                                        weakref.ref(instance, collected))
     except Exception as exc:
         report_internal_error("stainless.stream", exc)
