@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    from nexent_autoinstrument.mock_llm import MockConfig, start_in_thread
+    from nexent_autoinstrument.tools.mock import MockConfig, start_in_thread
 
     mock = start_in_thread(MockConfig(ttft=0.005, itl=0.001, tokens=20))
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "ENABLE_TELEMETRY"))}

@@ -24,8 +24,8 @@ from prometheus_client import CollectorRegistry
 from nexent_autoinstrument import bootstrap, settings
 from nexent_autoinstrument.demo import free_port
 from nexent_autoinstrument.metrics import HTTPMetrics, LLMMetrics
-from nexent_autoinstrument.mock_llm import MockConfig, MockLLMServer, start_in_thread
 from nexent_autoinstrument.settings import Settings
+from nexent_autoinstrument.tools.mock import MockConfig, MockLLMServer, start_in_thread
 from nexent_autoinstrument.tracker import Telemetry
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,7 +38,7 @@ from nexent_autoinstrument.adapters.openai import (
 from nexent_autoinstrument.adapters.protocol import Protocol, Route
 from nexent_autoinstrument.adapters.sse import EventFilter, NDJSONDecoder, PlainReads, SSEDecoder
 from nexent_autoinstrument.adapters.usage import usage_counts
-from nexent_autoinstrument.mock_llm import Dialect, Wire
+from nexent_autoinstrument.tools.mock import Dialect, Wire
 
 # -- SSE ----------------------------------------------------------------------------------------
 

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from conftest import BIN, ROOT, clean_env
-from nexent_autoinstrument import demo, mock_llm
+from nexent_autoinstrument import demo
 from nexent_autoinstrument.demo import free_port
+from nexent_autoinstrument.tools import mock
 
 MOCK_OPTIONS = ("--host", "--port", "--ttft", "--tokens-per-second", "--tokens", "--jitter", "--error-rate",
                 "--seed", "--dialect", "--verbose")
@@ -21,7 +22,7 @@ MOCK_OPTIONS = ("--host", "--port", "--ttft", "--tokens-per-second", "--tokens",
 
 def test_mock_llm_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        mock_llm.main(["--help"])
+        mock.main(["--help"])
     options = capsys.readouterr().out.split("options:", 1)[1]
     entries = [" ".join(entry.split()) for entry in re.split(r"\n(?=  -)", options) if entry.strip()]
     lines = {entry.split()[0]: entry for entry in entries if entry.startswith("--")}

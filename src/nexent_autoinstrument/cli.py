@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
-    "mock-llm": ("nexent_autoinstrument.mock_llm", "run the mock OpenAI-compatible LLM"),
+    "mock-llm": ("nexent_autoinstrument.tools.mock", "run the mock OpenAI-compatible LLM"),
     "demo": ("nexent_autoinstrument.demo", "run the example service on the mock LLM and print what was measured"),
     "doctor": ("nexent_autoinstrument.doctor", "check the setup and say how to fix what is wrong"),
 }

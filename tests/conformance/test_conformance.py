@@ -31,7 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from conftest import clean_env
-from nexent_autoinstrument.mock_llm import MockConfig, start_in_thread
+from nexent_autoinstrument.tools.mock import MockConfig, start_in_thread
 from receivers import OTLPHTTPReceiver, attributes
 
 HERE = Path(__file__).resolve().parent

@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 
 from conftest import clean_env
-from nexent_autoinstrument.mock_llm import MockConfig, start_in_thread
+from nexent_autoinstrument.tools.mock import MockConfig, start_in_thread
 from receivers import OTLPHTTPReceiver, attributes
 
 APPS = Path(__file__).resolve().parent / "apps.py"
