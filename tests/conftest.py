@@ -22,10 +22,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from nexent_autoinstrument import bootstrap, settings
-from nexent_autoinstrument.demo import free_port
 from nexent_autoinstrument.metrics import HTTPMetrics, LLMMetrics
 from nexent_autoinstrument.settings import Settings
 from nexent_autoinstrument.tools.mock import MockConfig, MockLLMServer, start_in_thread
+from nexent_autoinstrument.tools.net import free_port
 from nexent_autoinstrument.tracker import Telemetry
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, clean_env
-from nexent_autoinstrument.demo import free_port
+from nexent_autoinstrument.tools.net import free_port
 
 APP = """
 import sys

@@ -27,7 +27,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import clean_env, run_python
-from nexent_autoinstrument.demo import free_port
+from nexent_autoinstrument.tools.net import free_port
 from receivers import OTLPHTTPReceiver, attributes
 
 #: The most distinct values each label (Prometheus) or attribute (OTLP) may take before the

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 from conftest import BIN, ROOT, clean_env
-from nexent_autoinstrument import demo
-from nexent_autoinstrument.demo import free_port
-from nexent_autoinstrument.tools import mock
+from nexent_autoinstrument.tools import demo, mock
+from nexent_autoinstrument.tools.net import free_port
 
 MOCK_OPTIONS = ("--host", "--port", "--ttft", "--tokens-per-second", "--tokens", "--jitter", "--error-rate",
                 "--seed", "--dialect", "--verbose")
@@ -77,7 +76,7 @@ def test_doctor_suggests_the_start_script_only_where_it_exists(where: str, tmp_p
 
 
 def test_doctor_without_a_checkout_points_to_the_readme(monkeypatch: Any, tmp_path: Path) -> None:
-    from nexent_autoinstrument import doctor as doctor_module
+    from nexent_autoinstrument.tools import doctor as doctor_module
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(doctor_module, "__file__", str(tmp_path / "site-packages" / "x" / "doctor.py"))
@@ -106,7 +105,8 @@ def test_demo_without_the_demo_extra_refuses_before_starting_anything(monkeypatc
 
 
 def test_find_example_looks_in_the_current_directory(monkeypatch: Any, tmp_path: Path) -> None:
-    monkeypatch.setattr(demo, "__file__", str(tmp_path / "site-packages" / "nexent_autoinstrument" / "demo.py"))
+    installed = tmp_path / "site-packages" / "nexent_autoinstrument" / "tools" / "demo.py"
+    monkeypatch.setattr(demo, "__file__", str(installed))
     monkeypatch.chdir(tmp_path)
     assert demo.find_example() is None
     (tmp_path / demo.EXAMPLE).parent.mkdir(parents=True)

@@ -109,7 +109,7 @@ def test_headers_found_in_one_pass_are_what_headers_get_gives(library: str) -> N
 @pytest.mark.parametrize("library", LIBRARIES)
 def test_connection_error_marks_the_span(instrumented: Any, library: str) -> None:
     httpx = importlib.import_module(library)
-    from nexent_autoinstrument.demo import free_port
+    from nexent_autoinstrument.tools.net import free_port
 
     with pytest.raises(httpx.ConnectError), httpx.Client() as client:
         client.get(f"http://127.0.0.1:{free_port()}/")

@@ -36,7 +36,7 @@ import pytest
 
 from conftest import clean_env, run_python
 from echo_server import MODES, EchoLLMServer
-from nexent_autoinstrument.demo import free_port
+from nexent_autoinstrument.tools.net import free_port
 from receivers import OTLPHTTPReceiver, attributes, serve_posts
 
 TOKEN = secrets.token_hex(4)

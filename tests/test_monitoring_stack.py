@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from conftest import BIN, ROOT, clean_env, post_chat, start_example
-from nexent_autoinstrument.demo import free_port
+from nexent_autoinstrument.tools.net import free_port
 
 DOCKER = ROOT / "docker"
 PROMETHEUS_DIR = DOCKER / "prometheus"

@@ -308,7 +308,7 @@ time.sleep(0.3)
 
 
 def test_auto_load_traces_a_fastapi_app_with_no_call(otlp: OTLPHTTPReceiver, tmp_path: Path) -> None:
-    from nexent_autoinstrument.demo import free_port
+    from nexent_autoinstrument.tools.net import free_port
 
     code = FASTAPI_APP.replace("{port}", str(free_port()))
     env = clean_env(ENABLE_TELEMETRY="true", OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint)
@@ -324,7 +324,7 @@ def test_mock_llm_command_line(tmp_path: Path) -> None:
     import time
     import urllib.request
 
-    from nexent_autoinstrument.demo import free_port
+    from nexent_autoinstrument.tools.net import free_port
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "nexent_autoinstrument", "mock-llm", "--port", str(port),

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import BIN, ROOT, clean_env, post_chat, run_python
-from nexent_autoinstrument.demo import free_port
+from nexent_autoinstrument.tools.net import free_port
 from receivers import OTLPHTTPReceiver
 
 

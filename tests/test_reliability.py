@@ -23,11 +23,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 
 from conftest import clean_env, post_chat, run_python, start_example
 from nexent_autoinstrument import guest, lifecycle
-from nexent_autoinstrument.demo import free_port
 from nexent_autoinstrument.instrumentors import stainless as openai_layer
 from nexent_autoinstrument.instrumentors.otel import OpenAIInstrumentor
 from nexent_autoinstrument.pipeline import SHUTDOWN_BOUND_SECONDS
 from nexent_autoinstrument.streams import ItemStream
+from nexent_autoinstrument.tools.net import free_port
 from receivers import OTLPHTTPReceiver
 from test_settings import BAD
 

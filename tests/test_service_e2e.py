@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import BIN, clean_env, post_chat, start_example
-from nexent_autoinstrument import demo as demo_module
-from nexent_autoinstrument.demo import free_port
+from nexent_autoinstrument.tools import demo as demo_module
+from nexent_autoinstrument.tools.net import free_port
 from receivers import OTLPHTTPReceiver, attributes
 
 

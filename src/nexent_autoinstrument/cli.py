@@ -6,8 +6,8 @@ import sys
 
 COMMANDS = {
     "mock-llm": ("nexent_autoinstrument.tools.mock", "run the mock OpenAI-compatible LLM"),
-    "demo": ("nexent_autoinstrument.demo", "run the example service on the mock LLM and print what was measured"),
-    "doctor": ("nexent_autoinstrument.doctor", "check the setup and say how to fix what is wrong"),
+    "demo": ("nexent_autoinstrument.tools.demo", "run the example service on the mock LLM and print what was measured"),
+    "doctor": ("nexent_autoinstrument.tools.doctor", "check the setup and say how to fix what is wrong"),
 }
 
 

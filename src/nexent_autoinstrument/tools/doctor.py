@@ -15,10 +15,10 @@ import sysconfig
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import __version__
-from .bootstrap import opentelemetry_installed
-from .demo import reachable
-from .settings import Settings, load_settings
+from .. import __version__
+from ..bootstrap import opentelemetry_installed
+from ..settings import Settings, load_settings
+from .net import reachable
 
 Check = tuple[str, str, str]  # (status, what, fix)
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
@@ -115,11 +115,11 @@ def check_endpoints(settings: Settings, warnings: list[str]) -> Iterator[Check]:
             yield FAIL, f"nothing listens at the OTLP endpoint {endpoint}: traces will be dropped", \
                 f"start the monitoring stack ({start}) or set OTEL_EXPORTER_OTLP_ENDPOINT"
     if "jaeger" in settings.traces_exporters:
-        from .jaeger_thrift import DEFAULT_COLLECTOR_ENDPOINT
+        from ..jaeger_thrift import DEFAULT_COLLECTOR_ENDPOINT
 
         endpoint = settings.jaeger_endpoint or DEFAULT_COLLECTOR_ENDPOINT
         try:
-            from .jaeger_thrift import _restore_environment_constants
+            from ..jaeger_thrift import _restore_environment_constants
 
             _restore_environment_constants()
             import opentelemetry.exporter.jaeger.thrift  # noqa: F401

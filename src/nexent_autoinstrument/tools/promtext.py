@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import conventions as names
+from .. import conventions as names
 
 
 def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:

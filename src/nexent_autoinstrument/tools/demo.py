@@ -16,7 +16,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,33 +27,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import conventions as names
-from .mock_llm import MockConfig, start_in_thread
+from .. import conventions as names
+from .mock import MockConfig, start_in_thread
+from .net import free_port, reachable
 
 MODELS = ("mock-gpt", "mock-gpt-mini")
 STACK_SCRAPE_PORT = 8000
 EXAMPLE = Path("examples") / "backend" / "main_service.py"
 DEMO_REQUIREMENTS = ("opentelemetry.sdk", "prometheus_client", "openai", "fastapi", "uvicorn")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def reachable(url: str, timeout: float = 0.5) -> bool:
-    """True when something accepts TCP connections at the URL's host and port."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def find_example() -> Path | None:
