@@ -18,6 +18,7 @@ import pytest
 from conftest import clean_env, make_harness, run_python, wait_for_llm_span
 from nexent_autoinstrument import lifecycle, monitoring_manager
 from nexent_autoinstrument.instrumentors.otel import OpenAIInstrumentor
+from nexent_autoinstrument.timing import ReadTiming
 from nexent_autoinstrument.tracker import CallTracker
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -433,8 +434,11 @@ def test_a_stall_after_a_bundled_chunk_is_still_a_stall(monkeypatch: pytest.Monk
     harness = make_harness(stall_threshold_seconds=1.0)
     fake_clock(monkeypatch, [0.0, 2.3])
     tracker = lifecycle.begin(harness.telemetry, "chat", "m", stream=True)
+    timing = ReadTiming()
+    tracker.timed_by(timing)
     for fresh, read_time in ((True, 0.1), (False, 0.2), (True, 2.2), (True, 2.3)):
-        tracker.fresh, tracker.read_time = fresh, read_time  # as the HTTP layer reports each read
+        timing.fresh, timing.read_time = fresh, read_time  # as the HTTP layer reports each read
+        timing.reads += 1
         tracker.content()
     lifecycle.end(tracker)
     span = harness.llm_span()

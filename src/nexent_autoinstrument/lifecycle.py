@@ -55,6 +55,37 @@ _STOPPED_EARLY = frozenset({names.CLOSED_EARLY, names.ABANDONED, names.INTERRUPT
 
 # -- start ------------------------------------------------------------------------------------------
 
+class Progress:
+    """Where a call is in its lifecycle: the lifecycle's own state of a call, beside its tracker's
+    measurements. The stream layer reports what the consumer does through its methods; the HTTP
+    layer reads it."""
+
+    __slots__ = ("delegated", "items_claimed", "pulling", "suspended")
+
+    def __init__(self) -> None:
+        #: A more precise layer measures this call from inside it (see ``current_manual_call``).
+        self.delegated = False
+        #: The SDK's parsed items are being read: the HTTP layer then leaves the bytes alone.
+        self.items_claimed = False
+        #: The SDK is asked for its next item: a response closed then is the SDK's own doing (at
+        #: the end of its stream); closed between two items, it is the caller's.
+        self.pulling = False
+        #: A ``Stop`` while the call has stopped being read but is not ended yet.
+        self.suspended: Stop | None = None
+
+    def claim(self) -> None:
+        """The consumer asks for an item of the SDK's stream (the items are measured from now)."""
+        self.items_claimed = self.pulling = True
+
+    def handed(self) -> None:
+        """An item goes to the consumer."""
+        self.pulling = False
+
+    def asking(self) -> None:
+        """The consumer asks for the next item."""
+        self.pulling = True
+
+
 def begin(telemetry: Telemetry, operation: str, model: str | None, *, provider: str = "openai",
           stream: bool = False, attributes: dict[str, Any] | None = None,
           usage_expected: bool = False, adopt: Any = None) -> CallTracker:
@@ -64,7 +95,7 @@ def begin(telemetry: Telemetry, operation: str, model: str | None, *, provider: 
     telemetry.prepare()
     guest.start()
     tracker = CallTracker(telemetry, operation, model or "unknown", provider, stream, attributes, usage_expected,
-                          adopt)
+                          adopt, Progress())
     _live[id(tracker)] = tracker
     return tracker
 
@@ -87,7 +118,7 @@ def take_over_manual_call() -> None:
     """An automatic layer measures a call made inside a manual one: the manual one records no metrics."""
     outer = current_manual_call.get()
     if outer is not None:
-        outer.delegated = True
+        outer.progress.delegated = True
 
 
 def server_attributes(url: Any) -> dict[str, Any]:
@@ -164,7 +195,7 @@ def stopped_at(tracker: CallTracker, now: float) -> tuple[float, float | None]:
     """When the caller stopped reading a call that ends early ``now``, and for how long it held
     it open since: a stream whose consumer was between two items stopped at the last one it
     took (a relay generator kept alive keeps the SDK's stream open long after its last item)."""
-    last = tracker.last_activity() if tracker.stream and not tracker.pulling else None
+    last = tracker.last_activity() if tracker.stream and not tracker.progress.pulling else None
     if last is None or last > now:
         return now, None
     return last, now - last
@@ -180,7 +211,7 @@ def end(tracker: CallTracker, exc: BaseException | None = None, outcome: str | N
         guest.post(end, tracker, exc, outcome, clock() if at is None else at)
         return
     try:
-        stop = tracker.suspended
+        stop = tracker.progress.suspended
         if tracker.finished or (stop is not None and stop.outcome == names.CANCELLED):
             return  # ended, or a cancellation's verdict is pending: that decides
         if exc is not None and stop is not None and stop.by_caller:
@@ -216,20 +247,20 @@ def suspend(tracker: CallTracker, outcome: str, at: float | None = None, by_call
     """The call stopped being read, and may not end otherwise: it ends as ``outcome``, dated when
     the caller stopped, unless it resumes (``closed_early``) within ``RESUME_GRACE_SECONDS`` or
     ends first. Safe inside the garbage collector: it only records and wakes the agent's thread."""
-    if tracker.finished or tracker.suspended is not None:
+    if tracker.finished or tracker.progress.suspended is not None:
         return  # the first reason to stop is the one that counts
     held = None
     if at is None:
         at, held = stopped_at(tracker, clock())
-    tracker.suspended = Stop(outcome, at, by_caller, held)
+    tracker.progress.suspended = Stop(outcome, at, by_caller, held)
     _pending.append(tracker)
     guest.wake()
 
 
 def resume(tracker: CallTracker) -> None:
     """The caller reads the call again after a ``break``: it is not ending after all."""
-    if tracker.suspended is not None and not tracker.finished:
-        tracker.suspended = None
+    if tracker.progress.suspended is not None and not tracker.finished:
+        tracker.progress.suspended = None
 
 
 def defer(end_later: Callable[[str, float], None], outcome: str) -> None:
@@ -248,7 +279,7 @@ def end_suspended(grace: float = RESUME_GRACE_SECONDS) -> None:
             tracker = _pending.popleft()
         except IndexError:
             return
-        stop = tracker.suspended
+        stop = tracker.progress.suspended
         if stop is None or tracker.finished:
             continue  # resumed, or ended by its owner
         if stop.outcome == names.CANCELLED:
@@ -279,7 +310,7 @@ def end_unfinished() -> None:
             continue
     now = clock()
     for tracker in open_calls:
-        stop = tracker.suspended
+        stop = tracker.progress.suspended
         try:
             if stop is not None:
                 _finish(tracker, stop.outcome, stop.at, stop.held)
@@ -318,7 +349,7 @@ def _judge_cancellation_later(exc: BaseException, tracker: CallTracker, at: floa
     if task is None or not hasattr(task, "cancelling"):
         return False
     when = clock() if at is None else at
-    tracker.suspended = Stop(names.CANCELLED, when, True)  # ended as cancelled if no verdict comes
+    tracker.progress.suspended = Stop(names.CANCELLED, when, True)  # ended as cancelled if no verdict comes
     _pending.append(tracker)
     requested = task.cancelling()
     deadline = clock() + CANCELLATION_VERDICT_SECONDS

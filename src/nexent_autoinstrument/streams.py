@@ -38,7 +38,7 @@ def _consumer_left(tracker: CallTracker, exc: BaseException) -> None:
     soon, unless it resumes), or it threw something in (the call ended early)."""
     if isinstance(exc, GeneratorExit):
         lifecycle.suspend(tracker, names.CLOSED_EARLY)
-    elif tracker.suspended is None:
+    elif tracker.progress.suspended is None:
         lifecycle.end(tracker, outcome=names.CLOSED_EARLY)
 
 
@@ -50,19 +50,20 @@ def _sdk_failed(tracker: CallTracker, exc: BaseException) -> None:
 def measure(stream: ItemStream, inner: Iterator[Any]) -> Iterator[Any]:
     """Yield the SDK's items from ``inner``, measured: the SDK's ``for`` loop, with a reader."""
     tracker, read, drop = _pulling(stream), stream.read, stream.drop
+    progress = tracker.progress
     try:
         for item in inner:  # the per-chunk hot path
-            tracker.chunks += 1
+            tracker.chunk()
             try:
                 read(tracker, item)
             except Exception as exc:
                 report_internal_error("stream.read_item", exc)
             if drop is not None and drop(item):
                 continue
-            tracker.pulling = False
+            progress.handed()
             try:
                 yield item
-                tracker.pulling = True
+                progress.asking()
             except BaseException as exc:
                 _consumer_left(tracker, exc)
                 raise
@@ -77,19 +78,20 @@ async def ameasure(stream: ItemStream, inner: AsyncIterator[Any]) -> AsyncIterat
     generator, so asyncio tracks exactly as many async generators as without the agent. (Its loop
     is ``measure``'s, inlined on purpose: a shared helper would be a call per chunk.)"""
     tracker, read, drop = _pulling(stream), stream.read, stream.drop
+    progress = tracker.progress
     try:
         async for item in inner:
-            tracker.chunks += 1
+            tracker.chunk()
             try:
                 read(tracker, item)
             except Exception as exc:
                 report_internal_error("stream.read_item", exc)
             if drop is not None and drop(item):
                 continue
-            tracker.pulling = False
+            progress.handed()
             try:
                 yield item
-                tracker.pulling = True
+                progress.asking()
             except BaseException as exc:
                 _consumer_left(tracker, exc)
                 raise
@@ -102,7 +104,7 @@ async def ameasure(stream: ItemStream, inner: AsyncIterator[Any]) -> AsyncIterat
 def _pulling(stream: ItemStream) -> CallTracker:
     """The consumer asks for an item (``next()`` or ``__anext__``): the call is being read."""
     tracker = stream.tracker
-    tracker.items_claimed = tracker.pulling = True
+    tracker.progress.claim()
     lifecycle.resume(tracker)
     return tracker
 
@@ -110,14 +112,14 @@ def _pulling(stream: ItemStream) -> CallTracker:
 def _handed_over(stream: ItemStream, item: Any) -> bool:
     """The SDK gave ``item``: read it; whether the consumer gets it (not an injected usage chunk)."""
     tracker = stream.tracker
-    tracker.chunks += 1
+    tracker.chunk()
     try:
         stream.read(tracker, item)
     except Exception as exc:
         report_internal_error("stream.read_item", exc)
     if stream.drop is not None and stream.drop(item):
         return False
-    tracker.pulling = False
+    tracker.progress.handed()
     return True
 
 

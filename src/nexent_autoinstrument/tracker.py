@@ -24,6 +24,7 @@ from . import guest
 from .adapters import tokens as token_estimate
 from .guard import report_internal_error
 from .settings import Settings
+from .timing import UNTIMED, ReadTiming
 
 if TYPE_CHECKING:
     from .metrics import HTTPMetrics, LLMMetrics
@@ -96,6 +97,7 @@ class CallTracker:
 
     __slots__ = (
         "_annotations",
+        "_arrival_read",
         "_finish_reasons",
         "_finish_token",
         "_gap_count",
@@ -113,42 +115,35 @@ class CallTracker:
         "_telemetry",
         "_times",
         "_times_cap",
+        "_timing",
         "_waiting",
         "_writer",
         "chunks",
-        "connection_reused",
         "content_chunks",
-        "delegated",
         "error_type",
         "extra_tokens",
         "first_content",
         "first_content_timed",
-        "fresh",
-        "headers_at",
         "input_tokens",
-        "items_claimed",
         "model",
         "operation",
         "outcome",
         "output_tokens",
+        "progress",
         "provider",
-        "pulling",
-        "read_time",
-        "reader_seconds",
-        "request_sent",
         "response_id",
         "response_model",
         "server",
         "span",
         "started",
         "stream",
-        "suspended",
         "texts",
         "waiting_chunks",
     )
 
     def __init__(self, telemetry: Telemetry, operation: str, model: str, provider: str, stream: bool,
-                 attributes: dict[str, Any] | None, usage_expected: bool = False, adopt: Any = None) -> None:
+                 attributes: dict[str, Any] | None, usage_expected: bool = False, adopt: Any = None,
+                 progress: Any = None) -> None:
         settings = telemetry.settings
         self._telemetry = telemetry
         self.operation = operation
@@ -203,17 +198,10 @@ class CallTracker:
         #: A gap longer than this is the longest yet or a stall (one comparison per chunk).
         self._notable_gap = 0.0
         self._stalls: list[tuple[int, float, float]] = []
-        #: Set by the HTTP layer per network read: True when the read waited for the data (the next
-        #: content chunk arrived just now), False when the data was already there (it arrived
-        #: earlier, while the caller was busy, or with an earlier chunk). None: nobody knows.
-        self.fresh: bool | None = None
-        #: When that read returned (clock): the arrival time of the content it completed.
-        self.read_time = 0.0
-        self.reader_seconds = 0.0
-        #: Phases of the call seen by the HTTP layer (clock times) and whether the connection was reused.
-        self.request_sent: float | None = None
-        self.headers_at: float | None = None
-        self.connection_reused: bool | None = None
+        #: How the HTTP layer sees the body's reads (``timed_by``), and the read whose arrival a
+        #: content chunk took (the chunks after it in the same read were waiting for it).
+        self._timing = UNTIMED
+        self._arrival_read = -1
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.response_model: str | None = None
@@ -226,15 +214,8 @@ class CallTracker:
         #: Popped by the one ``finish`` that runs; ``list.pop`` is atomic, so two threads racing
         #: to end a call (the reaper and the user's own) cannot both emit.
         self._finish_token = [True]
-        #: Set when a more precise layer measured this call from inside it (see lifecycle.current_manual_call).
-        self.delegated = False
-        #: True once the SDK's parsed items are being read: the HTTP layer then leaves the bytes alone.
-        self.items_claimed = False
-        #: True while the SDK is asked for its next item: a response closed then is the SDK's own
-        #: doing (at the end of the stream); closed between two items, it is the caller's.
-        self.pulling = False
-        #: A ``lifecycle.Stop`` while the call has stopped being read but is not ended yet.
-        self.suspended: Any = None
+        #: Where the call is in its lifecycle (``lifecycle.Progress``: the lifecycle's own state).
+        self.progress = progress
         #: Generated text pieces, kept only for content capture or a tiktoken estimate.
         keep_text = settings.capture_content or (stream and not usage_expected and token_estimate.ready())
         self.texts: list[str] | None = [] if keep_text else None
@@ -249,10 +230,14 @@ class CallTracker:
         it will never be emitted here."""
         self._finish_token.clear()
 
+    def timed_by(self, timing: ReadTiming) -> None:
+        """The HTTP layer times this call's reads (of its latest attempt) in ``timing``."""
+        self._timing = timing
+
     def last_activity(self) -> float | None:
         """When the caller last got something of the call: the latest read of its body, or the
         latest content chunk (clock); None if nothing came yet."""
-        last = max(self.read_time, self._last_content)
+        last = max(self._timing.read_time, self._last_content)
         return last or None
 
     # -- the hot path: called once per chunk --------------------------------------------------
@@ -264,8 +249,11 @@ class CallTracker:
     def content(self, text: str | None = None, tokens: int = 1) -> None:
         """A chunk carrying content (text, tool arguments, refusal, reasoning) arrived now, or,
         when the HTTP layer times the reads, when the read that brought it returned."""
-        fresh = self.fresh
-        now = self._last_content = clock() if fresh is None else self.read_time
+        timing = self._timing
+        fresh = timing.fresh
+        if fresh and timing.reads == self._arrival_read:
+            fresh = False  # (an earlier chunk of this read took its arrival: this one was waiting for it)
+        now = self._last_content = clock() if fresh is None else timing.read_time
         index = self.content_chunks
         self.content_chunks = index + 1
         if tokens != 1:
@@ -278,7 +266,7 @@ class CallTracker:
             self._waited(index, now)
             return
         if fresh:
-            self.fresh = False  # any further chunk from the same read was waiting for this one
+            self._arrival_read = timing.reads
         previous = self._previous
         if previous is None:
             self._run_starts(index, now)
@@ -414,14 +402,15 @@ class CallTracker:
             slow.append("duration")
         if rate is not None and rate < settings.slow_token_rate_threshold and not reader_bound:
             slow.append("token_rate")
-        sent = None if self.request_sent is None else self.request_sent - self.started
+        timing = self._timing
+        sent = None if timing.request_sent is None else timing.request_sent - self.started
 
         span = self.span
         if span.is_recording():
             self._annotate(span, outcome, ttft, rate, gaps, api_usage, output_tokens, slow, duration, sent,
                            reader_bound)
         self._writer.end(end_time=None if at is None else self._start_ns + int(duration * 1e9))
-        if self.delegated:
+        if self.progress is not None and self.progress.delegated:
             return  # the call inside recorded the metrics (and any slow-call warning)
         self._telemetry.metrics.record(
             model=self.model, operation=self.operation, outcome=outcome, duration=duration,
@@ -474,19 +463,20 @@ class CallTracker:
             attrs[names.LLM_TIME_TO_REQUEST_SENT] = sent
             if ttft is not None and self.first_content_timed:
                 attrs[names.LLM_SERVER_TTFT] = ttft - sent  # (when the first content was timed)
-        if self.headers_at is not None:
-            attrs[names.LLM_TIME_TO_RESPONSE_HEADERS] = self.headers_at - self.started
-        if self.connection_reused is not None:
-            attrs[names.LLM_CONNECTION_REUSED] = self.connection_reused
+        timing = self._timing
+        if timing.headers_at is not None:
+            attrs[names.LLM_TIME_TO_RESPONSE_HEADERS] = timing.headers_at - self.started
+        if timing.connection_reused is not None:
+            attrs[names.LLM_CONNECTION_REUSED] = timing.connection_reused
         if rate is not None:
             attrs[names.LLM_RATE] = rate
         if gaps:
             attrs[names.LLM_ITL_P50] = percentile(gaps, 0.50)
             attrs[names.LLM_ITL_P99] = percentile(gaps, 0.99)
             attrs[names.LLM_ITL_MAX] = max(self._max_gap, gaps[-1])
-        if self.stream and self.fresh is not None:  # the HTTP layer timed the reads
+        if self.stream and timing.fresh is not None:  # the HTTP layer timed the reads
             attrs[names.LLM_READER_BOUND] = reader_bound
-            attrs[names.LLM_READER_SECONDS] = self.reader_seconds
+            attrs[names.LLM_READER_SECONDS] = timing.reader_seconds
             attrs[names.LLM_WAITING_CHUNKS] = self.waiting_chunks
         if self._times:
             attrs[names.LLM_OFFSETS_TRUNCATED] = self.content_chunks > len(self._times)

@@ -30,6 +30,7 @@ from ..adapters.sse import EventFilter, NDJSONDecoder, PlainReads, SSEDecoder, d
 from ..guard import report_internal_error
 from ..lifecycle import Call, server_attributes
 from ..redaction import redact_url
+from ..timing import ReadTiming
 
 MAX_JSON_BODY = 4 * 2**20
 _clock = time.perf_counter
@@ -154,8 +155,11 @@ class Exchange:
             else:
                 self.span = self._start_span()
                 propagate.inject(request.headers, context=trace.set_span_in_context(self.span))
+        #: How this attempt's body is read (the HTTP layer's own record; the call's tracker reads it).
+        self.timing = ReadTiming()
         if call is not None:
             call.exchange = self
+            call.tracker.timed_by(self.timing)
 
     def _start_span(self) -> Any:
         parent = trace.set_span_in_context(self.tracker.span) if self.tracker is not None else None
@@ -175,17 +179,18 @@ class Exchange:
     def sent(self) -> None:
         """The request body has been handed to the connection: the request is on the wire."""
         if self.tracker is not None:
-            self.tracker.request_sent = _clock()
+            self.timing.request_sent = _clock()
 
     def responded(self, response: Any) -> None:
         """Headers are in: status, the SDK call's headers, and whether to read the body."""
         tracker = self.tracker
         if tracker is not None:
-            tracker.headers_at = _clock()
+            timing = self.timing
+            timing.headers_at = _clock()
             connection = response.extensions.get("network_stream")
             if connection is not None:
                 with contextlib.suppress(TypeError):  # (a transport's own object that takes no weak reference)
-                    tracker.connection_reused = connection in _connections_seen
+                    timing.connection_reused = connection in _connections_seen
                     _connections_seen.add(connection)
         status = response.status_code
         self.status = status
@@ -233,7 +238,7 @@ class Exchange:
     def on_bytes(self, chunk: bytes) -> None:
         """Raw body bytes, just read by the caller (per network read, only when measuring the body)."""
         tracker = self.tracker
-        if tracker is None or tracker.items_claimed:
+        if tracker is None or tracker.progress.items_claimed:
             return  # the SDK's parsed items are measured instead
         if self.inflate is not None:
             chunk = self.inflate(chunk)
@@ -241,7 +246,7 @@ class Exchange:
         if sse is not None:
             plain = self.plain if tracker.texts is None and sse.idle else None  # (None: decode this read)
             if plain is not None and plain.matches(chunk):
-                tracker.chunks += 1
+                tracker.chunk()
                 tracker.content()  # one plain content delta, like the last: nothing else to learn
                 return
             endpoint = self.call.endpoint if self.call is not None else None
@@ -253,7 +258,7 @@ class Exchange:
                 if data == end_marker:  # ([DONE]: the end, not a chunk; the SDK never yields it either)
                     self.done = True
                     continue
-                tracker.chunks += 1
+                tracker.chunk()
                 if skim is not None and tracker.response_id is not None and tracker.texts is None and skim(data):
                     if plain is not None:
                         plain.learn(chunk)
@@ -280,7 +285,7 @@ class Exchange:
         for when the caller reads the bytes itself (the SDK's stream drops that item instead)."""
         if self.strip is None:
             return chunk
-        if self.tracker is not None and self.tracker.items_claimed:
+        if self.tracker is not None and self.tracker.progress.items_claimed:
             held, self.strip = self.strip.flush(), None
             return held + chunk
         try:
@@ -295,7 +300,8 @@ class Exchange:
         self.body_complete = True
         if isinstance(self.sse, NDJSONDecoder) and self.sse.pending:
             self.on_bytes(b"\n")  # the last line came without its line end
-        if self.json_body and self.tracker is not None and not self.tracker.items_claimed and self.call is not None:
+        if self.json_body and self.tracker is not None and not self.tracker.progress.items_claimed \
+                and self.call is not None:
             with contextlib.suppress(ValueError):
                 self.call.endpoint.read_response(self.tracker, decode_json(bytes(self.json_body)))
 
@@ -309,7 +315,7 @@ class Exchange:
         if self.owns_http and names.outcome_of(exc) == names.ERROR:
             self.error = exc
             self.attributes["error.type"] = type(exc).__name__
-        if self.measures_body and self.tracker is not None and not self.tracker.items_claimed:
+        if self.measures_body and self.tracker is not None and not self.tracker.progress.items_claimed:
             lifecycle.end(self.tracker, exc)  # the caller reads the bytes: it sees this very error
 
     def end(self, outcome: str | None = None, at: float | None = None) -> None:
@@ -326,13 +332,13 @@ class Exchange:
             return  # the parent's, in a fork child
         tracker = self.tracker
         if tracker is not None and (self.measures_body or self.owns_call):
-            if tracker.items_claimed:
+            if tracker.progress.items_claimed:
                 # Closed while the SDK reads its next item: the SDK's own close at the end of the
                 # stream, which its stream then ends; closed between two items (a stream helper's
                 # close(), a dropped response): the caller stopped. Either way it is only noted
                 # here, since this may run inside the garbage collector; the reaper ends it.
                 lifecycle.suspend(tracker, outcome or names.CLOSED_EARLY, at,
-                                  by_caller=outcome is not None or not tracker.pulling)
+                                  by_caller=outcome is not None or not tracker.progress.pulling)
             else:
                 complete = self.body_complete or self.done
                 lifecycle.end(tracker, outcome=outcome or (names.COMPLETED if complete else names.CLOSED_EARLY),
@@ -407,7 +413,7 @@ def bytes_reader(exchange: Exchange) -> Callable[[bytes], None] | None:
     measures the body, nothing when it does not or when the SDK's parsed items are measured
     instead (they are claimed before the SDK starts reading, and stay claimed)."""
     tracker = exchange.tracker
-    if not exchange.measures_body or tracker is None or tracker.items_claimed:
+    if not exchange.measures_body or tracker is None or tracker.progress.items_claimed:
         return None
     return exchange.on_bytes
 
@@ -420,13 +426,13 @@ class _AsyncReads:
     It has the async-generator protocol, as the library's own reader has: httpx2 closes the
     reader it got when its caller stops, and so closes the readers beneath it at once."""
 
-    __slots__ = ("_done", "_exchange", "_inner", "_on_bytes", "_pull", "_returned", "_tracker")
+    __slots__ = ("_done", "_exchange", "_inner", "_on_bytes", "_pull", "_returned", "_timing")
 
     def __init__(self, inner: Any, exchange: Exchange) -> None:
         self._inner = inner
         self._pull = inner.__anext__
         self._exchange = exchange
-        self._tracker = exchange.tracker
+        self._timing = exchange.timing if exchange.tracker is not None else None  # (None: nothing to time)
         self._on_bytes = bytes_reader(exchange)
         self._returned = _clock()  # (reading starts: no time of the caller's before it)
         self._done = False
@@ -453,13 +459,14 @@ class _AsyncReads:
                 self._done = True
                 _guard(self._exchange.on_error, exc)
                 raise
-            tracker = self._tracker
-            if tracker is None:
+            timing = self._timing
+            if timing is None:
                 return chunk
-            now = tracker.read_time = _clock()
+            now = timing.read_time = _clock()
             returned, self._returned = self._returned, now
-            tracker.fresh = waited_for_data(now - asked, asked - returned)
-            tracker.reader_seconds += asked - returned
+            timing.fresh = waited_for_data(now - asked, asked - returned)
+            timing.reads += 1
+            timing.reader_seconds += asked - returned
             on_bytes = self._on_bytes
             if on_bytes is not None:
                 try:
@@ -526,10 +533,12 @@ def body_classes(module: Any) -> BodyClasses:
                 else:
                     on_bytes = bytes_reader(exchange)
                     strip = exchange.strip
+                    timing = exchange.timing
                     returned = asked = _clock()
                     for chunk in reads:  # one network read, or what the parser had buffered
-                        now = tracker.read_time = _clock()
-                        tracker.fresh = waited_for_data(now - asked, asked - returned)
+                        now = timing.read_time = _clock()
+                        timing.fresh = waited_for_data(now - asked, asked - returned)
+                        timing.reads += 1
                         returned = now
                         if on_bytes is not None:
                             try:
@@ -541,7 +550,7 @@ def body_classes(module: Any) -> BodyClasses:
                         if chunk:
                             yield chunk
                         asked = _clock()
-                        tracker.reader_seconds += asked - now
+                        timing.reader_seconds += asked - now
                     if strip is not None and (rest := strip.flush()):
                         yield rest
             except GeneratorExit:  # the reader stopped early; close() follows

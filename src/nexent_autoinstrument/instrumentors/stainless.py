@@ -233,7 +233,7 @@ def _make_stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
                 _streams.pop(key, None)
                 # Collected while its next item was being pulled: the SDK's own loop finished
                 # and let go of it, and the end follows at once. Otherwise the caller dropped it.
-                lifecycle.suspend(tracker, names.ABANDONED, by_caller=not tracker.pulling)
+                lifecycle.suspend(tracker, names.ABANDONED, by_caller=not tracker.progress.pulling)
 
             _streams[key] = ItemStream(tracker, call.endpoint.read_item or _count_only,
                                        call.endpoint.usage_only_item if call.drop_usage_only else None,
