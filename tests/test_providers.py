@@ -1,5 +1,6 @@
-"""Anthropic, Ollama and Gemini: raw httpx/httpx2 calls and the real SDKs, against the mock LLM's
-own server-side times, through every exit path; one LLM span and one count per call."""
+"""Every protocol but openai's (Anthropic, Ollama, Gemini...): raw httpx/httpx2 calls to
+each route the mock LLM serves, and the real SDKs, against the mock's own server-side times,
+through every exit path; one LLM span and one count per call."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ from nexent_autoinstrument.instrumentors.otel import (
     HTTPXInstrumentor,
     OpenAIInstrumentor,
 )
+from nexent_autoinstrument.tools.mock.core import Sample
+from nexent_autoinstrument.tools.mock.server import MODULES
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 TIMED = {"mock_ttft": 0.05, "mock_itl": 0.015, "mock_tokens": 12}  # enough spacing to check rates and gaps
@@ -60,28 +63,18 @@ def count(harness: Harness, model: str, operation: str, outcome: str) -> float:
 
 # -- raw httpx/httpx2: each protocol's bytes, against the server's truth --------------------------
 
-#: protocol -> (path when streamed, path when not, body, operation, provider, model)
-RAW: dict[str, tuple[str, str, dict[str, Any], str, str, str]] = {
-    "anthropic": ("/v1/messages", "/v1/messages", {"model": "claude-test", "max_tokens": 64, "messages": MESSAGES},
-                  "chat", "anthropic", "claude-test"),
-    "ollama-chat": ("/api/chat", "/api/chat", {"model": "llama-test", "messages": MESSAGES}, "chat", "ollama",
-                    "llama-test"),
-    "ollama-generate": ("/api/generate", "/api/generate", {"model": "llama-test", "prompt": "hello"},
-                        "text_completion", "ollama", "llama-test"),
-    "gemini": ("/v1beta/models/gemini-test:streamGenerateContent?alt=sse", "/v1beta/models/gemini-test:generateContent",
-               {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}, "generate_content", "gcp.gemini",
-               "gemini-test"),
-}
+#: Every route of the registry that the mock LLM has a client's sample request for (openai's are
+#: tested through its SDK and raw in test_httpx): "protocol", or "protocol-operation" when it has
+#: several routes -> (operation, sample). A new protocol with a mock module is covered here.
+RAW: dict[str, tuple[str, Sample]] = {
+    (name if len(samples) == 1 else f"{name}-{operation}"): (operation, sample)
+    for name, module in MODULES.items() if (samples := getattr(module, "SAMPLES", None))
+    for operation, sample in samples.items()}
 
 
 def raw_request(mock_llm: Any, protocol: str, stream: bool, **mock: Any) -> tuple[str, dict[str, Any]]:
-    streamed, whole, body, *_ = RAW[protocol]
-    body = {**body, **mock}
-    if protocol.startswith("ollama"):
-        body["stream"] = stream  # (Ollama streams unless told otherwise; tested apart)
-    elif protocol == "anthropic":
-        body["stream"] = stream
-    return root(mock_llm) + (streamed if stream else whole), body
+    path, body = RAW[protocol][1].request(stream, **mock)
+    return root(mock_llm) + path, body
 
 
 @pytest.mark.parametrize("library", ["httpx", "httpx2"])
@@ -101,13 +94,14 @@ def test_raw_stream_is_measured_as_the_server_sent_it(agent: Harness, mock_llm: 
                     received.append(time.perf_counter())
     timeline = mock_llm.timelines[label]
     sent = timeline["tokens"]
-    _, _, _, operation, provider, model = RAW[protocol]
+    operation, sample = RAW[protocol]
+    provider, model = sample.provider, sample.model
     span = agent.llm_span()
     attrs = span.attributes
     assert received and attrs["llm.stream.outcome"] == "completed" and attrs["llm.stream"] is True
     assert (attrs["gen_ai.provider.name"], attrs["gen_ai.operation.name"], attrs["gen_ai.request.model"]) == \
         (provider, operation, model)
-    assert attrs["gen_ai.response.model"] == model and attrs["llm.usage.source"] == "api"
+    assert attrs.get("gen_ai.response.model") == sample.response_model and attrs["llm.usage.source"] == "api"
     assert attrs["gen_ai.usage.output_tokens"] == len(sent) == len(received) == len(attrs["llm.token.offsets"]) == 12
     assert attrs["gen_ai.usage.input_tokens"] > 0 and len(attrs["gen_ai.response.finish_reasons"]) == 1
     # Each token was timed after the server sent it and before the client had its line, whatever
@@ -161,7 +155,8 @@ def test_ollama_streams_unless_told_not_to(agent: Harness, mock_llm: Any) -> Non
 def test_raw_errors(agent: Harness, mock_llm: Any, protocol: str) -> None:
     import httpx
 
-    model, operation = RAW[protocol][5], RAW[protocol][3]
+    operation, sample = RAW[protocol]
+    model = sample.model
     with httpx.Client() as client:
         for status in (429, 500):
             url, body = raw_request(mock_llm, protocol, True, mock_error=status)
@@ -173,8 +168,7 @@ def test_raw_errors(agent: Harness, mock_llm: Any, protocol: str) -> None:
         with client.stream("POST", url, json=body) as response:
             response.read()
     errors = sorted(s.attributes["error.type"] for s in agent.llm_spans())
-    stream_error = {"anthropic": "overloaded_error", "gemini": "UNAVAILABLE"}.get(protocol, "stream_error")
-    assert errors == sorted(["429", "500", "RemoteProtocolError", stream_error])
+    assert errors == sorted(["429", "500", "RemoteProtocolError", sample.stream_error])
     assert all(s.attributes["llm.stream.outcome"] == "error" for s in agent.llm_spans())
     assert count(agent, model, operation, "error") == 4
     assert agent.value("llm_error_count_total", model=model, operation=operation, error_type="429") == 1
@@ -475,5 +469,5 @@ def test_the_dashboard_is_provider_independent(agent: Harness, mock_llm: Any) ->
     models = {sample.labels["model"]: set(sample.labels) for metric in agent.registry.collect()
               if metric.name == "llm_request_duration_seconds" for sample in metric.samples
               if sample.name.endswith("_count")}
-    assert set(models) == {"claude-test", "llama-test", "gemini-test"}
+    assert set(models) == {sample.model for _, sample in RAW.values()}
     assert all(labels == {"model", "operation", "outcome"} for labels in models.values())

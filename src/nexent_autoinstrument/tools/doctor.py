@@ -16,16 +16,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .. import __version__
+from ..adapters.endpoints import PROTOCOLS
 from ..bootstrap import opentelemetry_installed
+from ..instrumentors.httpx import SUPPORTED as HTTP_CLIENTS
 from ..settings import Settings, load_settings
 from .net import reachable
 
 Check = tuple[str, str, str]  # (status, what, fix)
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
 
-#: The SDKs and HTTP clients the agent instruments (ollama and google-genai: through httpx/httpx2, no patch).
-LIBRARIES = {"openai": "openai >= 1.40.0, < 4", "anthropic": "anthropic >= 0.30, < 3", "ollama": "ollama >= 0.4",
-             "google-genai": "google-genai >= 1.0", "httpx": "httpx >= 0.23", "httpx2": "httpx2 >= 2"}
+#: SDKs the agent measures from what they send with httpx (no patch): any release that uses it.
+OVER_HTTPX = {"ollama": "ollama >= 0.4", "google-genai": "google-genai >= 1.0"}
+#: The SDKs and HTTP clients the agent instruments, with the releases supported: the patched SDKs'
+#: ranges from the protocol registry, the HTTP clients' from their instrumentor.
+LIBRARIES = {**{protocol.sdk.package: ", ".join(protocol.sdk.supported) for protocol in PROTOCOLS if protocol.sdk},
+             **OVER_HTTPX, **{client: ", ".join(supported) for client, supported in HTTP_CLIENTS.items()}}
 START_SCRIPT = Path("docker") / "start-monitoring.sh"
 INSTALL_PERFORMANCE = "pip install '.[performance]' in a checkout (or the wheel with [performance])"
 

@@ -39,8 +39,9 @@ right after the Nth event, without the chunked body's end. ``Wire`` writes them 
 
 The modules: ``server`` (the HTTP plumbing, and the routes: POST paths by the suffixes of the
 agent's endpoint table), ``core`` (``MockConfig``, the answer every protocol reshapes, one request
-being answered, its schedule), ``wire`` (the dialects), and one module per protocol: ``openai``,
-``anthropic``, ``ollama``, ``gemini``. ``nexent-autoinstrument mock-llm`` runs ``main``.
+being answered, its schedule, a client's ``Sample`` request), ``wire`` (the dialects), and one
+module per protocol of the registry, named as the protocol (``openai``, ``anthropic``...).
+``nexent-autoinstrument mock-llm`` runs ``main``.
 """
 
 from .core import MockConfig

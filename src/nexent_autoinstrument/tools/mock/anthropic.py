@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from .core import Call, ErrorEvent, answer, prompt_tokens, slices
+from .core import Call, ErrorEvent, Sample, answer, prompt_tokens, slices
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
                 429: "rate_limit_error", 529: "overloaded_error"}
@@ -90,3 +90,9 @@ def messages(call: Call) -> None:
 
 #: The handler of each generation endpoint, by its operation in ``adapters.endpoints.ANTHROPIC_ENDPOINTS``.
 HANDLERS: dict[str, Callable[[Call], None]] = {"chat": messages}
+
+#: A client's request to each route, by operation (``core.Sample``).
+SAMPLES: dict[str, Sample] = {"chat": Sample(
+    path="/v1/messages", whole_path="/v1/messages", provider="anthropic", model="claude-test",
+    response_model="claude-test", stream_in_body=True, stream_error="overloaded_error",
+    body={"model": "claude-test", "max_tokens": 64, "messages": [{"role": "user", "content": "hello"}]})}

@@ -23,6 +23,28 @@ WORDS = ("the", "model", "streams", "tokens", "one", "at", "a", "time", "while",
 DEFAULT_TOOL_CALL = {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}
 
 
+@dataclass(frozen=True, kw_only=True)
+class Sample:
+    """A request a client of the protocol sends to one of its routes: what tests send to each
+    route of the registry, and what the agent must report for it."""
+
+    path: str  # when it streams
+    whole_path: str  # when it does not
+    body: dict[str, Any]
+    provider: str  # the gen_ai.provider.name expected
+    model: str  # the requested model
+    response_model: str | None  # the model the answer names (None: it names none)
+    stream_in_body: bool  # the body says whether it streams (else the path does)
+    stream_error: str  # the error.type of the error event the mock sends mid-stream (mock_error_event)
+
+    def request(self, stream: bool, **extra: Any) -> tuple[str, dict[str, Any]]:
+        """(path, body) of the request, streamed or not, with ``extra`` (``mock_*``) in its body."""
+        body = {**self.body, **extra}
+        if self.stream_in_body:
+            body["stream"] = stream
+        return (self.path if stream else self.whole_path), body
+
+
 @dataclass(frozen=True)
 class MockConfig:
     """How the mock LLM behaves unless a request says otherwise."""

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from .core import Call, ErrorEvent, answer, prompt_tokens
+from .core import Call, ErrorEvent, Sample, answer, prompt_tokens
 
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
            429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
@@ -77,3 +77,10 @@ def generate_content(call: Call) -> None:
 #: The handler of each generation endpoint, by its operation in ``adapters.endpoints.GEMINI_ENDPOINTS``
 #: (whether it streams is the endpoint's ``streams``).
 HANDLERS: dict[str, Callable[[Call], None]] = {"generate_content": generate_content}
+
+#: A client's request to each route, by operation (``core.Sample``).
+SAMPLES: dict[str, Sample] = {"generate_content": Sample(
+    path="/v1beta/models/gemini-test:streamGenerateContent?alt=sse",
+    whole_path="/v1beta/models/gemini-test:generateContent", provider="gcp.gemini", model="gemini-test",
+    response_model="gemini-test", stream_in_body=False, stream_error="UNAVAILABLE",
+    body={"contents": [{"role": "user", "parts": [{"text": "hello"}]}]})}

@@ -11,7 +11,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from .core import Call, ErrorEvent, answer, prompt_tokens
+from .core import Call, ErrorEvent, Sample, answer, prompt_tokens
 
 
 def error_body(status: int) -> dict[str, Any]:
@@ -81,3 +81,14 @@ def generate(call: Call, chat: bool = False) -> None:
 
 #: The handler of each generation endpoint, by its operation in ``adapters.endpoints.OLLAMA_ENDPOINTS``.
 HANDLERS: dict[str, Callable[[Call], None]] = {"chat": partial(generate, chat=True), "text_completion": generate}
+
+#: A client's request to each route, by operation (``core.Sample``).
+SAMPLES: dict[str, Sample] = {
+    "chat": Sample(path="/api/chat", whole_path="/api/chat", provider="ollama", model="llama-test",
+                   response_model="llama-test", stream_in_body=True, stream_error="stream_error",
+                   body={"model": "llama-test", "messages": [{"role": "user", "content": "hello"}]}),
+    "text_completion": Sample(path="/api/generate", whole_path="/api/generate", provider="ollama",
+                              model="llama-test", response_model="llama-test", stream_in_body=True,
+                              stream_error="stream_error",
+                              body={"model": "llama-test", "prompt": "hello"}),
+}

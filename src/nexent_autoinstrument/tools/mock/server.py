@@ -10,6 +10,8 @@ measures is what the mock serves.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import random
 import threading
@@ -21,15 +23,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
 from typing import Any
 
-from ...adapters.endpoints import ENDPOINTS, Endpoint
-from . import anthropic, gemini, ollama, openai
+from ...adapters.endpoints import ENDPOINTS, PROTOCOLS, Endpoint
+from . import openai
 from .core import Call, MockConfig
 from .wire import DIALECTS, Dialect, Dropped
 
-#: The module that speaks each protocol of the agent's registry (``adapters.endpoints``), by the
-#: protocol's name. A module has ``HANDLERS`` (a handler per operation of the protocol's routes)
-#: and ``error_body(status)``. A protocol without a module here is not served (404).
-MODULES: dict[str, ModuleType] = {"openai": openai, "anthropic": anthropic, "ollama": ollama, "gemini": gemini}
+#: The module that speaks each protocol of the agent's registry (``adapters.endpoints``): the
+#: module of this package named as the protocol. A module has ``HANDLERS`` (a handler per operation
+#: of the protocol's routes) and ``error_body(status)``. A protocol without a module is not served (404).
+MODULES: dict[str, ModuleType] = {
+    protocol.name: importlib.import_module(f"{__package__}.{protocol.name}") for protocol in PROTOCOLS
+    if importlib.util.find_spec(f"{__package__}.{protocol.name}") is not None}
 #: POST path suffix -> (the endpoint, its protocol's module, its handler), in the registry's order:
 #: the routes come from the agent's own table, so the mock serves what the agent measures.
 ROUTES: tuple[tuple[str, Endpoint, ModuleType, Callable[[Call], None]], ...] = tuple(
