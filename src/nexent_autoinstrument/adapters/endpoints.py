@@ -20,6 +20,8 @@ from .protocol import Protocol, Reader, RequestField, ResponseHeader
 
 #: Every protocol the agent knows.
 PROTOCOLS: tuple[Protocol, ...] = (openai.PROTOCOL, anthropic.PROTOCOL, ollama.PROTOCOL, gemini.PROTOCOL)
+#: The HTTP clients whose requests are matched against every route, and the releases supported.
+HTTP_CLIENTS: dict[str, tuple[str, ...]] = {"httpx": ("httpx >= 0.23",), "httpx2": ("httpx2 >= 2.0",)}
 
 
 @dataclass(frozen=True)

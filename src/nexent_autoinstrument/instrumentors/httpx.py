@@ -24,7 +24,7 @@ from typing import Any
 import wrapt
 
 from .. import bootstrap, lifecycle
-from ..adapters.endpoints import endpoint_for
+from ..adapters.endpoints import HTTP_CLIENTS, endpoint_for
 from ..adapters.sse import decode_json
 from ..guard import report_internal_error
 from ..imports import when_imported
@@ -176,7 +176,7 @@ def _patch(module: Any) -> None:
 
 
 #: The releases supported, per library.
-SUPPORTED = {"httpx": ("httpx >= 0.23",), "httpx2": ("httpx2 >= 2.0",)}
+SUPPORTED = HTTP_CLIENTS
 
 
 def activate(library: str, telemetry: Any = None) -> None:

@@ -16,9 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .. import __version__
-from ..adapters.endpoints import PROTOCOLS
+from ..adapters.endpoints import HTTP_CLIENTS, PROTOCOLS
 from ..bootstrap import opentelemetry_installed
-from ..instrumentors.httpx import SUPPORTED as HTTP_CLIENTS
 from ..settings import Settings, load_settings
 from .net import reachable
 
@@ -28,7 +27,7 @@ OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
 #: SDKs the agent measures from what they send with httpx (no patch): any release that uses it.
 OVER_HTTPX = {"ollama": "ollama >= 0.4", "google-genai": "google-genai >= 1.0"}
 #: The SDKs and HTTP clients the agent instruments, with the releases supported: the patched SDKs'
-#: ranges from the protocol registry, the HTTP clients' from their instrumentor.
+#: ranges and the HTTP clients' from the protocol registry.
 LIBRARIES = {**{protocol.sdk.package: ", ".join(protocol.sdk.supported) for protocol in PROTOCOLS if protocol.sdk},
              **OVER_HTTPX, **{client: ", ".join(supported) for client, supported in HTTP_CLIENTS.items()}}
 START_SCRIPT = Path("docker") / "start-monitoring.sh"
