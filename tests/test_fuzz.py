@@ -356,6 +356,28 @@ gemini_chunk = st.one_of(
         "error": st.fixed_dictionaries({"code": st.just(503), "status": text})}),
     st.just([]))
 
+cohere_message = st.one_of(st.fixed_dictionaries({}, optional={
+    "content": st.one_of(st.fixed_dictionaries({}, optional={"text": st.one_of(text, st.none(), st.integers()),
+                                                             "thinking": text}), st.just([{"text": "x"}])),
+    "tool_plan": st.one_of(text, st.none()),
+    "tool_calls": st.fixed_dictionaries({}, optional={"function": st.fixed_dictionaries({}, optional={
+        "name": text, "arguments": st.one_of(text, st.none())})})}), st.just("message"))
+cohere_event = st.one_of(
+    st.fixed_dictionaries({"type": st.sampled_from(["content-delta", "tool-plan-delta", "tool-call-delta",
+                                                    "content-start", "tool-call-start"])},
+                          optional={"index": st.just(0), "delta": st.one_of(
+                              st.fixed_dictionaries({"message": cohere_message}), st.just(None), st.just(3))}),
+    st.fixed_dictionaries({"type": st.just("message-start")}, optional={"id": st.one_of(text, st.integers())}),
+    st.fixed_dictionaries({"type": st.just("message-end"), "delta": st.one_of(st.fixed_dictionaries({}, optional={
+        "finish_reason": st.sampled_from(["COMPLETE", "MAX_TOKENS", "TOOL_CALL", None, 4]),
+        "error": st.one_of(text, st.none()),
+        "usage": st.fixed_dictionaries({}, optional={
+            "tokens": st.fixed_dictionaries({}, optional={"input_tokens": count_value, "output_tokens": count_value}),
+            "billed_units": st.fixed_dictionaries({}, optional={"input_tokens": count_value,
+                                                                "output_tokens": count_value})})}),
+        st.just("end"))}),
+    st.just({"type": ["content-delta"]}), st.just({"type": {"a": 1}}), st.just({}), st.just([]))
+
 
 @st.composite
 def lines_reply(draw: Any, documents: Any, content_type: str, separator: str) -> Reply:
@@ -396,6 +418,24 @@ def ollama_content(line: Any) -> bool:
     return bool(text or piece.get("thinking") or piece.get("tool_calls"))
 
 
+def cohere_content(event: Any) -> bool:
+    """From the v2 Chat API's reference: text, thinking, a tool plan or a tool call's arguments."""
+    if not isinstance(event, dict) or event.get("type") not in ("content-delta", "tool-plan-delta", "tool-call-delta"):
+        return False
+    delta = event.get("delta")
+    message = delta.get("message") if isinstance(delta, dict) else None
+    if not isinstance(message, dict):
+        return False
+    if event["type"] == "tool-plan-delta":
+        return bool(message.get("tool_plan"))
+    if event["type"] == "tool-call-delta":
+        call = message.get("tool_calls")
+        function = call.get("function") if isinstance(call, dict) else None
+        return bool(isinstance(function, dict) and function.get("arguments"))
+    content = message.get("content")
+    return isinstance(content, dict) and bool(content.get("text") or content.get("thinking"))
+
+
 def gemini_content(chunk: Any) -> bool:
     candidates = chunk.get("candidates") if isinstance(chunk, dict) else None
     return any(isinstance(part, dict) and (part.get("text") or part.get("functionCall"))
@@ -403,13 +443,15 @@ def gemini_content(chunk: Any) -> bool:
                for part in ((candidate.get("content") or {}).get("parts") or ()))
 
 
-CONTENT = {"anthropic": anthropic_content, "ollama": ollama_content, "gemini": gemini_content}
+CONTENT = {"anthropic": anthropic_content, "ollama": ollama_content, "gemini": gemini_content,
+           "cohere": cohere_content}
 
 PROTOCOLS = {
     "anthropic": ("/v1/messages", anthropic_reply()),
     "ollama": ("/api/chat", lines_reply(ollama_line, "application/x-ndjson", "\n")),
     "gemini": ("/v1beta/models/g:streamGenerateContent?alt=sse",
                lines_reply(gemini_chunk, "text/event-stream", "\r\n\r\n")),
+    "cohere": ("/v2/chat", lines_reply(cohere_event, "text/event-stream", "\n\n")),
 }
 
 
@@ -418,7 +460,7 @@ PROTOCOLS = {
 @given(data=st.data(), reader=st.sampled_from(["iter_lines", "iter_bytes", "read"]))
 def test_other_protocols_bodies_are_unchanged(fuzz_server: FuzzServer, harness: Any, protocol: str, data: Any,
                                               reader: str) -> None:
-    """Anthropic SSE, Ollama NDJSON and Gemini SSE read raw: the same bytes with and without the
+    """Anthropic SSE, Ollama NDJSON, Gemini SSE and Cohere SSE read raw: the same bytes with and without the
     agent, whatever they hold, and the readers never fail on them."""
     import httpx
 

@@ -1,5 +1,6 @@
-"""The other LLM SDKs over httpx: anthropic (patched, like openai), ollama and google-genai (measured
-by the httpx layer alone), and their protocols read raw. What the caller sees must not change."""
+"""The other LLM SDKs over httpx: anthropic (patched, like openai), ollama, google-genai and cohere
+(measured by the httpx layer alone), and their protocols read raw. What the caller sees must not
+change."""
 
 from __future__ import annotations
 
@@ -307,3 +308,79 @@ async def gemini_async_stream(seen: Seen) -> None:
     client = gemini_client()
     stream = await client.aio.models.generate_content_stream(model="gemini-test", contents="hello")
     seen("texts", [chunk.text async for chunk in stream])
+
+
+# -- cohere (no patch: the httpx layer reads the v2 Chat API's SSE) --------------------------------
+
+def cohere_client() -> Any:
+    return sdk("cohere").ClientV2(api_key="conformance", base_url=MOCK_ROOT)
+
+
+def cohere_options(**mock: Any) -> dict[str, Any]:
+    return {"additional_body_parameters": mock, "max_retries": 0}
+
+
+cohere_case = functools.partial(case, response_model=False)  # (the v2 Chat API's answers do not name it)
+
+
+@cohere_case(outcome="completed", ttft=False, usage="api", output_tokens=TOKENS, finish_reasons=["COMPLETE"])
+def cohere_chat(seen: Seen) -> None:
+    """cohere ClientV2.chat, a whole answer."""
+    seen.obj("response", cohere_client().chat(model="command-test", messages=MESSAGES))
+
+
+@cohere_case(outcome="completed", ttft=True, usage="api", output_tokens=TOKENS, finish_reasons=["COMPLETE"])
+def cohere_chat_stream(seen: Seen) -> None:
+    """cohere ClientV2.chat_stream, read to the end."""
+    seen.items("events", cohere_client().chat_stream(model="command-test", messages=MESSAGES))
+
+
+@cohere_case(outcome="completed", ttft=True, usage="api", finish_reasons=["TOOL_CALL"])
+def cohere_chat_stream_tool_call(seen: Seen) -> None:
+    """cohere chat_stream answered with a tool plan and a tool call."""
+    seen.items("events", cohere_client().chat_stream(
+        model="command-test", messages=MESSAGES,
+        request_options=cohere_options(mock_tool_call=True, mock_reasoning="look it up")))
+
+
+@cohere_case(**EARLY)
+def cohere_stream_break(seen: Seen) -> None:
+    """cohere chat_stream: break after four events, and the generator is closed."""
+    events = cohere_client().chat_stream(model="command-test", messages=MESSAGES,
+                                         request_options=cohere_options(**LONG))
+    seen.items("events", events, limit=4)
+    events.close()
+
+
+@cohere_case(**EARLY)
+def cohere_stream_exception_in_the_loop(seen: Seen) -> None:
+    """cohere chat_stream: the caller's own exception inside the for loop."""
+    events = cohere_client().chat_stream(model="command-test", messages=MESSAGES,
+                                         request_options=cohere_options(**LONG))
+    with contextlib.suppress(ValueError):
+        for index, event in enumerate(events):
+            seen("event", event)
+            if index == 3:
+                raise ValueError("the caller's bug")
+
+
+@cohere_case(outcome="error", ttft=False, error_type="429")
+def cohere_error_429(seen: Seen) -> None:
+    """cohere chat answered 429: TooManyRequestsError."""
+    seen.call("chat", lambda: cohere_client().chat(model="command-test", messages=MESSAGES,
+                                                   request_options=cohere_options(mock_error=429)))
+
+
+@cohere_case(outcome="error", ttft=True, error_type="stream_error")
+def cohere_error_event_mid_stream(seen: Seen) -> None:
+    """cohere chat_stream whose message-end reports an error after two deltas."""
+    events = cohere_client().chat_stream(model="command-test", messages=MESSAGES,
+                                         request_options=cohere_options(mock_error_event=2))
+    seen.call("events", lambda: [plain(event) for event in events])
+
+
+@cohere_case(outcome="completed", ttft=True, usage="api", output_tokens=TOKENS)
+async def cohere_async_chat_stream(seen: Seen) -> None:
+    """cohere AsyncClientV2.chat_stream, async for to the end."""
+    client = sdk("cohere").AsyncClientV2(api_key="conformance", base_url=MOCK_ROOT)
+    await seen.aitems("events", client.chat_stream(model="command-test", messages=MESSAGES))

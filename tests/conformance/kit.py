@@ -41,6 +41,7 @@ class Expect:
     recorded: str | None = None  # cassette whose recorded model, id, usage and finish reasons the span carries
     ended_within: float | None = None  # seconds from the moment marked with seen.at("broke off") to the span's export
     sdk_span: str | None = None  # the name of the SDK's own span, which the agent adopts where the SDK traces
+    response_model: bool = True  # the answer names its model (Cohere's do not): on the span where usage is "api"
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ def chat_args(stream: bool = False, mock: dict[str, Any] | None = None, **extra:
 
 _NORMALISE = [
     (re.compile(r"\b(chatcmpl|cmpl|resp|msg|req|call|fc|modr|toolu)([-_])[A-Za-z0-9]{8,}"), r"\1\2ID"),
+    (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), "UUID"),  # (Cohere's ids)
     (re.compile(r"0x[0-9a-fA-F]{4,}"), "0xADDR"),
     (re.compile(r"""((?:created|created_at|completed_at|duration)['"]?\s*[:=]\s*)\d+(?:\.\d+)?"""), r"\g<1>0"),
     (re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?"), "ISOTIME"),

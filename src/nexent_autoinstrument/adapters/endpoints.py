@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..conventions import GEN_AI_INPUT, bounded_text
-from . import anthropic, gemini, ollama, openai
+from . import anthropic, cohere, gemini, ollama, openai
 from .protocol import Protocol, Reader, RequestField, ResponseHeader
 
 #: Every protocol the agent knows.
-PROTOCOLS: tuple[Protocol, ...] = (openai.PROTOCOL, anthropic.PROTOCOL, ollama.PROTOCOL, gemini.PROTOCOL)
+PROTOCOLS: tuple[Protocol, ...] = (openai.PROTOCOL, anthropic.PROTOCOL, ollama.PROTOCOL, gemini.PROTOCOL,
+                                   cohere.PROTOCOL)
 #: The HTTP clients whose requests are matched against every route, and the releases supported.
 HTTP_CLIENTS: dict[str, tuple[str, ...]] = {"httpx": ("httpx >= 0.23",), "httpx2": ("httpx2 >= 2.0",)}
 
