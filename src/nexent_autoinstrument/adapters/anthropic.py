@@ -129,5 +129,5 @@ PROTOCOL = Protocol(
         (("max_tokens",), "gen_ai.request.max_tokens"),
     ),
     response_headers=RESPONSE_HEADERS,
-    sdk=SDK(package="anthropic", supported=("anthropic >= 0.30, < 3",)),
+    sdk=SDK(package="anthropic", supported=("anthropic >= 0.30, < 3",), patched=True),
 )

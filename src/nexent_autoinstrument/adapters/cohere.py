@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .protocol import Protocol, Route
+from .protocol import SDK, Protocol, Route
 from .usage import get_field, token_count
 
 if TYPE_CHECKING:
@@ -101,5 +101,5 @@ PROTOCOL = Protocol(
         (("seed",), "gen_ai.request.seed"),
     ),
     response_headers=(),
-    sdk=None,  # (the cohere SDK sends with httpx: measured there)
+    sdk=SDK(package="cohere", supported=("cohere >= 5.11",), patched=False),
 )

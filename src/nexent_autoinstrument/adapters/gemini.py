@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .protocol import Protocol, Route
+from .protocol import SDK, Protocol, Route
 from .usage import token_count
 
 if TYPE_CHECKING:
@@ -107,5 +107,5 @@ PROTOCOL = Protocol(
         (("generationConfig", "seed"), "gen_ai.request.seed"),
     ),
     response_headers=(),
-    sdk=None,  # (google-genai sends with httpx: measured there)
+    sdk=SDK(package="google-genai", supported=("google-genai >= 1.0",), patched=False),
 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import conventions as names
-from .protocol import Protocol, Route
+from .protocol import SDK, Protocol, Route
 from .usage import token_count
 
 if TYPE_CHECKING:
@@ -102,5 +102,5 @@ PROTOCOL = Protocol(
         (("options", "seed"), "gen_ai.request.seed"),
     ),
     response_headers=(),
-    sdk=None,  # (the ollama SDK sends with httpx: measured there)
+    sdk=SDK(package="ollama", supported=("ollama >= 0.4",), patched=False),
 )

@@ -285,5 +285,5 @@ PROTOCOL = Protocol(
         (("seed",), "gen_ai.request.seed"),
     ),
     response_headers=RESPONSE_HEADERS,
-    sdk=SDK(package="openai", supported=("openai >= 1.40.0, < 4",)),
+    sdk=SDK(package="openai", supported=("openai >= 1.40.0, < 4",), patched=True),
 )

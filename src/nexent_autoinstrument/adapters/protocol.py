@@ -43,10 +43,12 @@ class Route:
 
 @dataclass(frozen=True, kw_only=True)
 class SDK:
-    """A provider's own SDK, patched at its request method and stream classes (Stainless SDKs)."""
+    """A provider's own SDK: patched at its request method and stream classes (Stainless SDKs),
+    or measured from what it sends with httpx, which any release that uses httpx is."""
 
-    package: str
+    package: str  # the distribution's name (what ``doctor`` looks up)
     supported: tuple[str, ...]  # the releases supported, as requirement specifiers
+    patched: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,5 +79,5 @@ class Protocol:
     usage_only_item: Callable[[Any], bool] | None
     request_fields: tuple[RequestField, ...]
     response_headers: tuple[ResponseHeader, ...]
-    #: The provider's own SDK, if the agent patches it; None where its calls are measured over HTTP.
+    #: The provider's own SDK, patched or measured over httpx; None where there is none.
     sdk: SDK | None

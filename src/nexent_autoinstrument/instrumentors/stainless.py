@@ -46,7 +46,8 @@ from . import stream_options
 from .exchange import observe_body
 
 #: The Stainless SDKs: the protocols of the registry that name an SDK of theirs, by package.
-SDKS: dict[str, Protocol] = {protocol.sdk.package: protocol for protocol in PROTOCOLS if protocol.sdk is not None}
+SDKS: dict[str, Protocol] = {protocol.sdk.package: protocol for protocol in PROTOCOLS
+                             if protocol.sdk is not None and protocol.sdk.patched}
 
 
 def supported(package: str) -> tuple[str, ...]:

@@ -24,12 +24,10 @@ from .net import reachable
 Check = tuple[str, str, str]  # (status, what, fix)
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
 
-#: SDKs the agent measures from what they send with httpx (no patch): any release that uses it.
-OVER_HTTPX = {"ollama": "ollama >= 0.4", "google-genai": "google-genai >= 1.0", "cohere": "cohere >= 5.11"}
-#: The SDKs and HTTP clients the agent instruments, with the releases supported: the patched SDKs'
-#: ranges and the HTTP clients' from the protocol registry.
+#: The SDKs (patched, or measured over httpx) and HTTP clients the agent instruments, with the
+#: releases supported: all from the protocol registry.
 LIBRARIES = {**{protocol.sdk.package: ", ".join(protocol.sdk.supported) for protocol in PROTOCOLS if protocol.sdk},
-             **OVER_HTTPX, **{client: ", ".join(supported) for client, supported in HTTP_CLIENTS.items()}}
+             **{client: ", ".join(supported) for client, supported in HTTP_CLIENTS.items()}}
 START_SCRIPT = Path("docker") / "start-monitoring.sh"
 INSTALL_PERFORMANCE = "pip install '.[performance]' in a checkout (or the wheel with [performance])"
 
