@@ -437,8 +437,9 @@ def test_a_stall_after_a_bundled_chunk_is_still_a_stall(monkeypatch: pytest.Monk
     timing = ReadTiming()
     tracker.timed_by(timing)
     for fresh, read_time in ((True, 0.1), (False, 0.2), (True, 2.2), (True, 2.3)):
-        timing.fresh, timing.read_time = fresh, read_time  # as the HTTP layer reports each read
-        timing.reads += 1
+        # as the HTTP layer reports each read: one that waited 10 ms for its data, or one that found it there
+        timing.timed, timing.read_time = True, read_time
+        timing.waited, timing.away = (0.01, 0.0) if fresh else (0.00001, 0.1)
         tracker.content()
     lifecycle.end(tracker)
     span = harness.llm_span()

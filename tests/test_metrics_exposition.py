@@ -101,8 +101,8 @@ def test_single_content_chunk_records_no_rate(harness: Any) -> None:
 
 def test_finish_is_idempotent(harness: Any) -> None:
     call = lifecycle.begin(harness.telemetry, "chat", "m")
-    assert call.finish() is True
-    assert call.finish("abandoned") is False
+    assert call.finish() is not None
+    assert call.finish("abandoned") is None
     lifecycle.end(call, RuntimeError("late"))
     assert len(harness.spans()) == 1
     assert harness.llm_span().attributes["llm.stream.outcome"] == "completed"
@@ -163,7 +163,7 @@ def test_gaps_are_added_in_bulk_exactly_as_one_by_one(harness: Any) -> None:
 def test_attributes_set_without_revalidation_equal_the_public_path(limits: dict[str, int]) -> None:
     from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
-    from nexent_autoinstrument.tracker import set_valid_attributes
+    from nexent_autoinstrument.report import set_valid_attributes
 
     provider = TracerProvider(span_limits=SpanLimits(**limits))
     ours, public = provider.get_tracer("t").start_span("a"), provider.get_tracer("t").start_span("b")

@@ -239,8 +239,8 @@ def end(tracker: CallTracker, exc: BaseException | None = None, outcome: str | N
 def _finish(tracker: CallTracker, outcome: str, at: float | None, held: float | None = None) -> None:
     if held is not None:
         tracker.annotate({names.LLM_STREAM_HELD: held})
-    if tracker.finish(outcome, at):
-        _live.pop(id(tracker), None)
+    tracker.finish(outcome, at)
+    _live.pop(id(tracker), None)  # (ended now, or before: by another thread, or disowned in a fork child)
 
 
 def suspend(tracker: CallTracker, outcome: str, at: float | None = None, by_caller: bool = True) -> None:

@@ -3,21 +3,29 @@ object per HTTP attempt, and read by the call's tracker, which measures from it.
 
 from __future__ import annotations
 
+#: A network read that returned sooner than this found its data waiting (in the socket or in
+#: the HTTP parser's buffer): it took microseconds, while a read that waits for the server takes
+#: at least the gap between two of its writes.
+WAITED_READ_SECONDS = 0.0002
+
 
 class ReadTiming:
-    """The reads of one response body, as the caller made them, and the request's phases."""
+    """The reads of one response body, as the caller made them, and the request's phases. Per
+    read the HTTP layer only stores clock readings; the tracker judges them for the reads that
+    brought content (``CallTracker.content``)."""
 
-    __slots__ = ("connection_reused", "fresh", "headers_at", "read_time", "reader_seconds", "reads", "request_sent")
+    __slots__ = ("away", "connection_reused", "headers_at", "read_time", "reader_seconds", "request_sent", "timed",
+                 "waited")
 
     def __init__(self) -> None:
-        #: Per network read: True when the read waited for its data (the next content chunk
-        #: arrived just now), False when the data was there already (it arrived earlier, while the
-        #: caller was busy, or with an earlier chunk); None while nobody times the reads.
-        self.fresh: bool | None = None
-        #: When the latest read returned (clock): the arrival of the content it completed.
+        #: Whether the HTTP layer times the body's reads (from when reading starts; False: the tracker
+        #: reads the clock itself).
+        self.timed = False
+        #: The latest read: when it returned (clock: the arrival of the content it completed), how
+        #: long it took, and how long the caller had been away since the previous one (seconds).
         self.read_time = 0.0
-        #: How many reads returned (the tracker takes one arrival per read).
-        self.reads = 0
+        self.waited = 0.0
+        self.away = 0.0
         #: The caller's own time between reads (seconds).
         self.reader_seconds = 0.0
         #: When the request was on the wire, and its response headers in (clock), and whether the

@@ -10,26 +10,24 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from . import conventions as names
-from . import guest
+from . import guest, report
 from .adapters import tokens as token_estimate
 from .guard import report_internal_error
+from .report import CallResult
 from .settings import Settings
-from .timing import UNTIMED, ReadTiming
+from .timing import UNTIMED, WAITED_READ_SECONDS, ReadTiming
 
 if TYPE_CHECKING:
     from .metrics import HTTPMetrics, LLMMetrics
-
-logger = logging.getLogger("nexent_autoinstrument")
 
 clock = time.perf_counter
 _MAX_STALL_EVENTS = 32
@@ -97,7 +95,7 @@ class CallTracker:
 
     __slots__ = (
         "_annotations",
-        "_arrival_read",
+        "_arrival_at",
         "_finish_reasons",
         "_finish_token",
         "_gap_count",
@@ -127,12 +125,12 @@ class CallTracker:
         "input_tokens",
         "model",
         "operation",
-        "outcome",
         "output_tokens",
         "progress",
         "provider",
         "response_id",
         "response_model",
+        "result",
         "server",
         "span",
         "started",
@@ -174,7 +172,7 @@ class CallTracker:
         #: Tokens reported beyond one per content chunk (the manual API may report several at once).
         self.extra_tokens = 0
         self.first_content_timed = False
-        # Gaps between consecutive content chunks whose arrivals were timed (see ``fresh``): the
+        # Gaps between consecutive content chunks whose arrivals were timed (see ``content``): the
         # decode rate comes from them. They are counted per run of consecutive timed arrivals,
         # when the run ends (a chunk that waited, or the end of the call), not per chunk: a run's
         # gaps add up to its last arrival (``_previous``, None between runs) minus its first.
@@ -198,17 +196,18 @@ class CallTracker:
         #: A gap longer than this is the longest yet or a stall (one comparison per chunk).
         self._notable_gap = 0.0
         self._stalls: list[tuple[int, float, float]] = []
-        #: How the HTTP layer sees the body's reads (``timed_by``), and the read whose arrival a
-        #: content chunk took (the chunks after it in the same read were waiting for it).
+        #: How the HTTP layer sees the body's reads (``timed_by``), and the return time of the read
+        #: whose arrival a content chunk took (the chunks after it in that read were waiting for it).
         self._timing = UNTIMED
-        self._arrival_read = -1
+        self._arrival_at = -1.0
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.response_model: str | None = None
         self.response_id: str | None = None
         self._finish_reasons: dict[int, str] = {}
         self.error_type: str | None = None
-        self.outcome: str | None = None
+        #: What the call measured, once it ended (``finish``).
+        self.result: CallResult | None = None
         #: Attributes reported during the call (response headers, retries), set with the end's.
         self._annotations: dict[str, Any] | None = None
         #: Popped by the one ``finish`` that runs; ``list.pop`` is atomic, so two threads racing
@@ -246,14 +245,27 @@ class CallTracker:
         """Any chunk or event of a stream arrived (content or not)."""
         self.chunks += 1
 
-    def content(self, text: str | None = None, tokens: int = 1) -> None:
+    def content(self, text: str | None = None, tokens: int = 1, chunks: int = 0) -> None:
         """A chunk carrying content (text, tool arguments, refusal, reasoning) arrived now, or,
-        when the HTTP layer times the reads, when the read that brought it returned."""
+        when the HTTP layer times the reads, when the read that brought it returned. ``chunks``:
+        also counted as that many chunks (a plain delta of the byte path: one call, not two)."""
+        if chunks:
+            self.chunks += chunks
         timing = self._timing
-        fresh = timing.fresh
-        if fresh and timing.reads == self._arrival_read:
-            fresh = False  # (an earlier chunk of this read took its arrival: this one was waiting for it)
-        now = self._last_content = clock() if fresh is None else timing.read_time
+        fresh: bool | None
+        if timing.timed:
+            now = timing.read_time
+            waited = timing.waited
+            # The read waited for its data, which then arrived just now, unless an earlier chunk of
+            # the same read took that arrival. A short read after a long absence found its data
+            # waiting even if the process was not scheduled for a moment, so a busy machine does
+            # not turn data that waited into an arrival: the doubt costs a data point, never a
+            # wrong arrival time.
+            fresh = waited > WAITED_READ_SECONDS and waited * 8 > timing.away and now != self._arrival_at
+        else:  # nobody times the reads: the chunk arrived now
+            now = clock()
+            fresh = None
+        self._last_content = now
         index = self.content_chunks
         self.content_chunks = index + 1
         if tokens != 1:
@@ -266,7 +278,7 @@ class CallTracker:
             self._waited(index, now)
             return
         if fresh:
-            self._arrival_read = timing.reads
+            self._arrival_at = now
         previous = self._previous
         if previous is None:
             self._run_starts(index, now)
@@ -360,26 +372,30 @@ class CallTracker:
 
     # -- the end ------------------------------------------------------------------------------
 
-    def finish(self, outcome: str = names.COMPLETED, at: float | None = None) -> bool:
-        """Emit the call exactly once: span attributes, events, status, metrics, slow warning.
-        ``at``: when it ended, if that was earlier than now. Returns False if it had already run."""
+    def finish(self, outcome: str = names.COMPLETED, at: float | None = None) -> CallResult | None:
+        """End the call exactly once: measure it into a frozen ``CallResult`` (kept as
+        ``result``), which ``report.emit`` turns into the span and the metrics. ``at``: when it
+        ended, if that was earlier than now. Returns None if it had already ended."""
         try:
             self._finish_token.pop()
         except IndexError:
-            return False
+            return None
+        result = None
         try:
-            self._emit(outcome, at)
+            result = self.result = self._measure(outcome, at)
+            delegated = self.progress is not None and self.progress.delegated
+            report.emit(result, self.span, self._writer, self._start_ns, at is not None, self._annotations,
+                        None if delegated else self._telemetry.metrics, self._telemetry.settings)
         except Exception as exc:
             report_internal_error("tracker.finish", exc)
             with contextlib.suppress(Exception):
                 self._writer.end()
-        return True
+        return result
 
-    def _emit(self, outcome: str, at: float | None) -> None:
+    def _measure(self, outcome: str, at: float | None) -> CallResult:
         end = clock() if at is None else at
         if self.error_type is not None:
             outcome = names.ERROR
-        self.outcome = outcome
         settings = self._telemetry.settings
         duration = end - self.started
         api_usage = self.output_tokens is not None
@@ -403,28 +419,31 @@ class CallTracker:
         if rate is not None and rate < settings.slow_token_rate_threshold and not reader_bound:
             slow.append("token_rate")
         timing = self._timing
-        sent = None if timing.request_sent is None else timing.request_sent - self.started
-
-        span = self.span
-        if span.is_recording():
-            self._annotate(span, outcome, ttft, rate, gaps, api_usage, output_tokens, slow, duration, sent,
-                           reader_bound)
-        self._writer.end(end_time=None if at is None else self._start_ns + int(duration * 1e9))
-        if self.progress is not None and self.progress.delegated:
-            return  # the call inside recorded the metrics (and any slow-call warning)
-        self._telemetry.metrics.record(
-            model=self.model, operation=self.operation, outcome=outcome, duration=duration,
-            ttft=ttft, rate=None if reader_bound else rate, gaps=() if reader_bound else gaps, gaps_sorted=True,
-            input_tokens=self.input_tokens,
-            output_tokens=output_tokens, error_type=self.error_type, slow_reasons=slow,
-            time_to_request_sent=sent, provider=self.provider, response_model=self.response_model,
-            server=self.server, stream=self.stream)
-        if slow:
-            logger.warning(
-                "nexent-autoinstrument: slow LLM call %s %s: %.3f s%s (thresholds %.1f s, %.1f tokens/s)",
-                self.operation, self.model, duration,
-                f", {rate:.1f} tokens/s" if rate is not None else "",
-                settings.slow_request_threshold_seconds, settings.slow_token_rate_threshold)
+        started = self.started
+        sent = None if timing.request_sent is None else timing.request_sent - started
+        reasons = self._finish_reasons
+        return CallResult(
+            operation=self.operation, model=self.model, provider=self.provider, stream=self.stream,
+            server=self.server, outcome=outcome, duration=duration, ttft=ttft,
+            server_ttft=ttft - sent if ttft is not None and sent is not None and self.first_content_timed else None,
+            rate=rate, gaps=tuple(gaps),
+            itl_p50=percentile(gaps, 0.50) if gaps else None,
+            itl_p99=percentile(gaps, 0.99) if gaps else None,
+            itl_max=max(self._max_gap, gaps[-1]) if gaps else None,
+            offsets=tuple([int((t - started) * 1e6) for t in self._times]),
+            offsets_truncated=self.content_chunks > len(self._times),
+            chunks=self.chunks, content_chunks=self.content_chunks, waiting_chunks=self.waiting_chunks,
+            reader_bound=reader_bound, reader_seconds=timing.reader_seconds if timing.timed else None,
+            input_tokens=self.input_tokens, output_tokens=output_tokens,
+            usage_source=None if output_tokens is None else "api" if api_usage else "estimated",
+            response_model=self.response_model, response_id=self.response_id,
+            finish_reasons=tuple([reasons[i] for i in sorted(reasons)]), error_type=self.error_type,
+            time_to_request_sent=sent,
+            time_to_response_headers=None if timing.headers_at is None else timing.headers_at - started,
+            connection_reused=timing.connection_reused,
+            stalls=tuple([(index, gap, at - started) for index, gap, at in self._stalls]), slow=tuple(slow),
+            output_text=names.bounded_text("".join(self.texts))
+            if self.texts and settings.capture_content else None)
 
     def _gaps(self) -> list[float]:
         """Gaps between consecutive timed content chunks (within the offsets cap), ascending."""
@@ -438,85 +457,4 @@ class CallTracker:
         gaps.sort()
         return gaps
 
-    def _annotate(self, span: Any, outcome: str, ttft: float | None, rate: float | None,
-                  gaps: list[float], api_usage: bool, output_tokens: int | None, slow: list[str],
-                  duration: float, sent: float | None, reader_bound: bool) -> None:
-        attrs: dict[str, Any] = {names.LLM_STREAM_OUTCOME: outcome}
-        if self.stream:
-            attrs[names.LLM_STREAM_CHUNKS] = self.chunks
-        if self.response_model:
-            attrs[names.GEN_AI_RESPONSE_MODEL] = self.response_model
-        if self.response_id:
-            attrs[names.GEN_AI_RESPONSE_ID] = self.response_id
-        if self._finish_reasons:
-            attrs[names.GEN_AI_FINISH_REASONS] = tuple([self._finish_reasons[i] for i in sorted(self._finish_reasons)])
-        if self.input_tokens is not None:
-            attrs[names.GEN_AI_INPUT_TOKENS] = self.input_tokens
-        if output_tokens is not None:
-            attrs[names.GEN_AI_OUTPUT_TOKENS] = output_tokens
-            attrs[names.LLM_USAGE_SOURCE] = "api" if api_usage else "estimated"
-        if ttft is not None:
-            attrs[names.LLM_TTFT] = ttft
-            if self.stream:
-                attrs[names.GEN_AI_TIME_TO_FIRST_CHUNK] = ttft
-        if sent is not None:
-            attrs[names.LLM_TIME_TO_REQUEST_SENT] = sent
-            if ttft is not None and self.first_content_timed:
-                attrs[names.LLM_SERVER_TTFT] = ttft - sent  # (when the first content was timed)
-        timing = self._timing
-        if timing.headers_at is not None:
-            attrs[names.LLM_TIME_TO_RESPONSE_HEADERS] = timing.headers_at - self.started
-        if timing.connection_reused is not None:
-            attrs[names.LLM_CONNECTION_REUSED] = timing.connection_reused
-        if rate is not None:
-            attrs[names.LLM_RATE] = rate
-        if gaps:
-            attrs[names.LLM_ITL_P50] = percentile(gaps, 0.50)
-            attrs[names.LLM_ITL_P99] = percentile(gaps, 0.99)
-            attrs[names.LLM_ITL_MAX] = max(self._max_gap, gaps[-1])
-        if self.stream and timing.fresh is not None:  # the HTTP layer timed the reads
-            attrs[names.LLM_READER_BOUND] = reader_bound
-            attrs[names.LLM_READER_SECONDS] = timing.reader_seconds
-            attrs[names.LLM_WAITING_CHUNKS] = self.waiting_chunks
-        if self._times:
-            attrs[names.LLM_OFFSETS_TRUNCATED] = self.content_chunks > len(self._times)
-        if self.error_type is not None:
-            attrs[names.ERROR_TYPE] = self.error_type
-        if self.texts and self._telemetry.settings.capture_content:
-            attrs[names.GEN_AI_OUTPUT] = names.bounded_text("".join(self.texts))
-        if self._annotations:
-            self._writer.set_attributes(self._annotations)
-        if self._times:
-            started = self.started
-            attrs[names.LLM_OFFSETS] = tuple([int((t - started) * 1e6) for t in self._times])
-        if self._writer is span:
-            set_valid_attributes(span, attrs)
-        else:
-            self._writer.set_attributes(attrs)
-        for index, gap, at in self._stalls:
-            span.add_event(names.EVENT_STALL, {"llm.stall.gap_seconds": gap, "llm.stall.chunk_index": index},
-                           timestamp=self._start_ns + int((at - self.started) * 1e9))
-        if "duration" in slow:
-            span.add_event(names.EVENT_SLOW_REQUEST, {"llm.duration_seconds": duration})
-        if "token_rate" in slow:
-            span.add_event(names.EVENT_SLOW_TOKEN_RATE, {"llm.token_generation_rate": rate or 0.0})
-        if self.error_type is not None:
-            span.set_status(Status(StatusCode.ERROR, self.error_type))
 
-
-def set_valid_attributes(span: Any, attributes: dict[str, Any]) -> None:
-    """Set attributes that are valid by construction (the agent's own values: str, bool, int,
-    float, or a tuple of one of them) without the SDK checking each again: about 8,000
-    instructions per attribute, and thousands per element of the offsets. Goes through the public
-    API whenever the span's attributes are not the SDK's bounded mapping as we know it, or a
-    limit (attribute count, value length) could apply."""
-    bounded = getattr(span, "_attributes", None)
-    store, lock = getattr(bounded, "_dict", None), getattr(bounded, "_lock", None)
-    room = getattr(bounded, "maxlen", None)
-    if (type(bounded).__name__ != "BoundedAttributes" or not isinstance(store, dict) or lock is None
-            or getattr(bounded, "_immutable", True) or getattr(bounded, "max_value_len", None) is not None
-            or (room is not None and len(store) + len(attributes) > room)):
-        span.set_attributes(attributes)
-        return
-    with lock:
-        store.update(attributes)

@@ -66,21 +66,6 @@ class Recompressed:
             return b""
         return self._compress.compress(self._filter.flush()) + self._compress.flush()
 
-#: A network read that returned sooner than this found its data waiting (in the socket or in
-#: the HTTP parser's buffer): it took microseconds, while a read that waits for the server takes
-#: at least the gap between two of its writes.
-WAITED_READ_SECONDS = 0.0002
-
-
-def waited_for_data(waited: float, away: float) -> bool:
-    """Whether a read that took ``waited`` seconds, after the caller spent ``away`` seconds since
-    the previous one, waited for its data (which then arrived just now). A short read after a long
-    absence found it waiting, even if the process was not scheduled for a moment (so a busy
-    machine does not turn data that waited into an arrival); the doubt costs a data point, never
-    a wrong arrival time."""
-    return waited > WAITED_READ_SECONDS and waited * 8 > away
-
-
 #: Every response header the agent reads (lower case): the body's type and encoding, and the
 #: attributes of every endpoint's table.
 _READ_HEADERS = frozenset([b"content-type", b"content-encoding",
@@ -236,18 +221,18 @@ class Exchange:
             self.json_body = bytearray()
 
     def on_bytes(self, chunk: bytes) -> None:
-        """Raw body bytes, just read by the caller (per network read, only when measuring the body)."""
+        """Raw body bytes, just read by the caller (per network read, only when measuring the body
+        and the SDK's parsed items are not: see ``bytes_reader``)."""
         tracker = self.tracker
-        if tracker is None or tracker.progress.items_claimed:
-            return  # the SDK's parsed items are measured instead
+        if tracker is None:
+            return
         if self.inflate is not None:
             chunk = self.inflate(chunk)
         sse = self.sse
         if sse is not None:
             plain = self.plain if tracker.texts is None and sse.idle else None  # (None: decode this read)
             if plain is not None and plain.matches(chunk):
-                tracker.chunk()
-                tracker.content()  # one plain content delta, like the last: nothing else to learn
+                tracker.content(None, 1, 1)  # one plain content delta, like the last: a chunk, nothing else to learn
                 return
             endpoint = self.call.endpoint if self.call is not None else None
             read_event = endpoint.read_event if endpoint is not None else None
@@ -298,7 +283,7 @@ class Exchange:
     def on_complete(self) -> None:
         """The whole body has been read."""
         self.body_complete = True
-        if isinstance(self.sse, NDJSONDecoder) and self.sse.pending:
+        if isinstance(self.sse, NDJSONDecoder) and self.sse.pending and bytes_reader(self) is not None:
             self.on_bytes(b"\n")  # the last line came without its line end
         if self.json_body and self.tracker is not None and not self.tracker.progress.items_claimed \
                 and self.call is not None:
@@ -433,6 +418,8 @@ class _AsyncReads:
         self._pull = inner.__anext__
         self._exchange = exchange
         self._timing = exchange.timing if exchange.tracker is not None else None  # (None: nothing to time)
+        if self._timing is not None:
+            self._timing.timed = True
         self._on_bytes = bytes_reader(exchange)
         self._returned = _clock()  # (reading starts: no time of the caller's before it)
         self._done = False
@@ -464,8 +451,8 @@ class _AsyncReads:
                 return chunk
             now = timing.read_time = _clock()
             returned, self._returned = self._returned, now
-            timing.fresh = waited_for_data(now - asked, asked - returned)
-            timing.reads += 1
+            timing.waited = now - asked
+            timing.away = asked - returned
             timing.reader_seconds += asked - returned
             on_bytes = self._on_bytes
             if on_bytes is not None:
@@ -534,11 +521,12 @@ def body_classes(module: Any) -> BodyClasses:
                     on_bytes = bytes_reader(exchange)
                     strip = exchange.strip
                     timing = exchange.timing
+                    timing.timed = True
                     returned = asked = _clock()
                     for chunk in reads:  # one network read, or what the parser had buffered
                         now = timing.read_time = _clock()
-                        timing.fresh = waited_for_data(now - asked, asked - returned)
-                        timing.reads += 1
+                        timing.waited = now - asked
+                        timing.away = asked - returned
                         returned = now
                         if on_bytes is not None:
                             try:

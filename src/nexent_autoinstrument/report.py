@@ -1,0 +1,182 @@
+"""A finished call's result -> its span and its metrics: the one place they are written.
+
+``CallTracker.finish`` measures a call into a frozen ``CallResult``; ``emit`` turns that result
+into the span's attributes, events and status, the contract metrics and the slow-call warning.
+Nothing here runs per chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.trace import Status, StatusCode
+
+from . import conventions as names
+
+if TYPE_CHECKING:
+    from .metrics import LLMMetrics
+    from .settings import Settings
+
+logger = logging.getLogger("nexent_autoinstrument")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallResult:
+    """What one call measured, once it ended: its span and its metrics are made of this alone.
+    Times are in seconds from the call's start, unless said otherwise; None: not measured."""
+
+    operation: str
+    model: str
+    provider: str
+    stream: bool
+    server: tuple[str, int] | None
+    outcome: str
+    duration: float
+    ttft: float | None
+    #: The server's share of the TTFT: from the request on the wire to the first content, when
+    #: that content's arrival was timed.
+    server_ttft: float | None
+    #: Decode rate (tokens/s) over the gaps between timed arrivals; None without two of them.
+    rate: float | None
+    #: Gaps between consecutive timed content chunks (within the offsets cap), ascending.
+    gaps: tuple[float, ...]
+    itl_p50: float | None
+    itl_p99: float | None
+    itl_max: float | None  # (also counts gaps past the offsets cap)
+    #: Each content chunk's arrival, microseconds from the start (up to the cap), and whether
+    #: there were more chunks than that.
+    offsets: tuple[int, ...]
+    offsets_truncated: bool
+    chunks: int
+    content_chunks: int
+    waiting_chunks: int
+    #: Read slower than it came: the rate and gaps rest on the few chunks that were timed.
+    reader_bound: bool
+    #: The caller's own time between reads, when the HTTP layer timed them.
+    reader_seconds: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    usage_source: str | None  # "api", "estimated", or None without a count
+    response_model: str | None
+    response_id: str | None
+    finish_reasons: tuple[str, ...]
+    error_type: str | None
+    time_to_request_sent: float | None
+    time_to_response_headers: float | None
+    connection_reused: bool | None
+    #: (chunk index, gap, seconds from the start to the chunk) of each stall, capped.
+    stalls: tuple[tuple[int, float, float], ...]
+    #: Why the call is slow ("duration", "token_rate"), if it is.
+    slow: tuple[str, ...]
+    #: The generated text, only with content capture on.
+    output_text: str | None
+
+
+def emit(result: CallResult, span: Any, writer: Any, start_ns: int, ended_early: bool,
+         annotations: dict[str, Any] | None, metrics: LLMMetrics | None, settings: Settings) -> None:
+    """Write ``result``: the span's attributes, events and status (``writer``: the span, or the
+    adoption of an SDK's span), its end (at the result's duration when ``ended_early``), then the
+    metrics and the slow-call warning (none when ``metrics`` is None: a delegated call, whose
+    call inside records them)."""
+    if span.is_recording():
+        if annotations:
+            writer.set_attributes(annotations)
+        attributes = span_attributes(result)
+        if writer is span:
+            set_valid_attributes(span, attributes)
+        else:
+            writer.set_attributes(attributes)
+        for index, gap, at in result.stalls:
+            span.add_event(names.EVENT_STALL, {"llm.stall.gap_seconds": gap, "llm.stall.chunk_index": index},
+                           timestamp=start_ns + int(at * 1e9))
+        if "duration" in result.slow:
+            span.add_event(names.EVENT_SLOW_REQUEST, {"llm.duration_seconds": result.duration})
+        if "token_rate" in result.slow:
+            span.add_event(names.EVENT_SLOW_TOKEN_RATE, {"llm.token_generation_rate": result.rate or 0.0})
+        if result.error_type is not None:
+            span.set_status(Status(StatusCode.ERROR, result.error_type))
+    writer.end(end_time=start_ns + int(result.duration * 1e9) if ended_early else None)
+    if metrics is None:
+        return
+    timed = not result.reader_bound  # (a reader-bound call's rate and gaps stay out of the histograms)
+    metrics.record(
+        model=result.model, operation=result.operation, outcome=result.outcome, duration=result.duration,
+        ttft=result.ttft, rate=result.rate if timed else None, gaps=result.gaps if timed else (), gaps_sorted=True,
+        input_tokens=result.input_tokens, output_tokens=result.output_tokens, error_type=result.error_type,
+        slow_reasons=result.slow, time_to_request_sent=result.time_to_request_sent, provider=result.provider,
+        response_model=result.response_model, server=result.server, stream=result.stream)
+    if result.slow:
+        logger.warning(
+            "nexent-autoinstrument: slow LLM call %s %s: %.3f s%s (thresholds %.1f s, %.1f tokens/s)",
+            result.operation, result.model, result.duration,
+            f", {result.rate:.1f} tokens/s" if result.rate is not None else "",
+            settings.slow_request_threshold_seconds, settings.slow_token_rate_threshold)
+
+
+def span_attributes(result: CallResult) -> dict[str, Any]:
+    """The attributes the span gets at the end (its request attributes were set at its start)."""
+    attrs: dict[str, Any] = {names.LLM_STREAM_OUTCOME: result.outcome}
+    if result.stream:
+        attrs[names.LLM_STREAM_CHUNKS] = result.chunks
+    if result.response_model:
+        attrs[names.GEN_AI_RESPONSE_MODEL] = result.response_model
+    if result.response_id:
+        attrs[names.GEN_AI_RESPONSE_ID] = result.response_id
+    if result.finish_reasons:
+        attrs[names.GEN_AI_FINISH_REASONS] = result.finish_reasons
+    if result.input_tokens is not None:
+        attrs[names.GEN_AI_INPUT_TOKENS] = result.input_tokens
+    if result.output_tokens is not None:
+        attrs[names.GEN_AI_OUTPUT_TOKENS] = result.output_tokens
+        attrs[names.LLM_USAGE_SOURCE] = result.usage_source
+    if result.ttft is not None:
+        attrs[names.LLM_TTFT] = result.ttft
+        if result.stream:
+            attrs[names.GEN_AI_TIME_TO_FIRST_CHUNK] = result.ttft
+    if result.time_to_request_sent is not None:
+        attrs[names.LLM_TIME_TO_REQUEST_SENT] = result.time_to_request_sent
+    if result.server_ttft is not None:
+        attrs[names.LLM_SERVER_TTFT] = result.server_ttft
+    if result.time_to_response_headers is not None:
+        attrs[names.LLM_TIME_TO_RESPONSE_HEADERS] = result.time_to_response_headers
+    if result.connection_reused is not None:
+        attrs[names.LLM_CONNECTION_REUSED] = result.connection_reused
+    if result.rate is not None:
+        attrs[names.LLM_RATE] = result.rate
+    if result.gaps:
+        attrs[names.LLM_ITL_P50] = result.itl_p50
+        attrs[names.LLM_ITL_P99] = result.itl_p99
+        attrs[names.LLM_ITL_MAX] = result.itl_max
+    if result.stream and result.reader_seconds is not None:  # the HTTP layer timed the reads
+        attrs[names.LLM_READER_BOUND] = result.reader_bound
+        attrs[names.LLM_READER_SECONDS] = result.reader_seconds
+        attrs[names.LLM_WAITING_CHUNKS] = result.waiting_chunks
+    if result.offsets:
+        attrs[names.LLM_OFFSETS_TRUNCATED] = result.offsets_truncated
+    if result.error_type is not None:
+        attrs[names.ERROR_TYPE] = result.error_type
+    if result.output_text is not None:
+        attrs[names.GEN_AI_OUTPUT] = result.output_text
+    if result.offsets:
+        attrs[names.LLM_OFFSETS] = result.offsets
+    return attrs
+
+
+def set_valid_attributes(span: Any, attributes: dict[str, Any]) -> None:
+    """Set attributes that are valid by construction (the agent's own values: str, bool, int,
+    float, or a tuple of one of them) without the SDK checking each again, which costs about as
+    much per attribute as the rest of the call's end, and per element of the offsets. Goes
+    through the public API whenever the span's attributes are not the SDK's bounded mapping as we
+    know it, or a limit (attribute count, value length) could apply."""
+    bounded = getattr(span, "_attributes", None)
+    store, lock = getattr(bounded, "_dict", None), getattr(bounded, "_lock", None)
+    room = getattr(bounded, "maxlen", None)
+    if (type(bounded).__name__ != "BoundedAttributes" or not isinstance(store, dict) or lock is None
+            or getattr(bounded, "_immutable", True) or getattr(bounded, "max_value_len", None) is not None
+            or (room is not None and len(store) + len(attributes) > room)):
+        span.set_attributes(attributes)
+        return
+    with lock:
+        store.update(attributes)

@@ -1,0 +1,107 @@
+"""A call's numbers as a frozen ``CallResult`` (what ``CallTracker.finish`` returns), and how
+``report`` turns a result into span attributes: the arithmetic tested apart from OpenTelemetry."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from conftest import make_harness
+from nexent_autoinstrument import lifecycle
+from nexent_autoinstrument import tracker as tracker_module
+from nexent_autoinstrument.report import CallResult, span_attributes
+from nexent_autoinstrument.timing import ReadTiming
+
+
+def timed_call(monkeypatch: pytest.MonkeyPatch, reads: list[tuple[float, bool]], end: float,
+               **settings: Any) -> CallResult:
+    """A streamed call started at 0 whose content came in ``reads``: (when the read returned,
+    whether it waited for its data); ended at ``end``."""
+    ticks = iter([0.0, end])
+    monkeypatch.setattr(tracker_module, "clock", lambda: next(ticks))
+    call = lifecycle.begin(make_harness(**settings).telemetry, "chat", "m", stream=True)
+    timing = ReadTiming()
+    call.timed_by(timing)
+    timing.timed, timing.request_sent, timing.headers_at = True, 0.05, 0.08
+    for read_time, fresh in reads:
+        timing.read_time = read_time
+        timing.waited, timing.away = (0.01, 0.0) if fresh else (0.00001, 0.1)
+        timing.reader_seconds += 0.001
+        call.content()
+    result = call.finish()
+    assert result is not None and call.result is result
+    return result
+
+
+def test_a_timed_stream_measures_to_exact_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = timed_call(monkeypatch, [(0.2, True), (0.3, True), (0.4, True), (0.6, True)], end=1.0,
+                        slow_token_rate_threshold=1.0)
+    assert (result.outcome, result.duration, result.ttft) == ("completed", 1.0, 0.2)
+    assert result.server_ttft == pytest.approx(0.15)  # the first content after the request was on the wire
+    assert result.gaps == pytest.approx((0.1, 0.1, 0.2))
+    assert (result.itl_p50, result.itl_p99, result.itl_max) == pytest.approx((0.1, 0.2, 0.2))
+    assert result.rate == pytest.approx(3 / 0.4)  # 4 tokens, 3 gaps over 0.4 s: one token per 0.133 s
+    assert result.offsets == (200_000, 300_000, 400_000, 600_000) and not result.offsets_truncated
+    assert (result.content_chunks, result.waiting_chunks, result.reader_bound) == (4, 0, False)
+    assert result.reader_seconds == pytest.approx(0.004)
+    assert (result.output_tokens, result.usage_source) == (4, "estimated")
+    assert result.time_to_response_headers == pytest.approx(0.08) and result.slow == ()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.rate = 0.0  # type: ignore[misc]
+
+
+def test_chunks_that_waited_are_no_arrivals_and_a_reader_bound_call_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    # one arrival, then three chunks that were there already when read: no gap is measured
+    result = timed_call(monkeypatch, [(0.2, True), (0.5, False), (0.8, False), (1.1, False)], end=1.2)
+    assert result.ttft == 0.2 and result.gaps == () and result.rate is None
+    assert (result.itl_p50, result.itl_p99, result.itl_max) == (None, None, None)
+    assert (result.waiting_chunks, result.reader_bound) == (3, True)
+    assert result.offsets == (200_000, 500_000, 800_000, 1_100_000)
+
+
+def test_a_second_chunk_of_one_read_waited_for_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    # two content chunks from the read that returned at 0.3: only the first takes its arrival
+    result = timed_call(monkeypatch, [(0.2, True), (0.3, True), (0.3, True), (0.5, True)], end=0.6)
+    assert result.waiting_chunks == 1 and result.gaps == pytest.approx((0.1,))
+
+
+def test_stalls_and_slow_verdicts(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = timed_call(monkeypatch, [(0.1, True), (0.2, True), (2.5, True), (2.6, True)], end=40.0,
+                        stall_threshold_seconds=1.0, slow_request_threshold_seconds=30.0,
+                        slow_token_rate_threshold=5.0)
+    assert [(index, round(gap, 6), round(at, 6)) for index, gap, at in result.stalls] == [(2, 2.3, 2.5)]
+    assert result.itl_max == pytest.approx(2.3)
+    assert result.slow == ("duration", "token_rate")  # 3 gaps over 2.5 s: 1.2 tokens/s
+
+
+RESULT = CallResult(
+    operation="chat", model="m", provider="openai", stream=True, server=("h", 1), outcome="completed",
+    duration=2.0, ttft=0.5, server_ttft=0.4, rate=10.0, gaps=(0.1, 0.2), itl_p50=0.1, itl_p99=0.2, itl_max=0.3,
+    offsets=(500_000, 600_000), offsets_truncated=True, chunks=5, content_chunks=3, waiting_chunks=1,
+    reader_bound=False, reader_seconds=0.01, input_tokens=7, output_tokens=3, usage_source="api",
+    response_model="m-1", response_id="r", finish_reasons=("stop",), error_type=None,
+    time_to_request_sent=0.1, time_to_response_headers=0.3, connection_reused=True, stalls=(), slow=(),
+    output_text=None)
+
+
+def test_span_attributes_name_every_measured_field() -> None:
+    assert span_attributes(RESULT) == {
+        "llm.stream.outcome": "completed", "llm.stream.chunks": 5, "gen_ai.response.model": "m-1",
+        "gen_ai.response.id": "r", "gen_ai.response.finish_reasons": ("stop",), "gen_ai.usage.input_tokens": 7,
+        "gen_ai.usage.output_tokens": 3, "llm.usage.source": "api", "llm.time_to_first_token": 0.5,
+        "gen_ai.response.time_to_first_chunk": 0.5, "llm.time_to_request_sent": 0.1,
+        "llm.server_time_to_first_token": 0.4, "llm.time_to_response_headers": 0.3, "llm.connection.reused": True,
+        "llm.token_generation_rate": 10.0, "llm.inter_token_latency.p50": 0.1, "llm.inter_token_latency.p99": 0.2,
+        "llm.inter_token_latency.max": 0.3, "llm.stream.reader_bound": False, "llm.stream.reader_seconds": 0.01,
+        "llm.stream.waiting_chunks": 1, "llm.token.offsets_truncated": True, "llm.token.offsets": (500_000, 600_000)}
+
+
+def test_span_attributes_leave_out_what_was_not_measured() -> None:
+    bare = dataclasses.replace(RESULT, stream=False, ttft=None, server_ttft=None, rate=None, gaps=(), itl_p50=None,
+                               itl_p99=None, itl_max=None, offsets=(), reader_seconds=None, output_tokens=None,
+                               usage_source=None, response_model=None, response_id=None, finish_reasons=(),
+                               time_to_request_sent=None, time_to_response_headers=None, connection_reused=None,
+                               input_tokens=None, error_type="429", output_text=None)
+    assert span_attributes(bare) == {"llm.stream.outcome": "completed", "error.type": "429"}
