@@ -1,5 +1,5 @@
 """The rules of the agent as a guest, each pinned where it is decided (``guest.py``,
-``lifecycle.py``, ``instrumentors/exchange.py``); ``tests/process`` proves them on whole
+``lifecycle.py``, ``instrumentors/exchange.py``, ``instrumentors/body.py``); ``tests/process`` proves them on whole
 applications. Finalizers here run inside real collections (``gc.collect()`` of real cycles)."""
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ from ..adapters.endpoints import HTTP_CLIENTS, endpoint_for
 from ..adapters.sse import decode_json
 from ..guard import report_internal_error
 from ..imports import when_imported
-from .exchange import MAX_JSON_BODY, Exchange, observe_response, unwatch_request, watch_request
+from .body import MAX_JSON_BODY
+from .exchange import Exchange, observe_response, unwatch_request, watch_request
 
 
 def _request_body(request: Any) -> dict[str, Any]:
