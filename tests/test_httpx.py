@@ -233,6 +233,22 @@ def test_raw_sse_call_is_measured_and_the_user_reads_identical_bytes(
 
 
 @pytest.mark.parametrize("library", LIBRARIES)
+def test_every_event_is_a_chunk_whether_read_from_its_bytes_or_parsed(instrumented: Any, mock_llm: Any,
+                                                                      library: str) -> None:
+    """Tokens a few ms apart come one read each: after the first, most are plain deltas that the
+    byte path recognises without parsing them. Each is still a chunk, as the parsed ones are."""
+    httpx = importlib.import_module(library)
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}, "mock_tokens": 12,
+            "mock_ttft": 0.01, "mock_itl": 0.005}  # (usage asked for: no text is kept, reads may be plain)
+    with httpx.Client() as client, client.stream("POST", mock_llm.base_url + "/chat/completions",
+                                                 json=body) as response:
+        lines = list(response.iter_lines())
+    events = [line for line in lines if line.startswith("data:") and "[DONE]" not in line]
+    attrs = instrumented.llm_span().attributes
+    assert attrs["llm.stream.chunks"] == len(events) > 12 and len(attrs["llm.token.offsets"]) == 12
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
 def test_raw_call_equals_what_the_openai_layer_measures(harness_factory: Any, mock_llm: Any, library: str) -> None:
     """The same stream measured by the two layers: same facts, from the same engine."""
     httpx = importlib.import_module(library)

@@ -190,8 +190,10 @@ class Call:
         handler.end_headers()
 
     def event(self, payload: Any, name: str | None = None) -> None:
-        """One SSE event: ``payload`` as JSON, or as it is when it is a string (``[DONE]``)."""
-        self.wire.event((payload if isinstance(payload, str) else json.dumps(payload)).encode(), name)
+        """One SSE event: ``payload`` as compact JSON (as OpenAI writes it), or as it is when it is a
+        string (``[DONE]``)."""
+        text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+        self.wire.event(text.encode(), name)
 
     def end(self) -> None:
         self.wire.end()
