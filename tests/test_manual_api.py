@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +224,121 @@ def test_an_openai_call_inside_monitor_llm_call_is_counted_once(as_manual: Any, 
     assert as_manual.value("llm_request_duration_seconds_count", model="mock-gpt", operation="chat",
                            outcome="completed") == 1  # but one call in the metrics
     assert as_manual.value("llm_total_tokens_total", model="mock-gpt", operation="chat", type="output") == 10
+
+
+# -- the manual API keeps the generator protocol -----------------------------------------------------
+
+def sync_script(gen: Any) -> list[Any]:
+    """Drive a generator through next, send, throw (twice) and close; what each step gave."""
+    seen: list[Any] = []
+    steps: list[tuple[str, Any]] = [("next", None), ("send", 5), ("throw", KeyError("a")), ("throw", KeyError("b")),
+                                    ("send", 7), ("throw", ValueError("done")), ("next", None)]
+    for name, argument in steps:
+        try:
+            if name == "next":
+                seen.append(("value", next(gen)))
+            elif name == "send":
+                seen.append(("value", gen.send(argument)))
+            else:
+                seen.append(("value", gen.throw(argument)))
+        except StopIteration as stop:
+            seen.append(("stop", stop.value))
+        except BaseException as exc:
+            seen.append(("raise", type(exc).__name__, str(exc)))
+    return seen
+
+
+def echo() -> Iterator[Any]:
+    received = None
+    while True:
+        try:
+            received = yield ("got", received)
+        except KeyError as exc:
+            received = f"caught {exc}"
+        except ValueError:
+            return "handled"
+
+
+def test_decorated_generator_behaves_as_undecorated_one(as_manual: Any) -> None:
+    bare = sync_script(echo())
+    decorated = monitoring_manager.monitor_llm_call("gpt-g")(echo)
+    endpoint = monitoring_manager.monitor_endpoint("ep")(echo)
+    assert sync_script(decorated()) == bare
+    assert sync_script(endpoint()) == bare
+    assert ("stop", "handled") in bare and bare.count(("value", ("got", "caught 'a'"))) == 1
+    closing = decorated()
+    next(closing)
+    closing.close()
+    assert [s.attributes["llm.stream.outcome"] for s in as_manual.llm_spans()] == ["completed", "closed_early"]
+
+
+async def aecho() -> Any:
+    received = None
+    while True:
+        try:
+            received = yield ("got", received)
+        except KeyError as exc:
+            received = f"caught {exc}"
+        except ValueError:
+            return
+
+
+async def async_script(agen: Any) -> list[Any]:
+    seen: list[Any] = []
+    steps: list[tuple[str, Any]] = [("next", None), ("send", 5), ("throw", KeyError("a")), ("throw", KeyError("b")),
+                                    ("send", 7), ("throw", ValueError("done")), ("next", None)]
+    for name, argument in steps:
+        try:
+            if name == "next":
+                seen.append(("value", await agen.__anext__()))
+            elif name == "send":
+                seen.append(("value", await agen.asend(argument)))
+            else:
+                seen.append(("value", await agen.athrow(argument)))
+        except StopAsyncIteration:
+            seen.append(("stop",))
+        except BaseException as exc:
+            seen.append(("raise", type(exc).__name__, str(exc)))
+    return seen
+
+
+def test_decorated_async_generator_behaves_as_undecorated_one(as_manual: Any) -> None:
+    bare = asyncio.run(async_script(aecho()))
+    decorated = monitoring_manager.monitor_llm_call("gpt-g")(aecho)
+    assert asyncio.run(async_script(decorated())) == bare
+    assert ("stop",) in bare
+
+    async def close_early() -> None:
+        agen = decorated()
+        await agen.__anext__()
+        await agen.aclose()
+
+    asyncio.run(close_early())
+    assert [s.attributes["llm.stream.outcome"] for s in as_manual.llm_spans()] == ["completed", "closed_early"]
+
+
+def test_stream_flag_of_each_manual_door(as_manual: Any) -> None:
+    with monitoring_manager.trace_llm_request("chat", "m-request") as handle:
+        handle.record_token()
+
+    @monitoring_manager.monitor_llm_call("m-call")
+    def call() -> str:
+        return "x"
+
+    @monitoring_manager.monitor_llm_call("m-gen")
+    def gen() -> Iterator[str]:
+        yield "x"
+
+    call()
+    list(gen())
+    flags = {s.attributes["gen_ai.request.model"]: s.attributes["llm.stream"] for s in as_manual.llm_spans()}
+    assert flags == {"m-request": True, "m-call": False, "m-gen": True}
+
+
+def test_monitor_llm_call_injects_nothing_into_kwargs(as_manual: Any) -> None:
+    @monitoring_manager.monitor_llm_call("m")
+    def takes_anything(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        return args, kwargs
+
+    assert takes_anything() == ((), {})
+    assert takes_anything(1, key="v") == ((1,), {"key": "v"})

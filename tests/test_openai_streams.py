@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 
-from conftest import wait_for_llm_span
+from conftest import make_harness, wait_for_llm_span
 from nexent_autoinstrument.instrumentors.otel import OpenAIInstrumentor
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -432,3 +433,61 @@ def test_a_bug_in_the_agent_never_reaches_the_user(instrument: Any, mock_llm: An
     assert len(chunks) == 12
     assert guard.internal_errors["stream.read_item"] == before + 12
     assert outcome(harness) == "completed"
+
+
+# -- injection and the Responses API's own failure, on a harness of their own --------------------
+
+def test_response_failed_is_an_error_counted_once() -> None:
+    body = b"".join(b"event: %s\ndata: %s\n\n" % (kind.encode(), json.dumps(data).encode()) for kind, data in [
+        ("response.created", {"type": "response.created", "sequence_number": 0, "response": {
+            "id": "resp_1", "object": "response", "created_at": 1, "model": "m", "status": "in_progress",
+            "output": [], "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}}),
+        ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 1,
+                                        "item_id": "msg", "output_index": 0, "content_index": 0,
+                                        "delta": "partial", "logprobs": []}),
+        ("response.failed", {"type": "response.failed", "sequence_number": 2, "response": {
+            "id": "resp_1", "object": "response", "created_at": 1, "model": "m", "status": "failed",
+            "error": {"code": "server_error", "message": "boom"}, "output": [], "parallel_tool_calls": True,
+            "tool_choice": "auto", "tools": [],
+            "usage": {"input_tokens": 3, "output_tokens": 1, "total_tokens": 4,
+                      "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens_details": {"reasoning_tokens": 0}}}})])
+    library = __import__("httpx2" if int(openai.__version__.split(".")[0]) >= 3 else "httpx")
+    transport = library.MockTransport(lambda request: library.Response(
+        200, headers={"content-type": "text/event-stream"}, content=body))
+    harness = make_harness()
+    OpenAIInstrumentor().instrument(telemetry=harness.telemetry)
+    try:
+        client = openai.OpenAI(base_url="http://llm.test/v1", api_key="sk-test", max_retries=0,
+                               http_client=library.Client(transport=transport))
+        events = [event.type for event in client.responses.create(model="m", input="hi", stream=True)]
+    finally:
+        OpenAIInstrumentor().uninstrument()
+    assert events == ["response.created", "response.output_text.delta", "response.failed"]
+    span = harness.llm_span()
+    assert span.attributes["llm.stream.outcome"] == "error"
+    assert span.attributes["error.type"] == "response.failed"
+    assert span.attributes["gen_ai.usage.output_tokens"] == 1
+    assert harness.value("llm_error_count_total", model="m", operation="generate_content",
+                         error_type="response.failed") == 1
+
+
+def test_user_stream_options_keep_their_usage_chunk_under_injection(mock_llm: Any) -> None:
+    harness = make_harness(inject_stream_usage=True)
+    OpenAIInstrumentor().instrument(telemetry=harness.telemetry)
+    try:
+        for where in ("body", "extra_body"):
+            harness.exporter.clear()
+            options: dict[str, Any] = {"stream_options": {"include_usage": True}}
+            client = openai.OpenAI(base_url=mock_llm.base_url, api_key="sk-test", max_retries=0)
+            if where == "body":
+                stream = client.chat.completions.create(model="mock-gpt", messages=MESSAGES, stream=True,
+                                                        extra_body={"mock_tokens": 10}, **options)
+            else:  # (one stream per round: a second one, dropped unread, would end as a second span)
+                stream = client.chat.completions.create(model="mock-gpt", messages=MESSAGES, stream=True,
+                                                        extra_body={"mock_tokens": 10, **options})
+            chunks = list(stream)
+            assert len(chunks) == 13 and not chunks[-1].choices and chunks[-1].usage.completion_tokens == 10
+            assert harness.llm_span().attributes["llm.usage.source"] == "api"
+    finally:
+        OpenAIInstrumentor().uninstrument()

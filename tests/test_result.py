@@ -105,3 +105,72 @@ def test_span_attributes_leave_out_what_was_not_measured() -> None:
                                time_to_request_sent=None, time_to_response_headers=None, connection_reused=None,
                                input_tokens=None, error_type="429", output_text=None)
     assert span_attributes(bare) == {"llm.stream.outcome": "completed", "error.type": "429"}
+
+
+# -- edge values: caps, nearest ranks, stalls ---------------------------------------------------------
+
+def clocked_call(monkeypatch: pytest.MonkeyPatch, times: list[float], **settings: Any) -> CallResult:
+    """A streamed call whose clock reads ``times``: its start, one content chunk per reading in
+    between (nobody times the reads), and its end."""
+    ticks = iter(times)
+    monkeypatch.setattr(tracker_module, "clock", lambda: next(ticks))
+    call = lifecycle.begin(make_harness(**settings).telemetry, "chat", "m", stream=True)
+    for _ in range(len(times) - 2):
+        call.content()
+    result = call.finish()
+    assert result is not None
+    return result
+
+
+def test_itl_p99_and_max_count_gaps_past_the_offsets_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    times = [0.0]  # start
+    for gap in [0.1, 0.01, 0.01, 0.01, 0.5, 0.02, 0.9]:  # the two long gaps come after the 4th offset
+        times.append(times[-1] + gap)
+    result = clocked_call(monkeypatch, [*times, times[-1] + 0.1], token_timestamps_max=4)
+    assert len(result.offsets) == 4 and result.offsets_truncated is True
+    assert (result.itl_p50, result.itl_p99) == pytest.approx((0.01, 0.01))  # over the capped offsets
+    assert result.itl_max == pytest.approx(0.9)  # over all gaps
+
+
+@pytest.mark.parametrize(("chunks", "truncated"), [(3, False), (4, False), (5, True)])
+def test_offsets_truncated_flag(monkeypatch: pytest.MonkeyPatch, chunks: int, truncated: bool) -> None:
+    result = clocked_call(monkeypatch, [float(t) for t in range(chunks + 2)], token_timestamps_max=4)
+    assert result.offsets_truncated is truncated and len(result.offsets) == min(chunks, 4)
+
+
+def test_itl_p99_of_many_gaps_is_the_nearest_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    times = [0.0, 1.0]
+    for gap in [0.01] * 98 + [0.2, 0.3]:  # 100 gaps: p50 0.01, p99 the 99th (0.2), max 0.3
+        times.append(times[-1] + gap)
+    result = clocked_call(monkeypatch, [*times, times[-1]])
+    assert (result.itl_p50, result.itl_p99, result.itl_max) == pytest.approx((0.01, 0.2, 0.3))
+
+
+def test_stall_events_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    times = [2.0 * index for index in range(42)]  # 40 stalls of 2 s
+    result = clocked_call(monkeypatch, [*times, times[-1]], stall_threshold_seconds=1.0)
+    assert len(result.stalls) == 32 and result.stalls[0][1] == 2.0
+
+
+def test_a_stall_after_a_bundled_chunk_is_still_a_stall(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunk 1 came bundled with chunk 0 (it was waiting when read, at 0.2 s), then the server
+    stalled until 2.2 s: the gap is at least 2.0 s, and that is a stall (seen on a busy CI runner)."""
+    result = timed_call(monkeypatch, [(0.1, True), (0.2, False), (2.2, True), (2.3, True)], end=2.3,
+                        stall_threshold_seconds=1.0)
+    [(index, gap, _)] = result.stalls
+    assert index == 2 and gap == pytest.approx(2.0)
+    assert result.itl_max == pytest.approx(2.0) and result.itl_p50 == pytest.approx(0.1)  # the one measured gap
+
+
+def test_stalls_become_span_events_at_their_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    harness = make_harness(stall_threshold_seconds=1.0)
+    ticks = iter([0.0, 0.1, 2.1, 2.2])
+    monkeypatch.setattr(tracker_module, "clock", lambda: next(ticks))
+    call = lifecycle.begin(harness.telemetry, "chat", "m", stream=True)
+    call.content()
+    call.content()
+    lifecycle.end(call)
+    span = harness.llm_span()
+    [stall] = [event for event in span.events if event.name == "llm.stream.stall"]
+    assert stall.attributes["llm.stall.chunk_index"] == 1 and stall.attributes["llm.stall.gap_seconds"] == 2.0
+    assert stall.timestamp == span.start_time + 2_100_000_000
