@@ -26,6 +26,7 @@ from google import genai
 from google.genai import types as genai_types
 
 from conftest import Harness, wait_for_llm_span
+from nexent_autoinstrument.adapters.endpoints import PROTOCOLS
 from nexent_autoinstrument.instrumentors.otel import (
     AnthropicInstrumentor,
     HTTPX2Instrumentor,
@@ -71,6 +72,15 @@ RAW: dict[str, tuple[str, Sample]] = {
     (name if len(samples) == 1 else f"{name}-{operation}"): (operation, sample)
     for name, module in MODULES.items() if (samples := getattr(module, "SAMPLES", None))
     for operation, sample in samples.items()}
+
+
+def test_the_mock_serves_every_route_of_the_registry_with_a_sample() -> None:
+    """What the raw tests above cover is every route of every protocol (openai's: test_httpx)."""
+    for protocol in PROTOCOLS:
+        module = MODULES[protocol.name]
+        assert {route.operation for route in protocol.routes} <= set(module.HANDLERS)
+        if protocol.name != "openai":
+            assert set(module.SAMPLES) == {route.operation for route in protocol.routes}
 
 
 def raw_request(mock_llm: Any, protocol: str, stream: bool, **mock: Any) -> tuple[str, dict[str, Any]]:
