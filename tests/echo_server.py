@@ -1,8 +1,9 @@
 """A fake LLM server that echoes everything it was sent: for the leak suite (``test_leaks.py``).
 
-It speaks four protocols, chosen by the path: OpenAI chat completions (also Azure's
+It speaks five protocols, chosen by the path: OpenAI chat completions (also Azure's
 ``/openai/deployments/{d}/chat/completions``), Anthropic ``/v1/messages``, Gemini
-``models/{m}:generateContent`` / ``:streamGenerateContent`` and Ollama ``/api/chat``. The first
+``models/{m}:generateContent`` / ``:streamGenerateContent``, Ollama ``/api/chat`` and Cohere
+``/v2/chat``. The first
 path segment is the mode (so that any SDK can select it through its base URL):
 
 - ``ok``: a normal answer, JSON or a stream (SSE, or NDJSON for Ollama), whose completion text
@@ -42,6 +43,8 @@ def _protocol(path: str) -> str | None:
         return "gemini"
     if path.endswith("/api/chat"):
         return "ollama"
+    if path.endswith("/v2/chat"):
+        return "cohere"
     return None
 
 
@@ -183,7 +186,12 @@ def _ollama_error(status: int, text: str, echo: dict[str, Any]) -> dict[str, Any
     return {"error": text, "x_echo": echo}
 
 
-ERRORS = {"openai": _openai_error, "anthropic": _anthropic_error, "gemini": _gemini_error, "ollama": _ollama_error}
+def _cohere_error(status: int, text: str, echo: dict[str, Any]) -> dict[str, Any]:
+    return {"id": "echo-error", "message": text, "x_echo": echo}
+
+
+ERRORS = {"openai": _openai_error, "anthropic": _anthropic_error, "gemini": _gemini_error, "ollama": _ollama_error,
+          "cohere": _cohere_error}
 
 
 def _openai_whole(completion: str, echo: dict[str, Any]) -> dict[str, Any]:
@@ -269,10 +277,39 @@ def _ollama_stream_error(text: str, echo: dict[str, Any]) -> bytes:
     return json.dumps({"error": text, "x_echo": echo}).encode() + b"\n"
 
 
-WHOLE = {"openai": _openai_whole, "anthropic": _anthropic_whole, "gemini": _gemini_whole, "ollama": _ollama_whole}
+_COHERE_USAGE = {"billed_units": {"input_tokens": 3, "output_tokens": 2},
+                 "tokens": {"input_tokens": 3, "output_tokens": 2}}
+
+
+def _cohere_whole(completion: str, echo: dict[str, Any]) -> dict[str, Any]:
+    return {"id": "echo-id", "finish_reason": "COMPLETE", "usage": _COHERE_USAGE, "x_echo": echo,
+            "message": {"role": "assistant", "content": [{"type": "text", "text": completion}]}}
+
+
+def _cohere_stream(completion: str, echo: dict[str, Any]) -> list[bytes]:
+    def event(data: dict[str, Any]) -> bytes:
+        return _sse(data, data["type"])
+
+    return [event({"type": "message-start", "id": "echo-id", "delta": {"message": {"role": "assistant"}},
+                   "x_echo": echo}),
+            event({"type": "content-start", "index": 0, "delta": {"message": {"content": {"type": "text"}}}}),
+            event({"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": completion}}},
+                   "x_echo": echo}),
+            event({"type": "content-end", "index": 0}),
+            event({"type": "message-end", "delta": {"finish_reason": "COMPLETE", "usage": _COHERE_USAGE},
+                   "x_echo": echo})]
+
+
+def _cohere_stream_error(text: str, echo: dict[str, Any]) -> bytes:
+    return _sse({"type": "message-end", "delta": {"finish_reason": "ERROR", "error": text}, "x_echo": echo},
+                "message-end")
+
+
+WHOLE = {"openai": _openai_whole, "anthropic": _anthropic_whole, "gemini": _gemini_whole, "ollama": _ollama_whole,
+         "cohere": _cohere_whole}
 STREAMS = {"openai": _openai_stream, "anthropic": _anthropic_stream, "gemini": _gemini_stream,
-           "ollama": _ollama_stream}
+           "ollama": _ollama_stream, "cohere": _cohere_stream}
 #: How many events of a stream come before the error event of ``streamerr`` (the content, not the end).
-BEFORE_ERROR = {"openai": 2, "anthropic": 3, "gemini": 1, "ollama": 1}
+BEFORE_ERROR = {"openai": 2, "anthropic": 3, "gemini": 1, "ollama": 1, "cohere": 3}
 STREAM_ERRORS = {"openai": _openai_stream_error, "anthropic": _anthropic_stream_error,
-                 "gemini": _gemini_stream_error, "ollama": _ollama_stream_error}
+                 "gemini": _gemini_stream_error, "ollama": _ollama_stream_error, "cohere": _cohere_stream_error}

@@ -43,8 +43,8 @@ TOKEN = secrets.token_hex(4)
 #: One secret per place planted (what the app sends it as, in the app below).
 SECRET_PLACES = (
     "openai Authorization", "openai ?key=", "azure api-key", "anthropic x-api-key", "anthropic Authorization",
-    "gemini x-goog-api-key",
-    "ollama Authorization", "raw gemini ?key=", "httpx userinfo user", "httpx userinfo password",
+    "gemini x-goog-api-key", "ollama Authorization", "cohere Authorization",
+    "raw gemini ?key=", "httpx userinfo user", "httpx userinfo password",
     "httpx2 userinfo user", "httpx2 userinfo password", "httpx2 ?api_key=",
 )
 SECRETS = {place: f"sk-LEAK{index:02d}-{TOKEN}" for index, place in enumerate(SECRET_PLACES)}
@@ -54,23 +54,23 @@ BASIC_AUTH = {f"{library} userinfo as Basic auth": base64.b64encode(
     for library in ("httpx", "httpx2")}
 #: One prompt per client of the app.
 PROMPTS = {who: f"PROMPT-LEAK-{who.replace(' ', '-')}-{TOKEN}"
-           for who in ("openai", "azure", "anthropic", "gemini", "ollama", "raw gemini", "httpx", "httpx2",
-                       "raw ollama")}
+           for who in ("openai", "azure", "anthropic", "gemini", "ollama", "cohere", "raw gemini", "httpx",
+                       "httpx2", "raw ollama")}
 #: The server's completions: this, then ``-{protocol}``.
 COMPLETION = f"COMPLETION-LEAK-{TOKEN}"
 COMPLETIONS = {f"{protocol} completion": f"{COMPLETION}-{protocol}"
-               for protocol in ("openai", "anthropic", "gemini", "ollama")}
+               for protocol in ("openai", "anthropic", "gemini", "ollama", "cohere")}
 
 #: Never anywhere.
 NEVER = {**SECRETS, **BASIC_AUTH}
 #: Only in span data, and only with content capture on.
 CONTENT = {**{f"{who} prompt": prompt for who, prompt in PROMPTS.items()}, **COMPLETIONS}
 
-#: The LLM calls the app makes: 9 clients x (5 modes x whole and stream, + one stream ending in an error).
-CLIENTS = 9
+#: The LLM calls the app makes: 10 clients x (5 modes x whole and stream, + one stream ending in an error).
+CLIENTS = 10
 CALLS = CLIENTS * (2 * (len(MODES) - 1) + 1)
 #: (the openai SDK on 127.0.0.1 is ``openai_compatible``)
-PROVIDERS = {"azure.ai.openai", "anthropic", "gcp.gemini", "ollama", "openai_compatible"}
+PROVIDERS = {"azure.ai.openai", "anthropic", "gcp.gemini", "ollama", "cohere", "openai_compatible"}
 
 APP = r'''
 import json, logging, os, sys, time, urllib.request
@@ -82,7 +82,7 @@ hostport = root.split("://", 1)[1]
 # A DEBUG handler on stderr for every logger but the app's own HTTP and SDK libraries, which log
 # their requests (URLs with their query, bodies) at DEBUG by design, with or without the agent.
 APPS_LIBRARIES = ("openai", "anthropic", "httpx", "httpx2", "httpcore", "httpcore2", "google_genai", "google",
-                  "ollama", "urllib3", "asyncio", "hpack", "h11", "h2")
+                  "ollama", "cohere", "urllib3", "asyncio", "hpack", "h11", "h2")
 
 class NotTheAppsLibraries(logging.Filter):
     def filter(self, record):
@@ -94,7 +94,7 @@ handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
 logging.root.addHandler(handler)
 logging.root.setLevel(logging.DEBUG)
 
-import anthropic, httpx, httpx2, ollama, openai
+import anthropic, cohere, httpx, httpx2, ollama, openai
 from google import genai
 from google.genai import types as genai_types
 
@@ -143,6 +143,12 @@ for mode in plan["modes"]:
         llama = ollama.Client(host=f"{root}/{mode}", headers={"Authorization": f"Bearer {S['ollama Authorization']}"})
         attempt(f"ollama {tag}", lambda: list(llama.chat(model="echo-model", messages=messages("ollama"), stream=True))
                 if stream else llama.chat(model="echo-model", messages=messages("ollama"), stream=False))
+
+        command = cohere.ClientV2(api_key=S["cohere Authorization"], base_url=f"{root}/{mode}")
+        once = {"max_retries": 0}
+        attempt(f"cohere {tag}", lambda: list(command.chat_stream(
+            model="echo-model", messages=messages("cohere"), request_options=once)) if stream else
+            command.chat(model="echo-model", messages=messages("cohere"), request_options=once))
 
         def raw_gemini_key():
             verb = "streamGenerateContent?alt=sse&" if stream else "generateContent?"
