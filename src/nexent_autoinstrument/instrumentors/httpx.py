@@ -28,7 +28,7 @@ from ..adapters.endpoints import HTTP_CLIENTS, endpoint_for
 from ..adapters.sse import decode_json
 from ..guard import report_internal_error
 from ..imports import when_imported
-from .body import MAX_JSON_BODY
+from .body import MAX_JSON_BODY, guarded
 from .exchange import Exchange, observe_response, unwatch_request, watch_request
 
 
@@ -93,13 +93,6 @@ def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return args[0] if args else kwargs["request"]
 
 
-def _guard(action: Any, *args: Any) -> None:
-    try:
-        action(*args)
-    except Exception as exc:
-        report_internal_error(f"httpx.{getattr(action, '__name__', 'exchange')}", exc)
-
-
 def _guarded_begin(library: str, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Exchange | None:
     try:
         return _begin(library, client, args, kwargs)
@@ -120,7 +113,7 @@ def _make_send(module_name: str) -> tuple[Any, Any]:
             try:
                 response = wrapped(*args, **{**kwargs, "stream": True})
             except BaseException as exc:
-                _guard(exchange.failed, exc)
+                guarded(exchange.failed, exc)
                 raise
             finally:
                 unwatch_request(request, body)
@@ -144,7 +137,7 @@ def _make_send(module_name: str) -> tuple[Any, Any]:
             try:
                 response = await wrapped(*args, **{**kwargs, "stream": True})
             except BaseException as exc:
-                _guard(exchange.failed, exc)
+                guarded(exchange.failed, exc)
                 raise
             finally:
                 unwatch_request(request, body)
