@@ -193,14 +193,12 @@ def caller_bytes(exchange: Exchange, chunk: bytes) -> bytes:
     if strip is None:
         return chunk
     if exchange.tracker is not None and exchange.tracker.progress.items_claimed:
-        held, exchange.strip = strip.flush(), None
-        return held + chunk
+        return exchange.stop_filtering() + chunk
     try:
         return strip.feed(chunk)
     except Exception as exc:
         report_internal_error("httpx.strip", exc)
-        held, exchange.strip = strip.flush(), None
-        return held + chunk
+        return exchange.stop_filtering() + chunk
 
 
 # -- the timed reads -----------------------------------------------------------------------------

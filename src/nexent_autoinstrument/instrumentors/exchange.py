@@ -170,6 +170,11 @@ class Exchange:
                 return  # the SDK raises, or reads and parses the whole body itself
         self.body, self.strip = reader_for(self.call, headers)
 
+    def stop_filtering(self) -> bytes:
+        """The caller's bytes pass unchanged from now on; what the filter held back, to go first."""
+        strip, self.strip = self.strip, None
+        return strip.flush() if strip is not None else b""
+
     def on_complete(self) -> None:
         """The whole body has been read."""
         self.body_complete = True
