@@ -130,7 +130,6 @@ class CallTracker:
         "provider",
         "response_id",
         "response_model",
-        "result",
         "server",
         "span",
         "started",
@@ -206,8 +205,6 @@ class CallTracker:
         self.response_id: str | None = None
         self._finish_reasons: dict[int, str] = {}
         self.error_type: str | None = None
-        #: What the call measured, once it ended (``finish``).
-        self.result: CallResult | None = None
         #: Attributes reported during the call (response headers, retries), set with the end's.
         self._annotations: dict[str, Any] | None = None
         #: Popped by the one ``finish`` that runs; ``list.pop`` is atomic, so two threads racing
@@ -373,16 +370,16 @@ class CallTracker:
     # -- the end ------------------------------------------------------------------------------
 
     def finish(self, outcome: str = names.COMPLETED, at: float | None = None) -> CallResult | None:
-        """End the call exactly once: measure it into a frozen ``CallResult`` (kept as
-        ``result``), which ``report.emit`` turns into the span and the metrics. ``at``: when it
-        ended, if that was earlier than now. Returns None if it had already ended."""
+        """End the call exactly once: measure it into a frozen ``CallResult``, which
+        ``report.emit`` turns into the span and the metrics, and return it. ``at``: when it ended,
+        if that was earlier than now. Returns None if it had already ended."""
         try:
             self._finish_token.pop()
         except IndexError:
             return None
         result = None
         try:
-            result = self.result = self._measure(outcome, at)
+            result = self._measure(outcome, at)
             delegated = self.progress is not None and self.progress.delegated
             report.emit(result, self.span, self._writer, self._start_ns, at is not None, self._annotations,
                         None if delegated else self._telemetry.metrics, self._telemetry.settings)
