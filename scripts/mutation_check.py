@@ -210,6 +210,8 @@ MUTATIONS: tuple[Mutation, ...] = (
              ("tests/test_httpx.py", "tests/test_measurement_truth.py", "tests/test_providers.py")),
     Mutation("an NDJSON body's last line without its line end is lost", PKG + "instrumentors/body.py",
              '            self.feed(b"\\n")', "            pass", ("tests/test_providers.py", "tests/test_fuzz.py")),
+    Mutation("a streamed body whose type says nothing is read as JSON", PKG + "instrumentors/body.py",
+             "        framing = endpoint.protocol.framing", '        framing = "json"', ("tests/test_httpx.py",)),
     Mutation("a compressed body is not measured", PKG + "instrumentors/body.py",
              "        inflate = zlib.decompressobj(_WBITS[encoding]).decompress",
              "        return None, None", ("tests/conformance", "-k", "dialect_ollama_gzip or dialect_openai_gzip_httpx")),

@@ -248,6 +248,30 @@ def test_every_event_is_a_chunk_whether_read_from_its_bytes_or_parsed(instrument
     assert attrs["llm.stream.chunks"] == len(events) > 12 and len(attrs["llm.token.offsets"]) == 12
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream"])
+def test_a_stream_whose_type_says_nothing_is_read_in_its_protocols_framing(instrumented: Any,
+                                                                           content_type: str) -> None:
+    """A proxy that labels an SSE stream text/plain: the OpenAI protocol's framing (SSE) decides."""
+    import httpx
+
+    from scripted_server import Reply, ScriptedServer
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return b"data: " + json.dumps({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}).encode()
+
+    events = [chunk({"role": "assistant", "content": ""}), *(chunk({"content": f"w{i} "}) for i in range(3)),
+              chunk({}, "stop"), b"data: [DONE]"]
+    with ScriptedServer.running() as server:
+        server.reply = Reply(200, content_type, [event + b"\n\n" for event in events], False)
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
+        body = httpx.post(url, json={"model": "m", "stream": True, "messages": []}).content
+    attrs = instrumented.llm_span().attributes
+    assert body == b"".join(event + b"\n\n" for event in events)
+    assert attrs["llm.stream.outcome"] == "completed" and len(attrs["llm.token.offsets"]) == 3
+    assert attrs["gen_ai.response.finish_reasons"] == ("stop",) and attrs["llm.stream.chunks"] == 5
+
+
 @pytest.mark.parametrize("library", LIBRARIES)
 def test_raw_call_equals_what_the_openai_layer_measures(harness_factory: Any, mock_llm: Any, library: str) -> None:
     """The same stream measured by the two layers: same facts, from the same engine."""

@@ -60,7 +60,8 @@ class Protocol:
     routes: tuple[Route, ...]
     #: ``gen_ai.provider.name`` from the server's host (and whether an SDK client is Azure's).
     provider: Callable[[str | None, bool], str]
-    #: How a streamed answer is framed: "sse" or "ndjson".
+    #: How a streamed answer is framed, "sse" or "ndjson": what its body is read as when its
+    #: content type does not say (``instrumentors.body.reader_for``).
     framing: str
     #: Whether a request streams when its body does not say.
     stream_default: bool

@@ -164,8 +164,9 @@ CallerFilter = EventFilter | Recompressed
 
 
 def reader_for(call: Call, headers: dict[str, str]) -> tuple[BodyReader | None, CallerFilter | None]:
-    """The reader of an LLM call's response body, by its content type (and its encoding: none for
-    one the agent does not decode), and the filter of what the caller reads (None: unchanged)."""
+    """The reader of an LLM call's response body, by its content type, else for a streamed call by
+    its protocol's framing (and its encoding: none for one the agent does not decode), and the
+    filter of what the caller reads (None: unchanged)."""
     encoding = headers.get("content-encoding", "identity").strip().lower()
     inflate = None
     if encoding not in ("identity", ""):
@@ -175,13 +176,21 @@ def reader_for(call: Call, headers: dict[str, str]) -> tuple[BodyReader | None, 
     endpoint, tracker = call.endpoint, call.tracker
     content_type = headers.get("content-type", "")
     if "text/event-stream" in content_type:
+        framing = "sse"
+    elif "ndjson" in content_type:  # one JSON document per line (Ollama)
+        framing = "ndjson"
+    elif "json" in content_type or not tracker.stream:
+        framing = "json"
+    else:  # (a streamed answer whose type says nothing, text/plain from a proxy: the protocol's)
+        framing = endpoint.protocol.framing
+    if framing == "sse":
         strip: CallerFilter | None = None
         if endpoint.usage_only_event is not None and call.drop_usage_only:
             drop = EventFilter(endpoint.usage_only_event)
             strip = drop if inflate is None else Recompressed(drop, encoding)
         plain = PlainReads(endpoint.plain_key) if endpoint.plain_key else None
         return EventBody(tracker, endpoint, SSEDecoder(), plain, inflate), strip
-    if "ndjson" in content_type:  # one JSON document per line (Ollama)
+    if framing == "ndjson":
         return EventBody(tracker, endpoint, NDJSONDecoder(), None, inflate), None
     return JSONBody(tracker, endpoint, inflate), None
 
