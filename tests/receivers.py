@@ -156,11 +156,13 @@ class JaegerThriftReceiver:
         from thrift.protocol import TBinaryProtocol
         from thrift.transport import TTransport
 
-        self.batches: list[Any] = []
+        self.batches: list[Any] = []  # (content type, decoded batch)
+        self.raw: list[bytes] = []  # each batch's body, as it came
 
         def receive(path: str, headers: Any, body: bytes) -> tuple[int, str, bytes]:
             batch = ttypes.Batch()
             batch.read(TBinaryProtocol.TBinaryProtocol(TTransport.TMemoryBuffer(body)))
+            self.raw.append(body)
             self.batches.append((headers.get("Content-Type"), batch))
             return 202, "text/plain", b""
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ import pytest
 from conftest import clean_env, run_python
 from echo_server import MODES, EchoLLMServer
 from nexent_autoinstrument.tools.net import free_port
-from receivers import OTLPHTTPReceiver, attributes, serve_posts
+from receivers import JaegerThriftReceiver, OTLPHTTPReceiver, attributes
 
 TOKEN = secrets.token_hex(4)
 #: One secret per place planted (what the app sends it as, in the app below).
@@ -194,37 +193,6 @@ class RawOTLPReceiver(OTLPHTTPReceiver):
         return super()._receive(path, headers, body)
 
 
-class RawJaegerReceiver:
-    """Jaeger Thrift batches over HTTP, kept raw and decoded with the exporter's own classes."""
-
-    def __init__(self) -> None:
-        from nexent_autoinstrument.jaeger_thrift import _restore_environment_constants
-
-        _restore_environment_constants()
-        from opentelemetry.exporter.jaeger.thrift.gen.jaeger import ttypes
-        from thrift.protocol import TBinaryProtocol
-        from thrift.transport import TTransport
-
-        self.raw: list[bytes] = []
-        self.batches: list[Any] = []
-        self.lock = threading.Lock()
-
-        def receive(path: str, headers: Any, body: bytes) -> tuple[int, str, bytes]:
-            batch = ttypes.Batch()
-            batch.read(TBinaryProtocol.TBinaryProtocol(TTransport.TMemoryBuffer(body)))
-            with self.lock:
-                self.raw.append(body)
-                self.batches.append(batch)
-            return 202, "text/plain", b""
-
-        self.server = serve_posts(receive)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}/api/traces"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(scope="module")
 def echo_server() -> Iterator[EchoLLMServer]:
     server = EchoLLMServer(COMPLETION)
@@ -260,9 +228,9 @@ def llm_span_attributes_console(stdout: str) -> list[dict[str, Any]]:
     return [s["attributes"] for s in spans if "gen_ai.operation.name" in s["attributes"]]
 
 
-def llm_span_attributes_jaeger(receiver: RawJaegerReceiver) -> list[dict[str, Any]]:
+def llm_span_attributes_jaeger(receiver: JaegerThriftReceiver) -> list[dict[str, Any]]:
     found = []
-    for batch in receiver.batches:
+    for _, batch in receiver.batches:
         for span in batch.spans:
             tags = {tag.key: next((v for v in (tag.vStr, tag.vLong, tag.vDouble, tag.vBool) if v is not None), None)
                     for tag in span.tags or ()}
@@ -275,7 +243,7 @@ def llm_span_attributes_jaeger(receiver: RawJaegerReceiver) -> list[dict[str, An
 def test_no_secret_leaves_the_process(capture: bool, echo_server: EchoLLMServer, tmp_path: Path) -> None:
     """One run exports through every exporter at once (OTLP traces and metrics, console traces and
     metrics, Jaeger Thrift, /metrics, logs)."""
-    otlp, jaeger = RawOTLPReceiver(), RawJaegerReceiver()
+    otlp, jaeger = RawOTLPReceiver(), JaegerThriftReceiver()
     try:
         report_path = tmp_path / "report.json"
         plan = {"secrets": SECRETS, "prompts": PROMPTS, "root": echo_server.root, "modes": list(MODES),
