@@ -18,6 +18,7 @@ import pytest
 
 from conftest import clean_env, make_harness, run_python, wait_for_llm_span
 from nexent_autoinstrument import lifecycle
+from nexent_autoinstrument.conventions import decode_offsets
 from nexent_autoinstrument.tracker import CallTracker
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -51,7 +52,7 @@ def test_break_without_close_ends_promptly_as_closed_early_at_the_break(agent: A
     assert time.monotonic() - broke_clock < 1.5
     assert span.attributes["llm.stream.outcome"] == "closed_early"
     assert span.end_time <= broke_at + 20_000_000  # ended at the time of the break, not when noticed
-    assert len(span.attributes["llm.token.offsets"]) == 3  # role chunk, then 3 content chunks
+    assert len(decode_offsets(span.attributes["llm.token.offsets"])) == 3  # role chunk, then 3 content chunks
     assert duration_count(agent, "closed_early") == 1
     del stream
 
@@ -75,7 +76,7 @@ def test_resuming_soon_after_a_break_completes_the_same_call(agent: Any, mock_ll
     assert len(first) + len(rest) == 22  # role + 20 content + finish
     span = wait_for_llm_span(agent)
     assert span.attributes["llm.stream.outcome"] == "completed"
-    assert len(span.attributes["llm.token.offsets"]) == 20
+    assert len(decode_offsets(span.attributes["llm.token.offsets"])) == 20
     # It ended at the end of the stream, after the 0.3 s pause, not at the break (no tighter bound:
     # on a busy machine the caller's list() may return some milliseconds after the end).
     assert broke + 300_000_000 <= span.end_time <= read_all
@@ -186,7 +187,7 @@ def test_calls_unfinished_at_exit_are_recorded(mode: str, expected: str, mock_ll
     assert len(spans) == 1, result.stdout[-2000:]
     attributes = spans[0]["attributes"]
     assert attributes["llm.stream.outcome"] == expected
-    assert attributes["llm.time_to_first_token"] > 0 and len(attributes["llm.token.offsets"]) == 5
+    assert attributes["llm.time_to_first_token"] > 0 and len(decode_offsets(attributes["llm.token.offsets"])) == 5
     assert attributes["llm.stream.chunks"] == 6  # the partial data it had
     assert f'"outcome": "{expected}"' in result.stdout  # and the metrics were flushed too
 

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import clean_env, run_python
 from nexent_autoinstrument import MONITORING_AVAILABLE, get_monitoring_manager, monitoring_manager
+from nexent_autoinstrument.conventions import decode_offsets
 
 
 def test_public_names_import_and_the_manager_records(as_manual: Any, tmp_path: Path) -> None:
@@ -53,7 +54,7 @@ def test_monitor_llm_call_on_a_generator_measures_tokens(as_manual: Any) -> None
     assert list(stream()) == ["a", "b", "c"]
     attrs = as_manual.llm_span().attributes
     assert attrs["llm.time_to_first_token"] >= 0.04
-    assert len(attrs["llm.token.offsets"]) == 3 and attrs["llm.token_generation_rate"] > 0
+    assert len(decode_offsets(attrs["llm.token.offsets"])) == 3 and attrs["llm.token_generation_rate"] > 0
 
 
 def test_monitor_llm_call_on_async_function_and_async_generator(as_manual: Any) -> None:

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from wrapt import FunctionWrapper
 
 from conftest import wait_for_llm_span
+from nexent_autoinstrument.conventions import decode_offsets
 from nexent_autoinstrument.instrumentors.otel import OpenAIInstrumentor
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -87,7 +88,7 @@ def test_chat_create_streaming_async(instrumented: Any, aclient: openai.AsyncOpe
     chunks = _run(main())
     span = check_llm_span(instrumented, "chat", "mock-gpt", stream=True, usage_source="estimated")
     assert span.attributes["llm.stream.chunks"] == len(chunks)
-    assert len(span.attributes["llm.token.offsets"]) == 10
+    assert len(decode_offsets(span.attributes["llm.token.offsets"])) == 10
 
 
 def test_chat_parse_sync_and_async(instrumented: Any, client: openai.OpenAI, aclient: openai.AsyncOpenAI) -> None:
@@ -125,7 +126,7 @@ def test_chat_stream_helper_async_closed_early(instrumented: Any, aclient: opena
     wait_for_llm_span(instrumented)  # the helper closes the HTTP response, not the SDK stream
     span = check_llm_span(instrumented, "chat", "mock-gpt", stream=True, usage_source="estimated",
                           outcome="closed_early")
-    assert 1 <= len(span.attributes["llm.token.offsets"]) < 30
+    assert 1 <= len(decode_offsets(span.attributes["llm.token.offsets"])) < 30
 
 
 def test_completions_create_sync_and_streaming_async(instrumented: Any, client: openai.OpenAI,
@@ -170,7 +171,7 @@ def test_responses_create_streaming_and_not(instrumented: Any, client: openai.Op
 
     _run(main())
     span = check_llm_span(instrumented, "generate_content", "mock-gpt", stream=True)
-    assert len(span.attributes["llm.token.offsets"]) == 10
+    assert len(decode_offsets(span.attributes["llm.token.offsets"])) == 10
     assert span.attributes["gen_ai.response.finish_reasons"] == ("completed",)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import clean_env, run_python
+from nexent_autoinstrument.conventions import decode_offsets
 from receivers import JaegerThriftReceiver, OTLPGrpcReceiver, OTLPHTTPReceiver, attributes
 
 APP = """
@@ -86,7 +87,7 @@ def test_otlp_http_export_through_both_doors(door: str, otlp: OTLPHTTPReceiver, 
     assert not [span for _, span in otlp.spans() if span.parent_span_id == llm.span_id]
     attrs = attributes(llm.attributes)
     assert attrs["llm.stream.outcome"] == "completed" and attrs["llm.time_to_first_token"] > 0
-    assert len(attrs["llm.token.offsets"]) == 10
+    assert len(decode_offsets(attrs["llm.token.offsets"])) == 10
     assert resource["service.name"] == "e2e-service"
     assert resource["service.instance.id"] and resource["host.name"] and resource["process.pid"]
     assert resource["service.version"]
@@ -264,7 +265,7 @@ def test_raw_httpx_stream_under_opentelemetry_instrument_matches_the_openai_laye
     llm = raw["chat mock-gpt"]
     assert "POST" not in raw  # (no HTTP span for a single successful attempt)
     raw_attrs = attributes(llm.attributes)
-    assert raw_attrs["llm.stream.outcome"] == "completed" and len(raw_attrs["llm.token.offsets"]) == 10
+    assert raw_attrs["llm.stream.outcome"] == "completed" and len(decode_offsets(raw_attrs["llm.token.offsets"])) == 10
     assert {"llm_request_duration_seconds", "llm_time_to_first_token_seconds"} <= otlp.metric_names()
     assert b"sk-e2e-secret" not in b"".join(r.SerializeToString() for r in otlp.traces)
 

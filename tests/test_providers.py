@@ -27,6 +27,7 @@ from google.genai import types as genai_types
 
 from conftest import Harness, wait_for_llm_span
 from nexent_autoinstrument.adapters.endpoints import PROTOCOLS
+from nexent_autoinstrument.conventions import decode_offsets
 from nexent_autoinstrument.instrumentors.otel import (
     AnthropicInstrumentor,
     HTTPX2Instrumentor,
@@ -113,12 +114,12 @@ def test_raw_stream_is_measured_as_the_server_sent_it(agent: Harness, mock_llm: 
     assert (attrs["gen_ai.provider.name"], attrs["gen_ai.operation.name"], attrs["gen_ai.request.model"]) == \
         (provider, operation, model)
     assert attrs.get("gen_ai.response.model") == sample.response_model and attrs["llm.usage.source"] == "api"
-    assert attrs["gen_ai.usage.output_tokens"] == len(sent) == len(received) == len(attrs["llm.token.offsets"]) == 12
+    offsets = [offset / 1e6 for offset in decode_offsets(attrs["llm.token.offsets"])]
+    assert attrs["gen_ai.usage.output_tokens"] == len(sent) == len(received) == len(offsets) == 12
     assert attrs["gen_ai.usage.input_tokens"] > 0 and len(attrs["gen_ai.response.finish_reasons"]) == 1
     # Each token was timed after the server sent it and before the client had its line, whatever
     # the machine's load. The call's start is unknown (after ``before``, before the server had the
     # request), so there must be one start that puts every token's offset within those bounds.
-    offsets = [offset / 1e6 for offset in attrs["llm.token.offsets"]]
     slack = 0.001  # offsets are whole microseconds; the mock stamps a token just before its write
     earliest = max([before] + [s - offset for s, offset in zip(sent, offsets, strict=True)])
     latest = min([timeline["arrived"]] + [r - offset for r, offset in zip(received, offsets, strict=True)])
@@ -159,7 +160,7 @@ def test_ollama_streams_unless_told_not_to(agent: Harness, mock_llm: Any) -> Non
         assert r.headers["content-type"] == "application/x-ndjson"
         r.read()
     attrs = agent.llm_span().attributes
-    assert attrs["llm.stream"] is True and len(attrs["llm.token.offsets"]) == 10
+    assert attrs["llm.stream"] is True and len(decode_offsets(attrs["llm.token.offsets"])) == 10
 
 
 @pytest.mark.parametrize("protocol", list(RAW))
@@ -393,7 +394,8 @@ def test_anthropic_whole_answers_helpers_and_raw_responses(agent: Harness, mock_
     assert by_stream[False]["gen_ai.response.finish_reasons"] == ("end_turn",)
     assert by_stream[False]["gen_ai.usage.output_tokens"] == 10
     thought = spans[-1].attributes  # thinking and tool-input deltas are content: 3 + 6 chunks
-    assert thought["gen_ai.response.finish_reasons"] == ("tool_use",) and len(thought["llm.token.offsets"]) == 9
+    assert thought["gen_ai.response.finish_reasons"] == ("tool_use",)
+    assert len(decode_offsets(thought["llm.token.offsets"])) == 9
 
 
 def test_anthropic_retries_are_one_call(agent: Harness, mock_llm: Any) -> None:
@@ -424,7 +426,7 @@ def test_anthropic_own_span_is_adopted_not_duplicated(agent: Harness, mock_llm: 
     for attrs in (streamed, helper_span):
         assert attrs["llm.stream.outcome"] == "completed" and attrs["llm.token_generation_rate"] > 0
         assert "gen_ai.response.time_to_first_chunk" in attrs and "anthropic.message.stop_reason" in attrs
-    assert len(streamed["llm.token.offsets"]) == 30 and streamed["gen_ai.usage.output_tokens"] == 30
+    assert len(decode_offsets(streamed["llm.token.offsets"])) == 30 and streamed["gen_ai.usage.output_tokens"] == 30
     assert whole["llm.stream.outcome"] == "completed" and whole["llm.usage.source"] == "api"
     assert failed["llm.stream.outcome"] == "error" and failed["error.type"] == "rate_limit_error"
     assert count(agent, "claude-test", "chat", "completed") == 3 and count(agent, "claude-test", "chat", "error") == 1
@@ -451,7 +453,7 @@ async def test_async_sdk_streams(agent: Harness, mock_llm: Any) -> None:
     assert sorted(s.attributes["gen_ai.provider.name"] for s in spans) == ["anthropic", "gcp.gemini", "ollama"]
     for span in spans:
         attrs = span.attributes
-        assert attrs["llm.stream.outcome"] == "completed" and len(attrs["llm.token.offsets"]) == 10
+        assert attrs["llm.stream.outcome"] == "completed" and len(decode_offsets(attrs["llm.token.offsets"])) == 10
         assert attrs["gen_ai.usage.output_tokens"] == 10
 
 

@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 
 from conftest import clean_env, post_chat, run_python, start_example
 from nexent_autoinstrument import guest, lifecycle
+from nexent_autoinstrument.conventions import decode_offsets
 from nexent_autoinstrument.instrumentors import stainless as openai_layer
 from nexent_autoinstrument.instrumentors.otel import OpenAIInstrumentor
 from nexent_autoinstrument.pipeline import SHUTDOWN_BOUND_SECONDS
@@ -258,7 +259,7 @@ def test_concurrent_streams_each_measure_their_own_timing(harness_factory: Any, 
     measured: dict[float, list[float]] = {}
     for name, (tokens, ttft) in plan.items():
         attrs = spans[name].attributes
-        assert len(attrs["llm.token.offsets"]) == tokens == attrs["gen_ai.usage.output_tokens"], name
+        assert len(decode_offsets(attrs["llm.token.offsets"])) == tokens == attrs["gen_ai.usage.output_tokens"], name
         # A stream never sees a token before its own server sent one (cross-talk would break this);
         # under 216 concurrent streams on 2 cores a chunk can wait seconds for the CPU, so no tight
         # upper bound: instead, each group's median follows its configured TTFT.

@@ -7,11 +7,14 @@ import dataclasses
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import make_harness
 from nexent_autoinstrument import lifecycle
 from nexent_autoinstrument import tracker as tracker_module
-from nexent_autoinstrument.report import CallResult, span_attributes
+from nexent_autoinstrument.conventions import decode_offsets, encode_offsets
+from nexent_autoinstrument.report import CallResult, emit, span_attributes
 from nexent_autoinstrument.timing import ReadTiming
 
 
@@ -95,7 +98,7 @@ def test_span_attributes_name_every_measured_field() -> None:
         "llm.server_time_to_first_token": 0.4, "llm.time_to_response_headers": 0.3, "llm.connection.reused": True,
         "llm.token_generation_rate": 10.0, "llm.inter_token_latency.p50": 0.1, "llm.inter_token_latency.p99": 0.2,
         "llm.inter_token_latency.max": 0.3, "llm.stream.reader_bound": False, "llm.stream.reader_seconds": 0.01,
-        "llm.stream.waiting_chunks": 1, "llm.token.offsets_truncated": True, "llm.token.offsets": (500_000, 600_000)}
+        "llm.stream.waiting_chunks": 1, "llm.token.offsets_truncated": True, "llm.token.offsets": "500000,100000"}
 
 
 def test_span_attributes_leave_out_what_was_not_measured() -> None:
@@ -174,3 +177,26 @@ def test_stalls_become_span_events_at_their_time(monkeypatch: pytest.MonkeyPatch
     [stall] = [event for event in span.events if event.name == "llm.stream.stall"]
     assert stall.attributes["llm.stall.chunk_index"] == 1 and stall.attributes["llm.stall.gap_seconds"] == 2.0
     assert stall.timestamp == span.start_time + 2_100_000_000
+
+
+@given(st.lists(st.integers(0, 10**9), max_size=60).map(sorted), st.none() | st.integers(0, 400))
+def test_offsets_encode_to_a_string_that_decodes_to_a_prefix_of_them(offsets: list[int], limit: int | None) -> None:
+    text, cut = encode_offsets(offsets, limit)
+    decoded = decode_offsets(text)
+    assert decoded == offsets[:len(decoded)] and cut == (len(decoded) < len(offsets))
+    if limit is None:
+        assert decoded == offsets
+    else:
+        assert len(text) <= limit
+
+
+def test_offsets_cut_to_an_attribute_length_limit_stay_whole_numbers() -> None:
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attribute_length=20))
+    span = provider.get_tracer("t").start_span("call")
+    offsets = tuple(range(1_000_000, 2_000_000, 31_250))
+    result = dataclasses.replace(RESULT, offsets=offsets, offsets_truncated=False)
+    emit(result, span, span, 0, False, None, None, None)  # type: ignore[arg-type]
+    assert span.attributes["llm.token.offsets"] == "1000000,31250,31250"
+    assert span.attributes["llm.token.offsets_truncated"] is True

@@ -105,6 +105,33 @@ INTERRUPTED = "interrupted"  # the process exited while the call was still being
 OUTCOMES = (COMPLETED, CLOSED_EARLY, ERROR, CANCELLED, ABANDONED, INTERRUPTED)
 
 
+def encode_offsets(offsets: tuple[int, ...] | list[int], max_length: int | None = None) -> tuple[str, bool]:
+    """``llm.token.offsets``: integer microseconds joined by commas, the first from the call's
+    start to the first content chunk, each next one the gap since the chunk before it. A person
+    reads it as "first token after N µs, then these gaps" (a stall is the large number), and it
+    exports as one string instead of an array of values, each of which OTLP encodes on its own.
+    Cut at a comma to fit ``max_length`` (an attribute length limit), never inside a number.
+    Returns the text and whether it was cut."""
+    previous = 0
+    deltas = []
+    for offset in offsets:
+        deltas.append(offset - previous)
+        previous = offset
+    text = ",".join(map(str, deltas))
+    if max_length is None or len(text) <= max_length:
+        return text, False
+    return text[:text.rfind(",", 0, max_length + 1)] if "," in text[:max_length + 1] else "", True
+
+
+def decode_offsets(text: str) -> list[int]:
+    """The offsets (microseconds from the call's start) that ``encode_offsets`` wrote."""
+    offsets, at = [], 0
+    for delta in text.split(",") if text else ():
+        at += int(delta)
+        offsets.append(at)
+    return offsets
+
+
 def outcome_of(exc: BaseException | None) -> str:
     """How a call ended, from the exception that ended it (None: it completed). An exception
     that is not an ``Exception`` stops the program's flow rather than reporting a failure:
@@ -145,6 +172,7 @@ LLM_RATE = "llm.token_generation_rate"
 LLM_ITL_P50 = "llm.inter_token_latency.p50"
 LLM_ITL_P99 = "llm.inter_token_latency.p99"
 LLM_ITL_MAX = "llm.inter_token_latency.max"
+#: Each content chunk's arrival, delta-encoded in one string (``encode_offsets``).
 LLM_OFFSETS = "llm.token.offsets"
 LLM_OFFSETS_TRUNCATED = "llm.token.offsets_truncated"
 LLM_STREAM = "llm.stream"

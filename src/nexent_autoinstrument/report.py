@@ -83,7 +83,7 @@ def emit(result: CallResult, span: Any, writer: Any, start_ns: int, ended_early:
     if span.is_recording():
         if annotations:
             writer.set_attributes(annotations)
-        attributes = span_attributes(result)
+        attributes = span_attributes(result, getattr(getattr(span, "_attributes", None), "max_value_len", None))
         if writer is span:
             set_valid_attributes(span, attributes)
         else:
@@ -115,8 +115,9 @@ def emit(result: CallResult, span: Any, writer: Any, start_ns: int, ended_early:
             settings.slow_request_threshold_seconds, settings.slow_token_rate_threshold)
 
 
-def span_attributes(result: CallResult) -> dict[str, Any]:
-    """The attributes the span gets at the end (its request attributes were set at its start)."""
+def span_attributes(result: CallResult, value_limit: int | None = None) -> dict[str, Any]:
+    """The attributes the span gets at the end (its request attributes were set at its start);
+    ``value_limit``: the span's attribute length limit, if it has one."""
     attrs: dict[str, Any] = {names.LLM_STREAM_OUTCOME: result.outcome}
     if result.stream:
         attrs[names.LLM_STREAM_CHUNKS] = result.chunks
@@ -153,21 +154,22 @@ def span_attributes(result: CallResult) -> dict[str, Any]:
         attrs[names.LLM_READER_BOUND] = result.reader_bound
         attrs[names.LLM_READER_SECONDS] = result.reader_seconds
         attrs[names.LLM_WAITING_CHUNKS] = result.waiting_chunks
-    if result.offsets:
-        attrs[names.LLM_OFFSETS_TRUNCATED] = result.offsets_truncated
     if result.error_type is not None:
         attrs[names.ERROR_TYPE] = result.error_type
     if result.output_text is not None:
         attrs[names.GEN_AI_OUTPUT] = result.output_text
     if result.offsets:
-        attrs[names.LLM_OFFSETS] = result.offsets
+        text, cut = names.encode_offsets(result.offsets, value_limit)
+        if text:
+            attrs[names.LLM_OFFSETS] = text
+        attrs[names.LLM_OFFSETS_TRUNCATED] = result.offsets_truncated or cut
     return attrs
 
 
 def set_valid_attributes(span: Any, attributes: dict[str, Any]) -> None:
     """Set attributes that are valid by construction (the agent's own values: str, bool, int,
     float, or a tuple of one of them) without the SDK checking each again, which costs about as
-    much per attribute as the rest of the call's end, and per element of the offsets. Goes
+    much per attribute as the rest of the call's end. Goes
     through the public API whenever the span's attributes are not the SDK's bounded mapping as we
     know it, or a limit (attribute count, value length) could apply."""
     bounded = getattr(span, "_attributes", None)
