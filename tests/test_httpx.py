@@ -273,6 +273,30 @@ def test_a_stream_whose_type_says_nothing_is_read_in_its_protocols_framing(instr
     assert attrs["gen_ai.response.finish_reasons"] == ("stop",) and attrs["llm.stream.chunks"] == 5
 
 
+def test_a_read_of_many_events_is_read_in_one_pass(instrumented: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everything already waiting (a buffering proxy, a fast local server): one read holds the whole
+    stream. Each event is a chunk, and the read is looked at once to learn a plain delta from, not
+    once per event (which made a read of n events cost n times its length)."""
+    import httpx
+
+    from nexent_autoinstrument.adapters.sse import PlainReads
+    from scripted_server import Reply, ScriptedServer
+
+    tries = []
+    learn = PlainReads.learn
+    monkeypatch.setattr(PlainReads, "learn", lambda self, read: tries.append(len(read)) or learn(self, read))
+    event = b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,%s}]}\n\n'
+    events = [event % b'"delta":{"content":"w "},"finish_reason":null' for _ in range(400)]
+    events.append(event % b'"delta":{},"finish_reason":"stop"')
+    with ScriptedServer.running() as server:
+        server.reply = Reply(200, "text/event-stream", [b"".join(events) + b"data: [DONE]\n\n"], False)
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
+        httpx.post(url, json={"model": "m", "stream": True, "messages": []}).raise_for_status()
+    attrs = instrumented.llm_span().attributes
+    assert attrs["llm.stream.chunks"] == 401 and attrs["gen_ai.usage.output_tokens"] == 400
+    assert len(tries) <= 1
+
+
 @pytest.mark.parametrize("library", LIBRARIES)
 def test_raw_call_equals_what_the_openai_layer_measures(harness_factory: Any, mock_llm: Any, library: str) -> None:
     """The same stream measured by the two layers: same facts, from the same engine."""

@@ -282,8 +282,8 @@ class PlainReads:
         content delta: if it is that one whole event, its bytes around the text become the template.
         Only ``\\n`` line ends and one ``data`` line (after an ``event`` line, or not): a read of
         any other shape, or in another dialect, is never learned, so never matched."""
-        if _CR in read or not read.endswith(b"\n\n"):
-            return
+        if read.find(b"\n\n") != len(read) - 2 or _CR in read:
+            return  # (more than one event: found at the first one's end, not after scanning them all)
         lines = read.count(b"\n")
         if lines == 2 and read.startswith(b"data:"):
             data_line = 0

@@ -108,6 +108,7 @@ class EventBody:
                 # A plain content delta, seen from its bytes: saves parsing its JSON.
                 if plain is not None:
                     plain.learn(chunk)
+                    plain = None  # (a read is one event or none to learn from: tried once per read)
                 tracker.content()
                 continue
             try:
