@@ -1,30 +1,35 @@
 #!/usr/bin/env python3
 """What the agent costs an application, row by row, next to OpenLLMetry and the official genai-openai.
 
-    python scripts/bench_overhead.py --all --peers            # every row, ours and both peers (~20 min)
+    python scripts/bench_overhead.py --all --peers            # every row, ours and both peers
     python scripts/bench_overhead.py --rows sync,finish       # some rows, bare vs ours only
     python scripts/bench_overhead.py --all --peers --json > bench.json   # JSON on stdout, table on stderr
 
-"ours" is the agent as an application runs it: every layer of its own table
-(its ``opentelemetry_instrumentor`` entry points: openai, anthropic, httpx, httpx2) together, recording into one
-Telemetry built from Settings (SDK tracer provider exporting to memory, Prometheus instruments).
-Our venv's processes import the agent from a snapshot of src/ taken when the run starts. The
-peers, OpenLLMetry (opentelemetry-instrumentation-openai) and the official OpenTelemetry
-instrumentation (opentelemetry-instrumentation-genai-openai), run in side venvs under
-``.bench/`` that this script makes (same openai and OpenTelemetry SDK as ours), with their
-default settings, an SDK tracer provider exporting to memory and an SDK meter provider.
+Every agent runs as its users run it. Ours is loaded at start-up by ``ENABLE_TELEMETRY=true``
+(the .pth hook), with its defaults: every layer of its own table, spans exported over OTLP/HTTP
+by its export thread, Prometheus instruments. Our venv's processes import the agent from a
+snapshot of src/ taken when the run starts. The peers, OpenLLMetry
+(opentelemetry-instrumentation-openai) and the official OpenTelemetry instrumentation
+(opentelemetry-instrumentation-genai-openai), run in side venvs under ``.bench/`` that this
+script makes (same openai and OpenTelemetry SDK as ours), with their default settings, an SDK
+tracer provider exporting over OTLP/HTTP in batches and an SDK meter provider exporting over
+OTLP/HTTP. Every agent exports to one OTLP/HTTP receiver (the tests' own, which decodes the
+protobuf) in this process, and the measured region ends once its calls' spans are exported.
 Content capture is off for every agent. Each measurement runs in a fresh interpreter
 (``bench_workloads.py``), bare and instrumented alike doing the same work apart from the agent;
-a figure counts only if the agent emitted one LLM span per call.
+a figure counts only if the receiver got one LLM span per call.
 
 Rows (``--rows``):
 
 - ``sync``, ``async``, ``raw``: instructions per chunk, steady state: the slope between one
   stream of ``--slope`` SMALL and one of LARGE chunks (both above the 1,000-offset cap), so
-  start and finish cancel out. ``raw`` reads a chat stream with httpx/httpx2 ``iter_lines``
-  directly (no SDK); only ours measures that. The in-memory streams are paced (each read waits
-  5 ms, as for a server's tokens) so that the agent times every chunk as it would on a network;
-  a run of ours that still took over 1 % of them as waiting (a busy machine) is made again.
+  start and finish cancel out, for every way the bytes arrive (``--arrivals``, see
+  ``bench_workloads.ARRIVALS``): paced (each read waits 5 ms for its one event, as from a
+  server at network speed), burst (the whole stream in one read), event (one event per read,
+  already waiting), events (four per paced read), tiny (16-byte reads) and gzip. ``raw`` reads
+  the chat stream with httpx ``iter_lines`` and ``aiter_lines`` directly (no SDK); only ours
+  measures that. No run is thrown away: a busy machine that makes a paced read find its data
+  waiting is noted under the table.
 - ``whole``: instructions per whole streamed call (sync) of 50, 200 and 1,000 chunks, start and
   finish included: the calls in the measured region, divided by their number.
 - ``finish``: end-of-call work per content chunk, up to the cap. Ours: ``lifecycle.end`` alone,
@@ -53,16 +58,17 @@ pin the same openai, httpx2 and pydantic); those of the instruction rows in each
 venv, since the counts of identical work differ by a few tenths of a percent between venvs
 (about 1,500 instructions per chunk): differences that small are not the agent's.
 
-Instructions are counted by ``valgrind --tool=callgrind --instr-atstart=no``, only between two
-client requests around the measured calls (a tiny C library this script compiles into
-``.bench/``; needs gcc and valgrind's headers), after warm-up calls (as many as are measured:
-CPython specialises code as it runs it, and the first calls of a fresh interpreter cost both
-bare and instrumented code more: after one warm-up call instead of twenty, the agent's cost per
-``create`` was 70k instructions higher), with PYTHONHASHSEED=0, address-space randomisation off
-(``setarch -R``, where there is one) and the garbage collector paused between the two
-requests: identical runs then agree within about 1,000 instructions per chunk (with the
-collector running, where its collections fell made them differ by up to 8,000). Those runs go ``--jobs`` at a time
-(instruction counts do not depend on load); the timed rows run afterwards, one thing at a time.
+Instructions are counted by ``valgrind --tool=callgrind --instr-atstart=no`` in every thread,
+only between two client requests around the measured calls and the export of their spans (a
+tiny C library this script compiles into ``.bench/``; needs gcc and valgrind's headers), after
+warm-up calls (as many as are measured: CPython specialises code as it runs it, and the first
+calls of a fresh interpreter cost both bare and instrumented code more). The garbage collector
+runs, and the hash seed and address-space layout vary from run to run, as in an application:
+where collections fall and how dictionaries probe then differ between runs, so every callgrind
+measurement is made ``--runs`` times and a cell gives the median and the spread
+(``--gc-paused`` pauses the collector in the region, a diagnostic). Those runs go ``--jobs`` at
+a time (instruction counts do not depend on load); the timed rows run afterwards, one thing at
+a time.
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ import argparse
 import concurrent.futures
 import contextlib
 import datetime
+import itertools
 import json
 import os
 import re
@@ -94,6 +101,8 @@ WORKER = HERE / "bench_workloads.py"
 #: The agent's sources as they were when the run started: other work may change src/ meanwhile.
 SNAPSHOT = BENCH / "snapshot"
 SERVER = HERE / "bench_sse_server.py"
+sys.path.insert(0, str(ROOT / "tests"))
+from receivers import OTLPHTTPReceiver, attributes  # noqa: E402  (the tests' real OTLP/HTTP receiver)
 
 OURS = "nexent-autoinstrument"
 #: agent -> pip packages of its side venv (ours runs in the interpreter running this script)
@@ -104,6 +113,9 @@ AGENTS: dict[str, list[str]] = {
 }
 COLUMNS = {"bare": "bare", OURS: "ours", "openllmetry": "OpenLLMetry", "otel-genai-openai": "genai-openai"}
 ROWS = ("sync", "async", "whole", "finish", "create", "raw", "startup", "concurrency", "memory")
+#: How a stream's bytes arrive (bench_workloads.ARRIVALS): each a row of sync, async and raw.
+ARRIVALS = ("paced", "burst", "event", "events", "tiny", "gzip")
+RAW_KINDS = {"raw": "raw httpx iter_lines", "raw_async": "raw httpx aiter_lines"}
 
 WHOLE_CALLS = {50: 10, 200: 3, 1000: 1}  # chunks per call -> calls in the measured region
 CREATE_CALLS = 20
@@ -131,15 +143,18 @@ def python_of(agent: str) -> str:
 
 def ensure_venv(agent: str, pins: dict[str, str]) -> None:
     """A peer's side venv, made on first use, with the openai, httpx2, pydantic and OpenTelemetry
-    SDK ours runs with (and opentelemetry-distro, for the start-up row)."""
+    SDK ours runs with, the OTLP/HTTP exporter and opentelemetry-distro (for the start-up row)."""
     python = python_of(agent)
-    if agent == OURS or os.path.exists(python):
+    if agent == OURS or (os.path.exists(python) and subprocess.run(
+            [python, "-c", "import opentelemetry.exporter.otlp.proto.http"], capture_output=True).returncode == 0):
         return
     log(f"making the side venv of {agent} in .bench/ ...")
     subprocess.run([sys.executable, "-m", "venv", str(BENCH / agent)], check=True)
     packages = [f"{name}=={pins[name]}" for name in ("openai", "opentelemetry-sdk", "httpx2", "pydantic")
                 if name in pins]
-    subprocess.run([python, "-m", "pip", "install", "-q", *packages, *AGENTS[agent], "opentelemetry-distro"],
+    exporter = "opentelemetry-exporter-otlp-proto-http" + (f"=={pins['opentelemetry-sdk']}"
+                                                           if "opentelemetry-sdk" in pins else "")
+    subprocess.run([python, "-m", "pip", "install", "-q", *packages, *AGENTS[agent], "opentelemetry-distro", exporter],
                    check=True)
 
 
@@ -173,11 +188,44 @@ def clean_env(agent: str, **extra: str) -> dict[str, str]:
     agent, a fixed hash seed, bytecode cached under .bench/ (never next to the sources), and in
     our venv the snapshot of the agent first on the path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(CLEAN_PREFIXES)}
-    env.update(PYTHONHASHSEED="0", PYTHONPYCACHEPREFIX=str(BENCH / "pycache"), TRACELOOP_TRACE_CONTENT="false")
+    env.update(PYTHONPYCACHEPREFIX=str(BENCH / "pycache"), TRACELOOP_TRACE_CONTENT="false")
     if agent == OURS:
         env["PYTHONPATH"] = str(SNAPSHOT)
     env.update(extra)
     return env
+
+
+class Receiver:
+    """The OTLP/HTTP receiver every agent exports to (a thread of this process, not of the measured
+    one), and the LLM spans each measured process sent, told apart by service name."""
+
+    SHOWN = ("llm.stream.outcome", "llm.stream.chunks", "llm.stream.waiting_chunks", "llm.stream.reader_bound")
+
+    def __init__(self) -> None:
+        self.otlp = OTLPHTTPReceiver()
+        self.endpoint = self.otlp.endpoint
+        self._names = itertools.count(1)
+
+    def env(self, agent: str, instrumented: bool) -> tuple[str, dict[str, str]]:
+        """A service name of its own, and the environment that makes the agent export to us."""
+        service = f"bench-{next(self._names)}"
+        env = {"BENCH_OTLP_ENDPOINT": self.endpoint, "OTEL_SERVICE_NAME": service}
+        if agent == OURS and instrumented:  # loaded at start-up, as users load it; no slow-call warnings
+            env.update(ENABLE_TELEMETRY="true", OTEL_EXPORTER_OTLP_ENDPOINT=self.endpoint,
+                       LLM_SLOW_REQUEST_THRESHOLD_SECONDS="1e9", LLM_SLOW_TOKEN_RATE_THRESHOLD="0")
+        return service, env
+
+    def llm_spans(self, service: str) -> dict[str, Any]:
+        """How many LLM spans ``service`` exported, and what the last one says of its call."""
+        found = [span for resource, span in self.otlp.spans() if resource.get("service.name") == service
+                 and span.kind == 3 and any(kv.key.startswith("gen_ai.") for kv in span.attributes)]
+        if not found:
+            return {"spans": 0}
+        last = attributes(found[-1].attributes)
+        return {"spans": len(found), "last_span": {k: last[k] for k in self.SHOWN if k in last}}
+
+
+RECEIVER: Receiver | None = None
 
 
 # -- jobs: one measurement each, in a fresh interpreter -------------------------------------------------
@@ -190,10 +238,12 @@ class Job:
     chunks: int = 0
     calls: int = 1
     library: str = ""
+    arrival: str = "paced"
+    run: int = 0  # which of the repeated runs
     callgrind: bool = True
 
     def spec(self, **extra: Any) -> str:
-        fields = {k: v for k, v in asdict(self).items() if k != "callgrind"}
+        fields = {k: v for k, v in asdict(self).items() if k not in ("callgrind", "run")}
         return json.dumps({**fields, **extra})
 
     def cost(self) -> float:
@@ -207,7 +257,8 @@ class Job:
         what += " instrumented" if self.instrumented else " bare"
         if self.kind == "concurrency":
             return what
-        return what + (f", {self.calls} x {self.chunks:,} chunks" if self.chunks else f", {self.calls} calls")
+        what += f", {self.calls} x {self.chunks:,} chunks {self.arrival}" if self.chunks else f", {self.calls} calls"
+        return what + f" (run {self.run + 1})"
 
 
 def run_worker(python: str, spec: str, env: dict[str, str], prefix: list[str] | None = None) -> dict[str, Any]:
@@ -220,20 +271,28 @@ def run_worker(python: str, spec: str, env: dict[str, str], prefix: list[str] | 
     return result
 
 
-#: Runs a command with address-space randomisation off: where objects land changes how CPython's
-#: dictionaries probe (ids hash by address), and so the instruction counts, from run to run.
-NO_ASLR = ["setarch", "-R"] if shutil.which("setarch") else []
+def run_measured(job: Job, prefix: list[str] | None = None, fields: dict[str, Any] | None = None,
+                 extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``job`` (with more ``fields`` in its spec) exporting to the receiver, and add the LLM
+    spans it exported to its result."""
+    assert RECEIVER is not None
+    service, env = RECEIVER.env(job.agent, job.instrumented)
+    result = run_worker(python_of(job.agent), job.spec(**(fields or {})), clean_env(job.agent, **env, **(extra or {})),
+                        prefix)
+    if job.instrumented:
+        result.update(RECEIVER.llm_spans(service))
+    return result
 
 
-def run_job(job: Job, markers: str) -> dict[str, Any]:
-    """Run one job; a callgrind job's result gets the instructions counted in its region."""
+def run_job(job: Job, markers: str, gc_paused: bool = False) -> dict[str, Any]:
+    """Run one job; a callgrind job's result gets the instructions counted in its region (every thread)."""
     if not job.callgrind:
-        return run_worker(python_of(job.agent), job.spec(), clean_env(job.agent))
+        return run_measured(job)
     with tempfile.TemporaryDirectory() as scratch:
         out = os.path.join(scratch, "callgrind.out")
-        result = run_worker(python_of(job.agent), job.spec(), clean_env(job.agent, BENCH_CALLGRIND_MARKERS=markers),
-                            [*NO_ASLR, "valgrind", "--tool=callgrind", "--instr-atstart=no",
-                             f"--callgrind-out-file={out}"])
+        callgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+        result = run_measured(job, callgrind, extra={"BENCH_CALLGRIND_MARKERS": markers,
+                                                      **({"BENCH_GC_PAUSED": "1"} if gc_paused else {})})
         for name in os.listdir(scratch):
             text = Path(scratch, name).read_text(errors="replace")
             if "Client Request: region" in text:
@@ -244,17 +303,11 @@ def run_job(job: Job, markers: str) -> dict[str, Any]:
 
 
 def rerun_reason(job: Job, result: dict[str, Any]) -> str | None:
-    """Why a run does not count: it failed, or the machine was so busy that ours took more than
-    1 % of a paced stream's chunks as waiting for the reader (its cheaper path), not as arrivals."""
-    if "error" in result:
-        return str(result["error"])
-    waiting = result.get("last_span", {}).get("llm.stream.waiting_chunks") or 0
-    if job.callgrind and job.chunks and waiting > job.chunks / 100:
-        return f"{waiting} of {job.chunks} chunks taken as waiting"
-    return None
+    """Why a run is made again: it failed (a run that worked always counts)."""
+    return str(result["error"]) if "error" in result else None
 
 
-def run_jobs(jobs: list[Job], markers: str, parallel: int) -> dict[Job, dict[str, Any]]:
+def run_jobs(jobs: list[Job], markers: str, parallel: int, gc_paused: bool = False) -> dict[Job, dict[str, Any]]:
     """All jobs, ``parallel`` at a time, longest first; progress on stderr."""
     results: dict[Job, dict[str, Any]] = {}
     done = 0
@@ -264,7 +317,7 @@ def run_jobs(jobs: list[Job], markers: str, parallel: int) -> dict[Job, dict[str
         nonlocal done
         started = time.perf_counter()
         for attempt in range(1, 4):
-            result = run_job(job, markers)
+            result = run_job(job, markers, gc_paused)
             why = rerun_reason(job, result)
             if why is None or attempt == 3:
                 break
@@ -286,30 +339,34 @@ def variants(kind: str, agent: str, **fields: Any) -> list[Job]:
     return [Job(kind, agent, instrumented, **fields) for instrumented in (False, True)]
 
 
-def plan(rows: Iterable[str], agents: list[str], slope: tuple[int, int]) -> list[Job]:
-    """The pooled jobs (callgrind and memory) the rows need."""
+def plan(rows: Iterable[str], agents: list[str], slope: tuple[int, int], arrivals: list[str], runs: int) -> list[Job]:
+    """The pooled jobs (callgrind and memory) the rows need, each callgrind job ``runs`` times."""
     jobs: set[Job] = set()
     rows = set(rows)
-    for agent in agents:
-        derive_finish = "finish" in rows and agent != OURS
-        for kind in ("sync", "async"):
-            if kind in rows or (kind == "sync" and derive_finish):
-                for chunks in slope:
-                    jobs.update(variants(kind, agent, chunks=chunks))
-        for chunks, calls in WHOLE_CALLS.items():
-            if "whole" in rows or (derive_finish and chunks in FINISH_CHUNKS):
-                jobs.update(variants("sync", agent, chunks=chunks, calls=calls))
-        if "finish" in rows and agent == OURS:
-            jobs.update(Job("finish", OURS, True, chunks=chunks, calls=FINISH_CALLS) for chunks in FINISH_CHUNKS)
-        if "create" in rows:
-            jobs.update(variants("create", agent, calls=CREATE_CALLS))
-        if "memory" in rows:  # (bare once, in our venv: every venv has the same openai, httpx2 and pydantic)
+    for run in range(runs):
+        for agent in agents:
+            derive_finish = "finish" in rows and agent != OURS
+            for kind in ("sync", "async"):
+                for arrival in arrivals if kind in rows else ["paced"] if kind == "sync" and derive_finish else []:
+                    for chunks in slope:
+                        jobs.update(variants(kind, agent, chunks=chunks, arrival=arrival, run=run))
+            for chunks, calls in WHOLE_CALLS.items():
+                if "whole" in rows or (derive_finish and chunks in FINISH_CHUNKS):
+                    jobs.update(variants("sync", agent, chunks=chunks, calls=calls, run=run))
+            if "finish" in rows and agent == OURS:
+                jobs.update(Job("finish", OURS, True, chunks=chunks, calls=FINISH_CALLS, run=run)
+                            for chunks in FINISH_CHUNKS)
+            if "create" in rows:
+                jobs.update(variants("create", agent, calls=CREATE_CALLS, run=run))
+        if "raw" in rows:
+            for kind in RAW_KINDS:
+                for arrival in arrivals:
+                    for chunks in slope:
+                        jobs.update(variants(kind, OURS, chunks=chunks, library="httpx", arrival=arrival, run=run))
+    if "memory" in rows:  # (bare once, in our venv: every venv has the same openai, httpx2 and pydantic)
+        for agent in agents:
             for instrumented in (False, True) if agent == OURS else (True,):
-                jobs.add(Job("memory", agent, instrumented, chunks=MEMORY_CHUNKS, callgrind=False))
-    if "raw" in rows:
-        for library in ("httpx", "httpx2"):
-            for chunks in slope:
-                jobs.update(variants("raw", OURS, chunks=chunks, library=library))
+                jobs.add(Job("memory", agent, instrumented, chunks=MEMORY_CHUNKS, arrival="event", callgrind=False))
     return list(jobs)
 
 
@@ -365,7 +422,7 @@ def concurrency(agents: list[str], rounds: int) -> list[dict[str, dict[str, Any]
             for name, venv, instrumented in clients if number % 2 else reversed(clients):
                 job = Job("concurrency", venv, instrumented, callgrind=False)
                 started = time.perf_counter()
-                this_round[name] = run_worker(python_of(venv), job.spec(url=url, streams=STREAMS), clean_env(venv))
+                this_round[name] = run_measured(job, fields={"url": url, "streams": STREAMS})
                 log(f"concurrency round {number}/{rounds}, {job.describe()}: {time.perf_counter() - started:.0f} s")
             measured.append(this_round)
     return measured
@@ -385,8 +442,9 @@ class Missing(Exception):
 class Figures:
     """The figures that the job results give, or ``Missing`` and why."""
 
-    def __init__(self, results: dict[Job, dict[str, Any]]) -> None:
+    def __init__(self, results: dict[Job, dict[str, Any]], runs: int = 1) -> None:
         self.results = results
+        self.runs = runs
 
     def result(self, job: Job) -> dict[str, Any]:
         result = self.results.get(job)
@@ -394,15 +452,17 @@ class Figures:
             raise Missing("not measured")
         if "error" in result:
             raise Missing(result["error"])
-        if job.instrumented and result.get("spans", 0) < result.get("expected_spans", 0):
-            raise Missing(f"{result.get('spans', 0)} spans for {result['expected_spans']} calls")
+        if job.instrumented and result.get("spans", 0) < result.get("calls", 0):
+            raise Missing(f"{result.get('spans', 0)} spans for {result['calls']} calls")
         return result
 
     def count(self, job: Job) -> int:
         return int(self.result(job)["instructions"])
 
-    def slope(self, kind: str, agent: str, instrumented: bool, sizes: tuple[int, int], library: str = "") -> float:
-        small, large = (self.count(Job(kind, agent, instrumented, chunks=n, library=library)) for n in sizes)
+    def slope(self, kind: str, agent: str, instrumented: bool, run: int, sizes: tuple[int, int],
+              arrival: str = "paced", library: str = "") -> float:
+        small, large = (self.count(Job(kind, agent, instrumented, chunks=n, library=library, arrival=arrival, run=run))
+                        for n in sizes)
         return (large - small) / (sizes[1] - sizes[0])
 
     def per_call(self, job: Job) -> float:
@@ -417,72 +477,93 @@ def cell(compute: Callable[..., tuple[str, Any]], *args: Any) -> tuple[str, Any]
         return f"n/m ({why})", None
 
 
-def added(bare: float, instrumented: float, percent: bool = False) -> tuple[str, Any]:
-    """What the agent adds to ``bare``: as a ratio, or as a percentage."""
-    extra = instrumented - bare
-    text = f"+{extra:,.0f} " + (f"(+{extra / bare:.1%})" if percent else f"(x{instrumented / bare:.3f})")
-    return text, {"bare": bare, "instrumented": instrumented, "added": extra, "ratio": instrumented / bare}
+def added(pairs: list[tuple[float, float]], percent: bool = False) -> tuple[str, Any]:
+    """What the agent adds to bare, from (bare, instrumented) of each run: the median, as a ratio
+    or a percentage, and the spread of the runs."""
+    extras = sorted(inst - bare for bare, inst in pairs)
+    ratios = sorted(inst / bare for bare, inst in pairs)
+    extra, ratio = statistics.median(extras), statistics.median(ratios)
+    text = f"+{extra:,.0f} " + (f"(+{ratio - 1:.1%})" if percent else f"(x{ratio:.3f})")
+    if len(pairs) > 1:
+        text += f" [{extras[0]:+,.0f}..{extras[-1]:+,.0f}]"
+    return text, {"bare": [b for b, _ in pairs], "instrumented": [i for _, i in pairs], "added": extra,
+                  "ratio": ratio, "worst_ratio": ratios[-1]}
 
 
-#: a measure of one agent's venv, bare (False) or instrumented (True)
-Measure = Callable[[str, bool], float]
+#: a measure of one agent's venv, bare (False) or instrumented (True), in one of the runs
+Measure = Callable[[str, bool, int], float]
 
 
-def comparison(label: str, measure: Measure, agents: list[str], percent: bool = False,
+def comparison(label: str, measure: Measure, agents: list[str], runs: int, percent: bool = False,
                only_ours: bool = False) -> Row:
-    """A row of instructions: bare (in our venv), then what each agent adds to its own bare run."""
-    cells: Cells = {"bare": cell(lambda: (f"{measure(OURS, False):,.0f}", measure(OURS, False)))}
+    """A row of instructions: bare (in our venv), then what each agent adds to its own bare run:
+    the median of the runs and, in brackets, the least and the most it added in one."""
+    def bare() -> tuple[str, Any]:
+        counts = [measure(OURS, False, run) for run in range(runs)]
+        return f"{statistics.median(counts):,.0f}", counts
+
+    cells: Cells = {"bare": cell(bare)}
     for agent in agents:
         if only_ours and agent != OURS:
             cells[agent] = ("n/a", None)
         else:
-            cells[agent] = cell(lambda a: added(measure(a, False), measure(a, True), percent), agent)
+            cells[agent] = cell(lambda a: added([(measure(a, False, r), measure(a, True, r)) for r in range(runs)],
+                                                percent), agent)
     return label, cells
 
 
-def instructions_rows(figures: Figures, rows: set[str], agents: list[str], slope: tuple[int, int]) -> list[Row]:
+def instructions_rows(figures: Figures, rows: set[str], agents: list[str], slope: tuple[int, int],
+                      arrivals: list[str]) -> list[Row]:
     """The callgrind rows."""
-    def steady(kind: str, library: str = "") -> Measure:
-        return lambda agent, instrumented: figures.slope(kind, agent, instrumented, slope, library)
+    runs = figures.runs
+
+    def steady(kind: str, arrival: str = "paced", library: str = "") -> Measure:
+        return lambda agent, instrumented, run: figures.slope(kind, agent, instrumented, run, slope, arrival, library)
 
     def whole(chunks: int) -> Measure:
-        return lambda agent, instrumented: figures.per_call(
-            Job("sync", agent, instrumented, chunks=chunks, calls=WHOLE_CALLS[chunks]))
+        return lambda agent, instrumented, run: figures.per_call(
+            Job("sync", agent, instrumented, chunks=chunks, calls=WHOLE_CALLS[chunks], run=run))
 
-    def creates(agent: str, instrumented: bool) -> float:
-        return figures.per_call(Job("create", agent, instrumented, calls=CREATE_CALLS))
+    def creates(agent: str, instrumented: bool, run: int) -> float:
+        return figures.per_call(Job("create", agent, instrumented, calls=CREATE_CALLS, run=run))
 
     def finish(agent: str) -> tuple[str, Any]:
         """Ours: the end of calls of 1,000 content chunks less that of calls of 50, per chunk
         between. A peer's (whose end cannot be run alone): what it adds per call at 1,000 chunks
-        less at 50, per chunk between, less what it adds per chunk in the steady state."""
+        less at 50, per chunk between, less what it adds per chunk in the steady state. The
+        median of the runs."""
         few, many = FINISH_CHUNKS
         if agent == OURS:
-            ends = [figures.per_call(Job("finish", OURS, True, chunks=n, calls=FINISH_CALLS)) for n in (few, many)]
-            value = (ends[1] - ends[0]) / (many - few)
-            return f"{value:,.0f}", {"per_chunk": value, "end_of_call": {few: ends[0], many: ends[1]}}
+            values = []
+            for run in range(runs):
+                ends = [figures.per_call(Job("finish", OURS, True, chunks=n, calls=FINISH_CALLS, run=run))
+                        for n in (few, many)]
+                values.append((ends[1] - ends[0]) / (many - few))
+            return f"{statistics.median(values):,.0f}", {"per_chunk": values}
 
-        def extra(measure: Measure) -> float:
-            return measure(agent, True) - measure(agent, False)
-        value = (extra(whole(many)) - extra(whole(few))) / (many - few) - extra(steady("sync"))
-        return f"{value:,.0f} (derived)", {"per_chunk": value}
+        def extra(measure: Measure, run: int) -> float:
+            return measure(agent, True, run) - measure(agent, False, run)
+        values = [(extra(whole(many), run) - extra(whole(few), run)) / (many - few) - extra(steady("sync"), run)
+                  for run in range(runs)]
+        return f"{statistics.median(values):,.0f} (derived)", {"per_chunk": values}
 
     table: list[Row] = []
-    if "sync" in rows:
-        table.append(comparison("sync stream, steady, instructions per chunk", steady("sync"), agents))
-    if "async" in rows:
-        table.append(comparison("async stream, steady, instructions per chunk", steady("async"), agents))
+    for kind, what in (("sync", "sync SDK stream"), ("async", "async SDK stream")):
+        if kind in rows:
+            table += [comparison(f"{what}, {arrival}, instructions per chunk", steady(kind, arrival), agents, runs)
+                      for arrival in arrivals]
     if "whole" in rows:
-        table += [comparison(f"whole streamed call (sync), {chunks:,} chunks, instructions per call",
-                             whole(chunks), agents, percent=True) for chunks in WHOLE_CALLS]
+        table += [comparison(f"whole streamed call (sync, paced), {chunks:,} chunks, instructions per call",
+                             whole(chunks), agents, runs, percent=True) for chunks in WHOLE_CALLS]
     if "finish" in rows:
         cells: Cells = {"bare": ("n/a", None), **{a: cell(finish, a) for a in agents}}
         table.append(("finish (end-of-call work), instructions per content chunk up to the 1,000 cap", cells))
     if "create" in rows:
-        table.append(comparison("non-streamed create, instructions per call", creates, agents))
+        table.append(comparison("non-streamed create, instructions per call", creates, agents, runs))
     if "raw" in rows:
-        table += [comparison(f"raw {library} iter_lines over an SSE chat stream, steady, instructions per chunk",
-                             steady("raw", library), agents, only_ours=True) for library in ("httpx", "httpx2")]
+        table += [comparison(f"{what}, {arrival}, instructions per chunk", steady(kind, arrival, "httpx"),
+                             agents, runs, only_ours=True)
+                  for kind, what in RAW_KINDS.items() for arrival in arrivals]
     return table
 
 
@@ -503,8 +584,8 @@ def concurrency_row(rounds: list[dict[str, dict[str, Any]]], agents: list[str], 
     def per_chunk(result: dict[str, Any]) -> float:
         if "error" in result:
             raise Missing(result["error"])
-        if result["job"]["instrumented"] and result.get("spans", 0) < result["expected_spans"]:
-            raise Missing(f"{result.get('spans', 0)} spans for {result['expected_spans']} streams")
+        if result["job"]["instrumented"] and result.get("spans", 0) < result["calls"]:
+            raise Missing(f"{result.get('spans', 0)} spans for {result['calls']} streams")
         return float(result["cpu_s"] / result["chunks"] * 1e6)
 
     for this_round in rounds:
@@ -552,14 +633,16 @@ def odd_things(results: dict[Job, dict[str, Any]], concurrency_rounds: list[dict
             problems.append(f"{result['warnings']} warnings logged, the first: {result['first_warning']}")
         if result.get("internal_errors"):
             problems.append(f"internal errors: {result['internal_errors']}")
-        if result.get("job", {}).get("instrumented") and result.get("spans") != result.get("expected_spans"):
-            problems.append(f"{result.get('spans')} LLM spans for {result.get('expected_spans')} calls")
+        if result.get("job", {}).get("instrumented") and result.get("spans") != result.get("calls"):
+            problems.append(f"{result.get('spans')} LLM spans for {result.get('calls')} calls")
         last = result.get("last_span", {})
         if last.get("llm.stream.outcome") not in (None, "completed"):
             problems.append(f"outcome {last['llm.stream.outcome']}")
-        if last.get("llm.stream.waiting_chunks") and result.get("job", {}).get("kind") == "concurrency":
+        job = result.get("job", {})
+        timed = job.get("kind") == "concurrency" or job.get("arrival") == "paced"
+        if last.get("llm.stream.waiting_chunks") and timed:
             problems.append(f"{last['llm.stream.waiting_chunks']} of the last stream's chunks taken as waiting "
-                            f"(reader_bound={last.get('llm.stream.reader_bound')})")
+                            f"(reader_bound={last.get('llm.stream.reader_bound')}): a busy machine")
         if problems:
             seen.append(f"{what}: {'; '.join(problems)}")
     return seen
@@ -585,6 +668,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="JSON results on stdout (the table goes to stderr)")
     parser.add_argument("--slope", default="1250,2500", help="the two stream sizes of the per-chunk slopes")
     parser.add_argument("--chunks", type=int, help="the larger slope size (shorthand for --slope 1250,N)")
+    parser.add_argument("--arrivals", default=",".join(ARRIVALS),
+                        help="how the streams' bytes arrive, each a row of sync, async and raw (of: %(default)s)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each callgrind measurement (spread shown)")
+    parser.add_argument("--gc-paused", action="store_true",
+                        help="a diagnostic: pause the garbage collector in the measured region")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the concurrency row")
     parser.add_argument("--startup-runs", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="callgrind runs at a time")
@@ -594,6 +682,9 @@ def parse_args() -> argparse.Namespace:
     unknown = set(args.rows) - set(ROWS)
     if unknown:
         parser.error(f"unknown rows: {', '.join(sorted(unknown))}")
+    args.arrivals = [a for a in args.arrivals.split(",") if a]
+    if set(args.arrivals) - set(ARRIVALS):
+        parser.error(f"unknown arrivals: {', '.join(sorted(set(args.arrivals) - set(ARRIVALS)))}")
     small, large = (int(n) for n in args.slope.split(","))
     args.slope = (small, args.chunks or large)
     args.agents = [a for a in AGENTS if a == OURS or args.peers]
@@ -603,14 +694,14 @@ def parse_args() -> argparse.Namespace:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Every row asked for: the table, what was noticed, the raw results and how long each phase took."""
     rows, agents = set(args.rows), args.agents
-    jobs = plan(rows, agents, args.slope)
+    jobs = plan(rows, agents, args.slope, args.arrivals, args.runs)
     phases: dict[str, float] = {}
     results: dict[Job, dict[str, Any]] = {}
     started = time.perf_counter()
     if jobs:
-        results = run_jobs(jobs, ensure_markers() if any(j.callgrind for j in jobs) else "", args.jobs)
+        results = run_jobs(jobs, ensure_markers() if any(j.callgrind for j in jobs) else "", args.jobs, args.gc_paused)
         phases["callgrind and memory"] = time.perf_counter() - started
-    table = instructions_rows(Figures(results), rows, agents, args.slope)
+    table = instructions_rows(Figures(results, args.runs), rows, agents, args.slope, args.arrivals)
     notes: list[str] = []
     measured_startup: dict[str, Any] = {}
     if "startup" in rows:
@@ -637,6 +728,8 @@ def main() -> None:
     begun = time.perf_counter()
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]])
     agent_code = take_snapshot()
+    global RECEIVER
+    RECEIVER = Receiver()
     ours_versions = run_worker(sys.executable, Job("versions", OURS, False).spec(), clean_env(OURS))["versions"]
     for agent in args.agents:
         ensure_venv(agent, ours_versions)
@@ -654,7 +747,11 @@ def main() -> None:
                                  for a in args.agents),
         f"agent code: {agent_code} (a snapshot taken at the start, measured throughout)",
         f"command: {command}",
+        "configuration: as users run it: spans exported over OTLP/HTTP to a local receiver, counted in every "
+        "thread; garbage collector " + ("PAUSED in the measured region (a diagnostic)" if args.gc_paused else "on")
+        + "; hash seed and address-space randomisation as the system has them",
         f"instructions: callgrind, slopes between streams of {args.slope[0]:,} and {args.slope[1]:,} chunks; "
+        f"the median of {args.runs} run(s) and [the least..the most added in one]; "
         "x = ratio to bare; n/a: the agent does not instrument that path; n/m: not measured (why)",
     ]
     text = "\n".join([*header, "", markdown(measured["table"], args.agents)])

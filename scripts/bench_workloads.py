@@ -3,15 +3,20 @@
 
     python scripts/bench_workloads.py '{"kind": "sync", "agent": "openllmetry", "instrumented": true, ...}'
 
-prints one JSON line: what was run, the LLM spans the agent emitted, its internal errors and
-warnings, and the figures the kind measures itself (CPU time, memory). Instruction counts are
-read by the caller from callgrind's dump of the ``region()`` below.
+prints one JSON line: what was run, how many LLM calls it made (the caller counts their spans
+at its OTLP receiver), the agent's internal errors and warnings, and the figures the kind
+measures itself (CPU time, memory). Instruction counts are read by the caller from callgrind's
+dump of the ``region()`` below.
 
-Every kind serves an OpenAI chat completion from memory (``MockTransport`` of the httpx the
-installed openai uses), except ``concurrency``, which talks to a real server on loopback. A
-warm-up call runs before the measured region, bare and instrumented alike, so lazy imports and
-first-call work stay out of it. Only standard-library, openai and OpenTelemetry imports: the
-peers' venvs have nothing else, and ours is imported only when it is the agent.
+Every agent runs as users run it: ours loaded by ``ENABLE_TELEMETRY=true`` (the caller sets the
+environment), a peer instrumenting an SDK tracer provider, both exporting spans over OTLP/HTTP
+to the caller's receiver (``BENCH_OTLP_ENDPOINT``) from their export thread, and the garbage
+collector running. Every kind serves an OpenAI chat completion from memory (``MockTransport``
+of the httpx the installed openai uses), its body arriving in one of the ``ARRIVALS``, except
+``concurrency``, which talks to a real server on loopback. Warm-up calls run before the measured
+region, bare and instrumented alike, so lazy imports and first-call work stay out of it, and
+their spans are exported before it starts. Only standard-library, openai and OpenTelemetry
+imports: the peers' venvs have nothing else, and ours is imported only when it is the agent.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import os
 import sys
 import time
 import tracemalloc
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -38,12 +44,9 @@ PEERS: dict[str, tuple[str, str]] = {
 }
 #: Chunks of the warm-up stream (enough to run every per-chunk and end-of-call path once).
 WARMUP_CHUNKS = 100
-#: How long each read of a measured in-memory stream waits for its chunk, as a read from a
-#: server does: the HTTP layer then sees every content chunk arrive (the timed path, with gaps
-#: computed at the end), not data that was waiting for the reader. A sleep costs the same few
-#: instructions in every run. The agent takes a read as waiting when the reader was away more
-#: than 8 times as long as the read took: under callgrind the SDK takes about 8 ms per chunk,
-#: and several times that on a busy machine, so 5 ms leaves a margin.
+#: How long a paced read waits for its data, as a read from a server at network speed does: the
+#: HTTP layer then sees each chunk arrive (the timed path). A sleep costs the same few
+#: instructions in every run.
 READ_PACE_SECONDS = 0.005
 BASE_URL = "http://bench.invalid/v1"
 REQUEST: dict[str, Any] = {"model": "bench", "messages": [{"role": "user", "content": "x"}]}
@@ -62,19 +65,58 @@ COMPLETION = json.dumps({
 
 
 def sse_events(chunks: int) -> list[bytes]:
-    """A streamed chat completion of ``chunks`` content chunks, one SSE event per network read."""
+    """The SSE events of a streamed chat completion of ``chunks`` content chunks."""
     return [ROLE, *[CONTENT] * chunks, STOP, DONE]
+
+
+#: A read of the response body: how long it waits, and the bytes it returns.
+Read = tuple[float, bytes]
+
+
+def gzip_reads(events: list[bytes]) -> list[Read]:
+    """One gzip member, flushed after each event: each paced read decodes to one whole event."""
+    packer = zlib.compressobj(wbits=31)
+    reads = [(READ_PACE_SECONDS, packer.compress(event) + packer.flush(zlib.Z_SYNC_FLUSH)) for event in events]
+    return [*reads, (0.0, packer.flush())]
+
+
+#: How a stream's bytes reach the reader, each a row of the benchmark: (reads, content encoding).
+ARRIVALS: dict[str, tuple[Callable[[list[bytes]], list[Read]], str | None]] = {
+    # a server at network speed: each read waits for its one event
+    "paced": (lambda events: [(READ_PACE_SECONDS, e) for e in events], None),
+    # everything already waiting (a fast local server, a buffering proxy, a lagging reader): one read
+    "burst": (lambda events: [(0.0, b"".join(events))], None),
+    # one event per read, each already waiting
+    "event": (lambda events: [(0.0, e) for e in events], None),
+    # four events per read, each read waiting for them (a proxy that flushes in batches)
+    "events": (lambda events: [(READ_PACE_SECONDS, b"".join(events[i:i + 4])) for i in range(0, len(events), 4)],
+               None),
+    # reads of 16 bytes, already waiting: every event split over several reads
+    "tiny": (lambda events: [(0.0, body[i:i + 16]) for body in [b"".join(events)] for i in range(0, len(body), 16)],
+             None),
+    # gzip-encoded, one event per paced read
+    "gzip": (gzip_reads, "gzip"),
+}
 
 
 # -- callgrind region ---------------------------------------------------------------------------------
 
-class Region:
-    """Callgrind counts only inside ``with region():`` (the process runs with --instr-atstart=no).
+def flush_spans() -> None:
+    """Export every span ended so far (the agent's export thread does the work; nothing for bare runs)."""
+    from opentelemetry import trace
 
-    The garbage collector is paused inside, for bare and instrumented runs alike: where its
-    collections fell in the two streams of a slope made runs of the same code differ by up to
-    8k instructions per chunk; paused, they agree within about 1k. (An agent that kept objects
-    alive per chunk would hide GC work here; the memory row is where that shows.)
+    flush = getattr(trace.get_tracer_provider(), "force_flush", None)
+    if flush is not None:
+        flush()
+
+
+class Region:
+    """Callgrind counts only inside ``with region():`` (the process runs with --instr-atstart=no),
+    in every thread of the process: the region ends once the spans of its calls are exported, so
+    the export thread's encoding and sending are counted too.
+
+    The garbage collector runs as in an application, unless ``BENCH_GC_PAUSED`` is set (a
+    diagnostic: where collections fall then no longer varies between runs).
 
     The markers are callgrind client requests in a tiny C library (``BENCH_CALLGRIND_MARKERS``);
     outside valgrind they do nothing, and without the variable this is a plain context manager."""
@@ -84,13 +126,18 @@ class Region:
         markers = ctypes.CDLL(path) if path else None
         self._start: Callable[[], Any] = markers.bench_start if markers else lambda: None
         self._dump: Callable[[bytes], Any] = markers.bench_dump if markers else lambda label: None
+        self.gc_paused = bool(os.environ.get("BENCH_GC_PAUSED"))
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
         start, dump = self._start, self._dump
-        gc.disable()
+        flush_spans()  # (the warm-up's spans stay out of the region)
+        gc.collect()
+        if self.gc_paused:
+            gc.disable()
         start()
         yield
+        flush_spans()
         dump(b"region")
         gc.enable()
 
@@ -100,80 +147,36 @@ region = Region()
 
 # -- the agents ---------------------------------------------------------------------------------------
 
-class Spans:
-    """The spans an agent exported to memory (nothing for bare runs), and our Telemetry."""
-
-    def __init__(self, exporter: Any = None, telemetry: Any = None) -> None:
-        self.exporter = exporter
-        self.telemetry = telemetry
-
-    def llm_spans(self) -> list[Any]:
-        if self.exporter is None:
-            return []
-        return [s for s in self.exporter.get_finished_spans()
-                if s.kind.name == "CLIENT" and any(k.startswith("gen_ai.") for k in s.attributes or {})]
-
-    def clear(self) -> None:
-        if self.exporter is not None:
-            self.exporter.clear()
-
-
-def _memory_tracer() -> tuple[Any, Any]:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    provider, exporter = TracerProvider(), InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider, exporter
-
-
-def instrument_ours() -> Spans:
-    """Our layers as an application runs them: every instrumentor the agent registers (its
-    ``opentelemetry_instrumentor`` entry points: openai, anthropic, httpx, httpx2) whose library
-    is installed, all recording into one Telemetry made as the test harness makes it (SDK tracer provider to
-    memory, Prometheus instruments in a private registry). Content capture off (the default); no
-    slow-call warnings (the concurrency row's streams last seconds)."""
-    from importlib.metadata import entry_points
-    from importlib.util import find_spec
-
-    from prometheus_client import CollectorRegistry
-
-    from nexent_autoinstrument.metrics import HTTPMetrics, LLMMetrics
-    from nexent_autoinstrument.settings import Settings
-    from nexent_autoinstrument.tracker import Telemetry
-
-    provider, exporter = _memory_tracer()
-    settings = Settings(enabled=True, service_name="bench", slow_request_threshold_seconds=1e9,
-                        slow_token_rate_threshold=0.0)
-    registry = CollectorRegistry()
-    telemetry = Telemetry(settings, provider.get_tracer("bench"),
-                          LLMMetrics(registry=registry, max_model_labels=settings.max_model_labels),
-                          HTTPMetrics(registry=registry))
-    for entry in entry_points(group="opentelemetry_instrumentor"):
-        if entry.value.startswith("nexent_autoinstrument.") and find_spec(entry.name) is not None:
-            entry.load()().instrument(telemetry=telemetry, skip_dep_check=True)
-    return Spans(exporter, telemetry)
-
-
-def instrument_peer(agent: str) -> Spans:
-    """A peer with its default settings (content capture off), an SDK tracer provider exporting
-    to memory and an SDK meter provider."""
+def instrument_peer(agent: str) -> None:
+    """A peer with its default settings (content capture off), set up as its users do: an SDK
+    tracer provider exporting over OTLP/HTTP in batches, and an SDK meter provider exporting
+    over OTLP/HTTP every minute."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    provider, exporter = _memory_tracer()
+    endpoint = os.environ["BENCH_OTLP_ENDPOINT"]
+    resource = Resource.create()  # (service.name from OTEL_SERVICE_NAME)
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")))
+    meter_provider = MeterProvider(resource=resource, metric_readers=[
+        PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics"))])
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(meter_provider)
     module, name = PEERS[agent]
-    instrumentor = getattr(importlib.import_module(module), name)()
-    instrumentor.instrument(tracer_provider=provider,
-                            meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
-    return Spans(exporter)
+    getattr(importlib.import_module(module), name)().instrument(tracer_provider=provider,
+                                                                 meter_provider=meter_provider)
 
 
-def instrument(agent: str, instrumented: bool) -> Spans:
-    if not instrumented:
-        return Spans()
-    return instrument_ours() if agent == OURS else instrument_peer(agent)
+def instrument(agent: str, instrumented: bool) -> None:
+    """Ours is loaded at start-up by ENABLE_TELEMETRY=true, as users load it; a peer here."""
+    if instrumented and agent != OURS:
+        instrument_peer(agent)
 
 
 # -- clients over an in-memory transport ----------------------------------------------------------------
@@ -188,39 +191,39 @@ def httpx_module(library: str | None = None) -> Any:
 
 
 class Answers:
-    """What the in-memory server answers: a stream of ``chunks`` content chunks, each read
-    waiting ``pace`` seconds, or (None) a whole chat completion."""
+    """What the in-memory server answers: a stream of ``chunks`` content chunks whose bytes come
+    as ``arrival`` says (one of ``ARRIVALS``), or (None) a whole chat completion."""
 
-    def __init__(self, chunks: int | None = WARMUP_CHUNKS, pace: float = 0.0) -> None:
-        self.pace = pace
+    def __init__(self, chunks: int | None = WARMUP_CHUNKS, arrival: str = "paced") -> None:
+        self.split, encoding = ARRIVALS[arrival]
+        self.headers = {"content-type": "text/event-stream", **({"content-encoding": encoding} if encoding else {})}
         self.serve(chunks)
 
     def serve(self, chunks: int | None) -> None:
-        self.events = None if chunks is None else sse_events(chunks)
+        self.reads = None if chunks is None else self.split(sse_events(chunks))
 
     def sync_handler(self, httpx: Any) -> Callable[[Any], Any]:
-        def body(events: list[bytes]) -> Iterator[bytes]:
-            for event in events:
-                if self.pace:
-                    time.sleep(self.pace)
-                yield event
+        def body(reads: list[Read]) -> Iterator[bytes]:
+            for pause, data in reads:
+                if pause:
+                    time.sleep(pause)
+                yield data
 
         def handler(request: Any) -> Any:
-            if self.events is None:
+            if self.reads is None:
                 return httpx.Response(200, headers={"content-type": "application/json"}, content=COMPLETION)
-            return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body(self.events))
+            return httpx.Response(200, headers=self.headers, content=body(self.reads))
         return handler
 
     def async_handler(self, httpx: Any) -> Callable[[Any], Any]:
-        async def body(events: list[bytes]) -> AsyncIterator[bytes]:
-            for event in events:
-                if self.pace:
-                    await asyncio.sleep(self.pace)
-                yield event
+        async def body(reads: list[Read]) -> AsyncIterator[bytes]:
+            for pause, data in reads:
+                if pause:
+                    await asyncio.sleep(pause)
+                yield data
 
         def handler(request: Any) -> Any:
-            return httpx.Response(200, headers={"content-type": "text/event-stream"},
-                                  content=body(self.events or []))
+            return httpx.Response(200, headers=self.headers, content=body(self.reads or []))
         return handler
 
 
@@ -265,66 +268,73 @@ def raw_lines(client: Any) -> int:
     return count
 
 
+async def raw_lines_async(client: Any) -> int:
+    count = 0
+    async with client.stream("POST", f"{BASE_URL}/chat/completions", json={**REQUEST, "stream": True},
+                             headers={"authorization": "Bearer sk-bench"}) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                count += 1
+    return count
+
+
 # -- the kinds of measurement ---------------------------------------------------------------------------
 
-def run_streams(job: dict[str, Any], spans: Spans) -> dict[str, Any]:
-    """``calls`` streamed calls of ``chunks`` chunks each, inside the region (sync, async or raw),
-    their chunks paced as a server sends them."""
+def run_streams(job: dict[str, Any]) -> dict[str, Any]:
+    """``calls`` streamed calls of ``chunks`` chunks each, inside the region: through the SDK
+    (``sync``, ``async``) or httpx directly (``raw``, ``raw_async``), their bytes arriving as
+    ``arrival`` says."""
     kind, chunks, calls = job["kind"], job["chunks"], job["calls"]
-    answers = Answers(pace=READ_PACE_SECONDS)
+    answers = Answers(arrival=job["arrival"])
+    loop = asyncio.new_event_loop()
+    call: Callable[[], int]
     if kind == "async":
         client = async_client(answers)
-        loop = asyncio.new_event_loop()
-
-        def call() -> int:
-            return loop.run_until_complete(stream_async(client))
+        call = lambda: loop.run_until_complete(stream_async(client))  # noqa: E731
+    elif kind == "raw_async":
+        httpx = httpx_module(job["library"])
+        client = httpx.AsyncClient(transport=httpx.MockTransport(answers.async_handler(httpx)))
+        call = lambda: loop.run_until_complete(raw_lines_async(client))  # noqa: E731
     elif kind == "raw":
         httpx = httpx_module(job["library"])
         client = httpx.Client(transport=httpx.MockTransport(answers.sync_handler(httpx)))
-
-        def call() -> int:
-            return raw_lines(client)
+        call = lambda: raw_lines(client)  # noqa: E731
     else:
         client = sync_client(answers)
-
-        def call() -> int:
-            return stream_sync(client)
+        call = lambda: stream_sync(client)  # noqa: E731
     for _ in range(calls):  # (as many calls as measured: CPython specialises the code as it runs)
         call()
     answers.serve(chunks)
-    spans.clear()
-    gc.collect()
     with region():
         for _ in range(calls):
             call()
-    if kind == "async":
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
-    return {"expected_spans": calls}
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
+    return {"calls": 2 * calls}
 
 
-def run_creates(job: dict[str, Any], spans: Spans) -> dict[str, Any]:
+def run_creates(job: dict[str, Any]) -> dict[str, Any]:
     """``calls`` non-streamed ``create`` calls inside the region."""
     client = sync_client(Answers(None))
     for _ in range(job["calls"]):  # (warm-up, as in run_streams)
         client.chat.completions.create(**REQUEST)
-    spans.clear()
-    gc.collect()
     with region():
         for _ in range(job["calls"]):
             client.chat.completions.create(**REQUEST)
-    return {"expected_spans": job["calls"]}
+    return {"calls": 2 * job["calls"]}
 
 
-def run_finish(job: dict[str, Any], spans: Spans) -> dict[str, Any]:
+def run_finish(job: dict[str, Any]) -> dict[str, Any]:
     """Ours only: the end of ``calls`` streamed calls of ``chunks`` content chunks each, inside
     the region. Each call's tracker is fed its chunks beforehand, as a stream whose every chunk
     arrived (the timed path); the region holds only ``lifecycle.end``: span attributes, offsets,
     gaps and their percentiles, span end and export, metrics."""
-    from nexent_autoinstrument import lifecycle
+    from nexent_autoinstrument import bootstrap, lifecycle
+
+    telemetry = bootstrap.current_telemetry()
 
     def fed(chunks: int) -> Any:
-        tracker = lifecycle.begin(spans.telemetry, "chat", "bench", stream=True,
+        tracker = lifecycle.begin(telemetry, "chat", "bench", stream=True,
                                   attributes={"server.address": "bench.invalid", "server.port": 80})
         for _ in range(chunks):
             tracker.chunk()
@@ -333,22 +343,20 @@ def run_finish(job: dict[str, Any], spans: Spans) -> dict[str, Any]:
 
     lifecycle.end(fed(job["chunks"]))  # warm-up
     trackers = [fed(job["chunks"]) for _ in range(job["calls"])]
-    spans.clear()
-    gc.collect()
     with region():
         for tracker in trackers:
             lifecycle.end(tracker)
-    return {"expected_spans": job["calls"]}
+    return {"calls": job["calls"] + 1}
 
 
-def run_memory(job: dict[str, Any], spans: Spans) -> dict[str, Any]:
+def run_memory(job: dict[str, Any]) -> dict[str, Any]:
     """Traced memory (tracemalloc) while one stream of ``chunks`` chunks is consumed: the peak,
-    and what stays allocated after it (including the span held by the in-memory exporter)."""
-    answers = Answers()
+    and what stays allocated after it."""
+    answers = Answers(arrival="event")
     client = sync_client(answers)
     stream_sync(client)
     answers.serve(job["chunks"])
-    spans.clear()
+    flush_spans()
     gc.collect()
     tracemalloc.start()
     stream_sync(client)
@@ -356,10 +364,10 @@ def run_memory(job: dict[str, Any], spans: Spans) -> dict[str, Any]:
     gc.collect()
     retained, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return {"expected_spans": 1, "peak_bytes": peak, "retained_bytes": retained}
+    return {"calls": 2, "peak_bytes": peak, "retained_bytes": retained}
 
 
-def run_concurrency(job: dict[str, Any], spans: Spans) -> dict[str, Any]:
+def run_concurrency(job: dict[str, Any]) -> dict[str, Any]:
     """``streams`` concurrent async streams from the loopback server at ``url``: this process's
     CPU time (user + system, all threads) while they run, and the chunks received."""
     import openai
@@ -373,19 +381,19 @@ def run_concurrency(job: dict[str, Any], spans: Spans) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         client = openai.AsyncOpenAI(base_url=job["url"], api_key="sk-bench", max_retries=0, timeout=120)
         await asyncio.gather(*(one(client, bench_chunks=5) for _ in range(5)))  # warm-up, short streams
-        spans.clear()
+        flush_spans()
         gc.collect()
         before, started = os.times(), time.perf_counter()
         counts = await asyncio.gather(*(one(client) for _ in range(job["streams"])))
         after, wall = os.times(), time.perf_counter() - started
         await client.close()
         cpu = (after.user - before.user) + (after.system - before.system)
-        return {"expected_spans": job["streams"], "cpu_s": cpu, "wall_s": wall, "chunks": sum(counts)}
+        return {"calls": 5 + job["streams"], "cpu_s": cpu, "wall_s": wall, "chunks": sum(counts)}
 
     return asyncio.run(main())
 
 
-def versions(job: dict[str, Any], spans: Spans) -> dict[str, Any]:
+def versions(job: dict[str, Any]) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
@@ -393,17 +401,14 @@ def versions(job: dict[str, Any], spans: Spans) -> dict[str, Any]:
                     "opentelemetry-instrumentation-genai-openai", "nexent-autoinstrument", "httpx", "httpx2"):
         with contextlib.suppress(PackageNotFoundError):
             found[package] = version(package)
-    return {"versions": found, "python": sys.version.split()[0], "expected_spans": 0}
+    return {"versions": found, "python": sys.version.split()[0], "calls": 0}
 
 
-KINDS: dict[str, Callable[[dict[str, Any], Spans], dict[str, Any]]] = {
-    "sync": run_streams, "async": run_streams, "raw": run_streams, "create": run_creates, "finish": run_finish,
-    "memory": run_memory, "concurrency": run_concurrency, "versions": versions,
+KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "sync": run_streams, "async": run_streams, "raw": run_streams, "raw_async": run_streams,
+    "create": run_creates, "finish": run_finish, "memory": run_memory, "concurrency": run_concurrency,
+    "versions": versions,
 }
-
-
-#: Attributes of the last LLM span that the result shows (ours: how the call was measured).
-SHOWN_ATTRIBUTES = ("llm.stream.outcome", "llm.stream.chunks", "llm.stream.waiting_chunks", "llm.stream.reader_bound")
 
 
 class Warnings(logging.Handler):
@@ -424,14 +429,10 @@ def main() -> None:
     job = json.loads(sys.argv[1])
     warnings = Warnings()
     logging.getLogger().addHandler(warnings)
-    spans = instrument(job["agent"], job["instrumented"])
-    result = KINDS[job["kind"]](job, spans)
-    llm_spans = spans.llm_spans()
-    result.update(job=job, spans=len(llm_spans), warnings=warnings.count, first_warning=warnings.first)
-    if llm_spans:
-        attributes = llm_spans[-1].attributes or {}
-        result["last_span"] = {"name": llm_spans[-1].name, "status": llm_spans[-1].status.status_code.name,
-                               **{k: attributes[k] for k in SHOWN_ATTRIBUTES if k in attributes}}
+    instrument(job["agent"], job["instrumented"])
+    result = KINDS[job["kind"]](job)
+    flush_spans()
+    result.update(job=job, warnings=warnings.count, first_warning=warnings.first)
     guard = sys.modules.get("nexent_autoinstrument.guard")
     if guard is not None:
         result["internal_errors"] = dict(guard.internal_errors)
