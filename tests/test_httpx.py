@@ -294,6 +294,8 @@ def test_a_read_of_many_events_is_read_in_one_pass(instrumented: Any, monkeypatc
         httpx.post(url, json={"model": "m", "stream": True, "messages": []}).raise_for_status()
     attrs = instrumented.llm_span().attributes
     assert attrs["llm.stream.chunks"] == 401 and attrs["gen_ai.usage.output_tokens"] == 400
+    assert len(decode_offsets(attrs["llm.token.offsets"])) == 400
+    assert attrs["llm.stream.waiting_chunks"] >= 399  # all but the read's first content waited for it
     assert len(tries) <= 1
 
 

@@ -200,3 +200,35 @@ def test_offsets_cut_to_an_attribute_length_limit_stay_whole_numbers() -> None:
     emit(result, span, span, 0, False, None, None, None)  # type: ignore[arg-type]
     assert span.attributes["llm.token.offsets"] == "1000000,31250,31250"
     assert span.attributes["llm.token.offsets_truncated"] is True
+
+
+@given(reads=st.lists(st.tuples(st.floats(0.001, 1.0), st.booleans(), st.integers(1, 6)), min_size=1, max_size=12),
+       cap=st.integers(0, 20))
+def test_chunks_recorded_together_measure_what_one_call_each_measures(reads: list[tuple[float, bool, int]],
+                                                                       cap: int) -> None:
+    """A read that brings several content chunks: its first one recorded as it came, the rest in
+    one ``waited_contents`` call, give the result that one ``content`` call per chunk gives."""
+    def measured(together: bool) -> CallResult:
+        call = lifecycle.begin(make_harness(token_timestamps_max=cap).telemetry, "chat", "m", stream=True)
+        timing = ReadTiming()
+        call.timed_by(timing)
+        timing.timed, at = True, 0.0
+        for pause, fresh, contents in reads:
+            at += pause
+            timing.read_time = at
+            timing.waited, timing.away = (0.01, 0.0) if fresh else (0.00001, 0.1)
+            call.content(None, 1, 1)
+            if together:
+                call.waited_contents(contents - 1)
+            else:
+                for _ in range(contents - 1):
+                    call.content(None, 1, 1)
+        result = call.finish()
+        assert result is not None
+        return result
+
+    ticks = iter([0.0, 100.0] * 2)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tracker_module, "clock", lambda: next(ticks))
+        one_each, together = measured(False), measured(True)
+    assert together == one_each

@@ -283,6 +283,30 @@ class CallTracker:
             self._long_gap(index, now - previous, now)
         self._previous = now
 
+    def waited_contents(self, count: int) -> None:
+        """``count`` more content chunks (one token each, no text kept) that came in the read that
+        brought the content chunk before them, so were waiting for it: what ``content(None, 1, 1)``
+        records for each, in one call (a read that brings many events costs less per event)."""
+        timing = self._timing
+        if count <= 0:
+            return
+        if not timing.timed:  # (each then arrives at its own clock reading)
+            for _ in range(count):
+                self.content(None, 1, 1)
+            return
+        now = timing.read_time
+        index = self.content_chunks
+        self.chunks += count
+        self.content_chunks = index + count
+        self.waiting_chunks += count
+        self._last_content = now
+        room = min(count, self._times_cap - index)
+        if room > 0:
+            self._times.extend([now] * room)
+            self._waiting.extend(range(index, index + room))
+        self._end_run(index - 1)
+        self._read_at = now
+
     def _run_starts(self, index: int, now: float) -> None:
         """Chunk ``index`` arrived just now, the first of a run of timed arrivals."""
         if self.first_content is None:

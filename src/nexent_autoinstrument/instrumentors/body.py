@@ -99,18 +99,26 @@ class EventBody:
             return
         read_event, skim, end_marker = self._read_event, self._skim, self._end_marker
         end_key, end_values = self._end_key, self._end_values
+        contents_before = tracker.content_chunks
+        waiting = 0  # plain content deltas after this read's first content, recorded together
         for data in decoder.feed(chunk):
             if data == end_marker:  # ([DONE]: the end, not a chunk; the SDK never yields it either)
                 self.done = True
                 continue
-            tracker.chunk()
             if skim is not None and tracker.response_id is not None and tracker.texts is None and skim(data):
                 # A plain content delta, seen from its bytes: saves parsing its JSON.
+                if waiting or tracker.content_chunks > contents_before:
+                    waiting += 1  # (it waited for this read's first content: one call for them all)
+                    continue
                 if plain is not None:
                     plain.learn(chunk)
                     plain = None  # (a read is one event or none to learn from: tried once per read)
-                tracker.content()
+                tracker.content(None, 1, 1)
                 continue
+            if waiting:
+                tracker.waited_contents(waiting)
+                waiting = 0
+            tracker.chunk()
             try:
                 event = decode_json(data)
             except ValueError:
@@ -121,6 +129,8 @@ class EventBody:
                 read_event(tracker, event)
             if end_values and isinstance(marker := event.get(end_key), (str, bool)) and marker in end_values:
                 self.done = True
+        if waiting:
+            tracker.waited_contents(waiting)
 
     def complete(self) -> None:
         """The body was read to its end: an NDJSON body's last line may have come without its end."""
