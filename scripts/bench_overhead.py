@@ -222,7 +222,8 @@ class Receiver:
         if not found:
             return {"spans": 0}
         last = attributes(found[-1].attributes)
-        return {"spans": len(found), "last_span": {k: last[k] for k in self.SHOWN if k in last}}
+        return {"spans": len(found), "last_span": {k: last[k] for k in self.SHOWN if k in last},
+                "span_name": found[-1].name, "span_attributes": last}
 
 
 RECEIVER: Receiver | None = None
@@ -284,14 +285,14 @@ def run_measured(job: Job, prefix: list[str] | None = None, fields: dict[str, An
     return result
 
 
-def run_job(job: Job, markers: str, gc_paused: bool = False) -> dict[str, Any]:
+def run_job(job: Job, markers: str, gc_paused: bool = False, fields: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one job; a callgrind job's result gets the instructions counted in its region (every thread)."""
     if not job.callgrind:
-        return run_measured(job)
+        return run_measured(job, fields=fields)
     with tempfile.TemporaryDirectory() as scratch:
         out = os.path.join(scratch, "callgrind.out")
         callgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
-        result = run_measured(job, callgrind, extra={"BENCH_CALLGRIND_MARKERS": markers,
+        result = run_measured(job, callgrind, fields, extra={"BENCH_CALLGRIND_MARKERS": markers,
                                                       **({"BENCH_GC_PAUSED": "1"} if gc_paused else {})})
         for name in os.listdir(scratch):
             text = Path(scratch, name).read_text(errors="replace")
@@ -368,6 +369,23 @@ def plan(rows: Iterable[str], agents: list[str], slope: tuple[int, int], arrival
             for instrumented in (False, True) if agent == OURS else (True,):
                 jobs.add(Job("memory", agent, instrumented, chunks=MEMORY_CHUNKS, arrival="event", callgrind=False))
     return list(jobs)
+
+
+def spans_alone(results: dict[Job, dict[str, Any]], markers: str,
+                args: argparse.Namespace) -> dict[Job, dict[str, Any]]:
+    """The OpenTelemetry SDK's part of our ``create``: bare calls, each in a span like ours (its
+    name and attributes as the receiver got them from our run), current while it runs, its context
+    injected, and exported (``create_otel``), one per run of ours."""
+    def one(run: int) -> tuple[Job, dict[str, Any]]:
+        job = Job("create_otel", OURS, False, calls=CREATE_CALLS, run=run)
+        ours = results.get(Job("create", OURS, True, calls=CREATE_CALLS, run=run), {})
+        if "span_attributes" not in ours:
+            return job, {"error": "no span of ours to copy"}
+        return job, run_job(job, markers, args.gc_paused,
+                            {"span_name": ours["span_name"], "span_attributes": ours["span_attributes"]})
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        return dict(pool.map(one, range(args.runs)))
 
 
 # -- the timed rows, one thing at a time -------------------------------------------------------------------
@@ -560,6 +578,20 @@ def instructions_rows(figures: Figures, rows: set[str], agents: list[str], slope
         table.append(("finish (end-of-call work), instructions per content chunk up to the 1,000 cap", cells))
     if "create" in rows:
         table.append(comparison("non-streamed create, instructions per call", creates, agents, runs))
+
+        def part(ours_own: bool) -> Callable[[], tuple[str, Any]]:
+            def compute() -> tuple[str, Any]:
+                values = []
+                for run in range(runs):
+                    otel = figures.per_call(Job("create_otel", OURS, False, calls=CREATE_CALLS, run=run))
+                    low, high = (otel, creates(OURS, True, run)) if ours_own else (creates(OURS, False, run), otel)
+                    values.append(high - low)
+                return f"+{statistics.median(values):,.0f}", values
+            return compute
+        table.append(("non-streamed create, of which the OpenTelemetry SDK's span, context, propagation and export",
+                      {"bare": ("n/a", None), OURS: cell(part(False))}))
+        table.append(("non-streamed create, of which the agent's own work", {"bare": ("n/a", None),
+                                                                            OURS: cell(part(True))}))
     if "raw" in rows:
         table += [comparison(f"{what}, {arrival}, instructions per chunk", steady(kind, arrival, "httpx"),
                              agents, runs, only_ours=True)
@@ -701,6 +733,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     if jobs:
         results = run_jobs(jobs, ensure_markers() if any(j.callgrind for j in jobs) else "", args.jobs, args.gc_paused)
         phases["callgrind and memory"] = time.perf_counter() - started
+    if "create" in rows:
+        results.update(spans_alone(results, ensure_markers(), args))
     table = instructions_rows(Figures(results, args.runs), rows, agents, args.slope, args.arrivals)
     notes: list[str] = []
     measured_startup: dict[str, Any] = {}

@@ -147,26 +147,35 @@ region = Region()
 
 # -- the agents ---------------------------------------------------------------------------------------
 
-def instrument_peer(agent: str) -> None:
-    """A peer with its default settings (content capture off), set up as its users do: an SDK
-    tracer provider exporting over OTLP/HTTP in batches, and an SDK meter provider exporting
-    over OTLP/HTTP every minute."""
-    from opentelemetry import metrics, trace
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+def otlp_tracer_provider() -> Any:
+    """An SDK tracer provider exporting over OTLP/HTTP in batches to the caller's receiver, made global."""
+    from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+    provider = TracerProvider(resource=Resource.create())  # (service.name from OTEL_SERVICE_NAME)
     endpoint = os.environ["BENCH_OTLP_ENDPOINT"]
-    resource = Resource.create()  # (service.name from OTEL_SERVICE_NAME)
-    provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def instrument_peer(agent: str) -> None:
+    """A peer with its default settings (content capture off), set up as its users do: an SDK
+    tracer provider exporting over OTLP/HTTP in batches, and an SDK meter provider exporting
+    over OTLP/HTTP every minute."""
+    from opentelemetry import metrics
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    endpoint = os.environ["BENCH_OTLP_ENDPOINT"]
+    provider = otlp_tracer_provider()
+    resource = provider.resource
     meter_provider = MeterProvider(resource=resource, metric_readers=[
         PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics"))])
-    trace.set_tracer_provider(provider)
     metrics.set_meter_provider(meter_provider)
     module, name = PEERS[agent]
     getattr(importlib.import_module(module), name)().instrument(tracer_provider=provider,
@@ -324,6 +333,36 @@ def run_creates(job: dict[str, Any]) -> dict[str, Any]:
     return {"calls": 2 * job["calls"]}
 
 
+def run_creates_with_spans(job: dict[str, Any]) -> dict[str, Any]:
+    """The OpenTelemetry SDK's part of an instrumented ``create``, without any agent: each of
+    ``calls`` bare ``create`` calls inside a span made as ours makes its span (``span_name`` and
+    ``span_attributes``, read from one of ours by the caller), current while the call runs, its
+    context injected into the request's headers, and exported over OTLP/HTTP."""
+    from opentelemetry import context, propagate, trace
+    from opentelemetry.trace import SpanKind
+
+    tracer = otlp_tracer_provider().get_tracer("bench")
+    name, attributes = job["span_name"], job["span_attributes"]
+    client = sync_client(Answers(None))
+
+    def call() -> None:
+        span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+        token = context.attach(trace.set_span_in_context(span))
+        propagate.inject({}, context=trace.set_span_in_context(span))
+        try:
+            client.chat.completions.create(**REQUEST)
+        finally:
+            context.detach(token)
+            span.end()
+
+    for _ in range(job["calls"]):
+        call()
+    with region():
+        for _ in range(job["calls"]):
+            call()
+    return {"calls": 0}
+
+
 def run_finish(job: dict[str, Any]) -> dict[str, Any]:
     """Ours only: the end of ``calls`` streamed calls of ``chunks`` content chunks each, inside
     the region. Each call's tracker is fed its chunks beforehand, as a stream whose every chunk
@@ -406,8 +445,8 @@ def versions(job: dict[str, Any]) -> dict[str, Any]:
 
 KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "sync": run_streams, "async": run_streams, "raw": run_streams, "raw_async": run_streams,
-    "create": run_creates, "finish": run_finish, "memory": run_memory, "concurrency": run_concurrency,
-    "versions": versions,
+    "create": run_creates, "create_otel": run_creates_with_spans, "finish": run_finish, "memory": run_memory,
+    "concurrency": run_concurrency, "versions": versions,
 }
 
 
