@@ -128,3 +128,15 @@ def test_when_imported_runs_once_after_the_module_and_at_once_if_it_is_there(tmp
     first, second = result.stdout.splitlines()[:2]
     assert first == "[('os', True)]"  # (os was imported already)
     assert second == "[('os', True), ('colorsys', True)]"  # after the module ran, once
+
+
+@pytest.mark.parametrize("instrument", [False, True], ids=["auto-load", "opentelemetry-instrument"])
+@pytest.mark.parametrize("value", ["ture", "enabled"])
+def test_a_misspelt_enable_telemetry_warns_once_through_either_door(value: str, instrument: bool,
+                                                                     tmp_path: Path) -> None:
+    result = run_python(CHECK_MODULES, env=clean_env(ENABLE_TELEMETRY=value, OTEL_TRACES_EXPORTER="console"),
+                        instrument=instrument, tmp_path=tmp_path)
+    warnings = [line for line in result.stderr.splitlines() if "ENABLE_TELEMETRY" in line]
+    assert len(warnings) == 1 and repr(value) in warnings[0] and "using the default: false" in warnings[0], \
+        result.stderr
+    assert result.returncode == 0 and '"trace_id"' not in result.stdout  # telemetry stays off

@@ -73,6 +73,32 @@ def llm_and_parent(spans: list[tuple[dict[str, Any], Any]]) -> tuple[Any, Any, d
 
 
 @pytest.mark.parametrize("door", ["opentelemetry-instrument", "auto-load"])
+def test_a_signal_path_in_the_base_endpoint_is_named_and_corrected(door: str, otlp: OTLPHTTPReceiver,
+                                                                    mock_llm: Any, tmp_path: Path) -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT=http://host:4318/v1/traces, the common mistake: said once, and the
+    spans still reach the collector's /v1/traces (the exporter alone would post to /v1/traces/v1/traces)."""
+    env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=f"{otlp.endpoint}/v1/traces")
+    result = run_python(APP, env=env, instrument=door == "opentelemetry-instrument", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "OTEL_EXPORTER_OTLP_ENDPOINT" in line]
+    assert len(warnings) == 1 and "/v1/traces" in warnings[0] and f"using {otlp.endpoint}" in warnings[0], \
+        result.stderr
+    assert "chat mock-gpt" in {span.name for _, span in otlp.spans()}
+
+
+def test_a_rejected_endpoint_is_never_used(mock_llm: Any, tmp_path: Path) -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT=localhost:4318 (no scheme) is rejected: the exporters then send to
+    the default they were told, not to the rejected value (which they would read themselves)."""
+    env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT="localhost:4318",
+                  OTEL_EXPORTER_OTLP_TIMEOUT="1")
+    result = run_python(APP, env=env, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "OTEL_EXPORTER_OTLP_ENDPOINT" in line]
+    assert len(warnings) == 1 and "using the default: http://localhost:4318" in warnings[0], result.stderr
+    assert "No connection adapters" not in result.stderr  # (what posting to 'localhost:4318/v1/traces' says)
+
+
+@pytest.mark.parametrize("door", ["opentelemetry-instrument", "auto-load"])
 def test_otlp_http_export_through_both_doors(door: str, otlp: OTLPHTTPReceiver, mock_llm: Any,
                                              tmp_path: Path) -> None:
     env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_METRICS_EXPORTER="otlp")

@@ -129,3 +129,12 @@ def test_settings_are_immutable_and_read_once(monkeypatch: Any) -> None:
     first = settings_module.get_settings()
     monkeypatch.setenv("ENABLE_TELEMETRY", "false")  # a later change is not seen: read once, at start
     assert settings_module.get_settings() is first and first.enabled is True
+
+
+@pytest.mark.parametrize("raw", ["http://collector:4318/v1/traces", "https://collector:4318/v1/metrics/"])
+def test_a_signal_path_in_the_base_endpoint_is_named_and_cut(raw: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="nexent_autoinstrument"):
+        loaded = load_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": raw})
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert repr(raw) in warning and "/v1/" in warning and f"using {loaded.otlp_endpoint}" in warning
+    assert loaded.otlp_endpoint == raw.split("/v1/")[0] == loaded.otlp_base

@@ -1,5 +1,6 @@
 """Auto-load: imported from ``nexent_autoinstrument.pth`` at interpreter start, and only when
-``ENABLE_TELEMETRY`` is true (the .pth line checks that one variable and imports nothing else).
+``ENABLE_TELEMETRY`` is set to something other than a false word (the .pth line checks that one
+variable and imports nothing else): a value that is not a true word either gets its warning.
 
 Tooling processes (pip, uv, build front ends, our own CLI) are left alone, and under
 ``opentelemetry-instrument`` we defer to its sitecustomize, which reaches the same

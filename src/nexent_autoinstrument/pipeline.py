@@ -135,24 +135,35 @@ def _otlp_timeout() -> dict[str, Any]:
     return {} if os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT") else {"timeout": EXPORT_TIMEOUT_SECONDS}
 
 
+def _otlp_options(settings: Settings, signal: str) -> dict[str, Any]:
+    """The exporter's endpoint, from the validated settings: the exporters would read
+    OTEL_EXPORTER_OTLP_ENDPOINT themselves, a rejected value too. A signal's own variable
+    (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT...) is theirs to read."""
+    options = _otlp_timeout()
+    if not os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"):
+        base = settings.otlp_base
+        options["endpoint"] = base if settings.otlp_protocol == "grpc" else f"{base}/v1/{signal}"
+    return options
+
+
 def _otlp_span_exporter(settings: Settings) -> Any:
     if settings.otlp_protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
 
-        return Grpc(**_otlp_timeout())
+        return Grpc(**_otlp_options(settings, "traces"))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
-    return Http(**_otlp_timeout())
+    return Http(**_otlp_options(settings, "traces"))
 
 
 def _otlp_metric_exporter(settings: Settings) -> Any:
     if settings.otlp_protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
 
-        return Grpc(**_otlp_timeout())
+        return Grpc(**_otlp_options(settings, "metrics"))
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
 
-    return Http(**_otlp_timeout())
+    return Http(**_otlp_options(settings, "metrics"))
 
 
 def _jaeger_span_exporter(settings: Settings) -> Any:

@@ -50,13 +50,32 @@ class Settings:
     prometheus_port: int | None = None
     traces_exporters: tuple[str, ...] = ("otlp",)
     metrics_exporters: tuple[str, ...] = ("none",)
+    #: The collector's base URL (None: the default of ``otlp_protocol``, see ``otlp_base``).
     otlp_endpoint: str | None = None
     otlp_protocol: str = "http/protobuf"
     disabled_instrumentations: frozenset[str] = frozenset()
 
+    @property
+    def otlp_base(self) -> str:
+        """Where the OTLP exporters send: the validated base URL, else the protocol's default."""
+        return self.otlp_endpoint or OTLP_DEFAULT_ENDPOINTS[self.otlp_protocol]
+
 
 class _Invalid(ValueError):
     """A value that cannot be used; the message says why."""
+
+
+class _Corrected(ValueError):
+    """A value that is used once corrected (``value``); the message says why."""
+
+    def __init__(self, why: str, value: Any) -> None:
+        super().__init__(why)
+        self.value = value
+
+
+#: Where the OTLP exporters send without OTEL_EXPORTER_OTLP_ENDPOINT, by protocol.
+OTLP_DEFAULT_ENDPOINTS = {"http/protobuf": "http://localhost:4318", "grpc": "http://localhost:4317"}
+_SIGNAL_PATHS = ("/v1/traces", "/v1/metrics", "/v1/logs")
 
 
 def _parse_bool(raw: str) -> bool:
@@ -113,6 +132,17 @@ def _url(raw: str) -> str:
     return value
 
 
+def _otlp_base(raw: str) -> str:
+    """The base URL of an OTLP collector: the exporters add each signal's path to it."""
+    value = _url(raw).rstrip("/")
+    for path in _SIGNAL_PATHS:
+        if value.endswith(path):
+            raise _Corrected(f"it ends with the signal path {path}, which the exporters add to the base URL "
+                             f"themselves (a full signal URL goes in OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)",
+                             value[:-len(path)])
+    return value
+
+
 def _text(raw: str) -> str:
     value = raw.strip()
     if not value:
@@ -144,12 +174,30 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("PROMETHEUS_PORT", "prometheus_port", _number(int, 0, 65535)),
     ("OTEL_TRACES_EXPORTER", "traces_exporters", _name_list(TRACE_EXPORTERS)),
     ("OTEL_METRICS_EXPORTER", "metrics_exporters", _name_list(METRIC_EXPORTERS)),
-    ("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint", _url),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint", _otlp_base),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "otlp_protocol", _choice(OTLP_PROTOCOLS)),
     ("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "disabled_instrumentations", _name_set),
 )
 
 DOCUMENTED_VARIABLES: tuple[str, ...] = tuple(name for name, _, _ in _VARIABLES)
+
+#: What a default of None means, as a warning says it.
+_NONE_MEANS = {
+    "otlp_endpoint": " or ".join(f"{url} ({protocol})" for protocol, url in OTLP_DEFAULT_ENDPOINTS.items()),
+    "prometheus_port": "none (no /metrics server)",
+    "jaeger_endpoint": "none (no Jaeger export)",
+}
+
+
+def _described(field: str, value: Any) -> str:
+    """``value`` of ``field`` as a person reads it in a warning."""
+    if value is None:
+        return _NONE_MEANS.get(field, "none")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, frozenset)):
+        return ",".join(sorted(value)) or "none"
+    return str(value)
 
 
 def _resource_service_name(environ: Mapping[str, str]) -> str | None:
@@ -179,10 +227,12 @@ def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
         try:
             values[field] = parse(raw)
         except _Invalid as why:
-            logger.warning(
-                "nexent-autoinstrument: ignoring %s=%r (%s); using the default %r",
-                name, raw, why, getattr(defaults, field),
-            )
+            logger.warning("nexent-autoinstrument: ignoring %s=%r (%s); using the default: %s",
+                           name, raw, why, _described(field, getattr(defaults, field)))
+        except _Corrected as why:
+            values[field] = why.value
+            logger.warning("nexent-autoinstrument: %s=%r: %s; using %s", name, raw, why,
+                           _described(field, why.value))
     if "OTEL_SERVICE_NAME" not in environ:
         from_resource = _resource_service_name(environ)
         if from_resource:

@@ -98,11 +98,6 @@ def check_configuration(settings: Settings, warnings: list[str]) -> Iterator[Che
             "unset OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT unless you need it"
 
 
-def _otlp_endpoint(settings: Settings) -> str:
-    default = "http://localhost:4317" if settings.otlp_protocol == "grpc" else "http://localhost:4318"
-    return settings.otlp_endpoint or default
-
-
 def check_endpoints(settings: Settings, warnings: list[str]) -> Iterator[Check]:
     if not settings.enabled:
         yield SKIP, "collectors and the monitoring stack not checked: telemetry is off, nothing is sent", ""
@@ -110,7 +105,7 @@ def check_endpoints(settings: Settings, warnings: list[str]) -> Iterator[Check]:
     start = start_stack_hint()
     uses_otlp = "otlp" in settings.traces_exporters or "otlp" in settings.metrics_exporters
     if uses_otlp:
-        endpoint = _otlp_endpoint(settings)
+        endpoint = settings.otlp_base
         if reachable(endpoint):
             yield OK, f"OTLP collector reachable at {endpoint} ({settings.otlp_protocol})", ""
         else:
