@@ -82,7 +82,8 @@ def make_harness(**overrides: Any) -> Harness:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     registry = CollectorRegistry()
     config = replace(Settings(enabled=True, service_name="tests"), **overrides)
-    metrics = LLMMetrics(registry=registry, max_model_labels=config.max_model_labels)
+    metrics = LLMMetrics(registry=registry, max_model_labels=config.max_model_labels,
+                         service=(config.service_name, config.service_version))
     telemetry = Telemetry(config, provider.get_tracer("tests"), metrics, HTTPMetrics(registry=registry))
     return Harness(telemetry, exporter, registry, provider)
 

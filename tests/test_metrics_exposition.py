@@ -62,7 +62,7 @@ def test_histograms_have_buckets_for_their_quantity(harness: Any) -> None:
 def test_the_readme_dashboard_and_alerts_use_the_exposed_names(harness: Any) -> None:
     families = exposition(harness)
     exposed = {f for f in families if f.startswith("llm_") and not f.endswith("_created")}
-    assert exposed == {m.name for m in conventions.METRICS}
+    assert exposed == {m.name for m in conventions.METRICS} | {conventions.SERVICE_INFO}
     readme = (ROOT / "README.md").read_text()
     documented = set(re.findall(r"^\| `(llm_[a-z_]+?)(?:_total)?` \|", readme, re.MULTILINE))
     assert documented == exposed  # the README's metrics table

@@ -24,6 +24,7 @@ import yaml
 
 from conftest import BIN, ROOT, clean_env, post_chat, start_example
 from nexent_autoinstrument.tools.net import free_port
+from receivers import OTLPHTTPReceiver
 
 DOCKER = ROOT / "docker"
 PROMETHEUS_DIR = DOCKER / "prometheus"
@@ -92,7 +93,7 @@ def test_dashboard_datasources_exist_in_the_provisioning() -> None:
     for node in map(json.loads, used):
         assert provisioned.get(node["uid"]) == node["type"], node
     assert dashboard["uid"] == "nexent-llm-performance" and dashboard["title"] == "LLM Performance Dashboard"
-    assert {v["name"] for v in dashboard["templating"]["list"]} == {"service", "model"}
+    assert {v["name"] for v in dashboard["templating"]["list"]} == {"service", "model", "trace_service"}
     assert any("16686" in link["url"] or "nexent-jaeger" in link["url"] for link in dashboard["links"])
 
 
@@ -185,6 +186,11 @@ def as_query(expr: str) -> str:
     return expr.replace("$service", ".*").replace("$model", ".*").replace("$__rate_interval", "1m")
 
 
+#: The scrape target's ``service`` label, as ./docker/start-monitoring.sh writes it by default: not
+#: the service.name the example's spans carry (SERVICE_NAME=example-backend).
+TARGET_LABEL = "nexent-backend"
+
+
 class Prometheus:
     def __init__(self, workdir: Path, app_port: int) -> None:
         config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
@@ -192,8 +198,10 @@ class Prometheus:
         shutil.copy(PROMETHEUS_DIR / "alerts.yml", workdir / "alerts.yml")
         (workdir / "targets").mkdir()
         (workdir / "targets" / "apps.json").write_text(json.dumps(
-            [{"targets": [f"127.0.0.1:{app_port}"], "labels": {"service": "example-backend"}}]))
+            [{"targets": [f"127.0.0.1:{app_port}"], "labels": {"service": TARGET_LABEL}}]))
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        #: Where the scraped service's spans went (set by the fixture that starts it).
+        self.spans: OTLPHTTPReceiver | None = None
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
@@ -231,8 +239,10 @@ class Prometheus:
 def populated_prometheus(tmp_path_factory: pytest.TempPathFactory, mock_llm: Any) -> Iterator[Prometheus]:
     """The example service, driven with normal, failing and slow streams, scraped by Prometheus."""
     tool("prometheus")  # skip (or fail on CI) before starting anything
-    base, service = start_example(mock_llm, OTEL_TRACES_EXPORTER="none")
+    otlp = OTLPHTTPReceiver()
+    base, service = start_example(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="200")
     prometheus = Prometheus(tmp_path_factory.mktemp("prometheus"), int(base.rsplit(":", 1)[1]))
+    prometheus.spans = otlp
     try:
         prometheus.wait(lambda: any(r["value"][1] == "1" for r in prometheus.query('up{job="llm-apps"}')), 30)
         slow = {"ttft": 3.2, "itl": 0.25, "tokens": 20, "stall_at": 3, "stall": 2.2}  # ~10.2 s, 4 tokens/s
@@ -257,6 +267,7 @@ def populated_prometheus(tmp_path_factory: pytest.TempPathFactory, mock_llm: Any
         prometheus.stop()
         service.terminate()
         service.communicate(timeout=20)
+        otlp.stop()
 
 
 def test_every_dashboard_query_returns_data(populated_prometheus: Prometheus) -> None:
@@ -264,7 +275,25 @@ def test_every_dashboard_query_returns_data(populated_prometheus: Prometheus) ->
     assert not empty
     services = populated_prometheus.get("/api/v1/label/service/values?" + urllib.parse.urlencode(
         {"match[]": "llm_request_duration_seconds_count"}))
-    assert services["data"] == ["example-backend"]  # the $service variable's values
+    assert services["data"] == [TARGET_LABEL]  # the $service variable's values
+
+
+def test_the_jaeger_links_search_for_the_service_name_the_spans_carry(populated_prometheus: Prometheus) -> None:
+    """The dashboard's "Traces in Jaeger" links search for ``$trace_service``: that variable's query,
+    run by the real Prometheus with every service selected, gives the spans' service.name, which
+    is not the scrape target's ``service`` label."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    [variable] = [v for v in dashboard["templating"]["list"] if v["name"] == "trace_service"]
+    match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]["query"])
+    assert match is not None
+    selector, label = match.group(1).replace("$service", ".*"), match.group(2)
+    values = populated_prometheus.get(f"/api/v1/label/{label}/values?" + urllib.parse.urlencode({"match[]": selector}))
+    assert populated_prometheus.spans is not None
+    exported = {resource["service.name"] for resource, span in populated_prometheus.spans.spans()
+                if span.name.startswith("chat ")}
+    assert values["data"] == sorted(exported) == ["example-backend"] != [TARGET_LABEL]
+    for link in dashboard["links"]:
+        assert "${trace_service}" in link["url"] and "${service}" not in link["url"]
 
 
 def test_every_alert_expression_returns_data_for_the_bad_model(populated_prometheus: Prometheus) -> None:
@@ -285,5 +314,5 @@ def test_the_alerts_that_should_fire_are_active(populated_prometheus: Prometheus
              for r in g["rules"]}
     for alert in alerts:  # labelled and annotated as the rules say, with the scrape target's service
         rule, labels = rules[alert["labels"]["alertname"]], alert["labels"]
-        assert labels["service"] == "example-backend" and labels["severity"] == rule["labels"]["severity"], alert
-        assert f"{labels['model']} (example-backend)" in alert["annotations"]["summary"], alert
+        assert labels["service"] == TARGET_LABEL and labels["severity"] == rule["labels"]["severity"], alert
+        assert f"{labels['model']} ({TARGET_LABEL})" in alert["annotations"]["summary"], alert

@@ -18,6 +18,9 @@ TOTAL_TOKENS = "llm_total_tokens"
 ERROR_COUNT = "llm_error_count"
 SLOW_REQUESTS = "llm_slow_requests"
 TIME_TO_REQUEST_SENT = "llm_time_to_request_sent_seconds"
+#: Always 1, labelled with the ``service.name`` and ``service.version`` the process's spans carry:
+#: the dashboard finds a scrape target's traces by it (its ``service`` label is the target's).
+SERVICE_INFO = "llm_service_info"
 
 # Latencies from about 10 ms to minutes.
 SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,

@@ -22,7 +22,7 @@ from bisect import bisect_right
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
@@ -213,7 +213,9 @@ class LLMMetrics:
     """Records one finished LLM call into every instrument."""
 
     def __init__(self, registry: CollectorRegistry | None = REGISTRY, meter: Any = None,
-                 max_model_labels: int = BUDGETS["model"], bulk: BulkHistograms | None = None) -> None:
+                 max_model_labels: int = BUDGETS["model"], bulk: BulkHistograms | None = None,
+                 service: tuple[str, str] | None = None) -> None:
+        """``service``: the (name, version) the spans carry, served as ``llm_service_info``."""
         self.model_label = BoundedLabel(max_model_labels)
         self.response_model_label = BoundedLabel(max_model_labels)  # (the size of the request models', its own)
         self.error_label = BoundedLabel(BUDGETS["error_type"])
@@ -234,6 +236,10 @@ class LLMMetrics:
                 self._prom[spec.name] = Counter(spec.name, spec.description, spec.labels, registry=registry)
         if registry is not None:
             registry.register(_InternalErrorCollector())
+            if service is not None:
+                Gauge(names.SERVICE_INFO, "The service.name and service.version on this process's spans (always 1)",
+                      ["service_name", "service_version"], registry=registry,
+                      multiprocess_mode="max").labels(*service).set(1)
         self._otel: dict[str, Any] = {}
         #: What OpenTelemetry gets in bulk (gaps); None without a meter.
         self.bulk: BulkHistograms | None = None

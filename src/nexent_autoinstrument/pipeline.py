@@ -281,7 +281,9 @@ class Pipeline:
             processor.make_exporter()
         self.meter_provider = self._make_meter_provider(self.settings)
         meter = self.meter_provider.get_meter("nexent_autoinstrument", __version__) if self.meter_provider else None
-        return (LLMMetrics(meter=meter, max_model_labels=self.settings.max_model_labels, bulk=self.bulk_histograms),
+        service = (self.settings.service_name, self.settings.service_version)
+        return (LLMMetrics(meter=meter, max_model_labels=self.settings.max_model_labels, bulk=self.bulk_histograms,
+                           service=service),
                 HTTPMetrics(meter=meter))
 
     def telemetry(self) -> Telemetry:
