@@ -70,9 +70,33 @@ def test_doctor_suggests_the_start_script_only_where_it_exists(where: str, tmp_p
         assert script, line
         assert (cwd / script[1]).is_file(), line  # relative to where the doctor runs, or absolute
     if where == "checkout":
-        assert "(./docker/start-monitoring.sh)" in out
+        assert "./docker/start-monitoring.sh;" in out
+    assert not re.search(r"\([^()]*\(", out), out  # no parentheses inside parentheses
     last = out.strip().splitlines()[-1]
     assert last.startswith(f"1 problem, {out.count('[WARN]')} warning") and out.count("[FAIL]") == 1
+
+
+def test_version_and_every_help_read_as_plain_text() -> None:
+    version = subprocess.run([str(BIN / "nexent-autoinstrument"), "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and re.fullmatch(r"nexent-autoinstrument \d+\.\d+\.\d+\n", version.stdout)
+    for command in ("mock-llm", "demo", "doctor"):
+        shown = subprocess.run([str(BIN / "nexent-autoinstrument"), command, "--help"], capture_output=True, text=True)
+        assert shown.returncode == 0 and "``" not in shown.stdout and "usage:" in shown.stdout, shown.stdout
+
+
+def test_doctor_names_the_instrumentors_only_where_opentelemetry_instrument_is(
+        monkeypatch: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from nexent_autoinstrument.settings import Settings
+    from nexent_autoinstrument.tools import doctor as doctor_module
+
+    monkeypatch.setattr(doctor_module.shutil, "which", lambda name: None)
+    said = [text for _, text, _ in doctor_module.check_loading(Settings(), [])]
+    assert not [text for text in said if "will load" in text]
+    assert [text for text in said if "opentelemetry-instrument is not installed" in text]
+    monkeypatch.setattr(doctor_module.shutil, "which", lambda name: f"/usr/bin/{name}")
+    [loading] = [text for _, text, _ in doctor_module.check_loading(Settings(), []) if "will load" in text]
+    names = loading.split(": ", 1)[1].split(", ")
+    assert len(names) == len(set(names)) and "openai" in names
 
 
 def test_doctor_without_a_checkout_points_to_the_readme(monkeypatch: Any, tmp_path: Path) -> None:

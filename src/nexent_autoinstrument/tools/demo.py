@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import conventions as names
+from ..cli import COMMANDS
 from .mock import MockConfig, start_in_thread
 from .net import free_port, reachable
 
@@ -241,7 +242,7 @@ def wait_for_spans(path: Path, count: int, seconds: float = 15) -> list[dict[str
 
 def main(argv: list[str] | None = None) -> None:
     """Run the demo."""
-    parser = argparse.ArgumentParser(prog="nexent-autoinstrument demo", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="nexent-autoinstrument demo", description=COMMANDS["demo"][1],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--requests", type=int, default=40, help="chat requests to send")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")

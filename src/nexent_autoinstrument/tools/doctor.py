@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import sysconfig
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from pathlib import Path
 from .. import __version__
 from ..adapters.endpoints import HTTP_CLIENTS, PROTOCOLS
 from ..bootstrap import opentelemetry_installed
+from ..cli import COMMANDS
 from ..settings import Settings, load_settings
 from .net import reachable
 
@@ -40,8 +42,7 @@ def start_stack_hint() -> str:
     for parent in Path(__file__).resolve().parents:
         if (parent / START_SCRIPT).is_file() and (parent / "pyproject.toml").is_file():
             return str(parent / START_SCRIPT)
-    return ("see \"Monitoring stack\" in the README (docker/docker-compose-monitoring.yml "
-            "in the source repository)")
+    return "see \"Monitoring stack\" in the README: docker/docker-compose-monitoring.yml in the source repository"
 
 
 class _Collect(logging.Handler):
@@ -110,7 +111,7 @@ def check_endpoints(settings: Settings, warnings: list[str]) -> Iterator[Check]:
             yield OK, f"OTLP collector reachable at {endpoint} ({settings.otlp_protocol})", ""
         else:
             yield FAIL, f"nothing listens at the OTLP endpoint {endpoint}: traces will be dropped", \
-                f"start the monitoring stack ({start}) or set OTEL_EXPORTER_OTLP_ENDPOINT"
+                f"start the monitoring stack: {start}; or set OTEL_EXPORTER_OTLP_ENDPOINT"
     if "jaeger" in settings.traces_exporters:
         from ..jaeger_thrift import DEFAULT_COLLECTOR_ENDPOINT
 
@@ -127,7 +128,7 @@ def check_endpoints(settings: Settings, warnings: list[str]) -> Iterator[Check]:
             yield OK, f"Jaeger collector reachable at {endpoint}", ""
         else:
             yield FAIL, f"nothing listens at JAEGER_ENDPOINT {endpoint}", \
-                f"start Jaeger ({start}) or use OTLP: unset JAEGER_ENDPOINT"
+                f"start Jaeger: {start}; or use OTLP: unset JAEGER_ENDPOINT"
     if settings.traces_exporters == ("none",):
         yield WARN, "OTEL_TRACES_EXPORTER=none: no traces leave the process", "set it to otlp"
     if settings.prometheus_port is not None:
@@ -192,7 +193,11 @@ def check_loading(settings: Settings, warnings: list[str]) -> Iterator[Check]:
             "export OTEL_PYTHON_DISTRO=nexent OTEL_PYTHON_CONFIGURATOR=nexent"
     elif distros:
         yield OK, f"OpenTelemetry distro(s): {', '.join(distros)}", ""
-    instrumentors = sorted(ep.name for ep in entry_points(group="opentelemetry_instrumentor"))
+    if shutil.which("opentelemetry-instrument") is None:
+        yield OK, "opentelemetry-instrument is not installed: auto-load (ENABLE_TELEMETRY=true) is the way in", \
+            ""
+        return
+    instrumentors = sorted({ep.name for ep in entry_points(group="opentelemetry_instrumentor")})
     if instrumentors:
         yield OK, f"instrumentors opentelemetry-instrument will load: {', '.join(instrumentors)}", ""
 
@@ -208,7 +213,7 @@ CHECKS: tuple[tuple[str, Callable[[Settings, list[str]], Iterator[Check]]], ...]
 
 def main(argv: list[str] | None = None) -> None:
     """Run every check and print the report."""
-    argparse.ArgumentParser(prog="nexent-autoinstrument doctor", description=__doc__.split("\n")[0]).parse_args(argv)
+    argparse.ArgumentParser(prog="nexent-autoinstrument doctor", description=COMMANDS["doctor"][1]).parse_args(argv)
     settings, warnings = _settings_with_warnings()
     print(f"nexent-autoinstrument {__version__} doctor (python {sys.version.split()[0]})")
     failed = warned = 0

@@ -24,6 +24,7 @@ from types import ModuleType
 from typing import Any
 
 from ...adapters.endpoints import ENDPOINTS, PROTOCOLS, Endpoint
+from ...cli import COMMANDS
 from . import openai
 from .core import Call, MockConfig
 from .wire import DIALECTS, Dialect, Dropped
@@ -231,7 +232,7 @@ def start_in_thread(config: MockConfig | None = None, host: str = "127.0.0.1", p
 
 def main(argv: list[str] | None = None) -> None:
     """``nexent-autoinstrument mock-llm``: run the mock LLM in the foreground."""
-    parser = argparse.ArgumentParser(prog="nexent-autoinstrument mock-llm", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="nexent-autoinstrument mock-llm", description=COMMANDS["mock-llm"][1],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8090, help="port to listen on")
