@@ -15,6 +15,11 @@ label="${NEXENT_SERVICE_LABEL:-nexent-backend}"
 quoted=$(printf '%s' "$targets" | sed 's/[[:space:]]//g; s/,/", "/g')
 printf '[\n  {"targets": ["%s"], "labels": {"service": "%s"}}\n]\n' "$quoted" "$label" \
   > "$HERE/prometheus/targets/apps.json"
+if [ "${NEXENT_WITH_COLLECTOR:-0}" = 1 ]; then  # (without it, no target that is down for ever)
+  printf '[\n  {"targets": ["otel-collector:8889"], "labels": {"service": "otlp-push"}}\n]\n'
+else
+  printf '[]\n'
+fi > "$HERE/prometheus/targets/collector.json"
 
 "${COMPOSE[@]}" up -d
 

@@ -139,6 +139,34 @@ def test_start_script_explains_a_missing_engine_and_starts_nothing(tmp_path: Pat
     assert log.read_text().split("\n")[:-1] == ["docker info", "docker info"]  # nothing else was attempted
 
 
+@pytest.mark.parametrize("collector", ["0", "1"])
+def test_the_start_script_writes_untracked_targets_and_the_collector_only_with_it(collector: str,
+                                                                                 tmp_path: Path) -> None:
+    """What the start script writes stays out of git, and the collector is scraped only when it runs."""
+    copy = tmp_path / "docker"
+    shutil.copytree(DOCKER, copy, ignore=shutil.ignore_patterns("*.json"))
+    shutil.copy(DASHBOARD, copy / "grafana" / "dashboards")
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "docker").write_text("#!/bin/sh\nexit 0\n")  # an engine that does nothing
+    (fake_bin / "docker").chmod(0o755)
+    env = {**clean_env(), "PATH": f"{fake_bin}:/usr/bin:/bin", "HEALTH_TIMEOUT": "0",
+           "NEXENT_WITH_COLLECTOR": collector, "NEXENT_METRICS_TARGETS": "host.docker.internal:8000, other:9464",
+           "NEXENT_SERVICE_LABEL": "mine"}
+    subprocess.run([str(copy / "start-monitoring.sh")], env=env, capture_output=True, text=True, timeout=30)
+    targets = copy / "prometheus" / "targets"
+    apps = json.loads((targets / "apps.json").read_text())
+    assert apps == [{"targets": ["host.docker.internal:8000", "other:9464"], "labels": {"service": "mine"}}]
+    collectors = json.loads((targets / "collector.json").read_text())
+    assert collectors == ([{"targets": ["otel-collector:8889"], "labels": {"service": "otlp-push"}}]
+                          if collector == "1" else [])
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    files = {job["job_name"]: job["file_sd_configs"][0]["files"] for job in config["scrape_configs"]}
+    assert files == {"llm-apps": ["targets/apps.json"], "otel-collector": ["targets/collector.json"]}
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(PROMETHEUS_DIR / "targets" / "apps.json")], cwd=ROOT)
+    assert ignored.returncode == 0  # (in the checkout: the written files never show as changes)
+
+
 def test_scripts_use_legacy_docker_compose_when_the_plugin_is_missing(tmp_path: Path) -> None:
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
@@ -268,6 +296,13 @@ def populated_prometheus(tmp_path_factory: pytest.TempPathFactory, mock_llm: Any
         service.terminate()
         service.communicate(timeout=20)
         otlp.stop()
+
+
+def test_no_scrape_target_is_down(populated_prometheus: Prometheus) -> None:
+    """The configuration as shipped scrapes nothing that is not there (a collector that was not
+    started would be a target down for ever)."""
+    targets = populated_prometheus.get("/api/v1/targets")["data"]["activeTargets"]
+    assert targets and all(target["health"] == "up" for target in targets), targets
 
 
 def test_every_dashboard_query_returns_data(populated_prometheus: Prometheus) -> None:
