@@ -21,6 +21,18 @@ else
   printf '[]\n'
 fi > "$HERE/prometheus/targets/collector.json"
 
+# From a container, host.docker.internal is the Docker bridge's address on Linux, not loopback.
+scrape_info() {
+  echo "Prometheus scrapes: $targets (service=\"$label\")"
+  local bridge
+  bridge=$(ip -4 -o addr show dev "${NEXENT_BRIDGE_INTERFACE:-docker0}" 2>/dev/null | awk '{print $4}' | cut -d/ -f1)
+  if [ -n "$bridge" ]; then
+    echo "host.docker.internal is $bridge here: a service on the host must listen there as well as on"
+    echo "127.0.0.1, e.g. HOST=127.0.0.1,$bridge for the example service (./scripts/demo.sh --stack does it)."
+  fi
+}
+scrape_info
+
 "${COMPOSE[@]}" up -d
 
 bind="${MONITORING_BIND:-127.0.0.1}"
@@ -48,6 +60,6 @@ cat <<INFO
 | Jaeger     | http://localhost:16686       | none |
 | Prometheus | http://localhost:9090        | none |
 
-Prometheus scrapes: $targets (service="$label")
 Point your app at it: ENABLE_TELEMETRY=true OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318
 INFO
+scrape_info

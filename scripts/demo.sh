@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo, from a fresh clone: the example service under the agent, on the bundled mock LLM.
-# Usage: ./scripts/demo.sh [--requests N] [--keep-running]
+# Usage: ./scripts/demo.sh [--requests N] [--keep-running | --stack]
+#   --stack: with ./docker/start-monitoring.sh running, fill its dashboard until Ctrl-C
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

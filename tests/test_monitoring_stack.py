@@ -1,6 +1,7 @@
 """The monitoring stack, proven without a Docker engine: promtool, the Compose Specification
-schema, and a real Prometheus scraping the example service and evaluating every dashboard
-query and every alert rule."""
+schema, and a real Prometheus, on a network laid out as Docker lays out a container's (a network
+namespace behind a veth pair, ``host.docker.internal`` leading to the host's end), scraping the
+example service as the README runs it and evaluating every dashboard query and every alert rule."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import pytest
 import yaml
 
 from conftest import BIN, ROOT, clean_env, post_chat, start_example
-from nexent_autoinstrument.tools.net import free_port
+from nexent_autoinstrument.tools.net import container_reachable_hosts, free_port
 from receivers import OTLPHTTPReceiver
 
 DOCKER = ROOT / "docker"
@@ -140,24 +141,15 @@ def test_start_script_explains_a_missing_engine_and_starts_nothing(tmp_path: Pat
 
 
 @pytest.mark.parametrize("collector", ["0", "1"])
-def test_the_start_script_writes_untracked_targets_and_the_collector_only_with_it(collector: str,
-                                                                                 tmp_path: Path) -> None:
+def test_the_start_script_writes_untracked_targets_and_the_collector_only_with_it(
+        collector: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What the start script writes stays out of git, and the collector is scraped only when it runs."""
-    copy = tmp_path / "docker"
-    shutil.copytree(DOCKER, copy, ignore=shutil.ignore_patterns("*.json"))
-    shutil.copy(DASHBOARD, copy / "grafana" / "dashboards")
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    (fake_bin / "docker").write_text("#!/bin/sh\nexit 0\n")  # an engine that does nothing
-    (fake_bin / "docker").chmod(0o755)
-    env = {**clean_env(), "PATH": f"{fake_bin}:/usr/bin:/bin", "HEALTH_TIMEOUT": "0",
-           "NEXENT_WITH_COLLECTOR": collector, "NEXENT_METRICS_TARGETS": "host.docker.internal:8000, other:9464",
-           "NEXENT_SERVICE_LABEL": "mine"}
-    subprocess.run([str(copy / "start-monitoring.sh")], env=env, capture_output=True, text=True, timeout=30)
-    targets = copy / "prometheus" / "targets"
-    apps = json.loads((targets / "apps.json").read_text())
+    monkeypatch.setenv("NEXENT_WITH_COLLECTOR", collector)
+    monkeypatch.setenv("NEXENT_SERVICE_LABEL", "mine")
+    config_dir, _ = start_script_targets(tmp_path, "host.docker.internal:8000, other:9464", "lo")
+    apps = json.loads((config_dir / "targets" / "apps.json").read_text())
     assert apps == [{"targets": ["host.docker.internal:8000", "other:9464"], "labels": {"service": "mine"}}]
-    collectors = json.loads((targets / "collector.json").read_text())
+    collectors = json.loads((config_dir / "targets" / "collector.json").read_text())
     assert collectors == ([{"targets": ["otel-collector:8889"], "labels": {"service": "otlp-push"}}]
                           if collector == "1" else [])
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
@@ -214,27 +206,89 @@ def as_query(expr: str) -> str:
     return expr.replace("$service", ".*").replace("$model", ".*").replace("$__rate_interval", "1m")
 
 
-#: The scrape target's ``service`` label, as ./docker/start-monitoring.sh writes it by default: not
+#: The scrape targets' ``service`` label, as ./docker/start-monitoring.sh writes it by default: not
 #: the service.name the example's spans carry (SERVICE_NAME=example-backend).
 TARGET_LABEL = "nexent-backend"
 
 
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+
+class ContainerNetwork:
+    """A network namespace joined to the host by a veth pair, as Docker joins a container to its
+    bridge: the host's end has an address of its own (on Linux, ``host.docker.internal`` with
+    ``host-gateway`` is the bridge's address), and inside, ``host.docker.internal`` resolves to it
+    (``ip netns exec`` mounts /etc/netns/NAME/hosts over /etc/hosts)."""
+
+    def __init__(self) -> None:
+        if os.geteuid() != 0 or shutil.which("ip") is None:
+            missing("the container network needs root and iproute2 (ip netns, veth)")
+        tag = os.getpid() % 100_000
+        self.name, self.host_end, inner = f"nxstack{tag}", f"nxh{tag}", f"nxc{tag}"
+        subnet = f"10.213.{tag % 250 + 1}"
+        self.host_address, self.address = f"{subnet}.1", f"{subnet}.2"
+        self.hosts = Path("/etc/netns") / self.name
+        _ip("netns", "add", self.name)
+        try:
+            _ip("link", "add", self.host_end, "type", "veth", "peer", "name", inner)
+            _ip("link", "set", inner, "netns", self.name)
+            _ip("addr", "add", f"{self.host_address}/30", "dev", self.host_end)
+            _ip("link", "set", self.host_end, "up")
+            for command in (("addr", "add", f"{self.address}/30", "dev", inner), ("link", "set", inner, "up"),
+                            ("link", "set", "lo", "up")):
+                _ip("netns", "exec", self.name, "ip", *command)
+            self.hosts.mkdir(parents=True, exist_ok=True)
+            (self.hosts / "hosts").write_text(f"127.0.0.1 localhost\n{self.host_address} host.docker.internal\n")
+        except BaseException:
+            self.close()
+            raise
+
+    def inside(self) -> list[str]:
+        """The command prefix that runs a program in the namespace."""
+        return ["ip", "netns", "exec", self.name]
+
+    def close(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)  # (and both veth ends)
+        shutil.rmtree(self.hosts, ignore_errors=True)
+
+
+def start_script_targets(workdir: Path, targets: str, bridge: str) -> tuple[Path, str]:
+    """A copy of docker/ whose targets ./docker/start-monitoring.sh wrote (a stand-in engine that
+    does nothing, so the script stops at its health checks), and what the script printed."""
+    copy = workdir / "docker"
+    shutil.copytree(DOCKER, copy, ignore=shutil.ignore_patterns("*.json"))
+    shutil.copy(DASHBOARD, copy / "grafana" / "dashboards")
+    fake_bin = workdir / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "docker").write_text("#!/bin/sh\nexit 0\n")
+    (fake_bin / "docker").chmod(0o755)
+    env = {**clean_env(), "PATH": f"{fake_bin}:/usr/bin:/bin:/usr/sbin:/sbin", "HEALTH_TIMEOUT": "0",
+           "NEXENT_METRICS_TARGETS": targets, "NEXENT_BRIDGE_INTERFACE": bridge}
+    run = subprocess.run([str(copy / "start-monitoring.sh")], env=env, capture_output=True, text=True, timeout=30)
+    return copy / "prometheus", run.stdout + run.stderr
+
+
 class Prometheus:
-    def __init__(self, workdir: Path, app_port: int) -> None:
-        config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    """Debian's Prometheus with the compose file's configuration (``config_dir``: prometheus.yml,
+    alerts.yml, targets/), scraping every second, in ``network`` (None: on the host's loopback)."""
+
+    def __init__(self, workdir: Path, config_dir: Path, network: ContainerNetwork | None = None) -> None:
+        config = yaml.safe_load((config_dir / "prometheus.yml").read_text())
         config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+        workdir.mkdir(parents=True, exist_ok=True)
         shutil.copy(PROMETHEUS_DIR / "alerts.yml", workdir / "alerts.yml")
-        (workdir / "targets").mkdir()
-        (workdir / "targets" / "apps.json").write_text(json.dumps(
-            [{"targets": [f"127.0.0.1:{app_port}"], "labels": {"service": TARGET_LABEL}}]))
+        shutil.copytree(config_dir / "targets", workdir / "targets")
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        #: Where the scraped service's spans went (set by the fixture that starts it).
+        # What the fixture set up around it: where the scraped service's spans went, the targets a
+        # container can and cannot reach, what the start script said, the host's end of the network.
         self.spans: OTLPHTTPReceiver | None = None
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.reachable = self.unreachable = self.start_script_said = self.host_address = ""
+        host, self.port = (network.address, 9090) if network else ("127.0.0.1", free_port())
+        self.url = f"http://{host}:{self.port}"
         self.process = subprocess.Popen(
-            [tool("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
-             f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"],
+            [*(network.inside() if network else []), tool("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
+             f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address={host}:{self.port}"],
             stdout=subprocess.DEVNULL, stderr=(workdir / "prometheus.log").open("wb"))
         self.wait(lambda: self.get("/-/ready") is not None, 30)
 
@@ -251,6 +305,10 @@ class Prometheus:
         assert answer and answer["status"] == "success", (expr, answer)
         return list(answer["data"]["result"])
 
+    def targets(self) -> dict[str, dict[str, Any]]:
+        """The active scrape targets, by address."""
+        return {t["labels"]["instance"]: t for t in self.get("/api/v1/targets")["data"]["activeTargets"]}
+
     @staticmethod
     def wait(predicate: Any, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -265,12 +323,35 @@ class Prometheus:
 
 @pytest.fixture(scope="module")
 def populated_prometheus(tmp_path_factory: pytest.TempPathFactory, mock_llm: Any) -> Iterator[Prometheus]:
-    """The example service, driven with normal, failing and slow streams, scraped by Prometheus."""
+    """Prometheus in a container network, its targets written by the start script: the example
+    service listening where the demo makes it listen for the stack (loopback and the bridge's
+    address), driven with normal, failing and slow streams, and a second one on loopback only,
+    as the example listens by default, which a container cannot reach."""
     tool("prometheus")  # skip (or fail on CI) before starting anything
+    network = ContainerNetwork()
     otlp = OTLPHTTPReceiver()
-    base, service = start_example(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="200")
-    prometheus = Prometheus(tmp_path_factory.mktemp("prometheus"), int(base.rsplit(":", 1)[1]))
+    services = []
+    try:
+        base, service = start_example(mock_llm, HOST=container_reachable_hosts(network.host_end),
+                                      OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="200")
+        services.append(service)
+        loopback_base, loopback_only = start_example(mock_llm, OTEL_TRACES_EXPORTER="none")
+        services.append(loopback_only)
+        ports = [url.rsplit(":", 1)[1] for url in (base, loopback_base)]
+        workdir = tmp_path_factory.mktemp("prometheus")
+        config_dir, said = start_script_targets(workdir, ",".join(f"host.docker.internal:{p}" for p in ports),
+                                                network.host_end)
+        prometheus = Prometheus(workdir / "run", config_dir, network)
+    except BaseException:
+        for started in services:
+            started.kill()
+        network.close()
+        otlp.stop()
+        raise
     prometheus.spans = otlp
+    prometheus.reachable, prometheus.unreachable = (f"host.docker.internal:{p}" for p in ports)
+    prometheus.start_script_said = said
+    prometheus.host_address = network.host_address
     try:
         prometheus.wait(lambda: any(r["value"][1] == "1" for r in prometheus.query('up{job="llm-apps"}')), 30)
         slow = {"ttft": 3.2, "itl": 0.25, "tokens": 20, "stall_at": 3, "stall": 2.2}  # ~10.2 s, 4 tokens/s
@@ -293,16 +374,27 @@ def populated_prometheus(tmp_path_factory: pytest.TempPathFactory, mock_llm: Any
         yield prometheus
     finally:
         prometheus.stop()
-        service.terminate()
-        service.communicate(timeout=20)
+        for started in services:
+            started.terminate()
+            started.communicate(timeout=20)
+        network.close()
         otlp.stop()
 
 
-def test_no_scrape_target_is_down(populated_prometheus: Prometheus) -> None:
-    """The configuration as shipped scrapes nothing that is not there (a collector that was not
-    started would be a target down for ever)."""
-    targets = populated_prometheus.get("/api/v1/targets")["data"]["activeTargets"]
-    assert targets and all(target["health"] == "up" for target in targets), targets
+def test_a_container_reaches_the_service_where_the_demo_listens_and_not_on_loopback(
+        populated_prometheus: Prometheus) -> None:
+    """Docker's network on Linux: host.docker.internal is the bridge's address, so a service on
+    127.0.0.1 alone is a target that is down for ever and its panels stay empty. The one listening
+    where the demo (and the start script's advice) puts it is up; nothing else is scraped (no
+    collector target without the collector)."""
+    targets = populated_prometheus.targets()
+    assert set(targets) == {populated_prometheus.reachable, populated_prometheus.unreachable}
+    assert targets[populated_prometheus.reachable]["health"] == "up"
+    down = targets[populated_prometheus.unreachable]
+    assert down["health"] == "down" and "refused" in down["lastError"], down
+    said = populated_prometheus.start_script_said
+    assert f"host.docker.internal is {populated_prometheus.host_address} here" in said, said
+    assert f"HOST=127.0.0.1,{populated_prometheus.host_address}" in said, said
 
 
 def test_every_dashboard_query_returns_data(populated_prometheus: Prometheus) -> None:

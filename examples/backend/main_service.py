@@ -6,11 +6,15 @@ Run it under the agent with no code change:
         opentelemetry-instrument python examples/backend/main_service.py
 
 The only monitoring line is ``setup_fastapi_app``, which serves /metrics on the app's port.
+``HOST`` is where it listens, one address or several separated by commas (default 127.0.0.1):
+the monitoring stack's Prometheus, in a container, reaches a Linux host on the Docker bridge's
+address, not on loopback (``./docker/start-monitoring.sh`` prints what to set).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 
 import uvicorn
 from fastapi import FastAPI, HTTPException
@@ -59,6 +63,14 @@ async def chat(request: ChatRequest) -> StreamingResponse:
     return StreamingResponse(relay(), media_type="text/plain")
 
 
+def serve() -> None:
+    """Listen on every address in ``HOST``, on ``PORT``."""
+    port = int(os.environ.get("PORT", "8000"))
+    hosts = [host.strip() for host in os.environ.get("HOST", "127.0.0.1").split(",") if host.strip()]
+    sockets = [socket.create_server((host, port)) for host in hosts]
+    config = uvicorn.Config(app, port=port, log_level=os.environ.get("LOG_LEVEL", "warning"))
+    uvicorn.Server(config).run(sockets=sockets)
+
+
 if __name__ == "__main__":
-    uvicorn.run(app, host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "8000")),
-                log_level=os.environ.get("LOG_LEVEL", "warning"))
+    serve()

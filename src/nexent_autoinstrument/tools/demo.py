@@ -30,7 +30,7 @@ from typing import Any
 from .. import conventions as names
 from ..cli import COMMANDS
 from .mock import MockConfig, start_in_thread
-from .net import free_port, reachable
+from .net import container_reachable_hosts, free_port, reachable
 
 MODELS = ("mock-gpt", "mock-gpt-mini")
 STACK_SCRAPE_PORT = 8000
@@ -240,6 +240,22 @@ def wait_for_spans(path: Path, count: int, seconds: float = 15) -> list[dict[str
         time.sleep(0.2)
 
 
+def _steady_load(url: str, concurrency: int, service: subprocess.Popen[bytes]) -> None:
+    """Requests of the demo's mix, ``concurrency`` at a time, until Ctrl-C (or the service stops):
+    the dashboard's panels fill and stay filled."""
+    print("\nsending a steady load for the dashboard (Grafana: http://localhost:3005); Ctrl-C to stop")
+    sent = failed = 0
+    try:
+        with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+            while service.poll() is None:
+                for status, _ in pool.map(lambda p: _post(url, p), _plan(concurrency * 5)):
+                    sent += 1
+                    failed += status != 200
+                print(f"  {sent} requests sent, {failed} failed (as planned: the mix has errors)", flush=True)
+    except KeyboardInterrupt:
+        print(f"\nstopped after {sent} requests")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the demo."""
     parser = argparse.ArgumentParser(prog="nexent-autoinstrument demo", description=COMMANDS["demo"][1],
@@ -247,6 +263,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=40, help="chat requests to send")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")
     parser.add_argument("--keep-running", action="store_true", help="leave the service up until Ctrl-C")
+    parser.add_argument("--stack", action="store_true",
+                        help="fill the running monitoring stack's dashboard: serve where its Prometheus scrapes "
+                             "and keep sending requests until Ctrl-C")
     args = parser.parse_args(argv)
 
     # Everything that can be missing is checked before anything starts or any file is written.
@@ -266,14 +285,24 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"nexent-autoinstrument demo: opentelemetry-instrument not found; "
                          f"pip install -e '.[demo]' in {example.parents[2]}")
 
-    mock = start_in_thread(MockConfig(ttft=0.12, itl=0.015, tokens=40, jitter=0.3), seed=7)
     otlp = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318")
     stack_up = reachable(otlp) and reachable("http://localhost:3005")
-    # With the stack up, serve where its Prometheus scrapes by default (docker/prometheus/targets).
-    port = STACK_SCRAPE_PORT if stack_up and not reachable(f"http://127.0.0.1:{STACK_SCRAPE_PORT}") else free_port()
+    scrape_port_free = not reachable(f"http://127.0.0.1:{STACK_SCRAPE_PORT}")
+    if args.stack and not (stack_up and scrape_port_free):
+        from .doctor import start_stack_hint
+
+        raise SystemExit("nexent-autoinstrument demo --stack: " + (
+            f"port {STACK_SCRAPE_PORT}, where the stack's Prometheus scrapes, is taken; stop what listens there"
+            if stack_up else f"the monitoring stack is not running (nothing at {otlp} and :3005); start it first: "
+            f"{start_stack_hint()}"))
+    mock = start_in_thread(MockConfig(ttft=0.12, itl=0.015, tokens=40, jitter=0.3), seed=7)
+    # With the stack up, serve where its Prometheus scrapes by default (docker/prometheus/targets/):
+    # host.docker.internal:8000, which on Linux is the Docker bridge's address, not loopback.
+    port = STACK_SCRAPE_PORT if stack_up and scrape_port_free else free_port()
+    hosts = container_reachable_hosts() if stack_up else "127.0.0.1"
     traces_file = Path(".demo") / "traces.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.update(ENABLE_TELEMETRY="true", SERVICE_NAME="nexent-demo-backend", PORT=str(port),
+    env.update(ENABLE_TELEMETRY="true", SERVICE_NAME="nexent-demo-backend", PORT=str(port), HOST=hosts,
                OPENAI_BASE_URL=mock.base_url, OPENAI_API_KEY="sk-demo-not-a-real-key",
                OTEL_TRACES_EXPORTER="otlp" if stack_up else "console",
                OTEL_BSP_SCHEDULE_DELAY="200")  # spans reach the file soon after each call, for the table
@@ -282,6 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     traces_file.parent.mkdir(exist_ok=True)
     print(f"mock LLM      {mock.base_url}")
     print(f"service       http://127.0.0.1:{port}  (opentelemetry-instrument python {example.name})")
+    if hosts != "127.0.0.1":
+        print(f"              also on {hosts.split(',', 1)[1]}:{port}, where the stack's Prometheus reaches it")
     log_file = traces_file.with_name("service.log")
     tty = sys.stdout.isatty()
     with traces_file.open("wb") as traces, log_file.open("wb") as log:
@@ -307,7 +338,9 @@ def main(argv: list[str] | None = None) -> None:
                     metrics_text = response.read().decode()
                 print(f"\nMeasured by the agent, read from http://127.0.0.1:{port}/metrics :\n")
                 print(format_table(rows_from_metrics(metrics_text), estimated=True))
-            if args.keep_running:
+            if args.stack:
+                _steady_load(f"http://127.0.0.1:{port}/chat", args.concurrency, service)
+            elif args.keep_running:
                 print("\nservice left running; Ctrl-C to stop")
                 service.wait()
         finally:
