@@ -424,7 +424,11 @@ def test_anthropic_own_span_is_adopted_not_duplicated(agent: Harness, mock_llm: 
     assert {s.instrumentation_scope.name for s in spans} == {"com.anthropic.sdk.python"}
     streamed, whole, helper_span, failed = (s.attributes for s in spans)
     for attrs in (streamed, helper_span):
-        assert attrs["llm.stream.outcome"] == "completed" and attrs["llm.token_generation_rate"] > 0
+        assert attrs["llm.stream.outcome"] == "completed"
+        # A rate needs two consecutive content chunks that each arrived in a read of its own: on a
+        # busy machine the reads may find their chunks waiting, and then there may be none.
+        assert attrs["llm.token_generation_rate"] > 0 if "llm.token_generation_rate" in attrs \
+            else attrs["llm.stream.waiting_chunks"] > 0
         assert "gen_ai.response.time_to_first_chunk" in attrs and "anthropic.message.stop_reason" in attrs
     assert len(decode_offsets(streamed["llm.token.offsets"])) == 30 and streamed["gen_ai.usage.output_tokens"] == 30
     assert whole["llm.stream.outcome"] == "completed" and whole["llm.usage.source"] == "api"
