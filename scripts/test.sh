@@ -5,10 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
+# pip's own lines show the progress (one per package collected, downloaded, built, installed);
+# lines that say nothing new are left out, so a warm venv refreshes quietly.
+show_progress() {
+  grep --line-buffered -e "^Collecting " -e "^Downloading " -e "^  Downloading " -e "^Successfully installed" \
+    -e "^ERROR" -e "^error" || true
+}
+
 venv() {  # venv DIR PIP-ARGS...: create DIR if needed and install into it
   local dir=$1; shift
   [ -x "$dir/bin/python" ] || "$PYTHON" -m venv "$dir"
-  "$dir/bin/python" -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "^WARNING: Location" || true
+  "$dir/bin/python" -m pip install --disable-pip-version-check --progress-bar off "$@" 2>&1 | show_progress
   "$dir/bin/python" -c "import nexent_autoinstrument" # fail early if the install did not work
 }
 
