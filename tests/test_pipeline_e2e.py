@@ -207,10 +207,27 @@ def test_unreachable_collector_means_one_warning_and_a_bounded_exit(mock_llm: An
     assert result.returncode == 0 and "chunks 12" in result.stdout, result.stderr
     assert "Traceback" not in result.stderr
     complaints = [line for line in result.stderr.splitlines() if "export" in line.lower()]
-    assert len(complaints) == 1, result.stderr  # one warning ...
+    assert len(complaints) == 1, result.stderr  # one warning, naming where the data was going ...
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] in complaints[0] and "retrying" not in result.stderr.replace(
+        complaints[0], "")
     counted = int(re.search(r"EXPORT_WARNINGS (\d+)", result.stdout).group(1))
     assert counted > 1  # ... and the repeats counted (nexent_autoinstrument_export_warnings_total)
     assert elapsed < 1.5 + 5.0 + 10.0  # sleep + shutdown bound + interpreter start, generously
+
+
+@pytest.mark.parametrize("door", ["opentelemetry-instrument", "auto-load"])
+def test_no_collector_is_said_once_with_its_address_and_no_retries_hold_up_the_exit(
+        door: str, mock_llm: Any, tmp_path: Path) -> None:
+    """The headline instruction with no collector running: a short app's spans are still queued at
+    exit; one line says how many were not exported and where nothing listened, instead of the
+    exporter's retries (each a warning, together seconds before the exit)."""
+    url = f"http://127.0.0.1:{closed_port()}"
+    result = run_python(APP, env=app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=url),
+                        instrument=door == "opentelemetry-instrument", tmp_path=tmp_path)
+    assert result.returncode == 0 and "chunks 12" in result.stdout, result.stderr
+    said = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(said) == 1 and "span(s) not exported: nothing accepts connections at " + url in said[0], said
+    assert "Transient error" not in result.stderr and "retrying" not in result.stderr
 
 
 def test_sample_rate_zero_drops_spans_but_keeps_metrics(otlp: OTLPHTTPReceiver, mock_llm: Any,

@@ -136,9 +136,30 @@ class SpanBatches(SpanProcessor):
         if self._exporter is not None:
             self._exporter.shutdown()
 
+    def drop_queued(self) -> int:
+        """Drop the spans not exported yet (counted as dropped); how many there were."""
+        count = len(self._queue)
+        self._queue.clear()
+        self.dropped += count
+        return count
+
     def _forget_parent(self) -> None:
         self._queue.clear()  # the parent exports them
         self._due = None
+
+
+def accepts_connections(url: str, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections at the URL's host and port right now."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def metric_reader(exporter: Any) -> Any:

@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from . import __version__, guest
-from .exporting import SpanBatches, metric_reader
+from .exporting import SpanBatches, accepts_connections, metric_reader
 from .guard import export_warnings
 from .lifecycle import end_unfinished
 from .process import multiprocessing_child
@@ -53,8 +53,14 @@ _EXPORTER_LOGGER_PREFIXES = ("opentelemetry.exporter", "opentelemetry.sdk._share
 
 
 class _FirstWarningOnly(logging.Filter):
-    """Lets the first export complaint through and counts the repeats (an unreachable collector
-    would otherwise log on every export interval, for every signal)."""
+    """Lets the first export complaint through, saying where the data was going, and counts the
+    repeats (an unreachable collector would otherwise log on every export interval and retry,
+    for every signal)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: Where the exporters send, as the first complaint names it (set when the pipeline is built).
+        self.destinations = ""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
@@ -62,7 +68,9 @@ class _FirstWarningOnly(logging.Filter):
         export_warnings["total"] += 1
         if export_warnings["total"] > 1:
             return False
-        record.msg = f"{record.msg} (nexent-autoinstrument: further export errors are counted, not logged)"
+        record.msg = (f"nexent-autoinstrument: exporting to {self.destinations or 'the collector'} failed: "
+                      f"{record.getMessage()} (further export errors are counted, not logged)")
+        record.args = None
         return True
 
 
@@ -200,6 +208,14 @@ def _quiet_repeated_exporter_warnings() -> None:
                 exporter_logger.addFilter(EXPORT_WARNINGS)
 
 
+def _quieted(make: Callable[[Settings], Any], settings: Settings) -> Any:
+    """An exporter whose loggers (made when its module is imported, which may be at the first
+    export or at exit) complain once."""
+    exporter = make(settings)
+    _quiet_repeated_exporter_warnings()
+    return exporter
+
+
 def _run_bounded(action: Callable[[], Any], seconds: float) -> None:
     worker = threading.Thread(target=action, name="nexent-telemetry-shutdown", daemon=True)
     worker.start()
@@ -216,6 +232,11 @@ class Pipeline:
         self._flushed = False  # ... and ended
         self.resource = make_resource(settings)  # one instance id for the traces and the metrics
         self._span_processors: list[SpanBatches] = []
+        self._otlp_spans: SpanBatches | None = None  # (the OTLP exporter's, if traces go over OTLP)
+        EXPORT_WARNINGS.destinations = ", ".join(
+            f"{name} {url}" for name, url in (("OTLP", settings.otlp_base), ("Jaeger", settings.jaeger_endpoint))
+            if url and (name.lower() in settings.traces_exporters or (name == "OTLP"
+                                                                      and "otlp" in settings.metrics_exporters)))
         existing = trace.get_tracer_provider()
         # When another SDK configuration came first, join its provider and add nothing to it.
         self.owns_tracer_provider = not isinstance(existing, TracerProvider)
@@ -238,8 +259,10 @@ class Pipeline:
                                   span_limits=_span_limits())
         for name in settings.traces_exporters:
             if name in SPAN_EXPORTERS:
-                processor = SpanBatches(partial(SPAN_EXPORTERS[name], settings), MAX_QUEUED_SPANS)
+                processor = SpanBatches(partial(_quieted, SPAN_EXPORTERS[name], settings), MAX_QUEUED_SPANS)
                 self._span_processors.append(processor)
+                if name == "otlp":
+                    self._otlp_spans = processor
                 provider.add_span_processor(processor)
         trace.set_tracer_provider(provider)
         return provider
@@ -316,6 +339,7 @@ class Pipeline:
 
         def flush_all() -> None:
             try:
+                self._drop_spans_nobody_takes()
                 if self.owns_tracer_provider:
                     self.tracer_provider.shutdown()
                 if self.meter_provider is not None:
@@ -327,6 +351,19 @@ class Pipeline:
             _run_bounded(flush_all, SHUTDOWN_BOUND_SECONDS)
         else:
             flush_all()
+
+    def _drop_spans_nobody_takes(self) -> None:
+        """At exit, with nothing accepting connections at the OTLP endpoint: say so once, with the
+        number of spans that stay unexported, instead of retrying the export until the bound."""
+        processor, url = self._otlp_spans, self.settings.otlp_base
+        if processor is None or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or accepts_connections(url):
+            return
+        dropped = processor.drop_queued()
+        if dropped and export_warnings["total"] == 0:  # (else the first export error said where, once)
+            logger.warning("nexent-autoinstrument: %d span(s) not exported: nothing accepts connections at %s "
+                           "(start a collector there, or set OTEL_TRACES_EXPORTER=console to print them)",
+                           dropped, url)
+        export_warnings["total"] += bool(dropped)
 
     def flush(self) -> None:
         """Export what has ended so far; the process goes on."""

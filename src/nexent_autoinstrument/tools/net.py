@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import socket
-from urllib.parse import urlsplit
+
+from ..exporting import accepts_connections
 
 
 def free_port() -> int:
@@ -15,13 +16,7 @@ def free_port() -> int:
 
 def reachable(url: str, timeout: float = 0.5) -> bool:
     """True when something accepts TCP connections at the URL's host and port."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return accepts_connections(url, timeout)
 
 
 #: The interface of Docker's default bridge on Linux: ``host.docker.internal:host-gateway`` is its address.
