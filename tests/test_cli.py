@@ -128,6 +128,18 @@ def test_demo_without_the_demo_extra_refuses_before_starting_anything(monkeypatc
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("up", [(False, True), (True, False)], ids=["no stack", "port taken"])
+def test_demo_for_the_stack_refuses_without_it_or_with_its_scrape_port_taken(
+        up: tuple[bool, bool], monkeypatch: Any, tmp_path: Path) -> None:
+    stack_up, port_free = up
+    monkeypatch.setattr(demo, "reachable", lambda url: stack_up if ":8000" not in url else not port_free)
+    monkeypatch.setattr(demo, "start_in_thread", lambda *a, **k: pytest.fail("the mock was started"))
+    with pytest.raises(SystemExit) as exit_:
+        demo.main(["--stack"])
+    said = str(exit_.value)
+    assert ("not running" in said and "start-monitoring.sh" in said) if not stack_up else "8000" in said, said
+
+
 def test_find_example_looks_in_the_current_directory(monkeypatch: Any, tmp_path: Path) -> None:
     installed = tmp_path / "site-packages" / "nexent_autoinstrument" / "tools" / "demo.py"
     monkeypatch.setattr(demo, "__file__", str(installed))
