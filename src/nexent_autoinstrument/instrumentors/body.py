@@ -110,9 +110,8 @@ class EventBody:
                 if waiting or tracker.content_chunks > contents_before:
                     waiting += 1  # (it waited for this read's first content: one call for them all)
                     continue
-                if plain is not None:
+                if plain is not None:  # (only for a read's first content: the rest wait, above)
                     plain.learn(chunk)
-                    plain = None  # (a read is one event or none to learn from: tried once per read)
                 tracker.content(None, 1, 1)
                 continue
             if waiting:
