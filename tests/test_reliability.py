@@ -115,7 +115,7 @@ def test_each_bad_value_warns_once_and_the_app_runs(name: str, raw: str, tmp_pat
     env = clean_env(**{"ENABLE_TELEMETRY": "true", "OTEL_TRACES_EXPORTER": "none", name: raw})
     result = run_python(code, env=env, tmp_path=tmp_path)
     assert result.returncode == 0 and "RAN" in result.stdout, result.stderr
-    warnings = [line for line in result.stderr.splitlines() if name in line]
+    warnings = [line for line in result.stderr.splitlines() if f"{name}={raw!r}" in line]
     assert len(warnings) == 1 and "default" in warnings[0], result.stderr
 
 

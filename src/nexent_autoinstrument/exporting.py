@@ -148,20 +148,6 @@ class SpanBatches(SpanProcessor):
         self._due = None
 
 
-def accepts_connections(url: str, timeout: float = 0.5) -> bool:
-    """Whether something accepts TCP connections at the URL's host and port right now."""
-    import socket
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def metric_reader(exporter: Any) -> Any:
     """A metric reader that the agent's thread collects every ``OTEL_METRIC_EXPORT_INTERVAL``
     and passes to ``exporter`` (the SDK's ``MetricReader``, made when first needed: it imports

@@ -31,9 +31,10 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from . import __version__, guest
-from .exporting import SpanBatches, accepts_connections, metric_reader
+from .exporting import SpanBatches, metric_reader
 from .guard import export_warnings
 from .lifecycle import end_unfinished
+from .net import accepts_connections
 from .process import multiprocessing_child
 from .settings import Settings
 from .tracker import Telemetry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from ..exporting import accepts_connections
+from ..net import accepts_connections
 
 
 def free_port() -> int:
