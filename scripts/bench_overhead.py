@@ -336,6 +336,11 @@ def run_jobs(jobs: list[Job], markers: str, parallel: int, gc_paused: bool = Fal
     return results
 
 
+def memory_job(agent: str, instrumented: bool) -> Job:
+    """The memory row's measurement (one event per read, as a fast server sends them)."""
+    return Job("memory", agent, instrumented, chunks=MEMORY_CHUNKS, arrival="event", callgrind=False)
+
+
 def variants(kind: str, agent: str, **fields: Any) -> list[Job]:
     return [Job(kind, agent, instrumented, **fields) for instrumented in (False, True)]
 
@@ -367,7 +372,7 @@ def plan(rows: Iterable[str], agents: list[str], slope: tuple[int, int], arrival
     if "memory" in rows:  # (bare once, in our venv: every venv has the same openai, httpx2 and pydantic)
         for agent in agents:
             for instrumented in (False, True) if agent == OURS else (True,):
-                jobs.add(Job("memory", agent, instrumented, chunks=MEMORY_CHUNKS, arrival="event", callgrind=False))
+                jobs.add(memory_job(agent, instrumented))
     return list(jobs)
 
 
@@ -639,7 +644,7 @@ def concurrency_row(rounds: list[dict[str, dict[str, Any]]], agents: list[str], 
 
 def memory_row(figures: Figures, agents: list[str]) -> Row:
     def peak(agent: str, instrumented: bool) -> dict[str, Any]:
-        return figures.result(Job("memory", agent, instrumented, chunks=MEMORY_CHUNKS, callgrind=False))
+        return figures.result(memory_job(agent, instrumented))
 
     cells = {"bare": cell(lambda: (f"peak {peak(OURS, False)['peak_bytes'] / 2**20:.2f} MB",
                                    peak(OURS, False)["peak_bytes"]))}
