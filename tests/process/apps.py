@@ -244,10 +244,10 @@ def _serve_and_ask(worker_class: str, source: str) -> None:
                                "--log-level", "warning", "served:app"], stderr=subprocess.PIPE, text=True)
     replies = []
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 45  # (generous: two cores busy with the rest of the suite)
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as response:
                     replies.append(len(response.read()))
                 break
             except OSError:
@@ -255,7 +255,7 @@ def _serve_and_ask(worker_class: str, source: str) -> None:
                     raise
                 time.sleep(0.1)
         for path in ("/break", "/", "/break", "/", "/break"):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as response:
                 replies.append(len(response.read()))
     finally:
         server.send_signal(signal.SIGTERM)

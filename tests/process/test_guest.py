@@ -187,7 +187,7 @@ def test_the_process_is_the_same_with_the_agent(case: str, attempt: int, tmp_pat
         return
     assert bare_run.returncode != "hung", bare_run.stderr[-3000:]
     assert (agent_run.returncode, normalised(agent_run.stdout)) == (bare_run.returncode, normalised(bare_run.stdout)), \
-        agent_run.stderr[-3000:]
+        f"with the agent:\n{agent_run.stderr[-3000:]}\nbare:\n{bare_run.stderr[-3000:]}"
     if EXPECT[case].no_more_stderr:
         assert set(normalised(agent_run.stderr).splitlines()) <= set(normalised(bare_run.stderr).splitlines())
     else:
