@@ -227,7 +227,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              "        if _CR in buffer:\n            return self._general(buffer)\n        end = buffer.rfind",
              "        end = buffer.rfind", ("tests/test_adapters.py",)),
     Mutation("a plain delta recognised from its bytes is not counted as a chunk", PKG + "instrumentors/body.py",
-             "            tracker.content(None, 1, 1)", "            tracker.content(None, 1, 0)",
+             "JSON.\n            tracker.content(None, 1, 1)", "JSON.\n            tracker.content(None, 1, 0)",
              ("tests/test_httpx.py", "tests/test_measurement_truth.py", "tests/test_providers.py")),
     Mutation("an NDJSON body's last line without its line end is lost", PKG + "instrumentors/body.py",
              '            self.feed(b"\\n")', "            pass", ("tests/test_providers.py", "tests/test_fuzz.py")),
