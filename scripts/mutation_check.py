@@ -136,7 +136,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              "                             value[:-len(path)])", "                             value)",
              ("tests/test_settings.py", "tests/test_pipeline_e2e.py")),
     Mutation("the exporters read a rejected endpoint themselves", PKG + "pipeline.py",
-             '    if not os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"):',
+             "    if not _signal_has_its_own_endpoint(signal):",
              "    if False:", ("tests/test_pipeline_e2e.py",)),
     Mutation("spans nobody takes are retried at exit", PKG + "pipeline.py",
              "                self._drop_spans_nobody_takes()\n", "", ("tests/test_pipeline_e2e.py",)),

@@ -25,7 +25,18 @@ def test_hook_is_installed_next_to_the_package() -> None:
     assert pth.read_text() == (ROOT / "src" / "nexent_autoinstrument.pth").read_text()
 
 
-@pytest.mark.parametrize("value", [None, "false", "0", "no"])
+def test_the_hook_reads_the_false_words_the_settings_read() -> None:
+    """The .pth line cannot import the settings: its own list of the words that mean off is theirs."""
+    import ast
+
+    from nexent_autoinstrument.settings import FALSE_WORDS
+
+    line = (ROOT / "src" / "nexent_autoinstrument.pth").read_text()
+    [words] = [node for node in ast.walk(ast.parse(line)) if isinstance(node, ast.Tuple)]
+    assert set(ast.literal_eval(words)) == FALSE_WORDS
+
+
+@pytest.mark.parametrize("value", [None, "false", "0", "no", "off"])
 def test_hook_imports_nothing_when_telemetry_is_off(value: str | None, tmp_path: Path) -> None:
     env = clean_env() if value is None else clean_env(ENABLE_TELEMETRY=value)
     result = run_python(CHECK_MODULES, env=env, tmp_path=tmp_path)

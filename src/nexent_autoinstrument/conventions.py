@@ -6,6 +6,7 @@ Changing any name here is a breaking change (see DESIGN.md, "The contract").
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +109,7 @@ INTERRUPTED = "interrupted"  # the process exited while the call was still being
 OUTCOMES = (COMPLETED, CLOSED_EARLY, ERROR, CANCELLED, ABANDONED, INTERRUPTED)
 
 
-def encode_offsets(offsets: tuple[int, ...] | list[int], max_length: int | None = None) -> tuple[str, bool]:
+def encode_offsets(offsets: Sequence[int], max_length: int | None = None) -> tuple[str, bool]:
     """``llm.token.offsets``: integer microseconds joined by commas, the first from the call's
     start to the first content chunk, each next one the gap since the chunk before it. A person
     reads it as "first token after N µs, then these gaps" (a stall is the large number), and it

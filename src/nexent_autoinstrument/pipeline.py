@@ -144,12 +144,16 @@ def _otlp_timeout() -> dict[str, Any]:
     return {} if os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT") else {"timeout": EXPORT_TIMEOUT_SECONDS}
 
 
+def _signal_has_its_own_endpoint(signal: str) -> bool:
+    """OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (or METRICS_): the exporter reads it, and it wins."""
+    return bool(os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"))
+
+
 def _otlp_options(settings: Settings, signal: str) -> dict[str, Any]:
     """The exporter's endpoint, from the validated settings: the exporters would read
-    OTEL_EXPORTER_OTLP_ENDPOINT themselves, a rejected value too. A signal's own variable
-    (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT...) is theirs to read."""
+    OTEL_EXPORTER_OTLP_ENDPOINT themselves, a rejected value too."""
     options = _otlp_timeout()
-    if not os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"):
+    if not _signal_has_its_own_endpoint(signal):
         base = settings.otlp_base
         options["endpoint"] = base if settings.otlp_protocol == "grpc" else f"{base}/v1/{signal}"
     return options
@@ -217,6 +221,18 @@ def _quieted(make: Callable[[Settings], Any], settings: Settings) -> Any:
     return exporter
 
 
+def _destinations(settings: Settings) -> str:
+    """Where the exporters send, as an export error names it."""
+    named = []
+    if "otlp" in settings.traces_exporters or "otlp" in settings.metrics_exporters:
+        named.append(f"OTLP {settings.otlp_base}")
+    if "jaeger" in settings.traces_exporters:
+        from .jaeger_thrift import DEFAULT_COLLECTOR_ENDPOINT
+
+        named.append(f"Jaeger {settings.jaeger_endpoint or DEFAULT_COLLECTOR_ENDPOINT}")
+    return ", ".join(named)
+
+
 def _run_bounded(action: Callable[[], Any], seconds: float) -> None:
     worker = threading.Thread(target=action, name="nexent-telemetry-shutdown", daemon=True)
     worker.start()
@@ -234,10 +250,7 @@ class Pipeline:
         self.resource = make_resource(settings)  # one instance id for the traces and the metrics
         self._span_processors: list[SpanBatches] = []
         self._otlp_spans: SpanBatches | None = None  # (the OTLP exporter's, if traces go over OTLP)
-        EXPORT_WARNINGS.destinations = ", ".join(
-            f"{name} {url}" for name, url in (("OTLP", settings.otlp_base), ("Jaeger", settings.jaeger_endpoint))
-            if url and (name.lower() in settings.traces_exporters or (name == "OTLP"
-                                                                      and "otlp" in settings.metrics_exporters)))
+        EXPORT_WARNINGS.destinations = _destinations(settings)
         existing = trace.get_tracer_provider()
         # When another SDK configuration came first, join its provider and add nothing to it.
         self.owns_tracer_provider = not isinstance(existing, TracerProvider)
@@ -357,7 +370,7 @@ class Pipeline:
         """At exit, with nothing accepting connections at the OTLP endpoint: say so once, with the
         number of spans that stay unexported, instead of retrying the export until the bound."""
         processor, url = self._otlp_spans, self.settings.otlp_base
-        if processor is None or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or accepts_connections(url):
+        if processor is None or _signal_has_its_own_endpoint("traces") or accepts_connections(url):
             return
         dropped = processor.drop_queued()
         if dropped and export_warnings["total"] == 0:  # (else the first export error said where, once)
