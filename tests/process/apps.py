@@ -187,10 +187,14 @@ def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
 
     def relay():
-        for index, chunk in enumerate(stream):
-            if broken and index == 2:
-                break
-            yield (chunk.choices[0].delta.content or "").encode() if chunk.choices else b""
+        # A stream left unclosed is closed by the garbage collector, which under gevent can block on
+        # httpcore's pool lock held by the greenlet it interrupted: the bare app then hangs now and
+        # then (seen on openai 1.x). Breaking off, the app closes what it opened.
+        with stream:
+            for index, chunk in enumerate(stream):
+                if broken and index == 2:
+                    break
+                yield (chunk.choices[0].delta.content or "").encode() if chunk.choices else b""
     return relay()
 '''
 
