@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from nexent_autoinstrument import bootstrap, settings
+from nexent_autoinstrument.cost import PriceBook, load_price_book
 from nexent_autoinstrument.metrics import HTTPMetrics, LLMMetrics
 from nexent_autoinstrument.settings import Settings
 from nexent_autoinstrument.tools.mock import MockConfig, MockLLMServer, start_in_thread
@@ -76,6 +77,16 @@ def wait_for_llm_span(harness: Harness, seconds: float = 3.0) -> ReadableSpan:
     return harness.llm_span()
 
 
+_prices: list[PriceBook | None] = []
+
+
+def shared_prices() -> PriceBook | None:
+    """genai-prices' table, loaded once for the session's harnesses."""
+    if not _prices:
+        _prices.append(load_price_book(None))
+    return _prices[0]
+
+
 def make_harness(**overrides: Any) -> Harness:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -84,7 +95,8 @@ def make_harness(**overrides: Any) -> Harness:
     config = replace(Settings(enabled=True, service_name="tests"), **overrides)
     metrics = LLMMetrics(registry=registry, max_model_labels=config.max_model_labels,
                          service=(config.service_name, config.service_version))
-    telemetry = Telemetry(config, provider.get_tracer("tests"), metrics, HTTPMetrics(registry=registry))
+    prices = load_price_book(config.prices_file) if config.prices_file else shared_prices()
+    telemetry = Telemetry(config, provider.get_tracer("tests"), metrics, HTTPMetrics(registry=registry), prices=prices)
     return Harness(telemetry, exporter, registry, provider)
 
 

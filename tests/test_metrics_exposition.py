@@ -19,7 +19,7 @@ def exposition(harness: Any) -> dict[str, Any]:
     harness.telemetry.metrics.record(model="m", operation="chat", outcome="completed", duration=0.4, ttft=0.1,
                                      rate=50.0, gaps=[0.01, 0.02], input_tokens=3, output_tokens=7,
                                      error_type="RateLimitError", slow_reasons=["duration"],
-                                     time_to_request_sent=0.03)
+                                     time_to_request_sent=0.03, cost=0.0001)
     text = generate_latest(harness.registry).decode()
     return {f.name: f for f in text_string_to_metric_families(text)}
 
@@ -34,6 +34,7 @@ def test_exposition_names_types_and_labels_are_the_contract(harness: Any) -> Non
         "llm_total_tokens": ("counter", {"model", "operation", "type"}),
         "llm_error_count": ("counter", {"model", "operation", "error_type"}),
         "llm_slow_requests": ("counter", {"model", "operation", "reason"}),
+        "llm_cost_usd": ("counter", {"model", "provider"}),
     }
     for name, (kind, labels) in expected.items():
         family = families[name]

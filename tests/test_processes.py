@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import BIN, ROOT, clean_env, post_chat, run_python
 from nexent_autoinstrument.tools.net import free_port
 from receivers import OTLPHTTPReceiver
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
 @pytest.mark.parametrize("preload", [False, True], ids=["app-per-worker", "preload"])
@@ -60,6 +63,15 @@ def test_gunicorn_workers_each_have_telemetry_and_metrics_sum_over_workers(prelo
             total = sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
                         if s.name == "llm_request_duration_seconds_count")
             assert total == sent
+        # A scraper that asks for OpenMetrics gets it, the same sums; prometheus_client keeps no
+        # exemplars across processes, so there are none (the OTLP histograms still have theirs).
+        request = urllib.request.Request(base + "/metrics", headers={"Accept": OPENMETRICS})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+            families = list(openmetrics_families(response.read().decode()))
+        samples = [s for f in families for s in f.samples]
+        assert sum(s.value for s in samples if s.name == "llm_request_duration_seconds_count") == sent
+        assert not [s for s in samples if s.exemplar is not None]
     finally:
         server.terminate()
         _, stderr = server.communicate(timeout=30)

@@ -26,6 +26,12 @@ from . import __version__
 from .guard import report_internal_error
 from .metrics import BulkHistograms
 
+_SDKExemplar: Any
+try:
+    from opentelemetry.sdk.metrics import Exemplar as _SDKExemplar
+except ImportError:  # (SDKs before exemplars: their points have none)
+    _SDKExemplar = None
+
 
 class WithBulkHistograms(MetricExporter):
     """A metric exporter that passes every export on with the histograms the agent feeds in
@@ -62,7 +68,7 @@ class WithBulkHistograms(MetricExporter):
         extra = []
         for histogram in self._bulk.snapshot():
             points = []
-            for key, (count, total, low, high, buckets) in histogram.points.items():
+            for key, (count, total, low, high, buckets, sample) in histogram.points.items():
                 if self._delta:
                     before = self._previous.get((histogram.name, key))
                     self._previous[(histogram.name, key)] = [count, total, buckets]
@@ -74,7 +80,8 @@ class WithBulkHistograms(MetricExporter):
                 points.append(HistogramDataPoint(
                     attributes=dict(key), start_time_unix_nano=start, time_unix_nano=now, count=count, sum=total,
                     bucket_counts=buckets, explicit_bounds=list(histogram.bounds), min=low, max=high,
-                    **({"exemplars": []} if "exemplars" in HistogramDataPoint.__dataclass_fields__ else {})))
+                    **({"exemplars": _exemplars(sample)} if "exemplars" in HistogramDataPoint.__dataclass_fields__
+                       else {})))
             if points:
                 extra.append(Metric(name=histogram.name, description=histogram.description, unit=histogram.unit,
                                     data=HistogramData(data_points=points, aggregation_temporality=self._temporality)))
@@ -96,3 +103,11 @@ class WithBulkHistograms(MetricExporter):
                                         schema_url=scope.schema_url)
         resources[0] = ResourceMetrics(resource=first.resource, scope_metrics=scopes, schema_url=first.schema_url)
         return MetricsData(resource_metrics=resources)
+
+
+def _exemplars(sample: tuple[float, int, int, int] | None) -> list[Any]:
+    """The point's exemplar, ``(value, time ns, trace id, span id)``, as the SDK's type."""
+    if sample is None or _SDKExemplar is None:
+        return []
+    value, at, trace_id, span_id = sample
+    return [_SDKExemplar(filtered_attributes=None, value=value, time_unix_nano=at, span_id=span_id, trace_id=trace_id)]

@@ -19,6 +19,9 @@ TOTAL_TOKENS = "llm_total_tokens"
 ERROR_COUNT = "llm_error_count"
 SLOW_REQUESTS = "llm_slow_requests"
 TIME_TO_REQUEST_SENT = "llm_time_to_request_sent_seconds"
+#: USD, at the price of the call's provider and model (``cost.py``). The GenAI conventions name no
+#: cost yet (a ``gen_ai.usage.cost.*`` proposal is open), so this is the agent's own namespace.
+COST = "llm_cost_usd"
 #: Always 1, labelled with the ``service.name`` and ``service.version`` the process's spans carry:
 #: the dashboard finds a scrape target's traces by it (its ``service`` label is the target's).
 SERVICE_INFO = "llm_service_info"
@@ -76,6 +79,8 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(TIME_TO_REQUEST_SENT, "histogram", "Client time from the call to the request fully sent: the part "
                "of the time to first token that is the client's (SDK preparation, connection, TLS)", "s",
                ("model", "operation"), SECONDS_BUCKETS),
+    MetricSpec(COST, "counter", "What the calls cost, at the price of their provider and model (genai-prices, or "
+               "LLM_PRICES_FILE); calls with no known price are not counted", "USD", ("model", "provider")),
 )
 
 # The GenAI semantic-convention client metrics (OpenTelemetry side only; same names as in
@@ -185,6 +190,13 @@ LLM_STREAM_OUTCOME = "llm.stream.outcome"
 #: Seconds the caller kept a stream open after the last item it took, for a call that ended early.
 LLM_STREAM_HELD = "llm.stream.held_seconds"
 LLM_USAGE_SOURCE = "llm.usage.source"
+# What the call cost (``cost.py``): set when its token counts are known. ``matched`` says whether a
+# price was found; without one there is no cost, never a zero.
+LLM_COST_USD = "llm.cost.usd"
+LLM_COST_MATCHED = "llm.cost.matched"
+LLM_COST_MODEL = "llm.cost.model"  # genai-prices' "provider:model" id, or the price file's model name
+LLM_COST_SOURCE = "llm.cost.source"  # "genai-prices" or "LLM_PRICES_FILE"
+LLM_COST_ESTIMATED = "llm.cost.estimated"  # true when the token counts were estimated (llm.usage.source)
 # What the server reports about its own work (Ollama), beside what the agent measured: a ground truth.
 LLM_SERVER_RATE = "llm.server.token_generation_rate"  # tokens/s: the server's output tokens over its decode time
 LLM_SERVER_LOAD = "llm.server.load_duration"  # s: loading the model

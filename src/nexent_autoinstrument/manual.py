@@ -412,6 +412,7 @@ class MonitoringManager:
 
 
 def _add_metrics_route(app: Any) -> None:
+    from starlette.requests import Request
     from starlette.responses import Response
 
     from .metrics import exposition
@@ -419,11 +420,12 @@ def _add_metrics_route(app: Any) -> None:
     if any(getattr(route, "path", None) == "/metrics" for route in app.router.routes):
         return
 
-    def metrics_endpoint() -> Response:
-        payload, content_type = exposition()
+    def metrics_endpoint(request: Request) -> Response:
+        payload, content_type = exposition(request.headers.get("accept"))
         return Response(payload, media_type=content_type)
 
-    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    # (Starlette's route: the endpoint gets the request itself, whose Accept header chooses the format)
+    app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
 
 
 def _instrument_app(app: Any) -> None:

@@ -18,13 +18,15 @@ import itertools
 import os
 import threading
 import time
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, NamedTuple
 
+from opentelemetry.trace import set_span_in_context
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
+from prometheus_client.samples import Exemplar as PrometheusExemplar
 
 from . import conventions as names
 from .guard import export_warnings, internal_errors, report_internal_error
@@ -119,6 +121,28 @@ class ServerBudget:
         return pair if self.ports.admits(pair) else (address, None)
 
 
+class Exemplar(NamedTuple):
+    """A sampled call's span, for its observations to point to: as Prometheus exemplar labels,
+    as the OpenTelemetry context the SDK's exemplar filter reads, and as ids."""
+
+    labels: dict[str, str]
+    context: Any
+    trace_id: int
+    span_id: int
+
+    @staticmethod
+    def of(span: Any, with_context: bool) -> Exemplar | None:
+        """The exemplar of ``span``; None without a span or when it is not sampled. Its
+        OpenTelemetry context is made only ``with_context`` (when there are OpenTelemetry metrics)."""
+        if span is None:
+            return None
+        ids = span.get_span_context()
+        if not ids.trace_flags.sampled:
+            return None
+        return Exemplar({"trace_id": format(ids.trace_id, "032x"), "span_id": format(ids.span_id, "016x")},
+                        set_span_in_context(span) if with_context else None, ids.trace_id, ids.span_id)
+
+
 class _InternalErrorCollector(Collector):
     def collect(self) -> Iterable[CounterMetricFamily]:
         family = CounterMetricFamily("nexent_autoinstrument_internal_errors",
@@ -146,25 +170,31 @@ def bucket_counts(ordered: Sequence[float], bounds: Sequence[float]) -> list[int
     return counts
 
 
-def add_observations(child: Any, ordered: Sequence[float]) -> None:
+def add_observations(child: Any, ordered: Sequence[float], exemplar: Exemplar | None = None) -> None:
     """Add many observations to a prometheus_client histogram child at once. Its bucket values
     are per bucket (cumulated at exposition), so each non-empty bucket is one ``inc``; works in
-    multiprocess mode too. Falls back to ``observe`` per value if the client changes inside."""
+    multiprocess mode too. Falls back to ``observe`` per value if the client changes inside.
+    ``exemplar``: the call's, put on the largest value (the gap a person looks into)."""
     buckets, total = getattr(child, "_buckets", None), getattr(child, "_sum", None)
     bounds = getattr(child, "_upper_bounds", None)
     if buckets is None or total is None or bounds is None or len(bounds) != len(buckets):
-        for value in ordered:
-            child.observe(value)
+        for index, value in enumerate(ordered, 1):
+            child.observe(value, exemplar.labels if exemplar is not None and index == len(ordered) else None)
         return
     for value, count in zip(buckets, bucket_counts(ordered, bounds[:-1]), strict=True):
         if count:
             value.inc(count)
     total.inc(sum(ordered))
+    if exemplar is not None:
+        largest = ordered[-1]
+        buckets[bisect_left(bounds, largest)].set_exemplar(
+            PrometheusExemplar(exemplar.labels, largest, time.time()))
 
 
 class BulkHistogram(NamedTuple):
     """One histogram fed many values at once: cumulative points per attribute set, each
-    ``[count, sum, min, max, bucket counts]``."""
+    ``[count, sum, min, max, bucket counts, exemplar]``; the exemplar is the latest sampled
+    call's largest value, ``(value, time ns, trace id, span id)``, or None."""
 
     name: str
     unit: str
@@ -186,26 +216,31 @@ class BulkHistograms:
         """Declare a histogram (once)."""
         self._histograms[name] = BulkHistogram(name, unit, description, bounds, {})
 
-    def add(self, name: str, ordered: Sequence[float], attributes: dict[str, Any]) -> None:
-        """Add the ascending values ``ordered`` to histogram ``name`` for ``attributes``."""
+    def add(self, name: str, ordered: Sequence[float], attributes: dict[str, Any],
+            exemplar: Exemplar | None = None) -> None:
+        """Add the ascending values ``ordered`` to histogram ``name`` for ``attributes``; the
+        largest carries ``exemplar``, if given."""
         histogram = self._histograms[name]
         counts = bucket_counts(ordered, histogram.bounds)
         key = frozenset(attributes.items())
+        sample = None if exemplar is None else (ordered[-1], time.time_ns(), exemplar.trace_id, exemplar.span_id)
         with self._lock:
             point = histogram.points.get(key)
             if point is None:
-                histogram.points[key] = [len(ordered), sum(ordered), ordered[0], ordered[-1], counts]
+                histogram.points[key] = [len(ordered), sum(ordered), ordered[0], ordered[-1], counts, sample]
                 return
             point[0] += len(ordered)
             point[1] += sum(ordered)
             point[2] = min(point[2], ordered[0])
             point[3] = max(point[3], ordered[-1])
             point[4] = [a + b for a, b in zip(point[4], counts, strict=True)]
+            if sample is not None:
+                point[5] = sample
 
     def snapshot(self) -> list[BulkHistogram]:
         """A copy of every histogram with its points, for an export."""
         with self._lock:
-            return [h._replace(points={k: [*v[:4], list(v[4])] for k, v in h.points.items()})
+            return [h._replace(points={k: [*v[:4], list(v[4]), v[5]] for k, v in h.points.items()})
                     for h in self._histograms.values()]
 
 
@@ -267,12 +302,17 @@ class LLMMetrics:
                                             dict(zip(self._label_names[name], values, strict=True)))
         return series
 
-    def _observe(self, name: str, value: float, *values: str) -> None:
+    def _observe(self, name: str, value: float, *values: str, exemplar: Exemplar | None = None) -> None:
         child, attributes = self._series(name, *values)
-        child.observe(value)
         otel = self._otel.get(name)
+        if exemplar is None:
+            child.observe(value)
+            if otel is not None:
+                otel.record(value, attributes)
+            return
+        child.observe(value, exemplar.labels)
         if otel is not None:
-            otel.record(value, attributes)
+            otel.record(value, attributes, context=exemplar.context)
 
     def _add(self, name: str, value: float, *values: str) -> None:
         child, attributes = self._series(name, *values)
@@ -287,21 +327,26 @@ class LLMMetrics:
                error_type: str | None = None, slow_reasons: Iterable[str] = (),
                time_to_request_sent: float | None = None, provider: str = "openai",
                response_model: str | None = None, server: tuple[str, int] | None = None,
-               stream: bool = False) -> None:
-        """Record a finished call. Values that were not measured are passed as None."""
+               stream: bool = False, cost: float | None = None, span: Any = None) -> None:
+        """Record a finished call. Values that were not measured are passed as None. ``cost``:
+        USD; ``span``: the call's span, whose ids the latency histograms carry as exemplars when
+        it is sampled."""
         model = self.model_label(model)
         operation = self.operation_label(operation)
         error = None if error_type is None else self.error_label(error_type)
-        self._observe(names.REQUEST_DURATION, duration, model, operation, outcome)
+        exemplar = Exemplar.of(span, self.bulk is not None)
+        self._observe(names.REQUEST_DURATION, duration, model, operation, outcome, exemplar=exemplar)
         if ttft is not None:
-            self._observe(names.TTFT, ttft, model, operation)
+            self._observe(names.TTFT, ttft, model, operation, exemplar=exemplar)
         if rate is not None:
             self._observe(names.TOKEN_RATE, rate, model, operation)
         if time_to_request_sent is not None:
-            self._observe(names.TIME_TO_REQUEST_SENT, time_to_request_sent, model, operation)
+            self._observe(names.TIME_TO_REQUEST_SENT, time_to_request_sent, model, operation, exemplar=exemplar)
         ordered = gaps if gaps_sorted else sorted(gaps)
         if ordered:
-            add_observations(self._series(names.INTER_TOKEN_LATENCY, model, operation)[0], ordered)
+            add_observations(self._series(names.INTER_TOKEN_LATENCY, model, operation)[0], ordered, exemplar)
+        if cost is not None:
+            self._add(names.COST, cost, model, self.provider_label(provider))
         if input_tokens:
             self._add(names.TOTAL_TOKENS, input_tokens, model, operation, "input")
         if output_tokens:
@@ -313,7 +358,7 @@ class LLMMetrics:
         if self.bulk is not None:
             try:
                 self._record_genai(model, operation, ordered, duration, ttft, input_tokens, output_tokens, error,
-                                   provider, response_model, server, stream)
+                                   provider, response_model, server, stream, exemplar)
             except Exception as exc:
                 report_internal_error("metrics.genai", exc)
 
@@ -345,23 +390,24 @@ class LLMMetrics:
     def _record_genai(self, model: str, operation: str, ordered: Sequence[float], duration: float,
                       ttft: float | None, input_tokens: int | None, output_tokens: int | None, error: str | None,
                       provider: str, response_model: str | None, server: tuple[str, int] | None,
-                      stream: bool) -> None:
+                      stream: bool, exemplar: Exemplar | None) -> None:
         """The GenAI semantic-convention client metrics, with the attributes they require."""
         assert self.bulk is not None
         if ordered:
             self.bulk.add(names.INTER_TOKEN_LATENCY, ordered,
-                          self._series(names.INTER_TOKEN_LATENCY, model, operation)[1])
+                          self._series(names.INTER_TOKEN_LATENCY, model, operation)[1], exemplar)
         attributes, input_attributes, output_attributes = self._genai_attributes(
             model, operation, error, provider, response_model, server)
-        self._otel[names.GENAI_DURATION].record(duration, attributes)
+        context = None if exemplar is None else exemplar.context
+        self._otel[names.GENAI_DURATION].record(duration, attributes, context=context)
         if input_tokens:
             self._otel[names.GENAI_TOKEN_USAGE].record(input_tokens, input_attributes)
         if output_tokens:
             self._otel[names.GENAI_TOKEN_USAGE].record(output_tokens, output_attributes)
         if stream and ttft is not None:
-            self._otel[names.GENAI_TIME_TO_FIRST_CHUNK].record(ttft, attributes)
+            self._otel[names.GENAI_TIME_TO_FIRST_CHUNK].record(ttft, attributes, context=context)
         if stream and ordered:
-            self.bulk.add(names.GENAI_TIME_PER_OUTPUT_CHUNK, ordered, attributes)
+            self.bulk.add(names.GENAI_TIME_PER_OUTPUT_CHUNK, ordered, attributes, exemplar)
 
 
 class HTTPMetrics:
@@ -416,10 +462,12 @@ class HTTPMetrics:
         return child, attributes
 
 
-def exposition() -> tuple[bytes, str]:
-    """The /metrics payload and its content type; sums over workers in multiprocess mode. The
-    agent's instruments are made first if no call has needed them yet, so they are always listed."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+def exposition(accept: str | None = None) -> tuple[bytes, str]:
+    """The /metrics payload and its content type for a scraper's ``Accept`` header: OpenMetrics,
+    with exemplars, to one that asks for it, else the classic text format. Sums over workers in
+    multiprocess mode (where prometheus_client keeps no exemplars). The agent's instruments are
+    made first if no call has needed them yet, so they are always listed."""
+    from prometheus_client.exposition import choose_encoder
 
     from . import bootstrap
 
@@ -427,10 +475,11 @@ def exposition() -> tuple[bytes, str]:
     if telemetry is not None:
         telemetry.prepare()
 
+    encoder, content_type = choose_encoder(accept or "")
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        return encoder(registry), content_type
+    return encoder(REGISTRY), content_type

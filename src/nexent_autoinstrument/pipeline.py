@@ -306,11 +306,12 @@ class Pipeline:
         _quiet_repeated_exporter_warnings()
         return provider
 
-    def _make_metrics(self) -> tuple[Any, Any]:
+    def _make_metrics(self) -> tuple[Any, Any, Any]:
         """The one-time set-up, when the application imports a library we instrument (or at
         the latest when its first call starts; see ``Telemetry.prepare``): the metric
         instruments, the OpenTelemetry meter provider (its reader starts a thread), the span
-        processors and their exporters."""
+        processors and their exporters, and the price book."""
+        from .cost import load_price_book
         from .metrics import HTTPMetrics, LLMMetrics
 
         guest.start()
@@ -321,7 +322,7 @@ class Pipeline:
         service = (self.settings.service_name, self.settings.service_version)
         return (LLMMetrics(meter=meter, max_model_labels=self.settings.max_model_labels, bulk=self.bulk_histograms,
                            service=service),
-                HTTPMetrics(meter=meter))
+                HTTPMetrics(meter=meter), load_price_book(self.settings.prices_file))
 
     def telemetry(self) -> Telemetry:
         """The shared state every call tracker records into."""

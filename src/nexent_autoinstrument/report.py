@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import Status, StatusCode
 
 from . import conventions as names
+from .guard import report_internal_error
 
 if TYPE_CHECKING:
+    from .cost import Cost, PriceBook
     from .metrics import LLMMetrics
     from .settings import Settings
 
@@ -75,15 +77,21 @@ class CallResult:
 
 
 def emit(result: CallResult, span: Any, writer: Any, start_ns: int, ended_early: bool,
-         annotations: dict[str, Any] | None, metrics: LLMMetrics | None, settings: Settings) -> None:
+         annotations: dict[str, Any] | None, metrics: LLMMetrics | None, settings: Settings,
+         prices: PriceBook | None = None) -> None:
     """Write ``result``: the span's attributes, events and status (``writer``: the span, or the
     adoption of an SDK's span), its end (at the result's duration when ``ended_early``), then the
     metrics and the slow-call warning (none when ``metrics`` is None: a delegated call, whose
-    call inside records them)."""
+    call inside records them). ``prices``: what calls cost, if any price is known."""
+    cost, priced = None, False
+    if prices is not None and result.input_tokens is not None:
+        cost, priced = price_of(result, prices, start_ns), True
     if span.is_recording():
         if annotations:
             writer.set_attributes(annotations)
         attributes = span_attributes(result, getattr(getattr(span, "_attributes", None), "max_value_len", None))
+        if priced:
+            attributes.update(cost_attributes(result, cost))
         if writer is span:
             set_valid_attributes(span, attributes)
         else:
@@ -106,13 +114,33 @@ def emit(result: CallResult, span: Any, writer: Any, start_ns: int, ended_early:
         ttft=result.ttft, rate=result.rate if timed else None, gaps=result.gaps if timed else (), gaps_sorted=True,
         input_tokens=result.input_tokens, output_tokens=result.output_tokens, error_type=result.error_type,
         slow_reasons=result.slow, time_to_request_sent=result.time_to_request_sent, provider=result.provider,
-        response_model=result.response_model, server=result.server, stream=result.stream)
+        response_model=result.response_model, server=result.server, stream=result.stream,
+        cost=None if cost is None else cost.usd, span=span)
     if result.slow:
         logger.warning(
             "nexent-autoinstrument: slow LLM call %s %s: %.3f s%s (thresholds %.1f s, %.1f tokens/s)",
             result.operation, result.model, result.duration,
             f", {result.rate:.1f} tokens/s" if result.rate is not None else "",
             settings.slow_request_threshold_seconds, settings.slow_token_rate_threshold)
+
+
+def price_of(result: CallResult, prices: PriceBook, start_ns: int) -> Cost | None:
+    """The call's cost (None without a price); a failure of ours is counted, never raised."""
+    try:
+        return prices.price(result.provider, result.server[0] if result.server else None,
+                            (result.response_model, result.model), result.input_tokens, result.output_tokens,
+                            start_ns / 1e9)
+    except Exception as exc:
+        report_internal_error("report.cost", exc)
+        return None
+
+
+def cost_attributes(result: CallResult, cost: Cost | None) -> dict[str, Any]:
+    """The span's cost attributes: whether a price matched and, if one did, the cost and its source."""
+    if cost is None:
+        return {names.LLM_COST_MATCHED: False}
+    return {names.LLM_COST_MATCHED: True, names.LLM_COST_USD: cost.usd, names.LLM_COST_MODEL: cost.model,
+            names.LLM_COST_SOURCE: cost.source, names.LLM_COST_ESTIMATED: result.usage_source == "estimated"}
 
 
 def span_attributes(result: CallResult, value_limit: int | None = None) -> dict[str, Any]:

@@ -54,6 +54,8 @@ class Settings:
     otlp_endpoint: str | None = None
     otlp_protocol: str = "http/protobuf"
     disabled_instrumentations: frozenset[str] = frozenset()
+    #: A JSON file of the user's own prices (``cost.py``), which win over genai-prices' table.
+    prices_file: str | None = None
 
     @property
     def otlp_base(self) -> str:
@@ -177,6 +179,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint", _otlp_base),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "otlp_protocol", _choice(OTLP_PROTOCOLS)),
     ("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "disabled_instrumentations", _name_set),
+    ("LLM_PRICES_FILE", "prices_file", _text),
 )
 
 DOCUMENTED_VARIABLES: tuple[str, ...] = tuple(name for name, _, _ in _VARIABLES)
@@ -186,6 +189,7 @@ _NONE_MEANS = {
     "otlp_endpoint": " or ".join(f"{url} ({protocol})" for protocol, url in OTLP_DEFAULT_ENDPOINTS.items()),
     "prometheus_port": "none (no /metrics server)",
     "jaeger_endpoint": "none (no Jaeger export)",
+    "prices_file": "none (genai-prices' table alone)",
 }
 
 

@@ -27,6 +27,7 @@ from .settings import Settings
 from .timing import UNTIMED, WAITED_READ_SECONDS, ReadTiming
 
 if TYPE_CHECKING:
+    from .cost import PriceBook
     from .metrics import HTTPMetrics, LLMMetrics
 
 clock = time.perf_counter
@@ -36,19 +37,21 @@ _PREPARE_WAIT_SECONDS = 30.0
 
 
 class Telemetry:
-    """What every tracker shares: the settings, a tracer and the metric instruments. The
-    instruments may come from ``make_metrics``, made by ``prepare`` when the first call starts
+    """What every tracker shares: the settings, a tracer, the metric instruments and the prices. The
+    instruments (and prices) may come from ``make_metrics``, made by ``prepare`` when the first call starts
     (prometheus_client is then imported by the application's first call, not at start-up, and
     never by the end of a call, which may run on any thread)."""
 
     def __init__(self, settings: Settings, tracer: trace.Tracer, metrics: LLMMetrics | None = None,
                  http_metrics: HTTPMetrics | None = None,
-                 make_metrics: Callable[[], tuple[LLMMetrics, HTTPMetrics]] | None = None) -> None:
+                 make_metrics: Callable[[], tuple[LLMMetrics, HTTPMetrics, PriceBook | None]] | None = None,
+                 prices: PriceBook | None = None) -> None:
         self.settings = settings
         self.tracer = tracer
         self._metrics = metrics
         self._http_metrics = http_metrics
         self._make_metrics = make_metrics
+        self._prices = prices
         #: Popped by the one caller that makes the instruments; the others wait for it. (No lock:
         #: one made at start-up is a native lock under gevent, which would block every greenlet.)
         self._claim = [True]
@@ -63,7 +66,7 @@ class Telemetry:
             guest.wait_until(lambda: self._make_metrics is None, _PREPARE_WAIT_SECONDS)
             return
         try:
-            self._metrics, self._http_metrics = self._make_metrics()
+            self._metrics, self._http_metrics, self._prices = self._make_metrics()
         finally:
             self._make_metrics = None
 
@@ -74,6 +77,11 @@ class Telemetry:
             self.prepare()
         assert self._metrics is not None
         return self._metrics
+
+    @property
+    def prices(self) -> PriceBook | None:
+        """What calls cost, if any price is known (made with the instruments)."""
+        return self._prices
 
     @property
     def http_metrics(self) -> HTTPMetrics | None:
@@ -406,7 +414,8 @@ class CallTracker:
             result = self._measure(outcome, at)
             delegated = self.progress is not None and self.progress.delegated
             report.emit(result, self.span, self._writer, self._start_ns, at is not None, self._annotations,
-                        None if delegated else self._telemetry.metrics, self._telemetry.settings)
+                        None if delegated else self._telemetry.metrics, self._telemetry.settings,
+                        self._telemetry.prices)
         except Exception as exc:
             report_internal_error("tracker.finish", exc)
             with contextlib.suppress(Exception):

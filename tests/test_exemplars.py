@@ -1,0 +1,126 @@
+"""From a latency bucket to the call's trace: exemplars on /metrics (OpenMetrics, to scrapers
+that ask for it) and on the OTLP histograms, each naming the span of the call that was measured.
+The real Prometheus side (exemplar storage, query_exemplars) is in test_monitoring_stack.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import Harness, clean_env, run_python
+from receivers import OTLPHTTPReceiver, attributes
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+#: The latency histograms that carry the call's exemplar, and the span attribute each value is.
+LATENCIES = {"llm_time_to_first_token_seconds": "llm.time_to_first_token",
+             "llm_time_to_request_sent_seconds": "llm.time_to_request_sent",
+             "llm_inter_token_latency_seconds": "llm.inter_token_latency.max",
+             "llm_request_duration_seconds": None}
+
+
+@pytest.fixture
+def instrumented(agent: Harness) -> Harness:
+    return agent
+
+
+def stream(mock_llm: Any, model: str = "mock-gpt") -> None:
+    client = openai.OpenAI(base_url=mock_llm.base_url, api_key="sk-test", max_retries=0)
+    list(client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], stream=True,
+                                        extra_body={"mock_tokens": 8, "mock_itl": 0.004}))
+
+
+def exemplars(text: str) -> dict[str, list[Any]]:
+    """Every exemplar of an OpenMetrics exposition, by histogram."""
+    found: dict[str, list[Any]] = {}
+    for family in openmetrics_families(text):
+        for sample in family.samples:
+            if sample.exemplar is not None:
+                found.setdefault(family.name, []).append(sample.exemplar)
+    return found
+
+
+def test_each_latency_histogram_points_to_the_calls_span(instrumented: Harness, mock_llm: Any) -> None:
+    stream(mock_llm)
+    span = instrumented.llm_span()
+    ids = {"trace_id": format(span.context.trace_id, "032x"), "span_id": format(span.context.span_id, "016x")}
+    encoder, content_type = choose_encoder(OPENMETRICS)
+    assert content_type.startswith("application/openmetrics-text")
+    found = exemplars(encoder(instrumented.registry).decode())
+    assert set(found) == set(LATENCIES), found  # (the rate is not a latency: no exemplar)
+    duration = (span.end_time - span.start_time) / 1e9
+    for name, attribute in LATENCIES.items():
+        (exemplar,) = found[name]
+        assert exemplar.labels == ids
+        expected = span.attributes[attribute] if attribute else duration
+        assert exemplar.value == pytest.approx(expected, abs=1e-6), name
+
+
+def test_the_classic_text_format_is_unchanged(instrumented: Harness, mock_llm: Any) -> None:
+    stream(mock_llm)
+    encoder, content_type = choose_encoder("text/plain")
+    text = encoder(instrumented.registry).decode()
+    assert content_type.startswith("text/plain") and "trace_id" not in text
+    assert any(f.name == "llm_time_to_first_token_seconds" for f in text_string_to_metric_families(text))
+
+
+def test_a_call_whose_span_is_not_sampled_carries_no_exemplar(instrumented: Harness, mock_llm: Any) -> None:
+    unsampled = NonRecordingSpan(SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(0)))
+    with trace.use_span(unsampled):
+        stream(mock_llm)
+    encoder, _ = choose_encoder(OPENMETRICS)
+    text = encoder(instrumented.registry).decode()
+    assert "llm_time_to_first_token_seconds_bucket" in text and not exemplars(text)
+
+
+def test_the_latest_sampled_call_is_the_buckets_exemplar(instrumented: Harness, mock_llm: Any) -> None:
+    for _ in range(3):
+        stream(mock_llm)
+    last = max(instrumented.llm_spans(), key=lambda s: s.end_time)
+    encoder, _ = choose_encoder(OPENMETRICS)
+    ttft = exemplars(encoder(instrumented.registry).decode())["llm_time_to_first_token_seconds"]
+    assert format(last.context.span_id, "016x") in {e.labels["span_id"] for e in ttft}
+
+
+APP = """
+import openai, os
+client = openai.OpenAI(base_url=os.environ["MOCK_URL"], api_key="sk-test", max_retries=0)
+list(client.chat.completions.create(model="mock-gpt", stream=True, messages=[{"role": "user", "content": "hi"}],
+                                    extra_body={"mock_tokens": 8, "mock_itl": 0.004}))
+"""
+
+#: The OTLP histograms with an exemplar: ours, and the GenAI conventions' (span attribute of the value).
+OTLP_LATENCIES = {**LATENCIES, "gen_ai.client.operation.duration": None,
+                  "gen_ai.client.operation.time_to_first_chunk": "llm.time_to_first_token",
+                  "gen_ai.client.operation.time_per_output_chunk": "llm.inter_token_latency.max"}
+
+
+def test_otlp_histograms_carry_the_same_exemplars(mock_llm: Any, tmp_path: Path) -> None:
+    """What a Collector's Prometheus exporter passes on: each OTLP latency point's exemplar is the
+    exported span of the call, with the value the span has."""
+    receiver = OTLPHTTPReceiver()
+    try:
+        env = clean_env(ENABLE_TELEMETRY="true", MOCK_URL=mock_llm.base_url, OTEL_METRICS_EXPORTER="otlp",
+                        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint)
+        result = run_python(APP, env=env, tmp_path=tmp_path)
+        assert result.returncode == 0, result.stderr
+        (span,) = [span for _, span in receiver.spans() if span.name == "chat mock-gpt"]
+        span_attributes = attributes(span.attributes)
+        for name, attribute in OTLP_LATENCIES.items():
+            metric = receiver.metric_last(name)
+            assert metric is not None, name
+            (point,) = [p for p in metric.histogram.data_points if p.exemplars]
+            (exemplar,) = point.exemplars
+            assert (exemplar.trace_id, exemplar.span_id) == (span.trace_id, span.span_id), name
+            expected = (span_attributes[attribute] if attribute
+                        else (span.end_time_unix_nano - span.start_time_unix_nano) / 1e9)
+            assert exemplar.as_double == pytest.approx(expected, abs=1e-6), name
+    finally:
+        receiver.stop()
