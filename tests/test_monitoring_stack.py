@@ -75,13 +75,11 @@ def test_promtool(command: list[str]) -> None:
 
 
 def test_every_rule_has_a_firing_and_a_quiet_unit_test() -> None:
-    rules = {r["alert"] for g in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
-             for r in g["rules"]}
     tests = yaml.safe_load((PROMETHEUS_DIR / "alerts_test.yml").read_text())["tests"]
     firing = {t["alertname"] for case in tests for t in case["alert_rule_test"] if t["exp_alerts"]}
     quiet = {t["alertname"] for case in tests for t in case["alert_rule_test"] if not t["exp_alerts"]}
-    assert rules == firing == quiet == {"LLMHighErrorRate", "LLMSlowTokenRate", "LLMSlowResponses",
-                                        "LLMHighTimeToFirstToken", "LLMStreamStalls"}
+    assert set(alert_rules()) == firing == quiet == {"LLMHighErrorRate", "LLMSlowTokenRate", "LLMSlowResponses",
+                                                     "LLMHighTimeToFirstToken", "LLMStreamStalls", "LLMSpendRateHigh"}
 
 
 def test_dashboard_datasources_exist_in_the_provisioning() -> None:
@@ -197,14 +195,24 @@ def dashboard_exprs() -> list[str]:
 
 
 def alert_rules() -> dict[str, str]:
+    """The alerting rules' expressions, by name (the recording rules left out)."""
     return {r["alert"]: r["expr"] for g in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
-            for r in g["rules"]}
+            for r in g["rules"] if "alert" in r}
+
+
+def compose_prometheus_flags() -> list[str]:
+    """The feature flags the compose file starts Prometheus with (exemplar storage)."""
+    compose = yaml.safe_load((DOCKER / "docker-compose-monitoring.yml").read_text())
+    return [arg for arg in compose["services"]["prometheus"]["command"] if arg.startswith("--enable-feature")]
 
 
 def as_query(expr: str) -> str:
     """A dashboard expression as Grafana sends it with 'All' selected."""
     return expr.replace("$service", ".*").replace("$model", ".*").replace("$__rate_interval", "1m")
 
+
+#: USD per million tokens: the example's price file for the mock's models.
+OWN_PRICE = {"input": 3.0, "output": 15.0}
 
 #: The scrape targets' ``service`` label, as ./docker/start-monitoring.sh writes it by default: not
 #: the service.name the example's spans carry (SERVICE_NAME=example-backend).
@@ -288,7 +296,8 @@ class Prometheus:
         self.url = f"http://{host}:{self.port}"
         self.process = subprocess.Popen(
             [*(network.inside() if network else []), tool("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
-             f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address={host}:{self.port}"],
+             f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address={host}:{self.port}",
+             *compose_prometheus_flags()],
             stdout=subprocess.DEVNULL, stderr=(workdir / "prometheus.log").open("wb"))
         self.wait(lambda: self.get("/-/ready") is not None, 30)
 
@@ -332,13 +341,16 @@ def populated_prometheus(tmp_path_factory: pytest.TempPathFactory, mock_llm: Any
     otlp = OTLPHTTPReceiver()
     services = []
     try:
+        workdir = tmp_path_factory.mktemp("prometheus")
+        prices = workdir / "prices.json"  # the mock's own models, at a price of the user's
+        prices.write_text(json.dumps({model: OWN_PRICE for model in ("mock-gpt", "mock-gpt-mini")}))
         base, service = start_example(mock_llm, HOST=container_reachable_hosts(network.host_end),
-                                      OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="200")
+                                      OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY="200",
+                                      LLM_PRICES_FILE=str(prices))
         services.append(service)
         loopback_base, loopback_only = start_example(mock_llm, OTEL_TRACES_EXPORTER="none")
         services.append(loopback_only)
         ports = [url.rsplit(":", 1)[1] for url in (base, loopback_base)]
-        workdir = tmp_path_factory.mktemp("prometheus")
         config_dir, said = start_script_targets(workdir, ",".join(f"host.docker.internal:{p}" for p in ports),
                                                 network.host_end)
         prometheus = Prometheus(workdir / "run", config_dir, network)
@@ -362,7 +374,7 @@ def populated_prometheus(tmp_path_factory: pytest.TempPathFactory, mock_llm: Any
             slow_calls.append(thread)
             time.sleep(3)
         for round_ in range(6):  # spread over scrapes, so every counter is seen rising
-            for model in ("mock-gpt", "mock-gpt-mini"):
+            for model in ("mock-gpt", "mock-gpt-mini", "gpt-4o-mini"):  # (the last priced by genai-prices)
                 assert post_chat(base, model=model)[0] == 200
             assert post_chat(base, model="mock-flaky", mock={"error": 500})[0] == 502
             if round_ % 2:
@@ -426,9 +438,18 @@ def test_the_jaeger_links_search_for_the_service_name_the_spans_carry(populated_
 def test_every_alert_expression_returns_data_for_the_bad_model(populated_prometheus: Prometheus) -> None:
     expected = {"LLMHighErrorRate": "mock-flaky", "LLMSlowTokenRate": "mock-slow", "LLMSlowResponses": "mock-slow",
                 "LLMHighTimeToFirstToken": "mock-slow", "LLMStreamStalls": "mock-slow"}
-    for alert, expr in alert_rules().items():
+    rules = alert_rules()
+    spend = rules.pop("LLMSpendRateHigh")
+    for alert, expr in rules.items():
         models = {r["metric"]["model"] for r in populated_prometheus.query(expr)}
         assert models == {expected[alert]}, (alert, models)
+    # The load costs far less than the threshold: its spend rate (the comparison's left side) is
+    # there, for the target's service, and under the threshold the rule reads.
+    rate, threshold = (part.strip() for part in spend.split(">"))
+    [series] = populated_prometheus.query(rate)
+    assert series["metric"] == {"service": TARGET_LABEL} and float(series["value"][1]) > 0
+    assert populated_prometheus.query(threshold.removeprefix("scalar(").removesuffix(")"))
+    assert not populated_prometheus.query(spend)
 
 
 def test_the_alerts_that_should_fire_are_active(populated_prometheus: Prometheus) -> None:
@@ -438,8 +459,72 @@ def test_the_alerts_that_should_fire_are_active(populated_prometheus: Prometheus
                       ("LLMSlowResponses", "mock-slow"), ("LLMHighTimeToFirstToken", "mock-slow"),
                       ("LLMStreamStalls", "mock-slow")}
     rules = {r["alert"]: r for g in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
-             for r in g["rules"]}
+             for r in g["rules"] if "alert" in r}
     for alert in alerts:  # labelled and annotated as the rules say, with the scrape target's service
         rule, labels = rules[alert["labels"]["alertname"]], alert["labels"]
         assert labels["service"] == TARGET_LABEL and labels["severity"] == rule["labels"]["severity"], alert
         assert f"{labels['model']} ({TARGET_LABEL})" in alert["annotations"]["summary"], alert
+
+
+def _exported_llm_spans(prometheus: Prometheus) -> dict[str, Any]:
+    """The example's LLM spans the OTLP receiver got, by trace id (hex)."""
+    assert prometheus.spans is not None
+    return {span.trace_id.hex(): span for _, span in prometheus.spans.spans() if span.name.startswith("chat ")}
+
+
+def test_exemplars_on_the_ttft_panel_open_the_traces_of_those_calls(populated_prometheus: Prometheus) -> None:
+    """Prometheus, with the compose file's exemplar storage, keeps the exemplars of the TTFT
+    histogram the dashboard's panel draws; each trace id is a call's exported span, whose TTFT is
+    the exemplar's value. Grafana's datasource links the trace_id label to Jaeger."""
+    from receivers import attributes
+
+    [panel] = [p for p in json.loads(DASHBOARD.read_text())["panels"] if p["id"] == 1]
+    assert all(target["exemplar"] for target in panel["targets"])
+    now = time.time()
+    answer = populated_prometheus.get("/api/v1/query_exemplars?" + urllib.parse.urlencode(
+        {"query": "llm_time_to_first_token_seconds_bucket", "start": now - 600, "end": now}))
+    assert answer["status"] == "success", answer
+    found = [(series["seriesLabels"], e) for series in answer["data"] for e in series["exemplars"]]
+    assert found, answer
+    spans = _exported_llm_spans(populated_prometheus)
+    for labels, exemplar in found:
+        span = spans[exemplar["labels"]["trace_id"]]
+        assert span.span_id.hex() == exemplar["labels"]["span_id"]
+        span_attributes = attributes(span.attributes)
+        assert labels["model"] == span_attributes["gen_ai.request.model"]
+        assert float(exemplar["value"]) == pytest.approx(span_attributes["llm.time_to_first_token"], abs=1e-6)
+    datasources = yaml.safe_load((DOCKER / "grafana" / "provisioning" / "datasources" / "datasources.yml").read_text())
+    [prometheus] = [d for d in datasources["datasources"] if d["type"] == "prometheus"]
+    [jaeger] = [d for d in datasources["datasources"] if d["type"] == "jaeger"]
+    assert prometheus["jsonData"]["exemplarTraceIdDestinations"] == [{"name": "trace_id",
+                                                                      "datasourceUid": jaeger["uid"]}]
+
+
+def test_the_cost_counter_is_the_sum_of_the_spans_costs_at_genai_prices_and_the_users_prices(
+        populated_prometheus: Prometheus) -> None:
+    """Over the whole load: what Prometheus scraped equals what the spans say, and each span's
+    cost is genai-prices' for the usage the mock sent, or the price file's."""
+    import genai_prices
+
+    from receivers import attributes
+
+    by_model: dict[str, float] = {}
+    for span in _exported_llm_spans(populated_prometheus).values():
+        span_attributes = attributes(span.attributes)
+        model = span_attributes["gen_ai.request.model"]
+        if "llm.cost.usd" not in span_attributes:
+            assert model in ("mock-flaky", "mock-slow") and span_attributes.get("llm.cost.matched") is not True
+            continue
+        tokens_in = span_attributes["gen_ai.usage.input_tokens"]
+        tokens_out = span_attributes["gen_ai.usage.output_tokens"]
+        if model == "gpt-4o-mini":
+            usage = genai_prices.Usage(input_tokens=tokens_in, output_tokens=tokens_out)
+            expected = float(genai_prices.calc_price(usage, model, provider_id="openai").total_price)
+        else:
+            expected = (tokens_in * OWN_PRICE["input"] + tokens_out * OWN_PRICE["output"]) / 1e6
+        assert span_attributes["llm.cost.usd"] == pytest.approx(expected, rel=1e-9), model
+        by_model[model] = by_model.get(model, 0.0) + span_attributes["llm.cost.usd"]
+    assert set(by_model) == {"gpt-4o-mini", "mock-gpt", "mock-gpt-mini"}
+    scraped = {r["metric"]["model"]: float(r["value"][1])
+               for r in populated_prometheus.query("sum by (model) (llm_cost_usd_total)")}
+    assert scraped == pytest.approx(by_model, rel=1e-9)

@@ -49,6 +49,7 @@ async def chat(request: ChatRequest) -> StreamingResponse:
     try:
         stream = await client.chat.completions.create(
             model=request.model, stream=True, max_tokens=request.max_tokens,
+            stream_options={"include_usage": True},  # (the token counts, hence the cost, of a stream)
             messages=[{"role": "user", "content": request.message}],
             extra_body={f"mock_{k}": v for k, v in (request.mock or {}).items()} or None)
     except APIError as exc:
