@@ -196,7 +196,7 @@ def test_table_values_are_exact_per_call_values() -> None:
     table = demo.format_table({"a": row})
     assert "tok/s p50" in table and "~" not in table
     assert table.splitlines()[2].split() == ["a", "5", "1", "1", "115ms", "137ms", "59.0", "16.5ms", "0.60s",
-                                             "1.74s", "132"]
+                                             "1.74s", "132", "-"]  # (no call with a price)
 
 
 def test_bucket_estimates_are_marked() -> None:
@@ -208,10 +208,13 @@ def test_bucket_estimates_are_marked() -> None:
     metrics = LLMMetrics(registry=registry, max_model_labels=10)
     metrics.record(model="a", operation="chat", outcome="completed", duration=0.62, ttft=0.12, rate=60.0,
                    gaps=[0.015, 0.016], input_tokens=3, output_tokens=40, error_type=None, slow_reasons=[])
+    metrics.record(model="a", operation="chat", outcome="completed", duration=0.5, ttft=0.1, input_tokens=3,
+                   output_tokens=20, cost=0.00125)
     rows = demo.rows_from_metrics(generate_latest(registry).decode())
-    assert rows["a"].calls == 1 and rows["a"].output_tokens == 40
+    assert rows["a"].calls == 2 and rows["a"].output_tokens == 60 and rows["a"].cost == pytest.approx(0.00125)
     line = demo.format_table(rows, estimated=True).splitlines()[2].split()
     assert all(value.startswith("~") for value in line[4:10]), line
+    assert line[-1] == "$0.001250"  # a counter: exact
     assert "estimated inside histogram buckets" in demo.format_table(rows, estimated=True)
 
 

@@ -107,16 +107,25 @@ def test_demo_prints_the_per_model_table(tmp_path: Path) -> None:
     spans = [json.loads(line) for line in lines]
     llm = [s for s in spans if "gen_ai.operation.name" in s["attributes"]]
     assert len(llm) == 12 and len(spans) > 12  # the service's own spans too
-    assert {s["attributes"]["gen_ai.request.model"] for s in llm} == {"mock-gpt", "mock-gpt-mini"}
+    assert {s["attributes"]["gen_ai.request.model"] for s in llm} == {"gpt-4o-mini", "mock-gpt"}
     # The table is computed exactly from those spans.
     out = result.stdout.splitlines()
     header = next(i for i, line in enumerate(out) if line.startswith("model"))
     assert "tok/s p50" in out[header] and "from the spans in" in out[header - 2]
     rows = {line.split()[0]: line.split() for line in out[header + 2:header + 4]}
-    assert set(rows) == {"mock-gpt", "mock-gpt-mini"}
+    assert set(rows) == {"gpt-4o-mini", "mock-gpt"}
     expected = demo_module.format_table(demo_module.rows_from_spans(spans)).splitlines()[2:4]
-    assert [line.split() for line in expected] == [rows["mock-gpt"], rows["mock-gpt-mini"]]
+    assert [line.split() for line in expected] == [rows["gpt-4o-mini"], rows["mock-gpt"]]
     assert sum(int(row[1]) for row in rows.values()) == 12
     for row in rows.values():
         assert row[4].endswith("ms") and not row[4].startswith(("-", "~"))  # TTFT p50, exact
         assert 100 <= float(row[4][:-2]) <= 1000  # the mock's TTFT is 120 ms
+    # The cost column: one model priced by genai-prices, the other by the demo's own price file.
+    assert "genai-prices' table" in result.stdout and "LLM_PRICES_FILE" in result.stdout
+    sources = {s["attributes"]["gen_ai.request.model"]: s["attributes"].get("llm.cost.source") for s in llm
+               if "llm.cost.usd" in s["attributes"]}
+    assert sources == {"gpt-4o-mini": "genai-prices", "mock-gpt": "LLM_PRICES_FILE"}
+    for model, row in rows.items():
+        priced = [s["attributes"]["llm.cost.usd"] for s in llm
+                  if s["attributes"]["gen_ai.request.model"] == model and "llm.cost.usd" in s["attributes"]]
+        assert row[-1] == f"${sum(priced):.6f}" and sum(priced) > 0

@@ -32,7 +32,10 @@ from ..cli import COMMANDS
 from .mock import MockConfig, start_in_thread
 from .net import container_reachable_hosts, free_port, reachable
 
-MODELS = ("mock-gpt", "mock-gpt-mini")
+#: Served by the mock: the first priced by genai-prices' table, the second by the demo's own price file.
+MODELS = ("gpt-4o-mini", "mock-gpt")
+#: The demo's LLM_PRICES_FILE, USD per million tokens.
+DEMO_PRICES = {"mock-gpt": {"input": 1.0, "output": 4.0}}
 STACK_SCRAPE_PORT = 8000
 EXAMPLE = Path("examples") / "backend" / "main_service.py"
 DEMO_REQUIREMENTS = ("opentelemetry.sdk", "prometheus_client", "openai", "fastapi", "uvicorn")
@@ -135,6 +138,8 @@ class Row:
     duration_p50: float | None
     duration_p95: float | None
     output_tokens: float
+    #: USD over the calls with a price; None when none had one.
+    cost: float | None = None
 
 
 def _duration(span: dict[str, Any]) -> float:
@@ -185,7 +190,8 @@ def rows_from_spans(spans: Iterable[dict[str, Any]]) -> dict[str, Row]:
             itl_p50=percentile(values(names.LLM_ITL_P50), 0.5),
             duration_p50=percentile(durations, 0.5),
             duration_p95=percentile(durations, 0.95),
-            output_tokens=sum(values(names.GEN_AI_OUTPUT_TOKENS)))
+            output_tokens=sum(values(names.GEN_AI_OUTPUT_TOKENS)),
+            cost=sum(values(names.LLM_COST_USD)) if values(names.LLM_COST_USD) else None)
     return rows
 
 
@@ -199,7 +205,7 @@ def rows_from_metrics(metrics_text: str) -> dict[str, Row]:
         ttft_p50=s.quantile(names.TTFT, 0.5), ttft_p95=s.quantile(names.TTFT, 0.95),
         rate_p50=s.quantile(names.TOKEN_RATE, 0.5), itl_p50=s.quantile(names.INTER_TOKEN_LATENCY, 0.5),
         duration_p50=s.quantile(names.REQUEST_DURATION, 0.5), duration_p95=s.quantile(names.REQUEST_DURATION, 0.95),
-        output_tokens=s.tokens.get("output", 0)) for model, s in summarize(metrics_text).items()}
+        output_tokens=s.tokens.get("output", 0), cost=s.cost) for model, s in summarize(metrics_text).items()}
 
 
 def _fmt(value: float | None, unit: str, scale: float, digits: int, estimated: bool) -> str:
@@ -211,7 +217,7 @@ def _fmt(value: float | None, unit: str, scale: float, digits: int, estimated: b
 def format_table(rows: dict[str, Row], estimated: bool = False) -> str:
     """The per-model table; with ``estimated``, quantiles are marked ``~`` (bucket estimates)."""
     header = (f"{'model':<14}{'calls':>6}{'errors':>7}{'slow':>6}{'TTFT p50':>10}{'TTFT p95':>10}"
-              f"{'tok/s p50':>11}{'ITL p50':>10}{'dur p50':>9}{'dur p95':>9}{'out tok':>9}")
+              f"{'tok/s p50':>11}{'ITL p50':>10}{'dur p50':>9}{'dur p95':>9}{'out tok':>9}{'cost':>11}")
     lines = [header, "-" * len(header)]
     for model, r in sorted(rows.items()):
         lines.append(
@@ -219,12 +225,12 @@ def format_table(rows: dict[str, Row], estimated: bool = False) -> str:
             f"{_fmt(r.ttft_p50, 'ms', 1000, 0, estimated):>10}{_fmt(r.ttft_p95, 'ms', 1000, 0, estimated):>10}"
             f"{_fmt(r.rate_p50, '', 1, 1, estimated):>11}{_fmt(r.itl_p50, 'ms', 1000, 1, estimated):>10}"
             f"{_fmt(r.duration_p50, 's', 1, 2, estimated):>9}{_fmt(r.duration_p95, 's', 1, 2, estimated):>9}"
-            f"{r.output_tokens:>9.0f}")
+            f"{r.output_tokens:>9.0f}{'-' if r.cost is None else f'${r.cost:.6f}':>11}")
     if estimated:
         lines.append("~ estimated inside histogram buckets of /metrics; the exact per-call values are on the spans")
     else:
         lines.append("p50/p95 over calls; tok/s = decode rate after the first token; ITL p50 = median of each "
-                     "call's median gap")
+                     "call's median gap; cost = sum of the calls' llm.cost.usd (- : no price known)")
     return "\n".join(lines)
 
 
@@ -301,15 +307,19 @@ def main(argv: list[str] | None = None) -> None:
     port = STACK_SCRAPE_PORT if stack_up and scrape_port_free else free_port()
     hosts = container_reachable_hosts() if stack_up else "127.0.0.1"
     traces_file = Path(".demo") / "traces.jsonl"
+    prices_file = traces_file.parent / "prices.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(ENABLE_TELEMETRY="true", SERVICE_NAME="nexent-demo-backend", PORT=str(port), HOST=hosts,
                OPENAI_BASE_URL=mock.base_url, OPENAI_API_KEY="sk-demo-not-a-real-key",
+               LLM_PRICES_FILE=str(prices_file.resolve()),
                OTEL_TRACES_EXPORTER="otlp" if stack_up else "console",
                OTEL_BSP_SCHEDULE_DELAY="200")  # spans reach the file soon after each call, for the table
     if stack_up:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp
     traces_file.parent.mkdir(exist_ok=True)
+    prices_file.write_text(json.dumps(DEMO_PRICES, indent=2) + "\n")
     print(f"mock LLM      {mock.base_url}")
+    print(f"prices        {MODELS[0]}: genai-prices' table; {', '.join(DEMO_PRICES)}: {prices_file} (LLM_PRICES_FILE)")
     print(f"service       http://127.0.0.1:{port}  (opentelemetry-instrument python {example.name})")
     if hosts != "127.0.0.1":
         print(f"              also on {hosts.split(',', 1)[1]}:{port}, where the stack's Prometheus reaches it")

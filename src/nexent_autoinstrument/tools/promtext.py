@@ -42,6 +42,8 @@ class ModelSummary:
     errors: float = 0.0
     slow: float = 0.0
     tokens: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    #: USD (``llm_cost_usd_total``); None without a priced call.
+    cost: float | None = None
 
     def quantile(self, metric: str, q: float) -> float | None:
         return bucket_quantile(q, list(self.buckets[metric].items()))
@@ -76,4 +78,6 @@ def summarize(exposition_text: str) -> dict[str, ModelSummary]:
                 summary.slow += sample.value
             elif sample.name == names.TOTAL_TOKENS + "_total":
                 summary.tokens[labels.get("type", "?")] += sample.value
+            elif sample.name == names.COST + "_total":
+                summary.cost = (summary.cost or 0.0) + sample.value
     return dict(models)
