@@ -37,7 +37,7 @@ from nexent_autoinstrument.adapters.openai import (
 )
 from nexent_autoinstrument.adapters.protocol import Protocol, Route
 from nexent_autoinstrument.adapters.sse import EventFilter, NDJSONDecoder, PlainReads, SSEDecoder
-from nexent_autoinstrument.adapters.usage import usage_counts
+from nexent_autoinstrument.adapters.usage import cached_input, usage_counts
 from nexent_autoinstrument.tools.mock import Dialect, Wire
 
 # -- SSE ----------------------------------------------------------------------------------------
@@ -434,8 +434,10 @@ class Recorder:
         self.response_id = response_id
         self.response_model = model
 
-    def usage(self, input_tokens: Any, output_tokens: Any) -> None:
+    def usage(self, input_tokens: Any, output_tokens: Any, cache_read: Any = None, cache_write: Any = None) -> None:
         self.facts.append(("usage", (input_tokens, output_tokens)))
+        if cache_read is not None or cache_write is not None:
+            self.facts.append(("cache", (cache_read, cache_write)))
 
     def fail(self, error: Any) -> None:
         self.facts.append(("fail", (error,)))
@@ -523,6 +525,29 @@ def test_usage_is_read_from_every_shape(make: Any, counts: Any) -> None:
     assert usage_counts(make()) == counts
 
 
+CACHED = [
+    ("chat, declared", lambda: CompletionUsage(prompt_tokens=20, completion_tokens=3, total_tokens=23,
+                                               prompt_tokens_details={"cached_tokens": 16}), 16),
+    ("Responses, declared", lambda: construct_type(type_=ResponseUsage, value={
+        "input_tokens": 20, "output_tokens": 3, "total_tokens": 23, "input_tokens_details": {"cached_tokens": 8},
+        "output_tokens_details": {"reasoning_tokens": 0}}), 8),
+    ("chat dict", lambda: {"prompt_tokens": 20, "prompt_tokens_details": {"cached_tokens": 0}}, 0),
+    ("no details", lambda: CompletionUsage(prompt_tokens=2, completion_tokens=3, total_tokens=5), None),
+    ("details without a count", lambda: {"prompt_tokens_details": {"audio_tokens": 3}}, None),
+]
+
+
+@pytest.mark.parametrize(("make", "cached"), [(m, c) for _, m, c in CACHED], ids=[n for n, _, _ in CACHED])
+def test_openai_cached_input_tokens_are_read_from_every_shape(make: Any, cached: Any) -> None:
+    from nexent_autoinstrument.adapters.openai import read_usage
+
+    usage = make()
+    assert cached_input(usage) == cached
+    recorder = Recorder()
+    read_usage(recorder, usage)  # type: ignore[arg-type]
+    assert (("cache", (cached, None)) in recorder.facts) == (cached is not None)
+
+
 def test_malformed_items_are_skipped_without_raising() -> None:
     for chunk in ({"choices": "not a list", "usage": 5}, {"choices": [1, None, "x"]}, {"choices": [{"delta": 3}]}):
         read_chat_event(Recorder(), chunk)  # type: ignore[arg-type]
@@ -578,7 +603,8 @@ ANTHROPIC_EVENTS = [
     ("message_start", {"type": "message_start", "message": {
         "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x", "content": [],
         "stop_reason": None, "stop_sequence": None,
-        "usage": {"input_tokens": 5, "output_tokens": 1, "cache_read_input_tokens": 7}}}, [("usage", (12, None))]),
+        "usage": {"input_tokens": 5, "output_tokens": 1, "cache_read_input_tokens": 7,
+                  "cache_creation_input_tokens": 4}}}, [("usage", (16, None)), ("cache", (7, 4))]),
     ("text", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
      [("content", ("hi",))]),
     ("empty text", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": ""}}, []),
@@ -638,12 +664,13 @@ def test_gemini_chunks() -> None:
                   {"candidates": [{"content": {"parts": [{"text": "hi"}]}, "index": 0}],
                    "usageMetadata": {"promptTokenCount": 3}},
                   {"candidates": [{"content": {"parts": [{"functionCall": {"name": "f"}}]}, "finishReason": "STOP"}],
-                   "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "thoughtsTokenCount": 1}},
+                   "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "thoughtsTokenCount": 1,
+                                     "cachedContentTokenCount": 2}},
                   {"error": {"code": 503, "status": "UNAVAILABLE"}}):
         gemini_adapter.read_event(recorder, chunk)  # type: ignore[arg-type]
     assert recorder.facts == [("content", (None,)), ("content", ("hi",)), ("usage", (3, None)),
                               ("finish_reason", ("STOP", 0)), ("content", (None,)), ("usage", (3, 3)),
-                              ("fail", ("UNAVAILABLE",))]
+                              ("cache", (2, None)), ("fail", ("UNAVAILABLE",))]
     assert gemini_adapter.model_from_path("/v1beta/models/gemini-2.0-flash:streamGenerateContent") == "gemini-2.0-flash"
     assert gemini_adapter.provider_for("us-central1-aiplatform.googleapis.com") == "gcp.vertex_ai"
 

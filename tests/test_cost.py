@@ -51,11 +51,13 @@ PRICED = _priced_models()
 TIERED = [entry for entry in PRICED if entry[2]]
 
 
-def library_price(provider_id: str, model: str, tokens_in: int, tokens_out: int) -> float:
+def library_price(provider_id: str, model: str, tokens_in: int, tokens_out: int, cache_read: int = 0,
+                  cache_write: int = 0) -> float:
     from datetime import datetime, timezone
 
-    return float(genai_prices.calc_price(types.Usage(input_tokens=tokens_in, output_tokens=tokens_out), model,
-                                         provider_id=provider_id,
+    usage = types.Usage(input_tokens=tokens_in, output_tokens=tokens_out, cache_read_tokens=cache_read,
+                        cache_write_tokens=cache_write)
+    return float(genai_prices.calc_price(usage, model, provider_id=provider_id,
                                          genai_request_timestamp=datetime.fromtimestamp(NOW, timezone.utc)).total_price)
 
 
@@ -63,15 +65,24 @@ def test_the_table_covers_linear_and_tiered_prices() -> None:
     assert len(PRICED) > 50 and TIERED, (len(PRICED), TIERED)
 
 
-@settings(max_examples=300, deadline=None)
-@given(entry=st.sampled_from(PRICED), tokens_in=st.integers(0, 3_000_000), tokens_out=st.integers(0, 300_000))
-def test_every_price_is_the_librarys_own_sum(entry: tuple[str, str, bool], tokens_in: int, tokens_out: int) -> None:
+@st.composite
+def usages(draw: st.DrawFn) -> tuple[int, int, int, int]:
+    """(input, output, cache read, cache write): the cache's part within the input."""
+    tokens_in = draw(st.integers(0, 3_000_000))
+    cache_read = draw(st.integers(0, tokens_in))
+    return tokens_in, draw(st.integers(0, 300_000)), cache_read, draw(st.integers(0, tokens_in - cache_read))
+
+
+@settings(max_examples=400, deadline=None)
+@given(entry=st.sampled_from(PRICED), tokens=usages())
+def test_every_price_is_the_librarys_own_sum(entry: tuple[str, str, bool], tokens: tuple[int, int, int, int]) -> None:
     provider, model, _ = entry
+    tokens_in, tokens_out, cache_read, cache_write = tokens
     assert BOOK is not None
-    cost = BOOK.price(provider, "api.example.com", (model,), tokens_in, tokens_out, NOW)
+    cost = BOOK.price(provider, "api.example.com", (model,), tokens_in, tokens_out, NOW, cache_read, cache_write)
     provider_id = {"gcp.gemini": "google"}.get(provider, provider)
     try:
-        expected = library_price(provider_id, model, tokens_in, tokens_out)
+        expected = library_price(provider_id, model, *tokens)
     except LookupError:  # (an id its own match rules do not take, such as "ft:gpt-4o")
         assert cost is None
         return
@@ -149,6 +160,7 @@ def test_the_users_file_wins_and_each_bad_entry_warns_once(tmp_path: Path, caplo
     path = tmp_path / "prices.json"
     path.write_text(json.dumps({
         "My-Llama": {"input": 0.5, "output": 1.5},
+        "cached-model": {"input": 2.0, "output": 8.0, "cached_input": 0.5},
         "gpt-4o-mini": {"input": 1, "output": 2},
         "free-model": {"input": 0},
         "typo": {"inptu": 1},
@@ -168,6 +180,10 @@ def test_the_users_file_wins_and_each_bad_entry_warns_once(tmp_path: Path, caplo
     assert own == own.__class__(0.5 * 2 + 1.5, "my-llama", SOURCE_FILE)
     wins = book.price("openai", None, ("gpt-4o-mini",), 1_000_000, 1_000_000, NOW)
     assert wins is not None and wins.source == SOURCE_FILE and wins.usd == pytest.approx(3.0)
+    cached = book.price("ollama", None, ("cached-model",), 1_000_000, 0, NOW, 400_000)
+    assert cached is not None and cached.usd == pytest.approx(0.6 * 2.0 + 0.4 * 0.5)  # (cache reads at their price)
+    plain = book.price("ollama", None, ("my-llama",), 1_000_000, 0, NOW, 400_000)
+    assert plain is not None and plain.usd == pytest.approx(0.5)  # (no cached price: a cache read costs input)
     free = book.price("ollama", None, ("free-model",), 10, 10, NOW)
     assert free is not None and free.usd == 0.0  # a price of zero the user gave is a price
     assert book.price("ollama", None, ("typo",), 10, 10, NOW) is None
@@ -227,6 +243,26 @@ def test_a_call_costs_what_genai_prices_says_for_the_usage_the_server_sent(
     assert priced.value("llm_cost_usd_total", model="unpriced-model", provider="openai_compatible") == 0
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_tokens_read_from_the_prompt_cache_are_priced_as_cache_reads(
+        priced: Harness, mock_llm: Any, stream: bool) -> None:
+    client = openai.OpenAI(base_url=mock_llm.base_url, api_key="sk-test", max_retries=0)
+    messages: Any = [{"role": "user", "content": "a long system prompt " * 40}]
+    extra = {"extra_body": {"mock_cached_tokens": 128}}
+    if stream:
+        chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True,
+                                                     stream_options={"include_usage": True}, **extra))
+        usage = chunks[-1].usage
+    else:
+        usage = client.chat.completions.create(model="gpt-4o-mini", messages=messages, **extra).usage
+    assert usage.prompt_tokens_details.cached_tokens == 128 < usage.prompt_tokens
+    attrs = priced.llm_span().attributes
+    assert attrs["gen_ai.usage.cache_read.input_tokens"] == 128
+    expected = library_price("openai", "gpt-4o-mini", usage.prompt_tokens, usage.completion_tokens, 128)
+    assert attrs[names.LLM_COST_USD] == pytest.approx(expected, rel=1e-9)
+    assert expected < library_price("openai", "gpt-4o-mini", usage.prompt_tokens, usage.completion_tokens)
+
+
 def test_estimated_token_counts_give_an_estimated_cost_and_no_input_count_none() -> None:
     """The output estimated (a stream that ended before its usage): the cost is marked estimated.
     Without the input's count there is no cost at all: half a price would pass for a whole one."""
@@ -238,7 +274,7 @@ def test_estimated_token_counts_give_an_estimated_cost_and_no_input_count_none()
 
     tracer = TracerProvider().get_tracer("t")
     estimated = dataclasses.replace(RESULT, model="gpt-4o-mini", response_model=None, input_tokens=1200,
-                                    output_tokens=340, usage_source="estimated")
+                                    output_tokens=340, cache_read_tokens=1000, usage_source="estimated")
     no_input = dataclasses.replace(estimated, input_tokens=None)
     spans = []
     for result in (estimated, no_input):
@@ -246,7 +282,8 @@ def test_estimated_token_counts_give_an_estimated_cost_and_no_input_count_none()
         emit(result, span, span, int(NOW * 1e9), False, None, None, Settings(), BOOK)
         spans.append(span.attributes)
     assert spans[0][names.LLM_COST_ESTIMATED] is True
-    assert spans[0][names.LLM_COST_USD] == pytest.approx(library_price("openai", "gpt-4o-mini", 1200, 340), rel=1e-9)
+    assert spans[0][names.LLM_COST_USD] == pytest.approx(library_price("openai", "gpt-4o-mini", 1200, 340, 1000),
+                                                         rel=1e-9)
     assert not any(key.startswith("llm.cost.") for key in spans[1])
 
 

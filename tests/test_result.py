@@ -83,7 +83,8 @@ RESULT = CallResult(
     operation="chat", model="m", provider="openai", stream=True, server=("h", 1), outcome="completed",
     duration=2.0, ttft=0.5, server_ttft=0.4, rate=10.0, gaps=(0.1, 0.2), itl_p50=0.1, itl_p99=0.2, itl_max=0.3,
     offsets=(500_000, 600_000), offsets_truncated=True, chunks=5, content_chunks=3, waiting_chunks=1,
-    reader_bound=False, reader_seconds=0.01, input_tokens=7, output_tokens=3, usage_source="api",
+    reader_bound=False, reader_seconds=0.01, input_tokens=7, output_tokens=3, cache_read_tokens=4,
+    cache_write_tokens=None, usage_source="api",
     response_model="m-1", response_id="r", finish_reasons=("stop",), error_type=None,
     time_to_request_sent=0.1, time_to_response_headers=0.3, connection_reused=True, stalls=(), slow=(),
     output_text=None)
@@ -93,7 +94,7 @@ def test_span_attributes_name_every_measured_field() -> None:
     assert span_attributes(RESULT) == {
         "llm.stream.outcome": "completed", "llm.stream.chunks": 5, "gen_ai.response.model": "m-1",
         "gen_ai.response.id": "r", "gen_ai.response.finish_reasons": ("stop",), "gen_ai.usage.input_tokens": 7,
-        "gen_ai.usage.output_tokens": 3, "llm.usage.source": "api", "llm.time_to_first_token": 0.5,
+        "gen_ai.usage.output_tokens": 3, "gen_ai.usage.cache_read.input_tokens": 4, "llm.usage.source": "api", "llm.time_to_first_token": 0.5,
         "gen_ai.response.time_to_first_chunk": 0.5, "llm.time_to_request_sent": 0.1,
         "llm.server_time_to_first_token": 0.4, "llm.time_to_response_headers": 0.3, "llm.connection.reused": True,
         "llm.token_generation_rate": 10.0, "llm.inter_token_latency.p50": 0.1, "llm.inter_token_latency.p99": 0.2,
@@ -106,7 +107,7 @@ def test_span_attributes_leave_out_what_was_not_measured() -> None:
                                itl_p99=None, itl_max=None, offsets=(), reader_seconds=None, output_tokens=None,
                                usage_source=None, response_model=None, response_id=None, finish_reasons=(),
                                time_to_request_sent=None, time_to_response_headers=None, connection_reused=None,
-                               input_tokens=None, error_type="429", output_text=None)
+                               input_tokens=None, cache_read_tokens=None, error_type="429", output_text=None)
     assert span_attributes(bare) == {"llm.stream.outcome": "completed", "error.type": "429"}
 
 

@@ -46,14 +46,19 @@ class Cost:
 
 @dataclass(frozen=True, slots=True)
 class _Linear:
-    """A price as ``per_call + per_input * input tokens + per_output * output tokens`` (USD)."""
+    """A price in USD: ``per_call``, plus ``per_input`` for each input token (the cache's included),
+    plus what a token read from (``per_cache_read``) or written to (``per_cache_write``) the
+    prompt cache costs more than a plain input token (less: negative), plus ``per_output``."""
 
     per_call: float
     per_input: float
     per_output: float
+    per_cache_read: float = 0.0
+    per_cache_write: float = 0.0
 
-    def of(self, input_tokens: int, output_tokens: int) -> float:
-        return self.per_call + self.per_input * input_tokens + self.per_output * output_tokens
+    def of(self, input_tokens: int, output_tokens: int, cache_read: int = 0, cache_write: int = 0) -> float:
+        return (self.per_call + self.per_input * input_tokens + self.per_output * output_tokens
+                + self.per_cache_read * cache_read + self.per_cache_write * cache_write)
 
 
 class PriceBook:
@@ -71,24 +76,27 @@ class PriceBook:
         self.version = getattr(genai_prices, "__version__", None)
 
     def price(self, provider: str, server: str | None, models: tuple[str | None, ...], input_tokens: int | None,
-              output_tokens: int | None, started: float) -> Cost | None:
+              output_tokens: int | None, started: float, cache_read: int | None = None,
+              cache_write: int | None = None) -> Cost | None:
         """The cost of a call with these token counts, priced as the first of ``models`` (the
         response's model, then the request's) that has a price; None without a price or without
-        the input's count (an output without any is none: embeddings). ``server``: the host the
-        call went to; ``started``: its start, seconds since the epoch (prices change over time)."""
+        the input's count (an output without any is none: embeddings). ``cache_read`` and
+        ``cache_write``: the input tokens read from and written to the prompt cache. ``server``:
+        the host the call went to; ``started``: its start, seconds since the epoch (prices change
+        over time)."""
         if input_tokens is None:
             return None
-        tokens_in, tokens_out = input_tokens, output_tokens or 0
+        tokens = (input_tokens, output_tokens or 0, cache_read or 0, cache_write or 0)
         for model in models:
             if not model:
                 continue
             own = self._user.get(model.lower())
             if own is not None:
-                return Cost(own.of(tokens_in, tokens_out), model, SOURCE_FILE)
+                return Cost(own.of(*tokens), model, SOURCE_FILE)
             found = self._find(provider, server, model)
             if found is not None:
                 label, info = found
-                return Cost(self._table_price(info, tokens_in, tokens_out, started), label, SOURCE_TABLE)
+                return Cost(self._table_price(info, tokens, started), label, SOURCE_TABLE)
         return None
 
     def _find(self, provider: str, server: str | None, model: str) -> tuple[str, Any] | None:
@@ -116,16 +124,19 @@ class PriceBook:
         self._found[key] = found
         return found
 
-    def _table_price(self, info: Any, input_tokens: int, output_tokens: int, started: float) -> float:
+    def _table_price(self, info: Any, tokens: tuple[int, int, int, int], started: float) -> float:
         model_price = info.get_prices(datetime.fromtimestamp(started, timezone.utc))
         known = self._linear.get(id(model_price))
         if known is None:
             known = self._linear[id(model_price)] = (self._linear_form(model_price), model_price)
         linear = known[0]
         if linear is not None:
-            return linear.of(input_tokens, output_tokens)
-        usage = self._library.Usage(input_tokens=input_tokens, output_tokens=output_tokens)
-        return float(model_price.calc_price(usage)["total_price"])
+            return linear.of(*tokens)
+        return float(model_price.calc_price(self._usage(*tokens))["total_price"])
+
+    def _usage(self, input_tokens: int, output_tokens: int, cache_read: int = 0, cache_write: int = 0) -> Any:
+        return self._library.Usage(input_tokens=input_tokens, output_tokens=output_tokens,
+                                   cache_read_tokens=cache_read, cache_write_tokens=cache_write)
 
     def _linear_form(self, model_price: Any) -> _Linear | None:
         """The price as a linear form, read off genai-prices' own sums and checked against them at
@@ -134,16 +145,19 @@ class PriceBook:
         if any(isinstance(value, self._library.types.TieredPrices) for value in vars(model_price).values()):
             return None
 
-        def total(input_tokens: int, output_tokens: int) -> Any:
-            usage = self._library.Usage(input_tokens=input_tokens, output_tokens=output_tokens)
-            return model_price.calc_price(usage)["total_price"]
+        def total(*tokens: int) -> Any:
+            return model_price.calc_price(self._usage(*tokens))["total_price"]
 
-        base = total(0, 0)
-        per_input, per_output = (total(_MILLION, 0) - base) / _MILLION, (total(0, _MILLION) - base) / _MILLION
-        for tokens_in, tokens_out in ((1_234, 5_678), (987_654, 3)):
-            if total(tokens_in, tokens_out) != base + per_input * tokens_in + per_output * tokens_out:
+        base, inputs = total(0, 0), total(_MILLION, 0)
+        per_input, per_output = (inputs - base) / _MILLION, (total(0, _MILLION) - base) / _MILLION
+        per_read = (total(_MILLION, 0, _MILLION) - inputs) / _MILLION
+        per_write = (total(_MILLION, 0, 0, _MILLION) - inputs) / _MILLION
+        for tokens in ((1_234, 5_678, 0, 0), (987_654, 3, 500_000, 12_345), (40_000, 700, 0, 39_000)):
+            tokens_in, tokens_out, read, written = tokens
+            if total(*tokens) != (base + per_input * tokens_in + per_output * tokens_out + per_read * read
+                                  + per_write * written):
                 return None
-        return _Linear(float(base), float(per_input), float(per_output))
+        return _Linear(float(base), float(per_input), float(per_output), float(per_read), float(per_write))
 
     def warm(self) -> None:
         """Load what the first priced call would: the table's data and the library's modules."""
@@ -153,8 +167,9 @@ class PriceBook:
 
 
 def _user_prices(path: str) -> dict[str, _Linear]:
-    """The prices in ``path`` (JSON: model name -> ``{"input": USD, "output": USD}`` per million
-    tokens), one warning per entry that is not valid, and one if the file cannot be read."""
+    """The prices in ``path`` (JSON: model name -> ``{"input": USD, "output": USD, "cached_input":
+    USD}`` per million tokens; a cache read costs ``input`` without ``cached_input``), one warning
+    per entry that is not valid, and one if the file cannot be read."""
     try:
         with open(path, encoding="utf-8") as file:
             entries = json.load(file)
@@ -172,16 +187,18 @@ def _user_prices(path: str) -> dict[str, _Linear]:
         if why:
             logger.warning("nexent-autoinstrument: LLM_PRICES_FILE=%s: ignoring the price of %r: %s", path, model, why)
             continue
-        prices[model.lower()] = _Linear(0.0, entry.get("input", 0) / _MILLION, entry.get("output", 0) / _MILLION)
+        plain = entry.get("input", 0)
+        prices[model.lower()] = _Linear(0.0, plain / _MILLION, entry.get("output", 0) / _MILLION,
+                                        (entry.get("cached_input", plain) - plain) / _MILLION)
     return prices
 
 
 def _invalid_entry(entry: Any) -> str | None:
     if not isinstance(entry, dict):
-        return 'expected {"input": USD per million tokens, "output": USD per million tokens}'
-    unknown = sorted(set(entry) - {"input", "output"})
+        return 'expected {"input": USD, "output": USD, "cached_input": USD}, per million tokens'
+    unknown = sorted(set(entry) - {"input", "output", "cached_input"})
     if unknown:
-        return f"unknown key(s) {', '.join(map(repr, unknown))} (known: 'input', 'output')"
+        return f"unknown key(s) {', '.join(map(repr, unknown))} (known: 'input', 'output', 'cached_input')"
     if not entry:
         return "no price given"
     for key, value in entry.items():

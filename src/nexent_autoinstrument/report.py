@@ -60,6 +60,9 @@ class CallResult:
     reader_seconds: float | None
     input_tokens: int | None
     output_tokens: int | None
+    #: Of the input tokens: read from the prompt cache, and written to it (None: not reported).
+    cache_read_tokens: int | None
+    cache_write_tokens: int | None
     usage_source: str | None  # "api", "estimated", or None without a count
     response_model: str | None
     response_id: str | None
@@ -129,7 +132,7 @@ def price_of(result: CallResult, prices: PriceBook, start_ns: int) -> Cost | Non
     try:
         return prices.price(result.provider, result.server[0] if result.server else None,
                             (result.response_model, result.model), result.input_tokens, result.output_tokens,
-                            start_ns / 1e9)
+                            start_ns / 1e9, result.cache_read_tokens, result.cache_write_tokens)
     except Exception as exc:
         report_internal_error("report.cost", exc)
         return None
@@ -157,6 +160,10 @@ def span_attributes(result: CallResult, value_limit: int | None = None) -> dict[
         attrs[names.GEN_AI_FINISH_REASONS] = result.finish_reasons
     if result.input_tokens is not None:
         attrs[names.GEN_AI_INPUT_TOKENS] = result.input_tokens
+    if result.cache_read_tokens is not None:
+        attrs[names.GEN_AI_CACHE_READ_TOKENS] = result.cache_read_tokens
+    if result.cache_write_tokens is not None:
+        attrs[names.GEN_AI_CACHE_WRITE_TOKENS] = result.cache_write_tokens
     if result.output_tokens is not None:
         attrs[names.GEN_AI_OUTPUT_TOKENS] = result.output_tokens
         attrs[names.LLM_USAGE_SOURCE] = result.usage_source

@@ -124,6 +124,8 @@ class CallTracker:
         "_timing",
         "_waiting",
         "_writer",
+        "cache_read_tokens",
+        "cache_write_tokens",
         "chunks",
         "content_chunks",
         "error_type",
@@ -209,6 +211,9 @@ class CallTracker:
         self._arrival_at = -1.0
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
+        #: Of the input tokens: read from the provider's prompt cache, and written to it.
+        self.cache_read_tokens: int | None = None
+        self.cache_write_tokens: int | None = None
         self.response_model: str | None = None
         self.response_id: str | None = None
         self._finish_reasons: dict[int, str] = {}
@@ -354,12 +359,18 @@ class CallTracker:
 
     # -- facts reported by adapters -----------------------------------------------------------
 
-    def usage(self, input_tokens: int | None, output_tokens: int | None) -> None:
-        """Token usage as reported by the API."""
+    def usage(self, input_tokens: int | None, output_tokens: int | None, cache_read: int | None = None,
+              cache_write: int | None = None) -> None:
+        """Token usage as reported by the API; ``input_tokens`` counts all the input, the cache's
+        part (``cache_read``, ``cache_write``) included."""
         if input_tokens is not None:
             self.input_tokens = input_tokens
         if output_tokens is not None:
             self.output_tokens = output_tokens
+        if cache_read is not None:
+            self.cache_read_tokens = cache_read
+        if cache_write is not None:
+            self.cache_write_tokens = cache_write
 
     def response(self, model: str | None = None, response_id: str | None = None) -> None:
         """Response metadata; either argument may be None."""
@@ -465,6 +476,7 @@ class CallTracker:
             chunks=self.chunks, content_chunks=self.content_chunks, waiting_chunks=self.waiting_chunks,
             reader_bound=reader_bound, reader_seconds=timing.reader_seconds if timing.timed else None,
             input_tokens=self.input_tokens, output_tokens=output_tokens,
+            cache_read_tokens=self.cache_read_tokens, cache_write_tokens=self.cache_write_tokens,
             usage_source=None if output_tokens is None else "api" if api_usage else "estimated",
             response_model=self.response_model, response_id=self.response_id,
             finish_reasons=tuple([reasons[i] for i in sorted(reasons)]), error_type=self.error_type,

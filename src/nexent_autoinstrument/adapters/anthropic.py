@@ -94,9 +94,11 @@ def _read_usage(tracker: CallTracker, usage: Any, output: bool) -> None:
     if usage is None:
         return
     fresh = token_count(get_field(usage, "input_tokens"))
-    cached = [token_count(get_field(usage, key)) for key in ("cache_read_input_tokens", "cache_creation_input_tokens")]
-    input_tokens = None if fresh is None else fresh + sum(count for count in cached if count)
-    tracker.usage(input_tokens, token_count(get_field(usage, "output_tokens")) if output else None)
+    read, written = (token_count(get_field(usage, key)) for key in ("cache_read_input_tokens",
+                                                                    "cache_creation_input_tokens"))
+    input_tokens = None if fresh is None else fresh + (read or 0) + (written or 0)
+    tracker.usage(input_tokens, token_count(get_field(usage, "output_tokens")) if output else None,
+                  cache_read=read, cache_write=written)
 
 
 def skim_event(data: bytes) -> bool:

@@ -73,7 +73,8 @@ def _read(tracker: CallTracker, event: dict[str, Any], streamed: bool) -> None:
         output = token_count(usage.get("candidatesTokenCount"))
         if output is not None:
             output += token_count(usage.get("thoughtsTokenCount")) or 0
-        tracker.usage(token_count(usage.get("promptTokenCount")), output)
+        tracker.usage(token_count(usage.get("promptTokenCount")), output,
+                      cache_read=token_count(usage.get("cachedContentTokenCount")))
     error = event.get("error")
     if streamed and isinstance(error, dict):  # (a whole answer's error is told by its HTTP status)
         tracker.fail(str(error.get("status") or error.get("code") or "stream_error"))

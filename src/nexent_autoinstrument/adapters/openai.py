@@ -11,7 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .protocol import SDK, Protocol, Route
-from .usage import field_maps, get_field, usage_counts
+from .usage import cached_input, field_maps, get_field, usage_counts
 
 if TYPE_CHECKING:
     from ..tracker import CallTracker
@@ -182,7 +182,7 @@ def read_usage(tracker: CallTracker, usage: Any) -> None:
     """Report a usage object or dict to the tracker."""
     counts = usage_counts(usage)
     if counts is not None:
-        tracker.usage(*counts)
+        tracker.usage(*counts, cache_read=cached_input(usage))
 
 
 def read_response(tracker: CallTracker, response: Any) -> None:

@@ -43,6 +43,16 @@ def usage_of(response: Any) -> tuple[int | None, int | None] | None:
     return usage_counts(response if usage is None else usage)
 
 
+def cached_input(usage: Any) -> int | None:
+    """The input tokens read from OpenAI's prompt cache: ``prompt_tokens_details.cached_tokens``
+    (Chat Completions) or ``input_tokens_details.cached_tokens`` (Responses); None if not given."""
+    for key in ("prompt_tokens_details", "input_tokens_details"):
+        details = get_field(usage, key)
+        if details is not None:
+            return token_count(get_field(details, "cached_tokens"))
+    return None
+
+
 def usage_counts(usage: Any) -> tuple[int | None, int | None] | None:
     """(input_tokens, output_tokens) of a usage object or dict, else None."""
     maps = field_maps(usage)

@@ -41,8 +41,11 @@ def completions(call: Call, chat: bool = False) -> None:
     deltas = reply.deltas if chat else [{"content": d["content"]} for d in reply.deltas if "content" in d]
     config = replace(config, tokens=len(deltas))
     generated = len(deltas) * reply.n
-    usage = {"prompt_tokens": prompt_tokens(body), "completion_tokens": generated,
-             "total_tokens": prompt_tokens(body) + generated}
+    usage: dict[str, Any] = {"prompt_tokens": prompt_tokens(body), "completion_tokens": generated,
+                             "total_tokens": prompt_tokens(body) + generated}
+    cached = body.get("mock_cached_tokens")  # (of the prompt, read from the provider's prompt cache)
+    if isinstance(cached, int):
+        usage["prompt_tokens_details"] = {"cached_tokens": min(cached, usage["prompt_tokens"]), "audio_tokens": 0}
     obj = "chat.completion" if chat else "text_completion"
     if not body.get("stream"):
         for _ in call.schedule(config):
