@@ -265,7 +265,8 @@ def test_tokens_read_from_the_prompt_cache_are_priced_as_cache_reads(
 
 def test_estimated_token_counts_give_an_estimated_cost_and_no_input_count_none() -> None:
     """The output estimated (a stream that ended before its usage): the cost is marked estimated.
-    Without the input's count there is no cost at all: half a price would pass for a whole one."""
+    Without the input's count there is no cost at all: half a price would pass for a whole one.
+    The response's model is priced before the request's."""
     from opentelemetry.sdk.trace import TracerProvider
 
     from nexent_autoinstrument.report import emit
@@ -276,8 +277,9 @@ def test_estimated_token_counts_give_an_estimated_cost_and_no_input_count_none()
     estimated = dataclasses.replace(RESULT, model="gpt-4o-mini", response_model=None, input_tokens=1200,
                                     output_tokens=340, cache_read_tokens=1000, usage_source="estimated")
     no_input = dataclasses.replace(estimated, input_tokens=None)
+    answered = dataclasses.replace(estimated, response_model="gpt-4o-2024-08-06", usage_source="api")
     spans = []
-    for result in (estimated, no_input):
+    for result in (estimated, no_input, answered):
         span = tracer.start_span("call")
         emit(result, span, span, int(NOW * 1e9), False, None, None, Settings(), BOOK)
         spans.append(span.attributes)
@@ -285,6 +287,10 @@ def test_estimated_token_counts_give_an_estimated_cost_and_no_input_count_none()
     assert spans[0][names.LLM_COST_USD] == pytest.approx(library_price("openai", "gpt-4o-mini", 1200, 340, 1000),
                                                          rel=1e-9)
     assert not any(key.startswith("llm.cost.") for key in spans[1])
+    # The model that answered is the one priced (the request's only when that one has no price).
+    assert spans[2][names.LLM_COST_MODEL] == "openai:gpt-4o" and spans[2][names.LLM_COST_ESTIMATED] is False
+    assert spans[2][names.LLM_COST_USD] == pytest.approx(
+        library_price("openai", "gpt-4o-2024-08-06", 1200, 340, 1000), rel=1e-9)
 
 
 def test_without_any_price_book_a_span_has_no_cost_attributes(mock_llm: Any) -> None:
