@@ -94,7 +94,8 @@ def test_span_attributes_name_every_measured_field() -> None:
     assert span_attributes(RESULT) == {
         "llm.stream.outcome": "completed", "llm.stream.chunks": 5, "gen_ai.response.model": "m-1",
         "gen_ai.response.id": "r", "gen_ai.response.finish_reasons": ("stop",), "gen_ai.usage.input_tokens": 7,
-        "gen_ai.usage.output_tokens": 3, "gen_ai.usage.cache_read.input_tokens": 4, "llm.usage.source": "api", "llm.time_to_first_token": 0.5,
+        "gen_ai.usage.output_tokens": 3, "gen_ai.usage.cache_read.input_tokens": 4, "llm.usage.source": "api",
+        "llm.time_to_first_token": 0.5,
         "gen_ai.response.time_to_first_chunk": 0.5, "llm.time_to_request_sent": 0.1,
         "llm.server_time_to_first_token": 0.4, "llm.time_to_response_headers": 0.3, "llm.connection.reused": True,
         "llm.token_generation_rate": 10.0, "llm.inter_token_latency.p50": 0.1, "llm.inter_token_latency.p99": 0.2,
