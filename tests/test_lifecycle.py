@@ -5,6 +5,7 @@ test_manual_api.py, the engine's edge values in test_result.py."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 import threading
@@ -66,7 +67,11 @@ def read_then_break(stream: Any, count: int) -> list[Any]:
     return first
 
 
-def test_resuming_soon_after_a_break_completes_the_same_call(agent: Any, mock_llm: Any) -> None:
+def test_resuming_soon_after_a_break_completes_the_same_call(agent: Any, mock_llm: Any,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # "Soon" is within the grace whatever the load: a longer one than the 0.5 s default, which a
+    # caller descheduled for 0.2 s after its 0.3 s pause would overrun (the reaper still ticks).
+    monkeypatch.setattr(lifecycle, "end_suspended", functools.partial(lifecycle.end_suspended, grace=60.0))
     stream = stream_of(mock_llm, tokens=20)
     first = read_then_break(stream, 4)
     broke = time.time_ns()
@@ -94,7 +99,16 @@ def test_the_reaper_sleeps_while_no_call_waits_to_end(agent: Any, mock_llm: Any)
     read_then_break(stream_of(mock_llm, tokens=5), 2)
     assert wait_for_llm_span(agent).attributes["llm.stream.outcome"] == "closed_early"
     (reaper,) = [thread for thread in threading.enumerate() if thread.name == "nexent-agent"]
-    time.sleep(0.1)
+    # Until it has gone back to sleep after ending the call (at once on a quiet machine; on a busy
+    # one it may be descheduled on its way there): no switch for a whole tick.
+    settled, deadline = _voluntary_switches(reaper), time.monotonic() + 30
+    while True:
+        time.sleep(0.25)
+        now = _voluntary_switches(reaper)
+        if now == settled:
+            break
+        assert time.monotonic() < deadline, "the agent's thread never went to sleep"
+        settled = now
     before = _voluntary_switches(reaper)
     time.sleep(1.0)
     assert _voluntary_switches(reaper) - before <= 1
@@ -136,7 +150,13 @@ def test_async_break_without_close_ends_promptly(agent: Any, mock_llm: Any) -> N
         stream = await astream_of(mock_llm)
         async for _ in stream:
             break
-        await asyncio.sleep(1.2)  # the service idles; the stream is still referenced
+        broke_at = time.time_ns()
+        # The service idles and the stream is still referenced: the agent's thread ends the call
+        # after its grace (about 0.7 s; longer only on a busy machine), dated at the break.
+        deadline = time.monotonic() + 30
+        while not agent.llm_spans() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert agent.llm_span().end_time <= broke_at + 20_000_000
         return stream
 
     asyncio.run(main())
