@@ -306,3 +306,24 @@ def test_without_any_price_book_a_span_has_no_cost_attributes(mock_llm: Any) -> 
         instrumentor.uninstrument()
     assert not any(key.startswith("llm.cost.") for key in harness.llm_span().attributes)
 
+
+
+def test_a_broken_genai_prices_leaves_the_users_prices_and_the_instruments(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A release of genai-prices whose table fails to load is left out, counted as an internal
+    error; the user's file still prices, and nothing is raised into the application."""
+    from nexent_autoinstrument.guard import internal_errors
+
+    def broken(self: Any, *args: Any) -> Any:
+        raise TypeError("a table this release cannot read")
+
+    monkeypatch.setattr(data_snapshot.DataSnapshot, "find_provider_model", broken)
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps({"my-llama": {"input": 1, "output": 2}}))
+    before = internal_errors["cost.load"]
+    book = load_price_book(str(path))
+    assert internal_errors["cost.load"] == before + 1
+    assert book is not None and book.price("ollama", None, ("gpt-4o-mini",), 10, 10, NOW) is None
+    own = book.price("ollama", None, ("my-llama",), 1_000_000, 0, NOW)
+    assert own is not None and own.usd == pytest.approx(1.0)
+    assert load_price_book(None) is None

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from .guard import report_internal_error
+
 logger = logging.getLogger("nexent_autoinstrument")
 
 SOURCE_TABLE = "genai-prices"
@@ -216,9 +218,15 @@ def load_price_book(prices_file: str | None) -> PriceBook | None:
     except ImportError:
         genai_prices = None
         logger.info("nexent-autoinstrument: genai-prices is not installed; calls are priced only by LLM_PRICES_FILE")
+    except Exception as exc:  # (installed but broken, e.g. beside a pydantic it does not support)
+        genai_prices = None
+        report_internal_error("cost.load", exc)
     user = _user_prices(prices_file) if prices_file else {}
-    if genai_prices is None and not user:
-        return None
-    book = PriceBook(genai_prices, user)
-    book.warm()
-    return book
+    if genai_prices is not None:
+        try:
+            book = PriceBook(genai_prices, user)
+            book.warm()
+            return book
+        except Exception as exc:  # (a release of genai-prices we do not know: its table is left out)
+            report_internal_error("cost.load", exc)
+    return PriceBook(None, user) if user else None
