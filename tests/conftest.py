@@ -69,8 +69,9 @@ class Harness:
         return threads
 
 
-def wait_for_llm_span(harness: Harness, seconds: float = 3.0) -> ReadableSpan:
-    """The one LLM span, once it has ended: calls that stop being read end within about a second."""
+def wait_for_llm_span(harness: Harness, seconds: float = 15.0) -> ReadableSpan:
+    """The one LLM span, once it has ended: calls that stop being read end within about a second
+    (``seconds`` only bounds a loaded machine's wait)."""
     deadline = time.monotonic() + seconds
     while not harness.llm_spans() and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -49,8 +49,10 @@ def test_break_without_close_ends_promptly_as_closed_early_at_the_break(agent: A
         if index == 3:
             break
     broke_at, broke_clock = time.time_ns(), time.monotonic()
-    span = wait_for_llm_span(agent)  # no other call follows, and the stream stays referenced
-    assert time.monotonic() - broke_clock < 1.5
+    span = wait_for_llm_span(agent, 15)  # no other call follows, and the stream stays referenced
+    # Noticed by the agent's thread after its grace (0.5 s), not at the stream's collection or the
+    # process's exit; the bound leaves a loaded machine room to schedule that thread.
+    assert time.monotonic() - broke_clock < 5
     assert span.attributes["llm.stream.outcome"] == "closed_early"
     assert span.end_time <= broke_at + 20_000_000  # ended at the time of the break, not when noticed
     assert len(decode_offsets(span.attributes["llm.token.offsets"])) == 3  # role chunk, then 3 content chunks
