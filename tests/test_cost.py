@@ -327,3 +327,35 @@ def test_a_broken_genai_prices_leaves_the_users_prices_and_the_instruments(
     own = book.price("ollama", None, ("my-llama",), 1_000_000, 0, NOW)
     assert own is not None and own.usd == pytest.approx(1.0)
     assert load_price_book(None) is None
+
+
+PRICED_APP = """
+import json, os, sys
+import httpx  # (an app of httpx alone: genai-prices brings httpx2, whose hook must not stall the start)
+import openai
+client = openai.OpenAI(base_url=os.environ["MOCK_URL"], api_key="sk-test", max_retries=0)
+client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+print("genai_prices", "genai_prices" in sys.modules, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("cost", ["", "false"])
+def test_pricing_as_users_run_it_and_turned_off(mock_llm: Any, tmp_path: Path, cost: str) -> None:
+    """Auto-load, console traces: the span has its cost, or with LLM_COST=false none, and
+    genai-prices is not even imported."""
+    from conftest import clean_env, run_python
+
+    env = clean_env(ENABLE_TELEMETRY="true", MOCK_URL=mock_llm.base_url, OTEL_TRACES_EXPORTER="console",
+                    **({"LLM_COST": cost} if cost else {}))
+    result = run_python(PRICED_APP, env=env, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [span] = [json.loads(line) for line in result.stdout.splitlines() if '"gen_ai.operation.name"' in line]
+    if cost == "false":
+        assert "genai_prices False" in result.stderr
+        assert not any(key.startswith("llm.cost.") for key in span["attributes"])
+    else:
+        assert "genai_prices True" in result.stderr
+        attributes = span["attributes"]
+        assert attributes["llm.cost.usd"] == pytest.approx(library_price(
+            "openai", "gpt-4o-mini", attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]),
+            rel=1e-6)

@@ -208,3 +208,31 @@ def test_the_agent_thread_sleeps_between_calls(agent: Any, mock_llm: Any) -> Non
             break
     assert wait_for_llm_span(agent).attributes["llm.stream.outcome"] == "closed_early"
     assert lifecycle._tick() is None
+
+
+def test_what_making_the_instruments_imports_does_not_wait_for_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Making the instruments imports genai-prices, which imports httpx2, whose import hook asks
+    for the instruments again, on the same thread: that call returns at once (it waited 30 s for
+    itself in every process that had not imported httpx2), while another thread still waits."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from nexent_autoinstrument import tracker as tracker_module
+    from nexent_autoinstrument.settings import Settings
+
+    waits: list[str] = []
+    monkeypatch.setattr(tracker_module.guest, "wait_until",
+                        lambda predicate, seconds: waits.append(threading.current_thread().name) or True)
+    made: list[int] = []
+
+    def make() -> Any:
+        telemetry.prepare()  # (what an import hook does meanwhile)
+        other = threading.Thread(target=telemetry.prepare, name="other")
+        other.start()
+        other.join()
+        made.append(1)
+        return "metrics", "http", None
+
+    telemetry = tracker_module.Telemetry(Settings(enabled=True), TracerProvider().get_tracer("t"), make_metrics=make)
+    telemetry.prepare()
+    assert made == [1] and waits == ["other"]
+    assert telemetry.http_metrics == "http"

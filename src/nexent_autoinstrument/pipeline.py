@@ -322,7 +322,7 @@ class Pipeline:
         service = (self.settings.service_name, self.settings.service_version)
         return (LLMMetrics(meter=meter, max_model_labels=self.settings.max_model_labels, bulk=self.bulk_histograms,
                            service=service),
-                HTTPMetrics(meter=meter), load_price_book(self.settings.prices_file))
+                HTTPMetrics(meter=meter), load_price_book(self.settings.prices_file) if self.settings.cost else None)
 
     def telemetry(self) -> Telemetry:
         """The shared state every call tracker records into."""

@@ -54,7 +54,9 @@ class Settings:
     otlp_endpoint: str | None = None
     otlp_protocol: str = "http/protobuf"
     disabled_instrumentations: frozenset[str] = frozenset()
-    #: A JSON file of the user's own prices (``cost.py``), which win over genai-prices' table.
+    #: Whether calls are priced (``cost.py``), and a JSON file of the user's own prices, which win
+    #: over genai-prices' table.
+    cost: bool = True
     prices_file: str | None = None
 
     @property
@@ -179,6 +181,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint", _otlp_base),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "otlp_protocol", _choice(OTLP_PROTOCOLS)),
     ("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "disabled_instrumentations", _name_set),
+    ("LLM_COST", "cost", _parse_bool),
     ("LLM_PRICES_FILE", "prices_file", _text),
 )
 

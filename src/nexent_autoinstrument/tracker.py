@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,9 @@ class Telemetry:
         #: Popped by the one caller that makes the instruments; the others wait for it. (No lock:
         #: one made at start-up is a native lock under gevent, which would block every greenlet.)
         self._claim = [True]
+        #: The thread (or greenlet) making them: what it imports meanwhile (genai-prices imports
+        #: httpx2, which our import hook patches) calls back in here, and must not wait for itself.
+        self._maker: int | None = None
 
     def prepare(self) -> None:
         """Make the instruments, once: before the first call or HTTP exchange starts."""
@@ -62,9 +66,11 @@ class Telemetry:
             return
         try:
             self._claim.pop()
-        except IndexError:  # another thread or greenlet makes them right now
-            guest.wait_until(lambda: self._make_metrics is None, _PREPARE_WAIT_SECONDS)
+        except IndexError:  # another thread or greenlet makes them right now, or this one does
+            if self._maker != threading.get_ident():
+                guest.wait_until(lambda: self._make_metrics is None, _PREPARE_WAIT_SECONDS)
             return
+        self._maker = threading.get_ident()
         try:
             self._metrics, self._http_metrics, self._prices = self._make_metrics()
         finally:
