@@ -15,7 +15,14 @@ show_progress() {
 venv() {  # venv DIR PIP-ARGS...: create DIR if needed and install into it
   local dir=$1; shift
   [ -x "$dir/bin/python" ] || "$PYTHON" -m venv "$dir"
-  "$dir/bin/python" -m pip install --disable-pip-version-check --progress-bar off "$@" 2>&1 | show_progress
+  # pip is asked again when pyproject.toml or the arguments changed, or a day has passed (a newer
+  # release of a pinned range); a warm venv otherwise costs pip's check for nothing.
+  local stamp="$dir/.nexent-installed" want
+  want="$(sha256sum pyproject.toml | cut -c1-16) $*"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || [ -z "$(find "$stamp" -mmin -1440 2>/dev/null)" ]; then
+    "$dir/bin/python" -m pip install --disable-pip-version-check --progress-bar off "$@" 2>&1 | show_progress
+    echo "$want" > "$stamp"
+  fi
   "$dir/bin/python" -c "import nexent_autoinstrument" # fail early if the install did not work
 }
 
