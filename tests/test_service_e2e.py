@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import subprocess
 import time
@@ -14,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import BIN, clean_env, post_chat, start_example
+from nexent_autoinstrument.conventions import SECONDS_BUCKETS
 from nexent_autoinstrument.tools import demo as demo_module
 from nexent_autoinstrument.tools.net import free_port
 from receivers import OTLPHTTPReceiver, attributes
@@ -120,6 +122,14 @@ def test_demo_prints_the_per_model_table(tmp_path: Path) -> None:
     for row in rows.values():
         assert row[4].endswith("ms") and not row[4].startswith(("-", "~"))  # TTFT p50, exact
         assert 100 <= float(row[4][:-2]) <= 1000  # the mock's TTFT is 120 ms
+    # The exemplar of the slowest TTFT bucket names a call whose span has that TTFT.
+    [line] = [line for line in out if line.startswith("Exemplar:")]
+    ttft_ms, trace_id = line.rsplit("TTFT ", 1)[1].split("ms")[0], line.split("trace ")[1].strip()
+    [call] = [s for s in llm if s["context"]["trace_id"] == f"0x{trace_id}"]
+    assert round(call["attributes"]["llm.time_to_first_token"] * 1000) == int(ttft_ms)
+    ttfts = [s["attributes"]["llm.time_to_first_token"] for s in llm if "llm.time_to_first_token" in s["attributes"]]
+    bucket = bisect.bisect_left(SECONDS_BUCKETS, call["attributes"]["llm.time_to_first_token"])
+    assert bucket == bisect.bisect_left(SECONDS_BUCKETS, max(ttfts))  # (a bucket keeps its latest call's exemplar)
     # The cost column: one model priced by genai-prices, the other by the demo's own price file.
     assert "genai-prices' table" in result.stdout and "LLM_PRICES_FILE" in result.stdout
     sources = {s["attributes"]["gen_ai.request.model"]: s["attributes"].get("llm.cost.source") for s in llm

@@ -234,6 +234,23 @@ def format_table(rows: dict[str, Row], estimated: bool = False) -> str:
     return "\n".join(lines)
 
 
+def slowest_ttft_exemplar(metrics_url: str) -> tuple[float, str] | None:
+    """(TTFT, trace id) of the exemplar in the highest TTFT bucket that has one, from /metrics
+    asked for OpenMetrics (the format that carries exemplars); None if there is none."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    request = urllib.request.Request(metrics_url, headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    found = [(s.exemplar.value, s.exemplar.labels["trace_id"]) for family in text_string_to_metric_families(text)
+             if family.name == names.TTFT for s in family.samples
+             if s.exemplar is not None and "trace_id" in s.exemplar.labels]
+    return max(found) if found else None
+
+
 def wait_for_spans(path: Path, count: int, seconds: float = 15) -> list[dict[str, Any]] | None:
     """The spans in ``path`` once it holds ``count`` LLM spans; None if they do not all come in time."""
     deadline = time.monotonic() + seconds
@@ -348,6 +365,13 @@ def main(argv: list[str] | None = None) -> None:
                     metrics_text = response.read().decode()
                 print(f"\nMeasured by the agent, read from http://127.0.0.1:{port}/metrics :\n")
                 print(format_table(rows_from_metrics(metrics_text), estimated=True))
+            slowest = slowest_ttft_exemplar(f"http://127.0.0.1:{port}/metrics")
+            if slowest is not None:
+                value, trace_id = slowest
+                where = ("open it in Jaeger, or click its dot on the TTFT panel" if stack_up
+                         else f"its span is in {traces_file}")
+                print(f"\nExemplar: the slowest TTFT bucket on /metrics points to its call, TTFT {value * 1000:.0f}ms, "
+                      f"trace {trace_id}\n          ({where})")
             if args.stack:
                 _steady_load(f"http://127.0.0.1:{port}/chat", args.concurrency, service)
             elif args.keep_running:
