@@ -359,3 +359,42 @@ def test_pricing_as_users_run_it_and_turned_off(mock_llm: Any, tmp_path: Path, c
         assert attributes["llm.cost.usd"] == pytest.approx(library_price(
             "openai", "gpt-4o-mini", attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]),
             rel=1e-6)
+
+
+class _Priced:
+    """A model of the table whose price is ``price`` at any time (as genai-prices' ModelInfo)."""
+
+    def __init__(self, price: Any) -> None:
+        self.price = price
+
+    def get_prices(self, timestamp: Any) -> Any:
+        return self.price
+
+
+def test_a_linear_price_is_read_once_and_then_costs_a_few_multiplications() -> None:
+    """The form is the library's own sum (the hypothesis test above checks the values); what is
+    pinned here is that it is used: a wrong form falls back to the library's sum, right but slow."""
+    book = load_price_book(None)
+    assert book is not None
+    book._linear.clear()
+    for provider, model in (("openai", "gpt-4o-mini"), ("anthropic", "claude-haiku-4-5")):
+        assert book.price(provider, None, (model,), 10_000, 100, NOW, 4_000, 1_000) is not None
+    forms = [form for form, _ in book._linear.values()]
+    assert len(forms) == 2 and all(form is not None for form in forms), forms
+    assert all(form.per_cache_read < 0 for form in forms)  # (a cache read costs less than fresh input)
+    assert forms[1].per_cache_write > 0  # (and a cache write more)
+
+
+def test_a_tier_beyond_every_probe_is_still_priced_by_the_library() -> None:
+    """A tier whose start lies past the counts the linear form is checked at would pass for
+    linear: a tiered price is never read as a form."""
+    from decimal import Decimal
+
+    book = load_price_book(None)
+    assert book is not None
+    tiered = types.ModelPrice(input_mtok=types.TieredPrices(base=Decimal("1"), tiers=[
+        types.Tier(start=20_000_000, price=Decimal("3"))]), output_mtok=Decimal("4"))
+    priced = _Priced(tiered)
+    below = book._table_price(priced, (1_000_000, 0, 0, 0), NOW)
+    above = book._table_price(priced, (30_000_000, 0, 0, 0), NOW)
+    assert (below, above) == (pytest.approx(1.0), pytest.approx(90.0))
