@@ -5,7 +5,6 @@ test_manual_api.py, the engine's edge values in test_result.py."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import sys
 import threading
@@ -71,14 +70,24 @@ def read_then_break(stream: Any, count: int) -> list[Any]:
 
 def test_resuming_soon_after_a_break_completes_the_same_call(agent: Any, mock_llm: Any,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    # "Soon" is within the grace whatever the load: a longer one than the 0.5 s default, which a
-    # caller descheduled for 0.2 s after its 0.3 s pause would overrun (the reaper still ticks).
-    monkeypatch.setattr(lifecycle, "end_suspended", functools.partial(lifecycle.end_suspended, grace=60.0))
+    # "Soon" is within the default grace whatever the load: the lifecycle's clock stands still
+    # from the last chunk read to the resumption, so however long the caller is descheduled, no
+    # grace passes (the reaper still ticks); with no grace at all, it would end the call at the break.
+    real_clock, stopped = lifecycle.clock, [float("inf")]
+    monkeypatch.setattr(lifecycle, "clock", lambda: min(real_clock(), stopped[0]))
     stream = stream_of(mock_llm, tokens=20)
-    first = read_then_break(stream, 4)
+    first = []
+    for chunk in stream:
+        first.append(chunk)
+        if len(first) == 4:
+            stopped[0] = real_clock()
+            break
     broke = time.time_ns()
-    time.sleep(0.3)  # more than a tick of the reaper, within the grace
-    rest = list(stream)  # resuming works exactly as without the agent
+    time.sleep(0.3)  # more than a tick of the reaper
+    rest = []
+    for chunk in stream:  # resuming works exactly as without the agent
+        stopped[0] = float("inf")  # (resumed: the lifecycle's clock runs again)
+        rest.append(chunk)
     read_all = time.time_ns()
     assert len(first) + len(rest) == 22  # role + 20 content + finish
     span = wait_for_llm_span(agent)
