@@ -191,8 +191,13 @@ def clean_env(agent: str, **extra: str) -> dict[str, str]:
     env.update(PYTHONPYCACHEPREFIX=str(BENCH / "pycache"), TRACELOOP_TRACE_CONTENT="false")
     if agent == OURS:
         env["PYTHONPATH"] = str(SNAPSHOT)
+        env.update(AGENT_SETTINGS)
     env.update(extra)
     return env
+
+
+#: Settings given to our agent in every measured process (``--agent-setting``), for a diagnostic.
+AGENT_SETTINGS: dict[str, str] = {}
 
 
 class Receiver:
@@ -713,8 +718,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the concurrency row")
     parser.add_argument("--startup-runs", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="callgrind runs at a time")
+    parser.add_argument("--agent-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a diagnostic: set this variable for our agent's processes (e.g. LLM_COST=false)")
     parser.add_argument("--callgrind", action="store_true", help=argparse.SUPPRESS)  # old name of --rows sync
     args = parser.parse_args()
+    AGENT_SETTINGS.update(setting.split("=", 1) for setting in args.agent_setting)
     args.rows = [r for r in args.rows.split(",") if r] or (["sync"] if args.callgrind and not args.all else list(ROWS))
     unknown = set(args.rows) - set(ROWS)
     if unknown:
