@@ -149,3 +149,22 @@ def test_otlp_histograms_carry_the_same_exemplars(mock_llm: Any, tmp_path: Path)
                         (span.end_time_unix_nano - span.start_time_unix_nano) / 1e9)
     finally:
         receiver.stop()
+
+
+def test_a_calls_gaps_put_its_exemplar_on_the_largest() -> None:
+    """Many gaps are added at once; the exemplar goes on the largest, the gap a person looks into."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from nexent_autoinstrument.conventions import GAP_BUCKETS
+    from nexent_autoinstrument.metrics import Exemplar, add_observations
+
+    registry = CollectorRegistry()
+    histogram = Histogram("gaps", "g", buckets=GAP_BUCKETS, registry=registry)
+    span = TracerProvider().get_tracer("t").start_span("call")
+    exemplar = Exemplar.of(span, with_context=False)
+    assert exemplar is not None
+    add_observations(histogram, [0.001, 0.004, 0.02, 0.6], exemplar)
+    encoder, _ = choose_encoder(OPENMETRICS)
+    [(value, labels)] = [(e.value, e.labels) for e in exemplars(encoder(registry).decode())["gaps"]]
+    assert value == 0.6 and labels == exemplar.labels
