@@ -340,7 +340,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("the gaps' exemplar on the smallest gap", PKG + "metrics.py",
              "        largest = ordered[-1]", "        largest = ordered[0]", ("tests/test_exemplars.py",)),
     Mutation("OTLP points without the call's context", PKG + "metrics.py",
-             "            otel.record(value, attributes, context=exemplar.context)",
+             "            otel.record(value, attributes, context=None if exemplar is None else exemplar.context)",
              "            otel.record(value, attributes)", ("tests/test_exemplars.py",)),
     Mutation("/metrics always in the classic format", PKG + "metrics.py",
              '    encoder, content_type = choose_encoder(accept or "")',

@@ -305,14 +305,9 @@ class LLMMetrics:
     def _observe(self, name: str, value: float, *values: str, exemplar: Exemplar | None = None) -> None:
         child, attributes = self._series(name, *values)
         otel = self._otel.get(name)
-        if exemplar is None:
-            child.observe(value)
-            if otel is not None:
-                otel.record(value, attributes)
-            return
-        child.observe(value, exemplar.labels)
+        child.observe(value, None if exemplar is None else exemplar.labels)
         if otel is not None:
-            otel.record(value, attributes, context=exemplar.context)
+            otel.record(value, attributes, context=None if exemplar is None else exemplar.context)
 
     def _add(self, name: str, value: float, *values: str) -> None:
         child, attributes = self._series(name, *values)
