@@ -118,6 +118,14 @@ def normalised(text: str) -> str:
     return _VARYING.sub("<n>", _SLOW_STEP.sub("", text))
 
 
+def _signals_as_in_a_terminal() -> None:
+    """In the app's process, before Python starts: Ctrl-C and Ctrl-\\ as a terminal has them. A
+    job started in the background by a shell without job control (``cmd &`` in a script, as CI may
+    run the tests) inherits them ignored, and Python then installs no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 def run(case: str, agent: bool, tmp: Path) -> Run:
     tmp.mkdir()
     mock = start_in_thread(MockConfig(ttft=0.005, itl=0.005, tokens=6))
@@ -132,7 +140,8 @@ def run(case: str, agent: bool, tmp: Path) -> Run:
                    OTEL_BSP_SCHEDULE_DELAY="50")
     started = time.monotonic()
     process = subprocess.Popen([sys.executable, str(APPS), case], env=env, cwd=tmp, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=_signals_as_in_a_terminal)
     try:
         stdout, stderr = process.communicate(timeout=CASE_SECONDS)
         returncode: int | str = process.returncode
