@@ -127,6 +127,9 @@ class Region:
         self._start: Callable[[], Any] = markers.bench_start if markers else lambda: None
         self._dump: Callable[[bytes], Any] = markers.bench_dump if markers else lambda label: None
         self.gc_paused = bool(os.environ.get("BENCH_GC_PAUSED"))
+        #: Collections per generation inside the last region, and the objects tracked at its start.
+        self.collections: list[int] = [0, 0, 0]
+        self.tracked = 0
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
@@ -135,11 +138,14 @@ class Region:
         gc.collect()
         if self.gc_paused:
             gc.disable()
+        self.tracked = len(gc.get_objects())
+        before = [generation["collections"] for generation in gc.get_stats()]
         start()
         yield
         flush_spans()
         dump(b"region")
         gc.enable()
+        self.collections = [generation["collections"] - was for generation, was in zip(gc.get_stats(), before)]
 
 
 region = Region()
@@ -471,7 +477,8 @@ def main() -> None:
     instrument(job["agent"], job["instrumented"])
     result = KINDS[job["kind"]](job)
     flush_spans()
-    result.update(job=job, warnings=warnings.count, first_warning=warnings.first)
+    result.update(job=job, warnings=warnings.count, first_warning=warnings.first,
+                  gc_collections=region.collections, gc_tracked=region.tracked)
     guard = sys.modules.get("nexent_autoinstrument.guard")
     if guard is not None:
         result["internal_errors"] = dict(guard.internal_errors)
