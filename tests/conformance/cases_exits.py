@@ -150,8 +150,9 @@ def exit_helper_stream_break(seen: Seen) -> None:
 
 @case(outcome="closed_early", ttft=True)
 def exit_helper_stream_close(seen: Seen) -> None:
-    """chat.completions.stream(): a few events, then close() on the helper stream."""
-    with client().chat.completions.stream(**chat_args(mock=LONG)) as stream:
+    """chat.completions.stream(): a few events, then close() on the helper stream. (Slow: the rest
+    of the stream must not have arrived with the fourth event, or the final completion is whole.)"""
+    with client().chat.completions.stream(**chat_args(mock=SLOW)) as stream:
         seen.items("events", stream, limit=4)
         stream.close()
         seen.call("final after close", stream.get_final_completion)
