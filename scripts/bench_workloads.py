@@ -145,7 +145,8 @@ class Region:
         flush_spans()
         dump(b"region")
         gc.enable()
-        self.collections = [generation["collections"] - was for generation, was in zip(gc.get_stats(), before)]
+        after = [generation["collections"] for generation in gc.get_stats()]
+        self.collections = [now - was for now, was in zip(after, before, strict=True)]
 
 
 region = Region()

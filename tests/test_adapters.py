@@ -361,14 +361,22 @@ def test_a_plain_read_is_recognised_only_in_the_dialect_learned(learned: str, re
                            separators=(",", ":"))
         return before + prefix + event.encode() + newline * 2
 
-    plain = PlainReads(b'"content":"')
-    plain.learn(write(learned, "tok"))
+    plain = learned_from(write(learned, "tok"))
     assert (plain.prefix != b"") is (learned in ("lf", "named", "nospace"))  # one event, "\n" only
     if plain.matches(write(read, text)):
         assert read == learned
         decoder = SSEDecoder()
         [data] = decoder.feed(write(read, text))
         assert json.loads(data)["choices"][0]["delta"]["content"] == text and decoder.idle
+
+
+def learned_from(read: bytes, whole: bool = True) -> PlainReads:
+    """What ``EventBody`` learns from ``read``'s first event, a plain delta: ``whole``, the read
+    as its decoder got it from an idle start; else only the event (a read of many, or cut)."""
+    reads = PlainReads(b'"content":"')
+    events = SSEDecoder().feed(read)
+    reads.learn(read if whole else b"", events[0] if events else b"")
+    return reads
 
 
 _LEARNED = (b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"tok "},'
@@ -392,9 +400,8 @@ PLAIN_READS = [
 
 @pytest.mark.parametrize(("read", "plain"), [(r, p) for _, r, p in PLAIN_READS], ids=[n for n, _, _ in PLAIN_READS])
 def test_a_read_is_recognised_as_the_learned_delta_only_when_just_its_text_differs(read: bytes, plain: bool) -> None:
-    reads = PlainReads(b'"content":"')
-    assert not reads.matches(_LEARNED)  # nothing learned yet
-    reads.learn(_LEARNED)
+    assert not PlainReads(b'"content":"').matches(_LEARNED)  # nothing learned yet
+    reads = learned_from(_LEARNED)
     assert reads.matches(_LEARNED)
     assert reads.matches(read) is plain
     if plain:  # what the bytes say is what a parse says: the learned event with another text
@@ -404,12 +411,32 @@ def test_a_read_is_recognised_as_the_learned_delta_only_when_just_its_text_diffe
         event["choices"][0]["delta"]["content"] = "tok "
         assert event == json.loads(_LEARNED[6:-2])
 
+
+@pytest.mark.parametrize("whole", [True, False], ids=["learned from a read", "learned from an event"])
+@pytest.mark.parametrize(("read", "plain"), [(r, p) for _, r, p in PLAIN_READS], ids=[n for n, _, _ in PLAIN_READS])
+def test_an_event_of_a_read_of_many_is_recognised_only_when_just_its_text_differs(read: bytes, plain: bool,
+                                                                                   whole: bool) -> None:
+    """The same, for the data of each event of a read that brings several (a burst, or events cut
+    across reads): the template of the event's data, learned from a read of one event or from an
+    event of a read of many, is the same."""
+    reads = learned_from(_LEARNED, whole)
+    assert reads.data_prefix and (reads.prefix != b"") is whole
+    in_a_burst = learned_from(_LEARNED + read, False)
+    assert (in_a_burst.data_prefix, in_a_burst.data_suffix) == (reads.data_prefix, reads.data_suffix)
+    first = SSEDecoder().feed(read)[0]
+    assert reads.matches_data(first) is (plain or first == _LEARNED[6:-2])  # (two events: the first is it)
+    if reads.matches_data(first):
+        event = json.loads(first)
+        assert event["choices"][0]["delta"]["content"]
+        event["choices"][0]["delta"]["content"] = "tok "
+        assert event == json.loads(_LEARNED[6:-2])
+
+
 def test_only_a_read_of_one_event_of_one_data_line_is_learned() -> None:
     for read in (b'event: "content":"a"\ndata: {"text":"b"}\n\n',  # the key in the name, not in the data
                  b'data: {"content":"a"}\n\ndata: {"content":"b"}\n\n', b'data: {"content":"a"}\ndata: x\n\n',
                  b'data: {"content":"a"}\r\n\r\n', b'data: {"content":"a"}\n', b'id: 1\ndata: {"content":"a"}\n\n'):
-        reads = PlainReads(b'"content":"')
-        reads.learn(read)
+        reads = learned_from(read)
         assert not reads.prefix and not reads.matches(read)
 
 

@@ -229,25 +229,30 @@ def plain_delta(content: str) -> dict[str, Any]:
        ascii_only=st.booleans())
 def test_a_read_recognised_without_decoding_is_the_learned_delta_with_other_text(
         learned: str, other: dict[str, Any], spacing: dict[str, Any], ascii_only: bool) -> None:
-    """A network read that ``PlainReads`` recognises from its bytes decodes to exactly the event it
-    learned, but for a non-empty content text: nothing else to read in it. And a plain delta like
-    the learned one, as servers write them (compact), is recognised: the fast path engages."""
+    """A network read, or an event's data, that ``PlainReads`` recognises from its bytes decodes to
+    exactly the event it learned, but for a non-empty content text: nothing else to read in it.
+    And a plain delta like the learned one, as servers write them (compact), is recognised: the
+    fast path engages."""
     from nexent_autoinstrument.adapters.openai import skim_chat_event
     from nexent_autoinstrument.adapters.sse import PlainReads, SSEDecoder
 
     def read(event: dict[str, Any]) -> bytes:
         return b"data: " + json.dumps(event, ensure_ascii=ascii_only, **spacing).encode() + b"\n\n"
 
-    plain = PlainReads(b'"content":"')
+    plain, in_a_burst = PlainReads(b'"content":"'), PlainReads(b'"content":"')
     first = read(plain_delta(learned))
     if skim_chat_event(first[6:-2]):
-        plain.learn(first)
+        plain.learn(first, first[6:-2])
+        in_a_burst.learn(b"", first[6:-2])
     second = read(other)
-    if plain.matches(second):
-        [data] = SSEDecoder().feed(second)
+    [data] = SSEDecoder().feed(second)
+    assert plain.matches_data(data) is in_a_burst.matches_data(data)  # (the same template, learned either way)
+    if plain.matches_data(data):
         decoded = json.loads(data)
         content = decoded["choices"][0]["delta"]["content"]
         assert content and decoded == plain_delta(content)
+    if plain.matches(second):
+        assert plain.matches_data(data)
     elif spacing is compact:
         content = json.loads(second[6:-2])["choices"][0]["delta"].get("content") if other["choices"] else None
         assert not (content and other == plain_delta(content))  # only an empty text is left to the decoder

@@ -126,16 +126,18 @@ def read_completion_event(tracker: CallTracker, event: dict[str, Any]) -> None:
 
 def skim_chat_event(data: bytes) -> bool:
     """A chat chunk whose only news is non-empty ``delta.content``."""
-    return (b'"finish_reason":null' in data and data.count(b'"finish_reason"') == 1
-            and data.count(b'"delta"') == 1 and b'"content":"' in data and b'"content":""' not in data
-            and (b'"usage"' not in data or b'"usage":null' in data) and b'"error"' not in data)
+    find = data.find  # (not ``in``: with a bytes operand it first raises and clears a TypeError)
+    return (find(b'"finish_reason":null') >= 0 and data.count(b'"finish_reason"') == 1
+            and data.count(b'"delta"') == 1 and find(b'"content":"') >= 0 and find(b'"content":""') < 0
+            and (find(b'"usage"') < 0 or find(b'"usage":null') >= 0) and find(b'"error"') < 0)
 
 
 def skim_completion_event(data: bytes) -> bool:
     """A completion chunk whose only news is non-empty ``text``."""
-    return (b'"finish_reason":null' in data and data.count(b'"finish_reason"') == 1
-            and data.count(b'"text"') == 1 and b'"text":"' in data and b'"text":""' not in data
-            and (b'"usage"' not in data or b'"usage":null' in data) and b'"error"' not in data)
+    find = data.find
+    return (find(b'"finish_reason":null') >= 0 and data.count(b'"finish_reason"') == 1
+            and data.count(b'"text"') == 1 and find(b'"text":"') >= 0 and find(b'"text":""') < 0
+            and (find(b'"usage"') < 0 or find(b'"usage":null') >= 0) and find(b'"error"') < 0)
 
 
 def is_usage_only_event(data: bytes) -> bool:
@@ -151,7 +153,8 @@ def is_usage_only_event(data: bytes) -> bool:
 
 def skim_response_event(data: bytes) -> bool:
     """A Responses ``response.output_text.delta`` event with a non-empty delta."""
-    return b'"type":"response.output_text.delta"' in data and b'"delta":"' in data and b'"delta":""' not in data
+    find = data.find
+    return find(b'"type":"response.output_text.delta"') >= 0 and find(b'"delta":"') >= 0 and find(b'"delta":""') < 0
 
 
 #: Responses API events that end a stream: they carry the whole response, with its usage.

@@ -246,23 +246,26 @@ _BACKSLASH, _QUOTE = b"\\"[0], b'"'[0]
 
 
 class PlainReads:
-    """Recognises, from its bytes alone, a network read that is exactly one event, a plain
-    content delta: one that differs from a plain delta already seen (``learn``) only in the text
-    of ``key``.
+    """Recognises, from its bytes alone, a plain content delta: an event that differs from a
+    plain delta already seen (``learn``) only in the text of ``key``. ``matches`` takes a network
+    read that is exactly one such event; ``matches_data`` the data of one event of a read that
+    brought several.
 
-    Servers write the events of one stream alike (the same id, model, fields, order) and flush
-    each on its own, so the bytes before the text and after it repeat. Cutting them off and
-    checking the text between is a few C-level calls, against an SSE split and a JSON parse. The
-    text must be a non-empty JSON string body on one line, so the event's structure is the
-    learned one. When in doubt: parsed. (One regular expression serves every stream: a pattern
-    per stream would churn the ``re`` module's cache, which the application shares.)"""
+    Servers write the events of one stream alike (the same id, model, fields, order), so the
+    bytes before the text and after it repeat. Cutting them off and checking the text between is
+    a few C-level calls, against an SSE split, a skim and a JSON parse. The text must be a
+    non-empty JSON string body on one line, so the event's structure is the learned one. When in
+    doubt: parsed. (One regular expression serves every stream: a pattern per stream would churn
+    the ``re`` module's cache, which the application shares.)"""
 
-    __slots__ = ("_around", "key", "prefix", "suffix")
+    __slots__ = ("_around", "_data_around", "data_prefix", "data_suffix", "key", "prefix", "suffix")
 
     def __init__(self, key: bytes) -> None:
         self.key = key  # e.g. b'"content":"', ending where the text's string begins
-        self.prefix = self.suffix = b""
+        self.prefix = self.suffix = b""  # around the text in a read of the event
         self._around = 0  # len(prefix) + len(suffix)
+        self.data_prefix = self.data_suffix = b""  # around the text in the event's data
+        self._data_around = 0
 
     def matches(self, read: bytes) -> bool:
         """Whether ``read`` is the learned plain delta with some other non-empty text."""
@@ -277,28 +280,61 @@ class PlainReads:
             return _NON_EMPTY_TEXT.fullmatch(text) is not None
         return _QUOTE not in text and _LF not in text and _CR not in text
 
-    def learn(self, read: bytes) -> None:
-        """``read``, all the decoder was given since it last completed an event, held a plain
-        content delta: if it is that one whole event, its bytes around the text become the template.
-        Only ``\\n`` line ends and one ``data`` line (after an ``event`` line, or not): a read of
-        any other shape, or in another dialect, is never learned, so never matched."""
+    def matches_data(self, data: bytes) -> bool:
+        """Whether ``data``, one event's, is the learned plain delta's with some other non-empty text."""
+        if not self.data_prefix:
+            return False
+        text = data.removeprefix(self.data_prefix).removesuffix(self.data_suffix)
+        if not text or len(text) != len(data) - self._data_around:
+            return False
+        if _BACKSLASH in text:  # (as in ``matches``, inlined: both run once per chunk)
+            return _NON_EMPTY_TEXT.fullmatch(text) is not None
+        return _QUOTE not in text and _LF not in text and _CR not in text
+
+    def learn(self, read: bytes, data: bytes) -> None:
+        """``data``, an event of ``read`` (all the decoder was given since it last completed an
+        event), is a plain content delta: its bytes around the text become the template of an
+        event's data, and of a read if ``read`` is that one whole event. Only ``\\n`` line ends and
+        one ``data`` line (after an ``event`` line, or not): a read of any other shape, or in
+        another dialect, is never learned, so never matched."""
+        data_line = self._one_event(read)
+        if data_line is None:
+            found = self._text_in(data, 0)
+            if found is not None:
+                start, end = found
+                self.data_prefix, self.data_suffix = data[:start], data[end:]
+                self._data_around = len(data) - end + start
+            return
+        found = self._text_in(read, data_line)
+        if found is None:
+            return
+        start, end = found
+        self.prefix, self.suffix, self._around = read[:start], read[end:], len(read) - end + start
+        value = data_line + 5 + (read[data_line + 5:data_line + 6] == b" ")  # (after "data:" and one space)
+        self.data_prefix, self.data_suffix = self.prefix[value:], self.suffix[:-2]
+        self._data_around = self._around - value - 2
+
+    @staticmethod
+    def _one_event(read: bytes) -> int | None:
+        """Where the data line begins, if ``read`` is one event of one ``data`` line, maybe named."""
         if read.find(b"\n\n") != len(read) - 2 or _CR in read:
-            return  # (more than one event: found at the first one's end, not after scanning them all)
+            return None  # (more than one event: found at the first one's end, not after scanning them all)
         lines = read.count(b"\n")
         if lines == 2 and read.startswith(b"data:"):
-            data_line = 0
-        elif lines == 3 and read.startswith(b"event:"):
+            return 0
+        if lines == 3 and read.startswith(b"event:"):
             data_line = read.find(b"\ndata:") + 1  # (the second line, if any is a data line)
-            if data_line == 0:
-                return
-        else:
-            return  # not one event of one ``data`` line (with or without a name)
-        start = read.find(self.key)
-        if start < data_line or read.find(self.key, start + 1) >= 0:
-            return  # (the text must be in the data line, and the only one of its kind)
+            return data_line or None
+        return None
+
+    def _text_in(self, raw: bytes, after: int) -> tuple[int, int] | None:
+        """Where the text of ``key`` starts and ends in ``raw``, if ``key`` is there once, from
+        ``after`` on, and a JSON string's closing quote follows a non-empty text."""
+        start = raw.find(self.key)
+        if start < after or raw.find(self.key, start + 1) >= 0:
+            return None
         start += len(self.key)
-        text = _TEXT_RUN.match(read, start)
+        text = _TEXT_RUN.match(raw, start)
         end = text.end() if text is not None else start
-        if end > start and read[end:end + 1] == b'"':
-            self.prefix, self.suffix = read[:start], read[end:]
-            self._around = len(read) - (end - start)
+        return (start, end) if end > start and raw[end:end + 1] == b'"' else None
+

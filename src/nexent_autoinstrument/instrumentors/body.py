@@ -91,7 +91,8 @@ class EventBody:
         if self._inflate is not None:
             chunk = self._inflate(chunk)
         tracker, decoder = self._tracker, self._decoder
-        plain = self._plain if tracker.texts is None and decoder.idle else None  # (None: decode this read)
+        known = self._plain if tracker.texts is None else None  # (None: every event is decoded)
+        plain = known if decoder.idle else None  # (None: this read is not whole events)
         if plain is not None and plain.matches(chunk):
             # One plain content delta, like the last: a chunk, and nothing else to learn. Saves
             # splitting the read into events and parsing its JSON.
@@ -105,13 +106,16 @@ class EventBody:
             if data == end_marker:  # ([DONE]: the end, not a chunk; the SDK never yields it either)
                 self.done = True
                 continue
-            if skim is not None and tracker.response_id is not None and tracker.texts is None and skim(data):
+            if skim is not None and tracker.response_id is not None and tracker.texts is None and (
+                    (known is not None and known.matches_data(data)) or skim(data)):
                 # A plain content delta, seen from its bytes: saves parsing its JSON.
                 if waiting or tracker.content_chunks > contents_before:
+                    if not waiting and known is not None and not known.data_prefix:
+                        known.learn(b"", data)  # (the first content was parsed: learn from this one)
                     waiting += 1  # (it waited for this read's first content: one call for them all)
                     continue
-                if plain is not None:  # (only for a read's first content: the rest wait, above)
-                    plain.learn(chunk)
+                if known is not None:  # (only for a read's first content: the rest wait, above)
+                    known.learn(chunk if plain is not None else b"", data)
                 tracker.content(None, 1, 1)
                 continue
             if waiting:
