@@ -304,6 +304,33 @@ def test_a_read_of_many_events_is_read_in_one_pass(instrumented: Any, monkeypatc
     assert recognised.count(True) >= 398  # (the events after the first plain one: by their bytes, no skim)
 
 
+def test_reads_of_one_event_after_a_read_of_many_are_recognised_whole(instrumented: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream whose first read brings several events (a server that flushed late) and then one
+    event per read: the events of the first read teach the template of an event's data, and the
+    first read of one event still teaches the template of a read, so the reads after it are
+    recognised whole, without splitting them into events."""
+    import httpx
+
+    from nexent_autoinstrument.adapters.sse import PlainReads
+
+    whole = []
+    matches = PlainReads.matches
+    monkeypatch.setattr(PlainReads, "matches", lambda self, read: whole.append(matches(self, read)) or whole[-1])
+    event = b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,%s}]}\n\n'
+    role = event % b'"delta":{"role":"assistant","content":""},"finish_reason":null'
+    words = [event % b'"delta":{"content":"w%d "},"finish_reason":null' % i for i in range(20)]
+    reads = [role + b"".join(words[:4]), *words[4:], event % b'"delta":{},"finish_reason":"stop"', b"data: [DONE]\n\n"]
+    transport = httpx.MockTransport(lambda request: httpx.Response(  # (each piece of content: one read)
+        200, headers={"content-type": "text/event-stream"}, content=iter(reads)))
+    with httpx.Client(transport=transport) as client, client.stream(
+            "POST", "http://llm.test/v1/chat/completions", json={"model": "m", "stream": True}) as response:
+        assert b"".join(response.iter_raw()) == b"".join(reads)
+    attrs = instrumented.llm_span().attributes
+    assert attrs["llm.stream.chunks"] == 22 and len(decode_offsets(attrs["llm.token.offsets"])) == 20
+    assert whole.count(True) >= 15  # (the 16 reads of one content delta but the first, which is learned)
+
+
 @pytest.mark.parametrize("library", LIBRARIES)
 def test_raw_call_equals_what_the_openai_layer_measures(harness_factory: Any, mock_llm: Any, library: str) -> None:
     """The same stream measured by the two layers: same facts, from the same engine."""

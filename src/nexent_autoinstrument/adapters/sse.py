@@ -293,12 +293,15 @@ class PlainReads:
 
     def learn(self, read: bytes, data: bytes) -> None:
         """``data``, an event of ``read`` (all the decoder was given since it last completed an
-        event), is a plain content delta: its bytes around the text become the template of an
-        event's data, and of a read if ``read`` is that one whole event. Only ``\\n`` line ends and
-        one ``data`` line (after an ``event`` line, or not): a read of any other shape, or in
-        another dialect, is never learned, so never matched."""
+        event), is a plain content delta. If ``read`` is that one whole event, the bytes around
+        its text become the template of a read and of an event's data; else of an event's data,
+        unless one is known. A read is one event only with ``\\n`` line ends and one ``data`` line
+        (after an ``event`` line, or not): a read of any other shape, or in another dialect, is
+        never learned as a read, so never matched as one."""
         data_line = self._one_event(read)
         if data_line is None:
+            if self.data_prefix:
+                return  # (kept: a read of several events, or a cut one, is no reason to look again)
             found = self._text_in(data, 0)
             if found is not None:
                 start, end = found

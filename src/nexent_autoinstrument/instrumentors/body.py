@@ -107,14 +107,16 @@ class EventBody:
                 self.done = True
                 continue
             if skim is not None and tracker.response_id is not None and tracker.texts is None and (
-                    (known is not None and known.matches_data(data)) or skim(data)):
+                    (recognised := known is not None and known.matches_data(data)) or skim(data)):
                 # A plain content delta, seen from its bytes: saves parsing its JSON.
                 if waiting or tracker.content_chunks > contents_before:
                     if not waiting and known is not None and not known.data_prefix:
                         known.learn(b"", data)  # (the first content was parsed: learn from this one)
                     waiting += 1  # (it waited for this read's first content: one call for them all)
                     continue
-                if known is not None:  # (only for a read's first content: the rest wait, above)
+                # (Only for a read's first content, the rest wait, above; and only where a template
+                # is missing: this read may be one whole event, or the event's data is unknown.)
+                if known is not None and (plain is not None or not recognised):
                     known.learn(chunk if plain is not None else b"", data)
                 tracker.content(None, 1, 1)
                 continue
