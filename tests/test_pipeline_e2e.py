@@ -424,11 +424,14 @@ def points(receiver: OTLPHTTPReceiver, name: str) -> list[tuple[dict[str, Any], 
 
 
 def test_genai_convention_metrics_over_otlp(otlp: OTLPHTTPReceiver, mock_llm: Any, tmp_path: Path) -> None:
-    env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_METRICS_EXPORTER="otlp",
-                  OTEL_TRACES_EXPORTER="none")
+    env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_METRICS_EXPORTER="otlp")
     result = run_python(GENAI_APP, env=env, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "failed 503" in result.stdout
+    (streamed,) = [attributes(s.attributes) for _, s in otlp.spans() if attributes(s.attributes).get("llm.stream")]
+    # (A machine loaded far past its cores may read some chunks late, together: their gaps are not
+    # timed, and with most of them late none reaches the histograms. Exact counts need every gap.)
+    every_gap_timed = streamed["llm.stream.waiting_chunks"] == 0
     prompt_tokens, completion_tokens = map(int, result.stdout.split("usage")[1].split())
     port = int(mock_llm.base_url.split(":")[2].split("/")[0])
     required = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai_compatible",
@@ -437,7 +440,7 @@ def test_genai_convention_metrics_over_otlp(otlp: OTLPHTTPReceiver, mock_llm: An
              for m in sm.metrics}
     assert units["gen_ai.client.operation.duration"] == "s" and units["gen_ai.client.token.usage"] == "{token}"
     assert units["gen_ai.client.operation.time_to_first_chunk"] == "s"
-    assert units["gen_ai.client.operation.time_per_output_chunk"] == "s"
+    assert units.get("gen_ai.client.operation.time_per_output_chunk", "s") == "s"
 
     durations = points(otlp, "gen_ai.client.operation.duration")
     ok = [p for a, p in durations if "error.type" not in a]
@@ -454,6 +457,8 @@ def test_genai_convention_metrics_over_otlp(otlp: OTLPHTTPReceiver, mock_llm: An
 
     (ttfc,) = points(otlp, "gen_ai.client.operation.time_to_first_chunk")  # streamed calls only
     assert ttfc[1].count == 1 and 0.9 * 0.02 <= ttfc[1].sum < 2.0  # the mock's first token after 20 ms
+    if not every_gap_timed:
+        return
     (per_chunk,) = points(otlp, "gen_ai.client.operation.time_per_output_chunk")
     assert per_chunk[1].count == 11  # each content chunk after the first
     assert 11 * 0.02 * 0.9 <= per_chunk[1].sum < 11 * 0.02 + 1.0  # the mock's 20 ms gaps (read as they came)
