@@ -103,7 +103,7 @@ def test_headers_found_in_one_pass_are_what_headers_get_gives(library: str) -> N
            ("X-RateLimit-Remaining-Tokens", "8"), ("content-encoding", "identity"), ("Set-Cookie", "a=1")]
     headers = httpx.Response(200, headers=raw).headers
     expected = {name: headers.get(name) for name in read if headers.get(name) is not None}
-    assert header_values(headers) == expected
+    assert header_values(headers.raw) == expected
     assert {"x-request-id", "request-id", "x-ratelimit-remaining-tokens"} <= set(expected)  # (the case is not a test's)
 
 
@@ -116,6 +116,18 @@ def test_connection_error_marks_the_span(instrumented: Any, library: str) -> Non
         client.get(f"http://127.0.0.1:{free_port()}/")
     (span,) = http_spans(instrumented)
     assert span.status.status_code.name == "ERROR" and span.attributes["error.type"] == "ConnectError"
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_raw_llm_call_that_gets_no_response_is_an_error(instrumented: Any, library: str) -> None:
+    """Not a caller that stopped reading: the call failed, with the error the caller got."""
+    httpx = importlib.import_module(library)
+    from nexent_autoinstrument.tools.net import free_port
+
+    with pytest.raises(httpx.ConnectError):
+        httpx.post(f"http://127.0.0.1:{free_port()}/v1/chat/completions", json=CHAT)
+    attrs = instrumented.llm_span().attributes
+    assert attrs["llm.stream.outcome"] == "error" and attrs["error.type"] == "ConnectError"
 
 
 def test_openai_span_is_the_parent_of_each_attempt_and_counts_once(instrumented: Any, mock_llm: Any) -> None:

@@ -1,10 +1,11 @@
-"""One HTTP request of the httpx layer, from ``send`` to close: its span, propagation and metrics.
+"""One HTTP request of an HTTP layer (httpx, aiohttp), from send to close: its span, propagation
+and metrics.
 
 The exchange owns the request's CLIENT span and, for an LLM call, the HTTP facts about it: when
-the request was on the wire (the request body is watched while it is written), when the
-response headers came and whether the connection was reused (in its ``ReadTiming``, which the
-call's tracker reads), and which reader its response body gets. The body itself, as the caller
-reads it, is the byte path's (``body``).
+the request was on the wire, when the response headers came and whether the connection was
+reused (in its ``ReadTiming``, which the call's tracker reads), and which reader its response
+body gets. The body itself is the byte path's (``body``). The exchange knows no library: each
+layer hands it plain values (method, URL, status, raw headers, the connection).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import sys
 import time
 import weakref
+from collections.abc import Iterable, MutableMapping
 from contextlib import nullcontext
 from typing import Any, NamedTuple
 
@@ -44,11 +46,11 @@ _READ_HEADERS = frozenset([b"content-type", b"content-encoding",
                            *(name.encode() for _, endpoint in ENDPOINTS for name, _, _ in endpoint.response_headers)])
 
 
-def header_values(headers: Any) -> dict[str, str]:
+def header_values(raw_headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     """The response headers the agent reads, by lower-case name, found in one pass over the raw
-    headers: each ``Headers.get`` scans every header (a dozen of them cost more than a chunk)."""
+    (name, value) pairs: each ``Headers.get`` scans every header (a dozen cost more than a chunk)."""
     found: dict[str, str] = {}
-    for raw_name, raw_value in headers.raw:
+    for raw_name, raw_value in raw_headers:
         name = raw_name.lower()
         if name in _READ_HEADERS:
             key, value = name.decode(), raw_value.decode("latin-1")
@@ -68,7 +70,7 @@ class Exchange:
     An SDK call whose body the caller reads through the raw accessors instead of the SDK's
     parsed stream is measured here from the bytes too, until the SDK's items are claimed."""
 
-    def __init__(self, telemetry: Any, request: Any, library: str, own_span: bool, call: Call | None,
+    def __init__(self, telemetry: Any, method: str, url: Any, library: str, own_span: bool, call: Call | None,
                  owns_call: bool, body_streamed: bool) -> None:
         self.telemetry = telemetry
         self.call = call
@@ -86,12 +88,11 @@ class Exchange:
         self.body: BodyReader | None = None
         #: Takes the usage-only event that the agent asked for out of bytes the caller reads raw.
         self.strip: CallerFilter | None = None
-        self.request, self.library = request, library
-        method = request.method
+        self.method, self.url, self.library = method, url, library
         # (The conventions' known methods, else _OTHER with the original beside it: a caller's
         # custom methods are no attribute values of their own, nor span names.)
         self.attributes: dict[str, Any] = {"http.request.method": method if method in names.HTTP_METHODS else "_OTHER",
-                                           **server_attributes(request.url)}
+                                           **server_attributes(url)}
         self.span = None
         self.error: BaseException | None = None
         self.generation = guest.generation  # (a fork child ends none of its parent's exchanges)
@@ -102,25 +103,29 @@ class Exchange:
         #: An LLM call's attempt gets a span of its own only if it fails or the call is retried
         #: (the call's span has the rest), unless LLM_HTTP_ATTEMPT_SPANS=all: it is made at the end.
         self.deferred = own_span and call is not None and telemetry.settings.http_attempt_spans != "all"
-        if own_span:
-            if self.deferred and self.tracker is not None:  # the server's spans join the call's
-                propagate.inject(request.headers, context=trace.set_span_in_context(self.tracker.span))
-            else:
-                self.span = self._start_span()
-                propagate.inject(request.headers, context=trace.set_span_in_context(self.span))
+        if own_span and not (self.deferred and self.tracker is not None):
+            self.span = self._start_span()
         #: How this attempt's body is read (the HTTP layer's own record; the call's tracker reads it).
         self.timing = ReadTiming()
         if call is not None:
             call.exchange = self
             call.tracker.timed_by(self.timing)
 
+    def inject(self, headers: MutableMapping[str, str]) -> None:
+        """Write the trace context into the request's ``headers``, when this layer owns the HTTP
+        telemetry: the attempt's span, or the call's when the attempt's span is deferred (the
+        server's spans then join the call's)."""
+        if self.owns_http:
+            span = self.span if self.span is not None else self.tracker.span if self.tracker is not None else None
+            if span is not None:
+                propagate.inject(headers, context=trace.set_span_in_context(span))
+
     def _start_span(self) -> Any:
         parent = trace.set_span_in_context(self.tracker.span) if self.tracker is not None else None
         method = self.attributes["http.request.method"]
-        attributes = {**self.attributes, "url.full": redact_url(str(self.request.url)),
-                      "http.client.library": self.library}
+        attributes = {**self.attributes, "url.full": redact_url(str(self.url)), "http.client.library": self.library}
         if method == "_OTHER":
-            attributes["http.request.method_original"] = names.bounded_text(self.request.method)
+            attributes["http.request.method_original"] = names.bounded_text(self.method)
         return self.telemetry.tracer.start_span("HTTP" if method == "_OTHER" else method, context=parent,
                                                 kind=SpanKind.CLIENT, start_time=self.started_ns, attributes=attributes)
 
@@ -134,27 +139,29 @@ class Exchange:
         if self.tracker is not None:
             self.timing.request_sent = _clock()
 
-    def responded(self, response: Any) -> None:
-        """Headers are in: status, the SDK call's headers, and whether to read the body."""
+    def responded(self, status: int, raw_headers: Iterable[tuple[bytes, bytes]], connection: Any, *,
+                  at: float | None = None, decoded: bool = False) -> None:
+        """Headers are in (``at``, or now): status, the SDK call's headers, and whether to read
+        the body. ``connection``: the transport's object for the connection, if it has one;
+        ``decoded``: the library decodes the body's content encoding before the reader sees it."""
         tracker = self.tracker
         if tracker is not None:
             timing = self.timing
-            timing.headers_at = _clock()
-            connection = response.extensions.get("network_stream")
+            timing.headers_at = _clock() if at is None else at
             if connection is not None:
                 with contextlib.suppress(TypeError):  # (a transport's own object that takes no weak reference)
                     timing.connection_reused = connection in _connections_seen
                     _connections_seen.add(connection)
-        status = response.status_code
         self.status = status
-        self.response = weakref.ref(response)
         self.attributes["http.response.status_code"] = status
         if status >= 400:
             self.attributes["error.type"] = str(status)
         if tracker is None or self.call is None:
             return
         tracker.annotate({"http.response.status_code": status})
-        headers = header_values(response.headers)
+        headers = header_values(raw_headers)
+        if decoded:
+            headers.pop("content-encoding", None)
         if self.owns_call:
             if status >= 400:
                 tracker.fail(str(status))
@@ -238,8 +245,11 @@ class Exchange:
             self.telemetry.http_metrics.record(duration, self.attributes)
 
     def failed(self, exc: BaseException) -> None:
-        """``send`` itself raised: no response at all."""
+        """``send`` itself raised: no response at all (or none the caller gets). A raw call ends
+        with that error, not as a caller that stopped reading."""
         self.on_error(exc)
+        if self.owns_call and self.tracker is not None:
+            lifecycle.end(self.tracker, exc)
         self.end()
 
 
@@ -318,7 +328,8 @@ def unwatch_request(request: Any, original: Any) -> None:
 def observe_response(module: Any, response: Any, exchange: Exchange, is_async: bool) -> None:
     """The headers are in: watch the body as the caller reads it."""
     try:
-        exchange.responded(response)
+        exchange.response = weakref.ref(response)
+        exchange.responded(response.status_code, response.headers.raw, response.extensions.get("network_stream"))
         classes = body_classes(module)
         response.stream = (classes.async_response if is_async else classes.response)(response.stream, exchange)
     except Exception as exc:
@@ -333,5 +344,6 @@ def observe_body(telemetry: Any, call: Call, response: Any, is_async: bool) -> N
     module = sys.modules.get(type(response).__module__.partition(".")[0])
     if module is None:
         return
-    exchange = Exchange(telemetry, response.request, module.__name__, False, call, False, True)
+    request = response.request
+    exchange = Exchange(telemetry, request.method, request.url, module.__name__, False, call, False, True)
     observe_response(module, response, exchange, is_async)

@@ -86,7 +86,10 @@ def _begin(library: str, client: Any, args: tuple[Any, ...], kwargs: dict[str, A
         call.attempts += 1
         if call.attempts > 1:
             call.tracker.annotate({"llm.request.retries": call.attempts - 1})
-    return Exchange(telemetry, request, library, own_span, call, owns_call, bool(kwargs.get("stream", False)))
+    exchange = Exchange(telemetry, request.method, request.url, library, own_span, call, owns_call,
+                        bool(kwargs.get("stream", False)))
+    exchange.inject(request.headers)
+    return exchange
 
 
 def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -79,8 +79,6 @@ def _without_option(request: Any) -> Any:
     call = lifecycle.current_llm_call.get()
     if call is not None:
         call.drop_usage_only = False
-        if call.exchange is not None:
-            call.exchange.request = retried
     return retried
 
 
