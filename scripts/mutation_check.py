@@ -42,6 +42,7 @@ class Mutation:
 
 
 STREAMS = ("tests/test_openai_streams.py", "tests/test_lifecycle.py")
+AIOHTTP = ("tests/test_aiohttp.py", "tests/conformance", "-k", "aiohttp")
 UNIT = ("tests/test_lifecycle.py", "tests/test_metrics_exposition.py", "tests/test_adapters.py")
 
 MUTATIONS: tuple[Mutation, ...] = (
@@ -317,8 +318,29 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("a body re-read the SDK swallows (StreamConsumed) fails the attempt", PKG + "instrumentors/exchange.py",
              'if type(exc).__name__ == "StreamConsumed":', "if False:", ("tests/test_httpx.py",)),
     Mutation("traceparent not injected", PKG + "instrumentors/exchange.py",
-             "            propagate.inject(request.headers, context=trace.set_span_in_context(self.span))",
-             "            pass", ("tests/test_httpx.py",)),
+             "                propagate.inject(headers, context=trace.set_span_in_context(span))",
+             "                pass", ("tests/test_httpx.py",)),
+    Mutation("a raw call that gets no response ends as closed early", PKG + "instrumentors/exchange.py",
+             "        if self.owns_call and self.tracker is not None:\n            lifecycle.end(self.tracker, exc)",
+             "        if False:\n            lifecycle.end(self.tracker, exc)", AIOHTTP),
+    # -- aiohttp: reads timed as the data arrive ----------------------------------------------------
+    Mutation("aiohttp's reads all look like data that waited", PKG + "instrumentors/aiohttp.py",
+             "        timing.waited = now - self._last  #", "        timing.waited = 0.0  #", AIOHTTP),
+    Mutation("aiohttp's bytes that came with the headers are dropped", PKG + "instrumentors/aiohttp.py",
+             "        for at, chunk in held:", "        for at, chunk in ():", AIOHTTP),
+    Mutation("an aiohttp response released early ends as an error", PKG + "instrumentors/aiohttp.py",
+             "        elif exc is _closed_by_caller():", "        elif False:", AIOHTTP),
+    Mutation("an aiohttp read cancelled is closed early", PKG + "instrumentors/aiohttp.py",
+             "names.CANCELLED if at is None and _cancelling() else", "names.CANCELLED if False else", AIOHTTP),
+    Mutation("aiohttp's decoded body is decoded again", PKG + "instrumentors/aiohttp.py",
+             "decoded=getattr(session, \"auto_decompress\", True) if decode is None else bool(decode))",
+             "decoded=False)", AIOHTTP),
+    Mutation("an SDK's call sent through aiohttp is measured twice", PKG + "instrumentors/aiohttp.py",
+             "    if not _State.active or lifecycle.current_llm_call.get() is not None:",
+             "    if not _State.active:", AIOHTTP),
+    Mutation("a request made inside an LLM request is taken for its hop", PKG + "instrumentors/aiohttp.py",
+             "        if _sending.get() is None:\n            return await wrapped(*args, **kwargs)",
+             "        if True:\n            return await wrapped(*args, **kwargs)", AIOHTTP),
     Mutation("manual generator loses the thrown exception's handling", PKG + "manual.py",
              "            item = self.gen.throw(exc)", "            item = self.gen.send(None)",
              ("tests/test_manual_api.py",)),

@@ -113,10 +113,15 @@ def harness() -> Harness:
 
 @pytest.fixture
 def agent(harness: Harness) -> Iterator[Harness]:
-    """The whole agent as users run it (openai, httpx and httpx2 layers) recording into ``harness``."""
-    from nexent_autoinstrument.instrumentors.otel import HTTPX2Instrumentor, HTTPXInstrumentor, OpenAIInstrumentor
+    """The whole agent as users run it (openai, httpx, httpx2 and aiohttp layers) recording into ``harness``."""
+    from nexent_autoinstrument.instrumentors.otel import (
+        AioHTTPInstrumentor,
+        HTTPX2Instrumentor,
+        HTTPXInstrumentor,
+        OpenAIInstrumentor,
+    )
 
-    instrumentors = [OpenAIInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor()]
+    instrumentors = [OpenAIInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor(), AioHTTPInstrumentor()]
     for instrumentor in instrumentors:
         instrumentor.instrument(telemetry=harness.telemetry)
     yield harness

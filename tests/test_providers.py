@@ -29,6 +29,7 @@ from conftest import Harness, wait_for_llm_span
 from nexent_autoinstrument.adapters.endpoints import PROTOCOLS
 from nexent_autoinstrument.conventions import decode_offsets
 from nexent_autoinstrument.instrumentors.otel import (
+    AioHTTPInstrumentor,
     AnthropicInstrumentor,
     HTTPX2Instrumentor,
     HTTPXInstrumentor,
@@ -46,7 +47,8 @@ SDK_TRACES = "open_telemetry" in inspect.signature(anthropic.Anthropic.__init__)
 @pytest.fixture
 def agent(harness: Harness, caplog: pytest.LogCaptureFixture) -> Iterator[Harness]:
     """Every layer of the agent, recording into ``harness``; no span may be ended twice."""
-    layers = [OpenAIInstrumentor(), AnthropicInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor()]
+    layers = [OpenAIInstrumentor(), AnthropicInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor(),
+              AioHTTPInstrumentor()]
     for layer in layers:
         layer.instrument(telemetry=harness.telemetry)
     with caplog.at_level(logging.WARNING):

@@ -82,12 +82,13 @@ ON_IMPORT: dict[str, tuple[str, Callable[[Any], None]]] = {
     "anthropic": ("anthropic", _activate("stainless", "anthropic")),
     "httpx": ("httpx", _activate("httpx", "httpx")),
     "httpx2": ("httpx2", _activate("httpx", "httpx2")),
+    "aiohttp": ("aiohttp", _activate("aiohttp", "aiohttp")),
     "fastapi": ("fastapi", _instrument_fastapi),
 }
 
 
 #: The libraries the agent's own layers instrument (the rest are other projects' instrumentations).
-OWN_INSTRUMENTATIONS = frozenset({"openai", "anthropic", "httpx", "httpx2"})
+OWN_INSTRUMENTATIONS = frozenset({"openai", "anthropic", "httpx", "httpx2", "aiohttp"})
 
 
 def _instrument_libraries(disabled: frozenset[str]) -> None:

@@ -14,13 +14,17 @@ class ReadTiming:
     read the HTTP layer only stores clock readings; the tracker judges them for the reads that
     brought content (``CallTracker.content``)."""
 
-    __slots__ = ("away", "connection_reused", "headers_at", "read_time", "reader_seconds", "request_sent", "timed",
-                 "waited")
+    __slots__ = ("away", "by_arrival", "connection_reused", "headers_at", "read_time", "reader_seconds",
+                 "request_sent", "timed", "waited")
 
     def __init__(self) -> None:
         #: Whether the HTTP layer times the body's reads (from when reading starts; False: the tracker
         #: reads the clock itself).
         self.timed = False
+        #: The reads are the connection's, timed as the data arrived, not the caller's (aiohttp reads
+        #: ahead of its caller): ``waited`` is then the time since the previous arrival, ``away`` 0,
+        #: and the caller's pace is not in them.
+        self.by_arrival = False
         #: The latest read: when it returned (clock: the arrival of the content it completed), how
         #: long it took, and how long the caller had been away since the previous one (seconds).
         self.read_time = 0.0

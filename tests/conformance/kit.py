@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 CASE_MODULES = ("cases_chat", "cases_completions", "cases_responses", "cases_raw", "cases_exits", "cases_errors",
-                "cases_injection", "cases_nongen", "cases_recorded", "cases_providers", "cases_dialects")
+                "cases_injection", "cases_nongen", "cases_recorded", "cases_providers", "cases_aiohttp",
+                "cases_dialects")
 
 RAISED = "<raised>"  # error_type: the class name of the exception the caller got (it varies by SDK version)
 ANY = "<any>"  # error_type: present, whatever its value (an SDK's own span keeps its own error type)

@@ -108,6 +108,28 @@ def asyncio_tasks() -> None:
     print(asyncio.run(_tasks()))
 
 
+async def _aiohttp_stream(session: Any, stop_after: int | None = None, **kwargs: Any) -> int:
+    """An OpenAI chat stream read with aiohttp's lines (no SDK): the data lines read."""
+    request = {"model": "mock-gpt", "messages": MESSAGES, "stream": True, **body(**kwargs)}
+    async with session.post(os.environ["MOCK_URL"] + "/chat/completions", json=request) as response:
+        return await aread((line async for line in response.content if line.startswith(b"data: {")), stop_after)
+
+
+@case
+def aiohttp_tasks() -> None:
+    """asyncio and aiohttp, no SDK: 8 tasks, one stream each; the odd ones leave after two chunks,
+    which releases their response; one session, closed at the end."""
+    import asyncio
+
+    import aiohttp
+
+    async def main() -> list[int]:
+        async with aiohttp.ClientSession() as session:
+            return list(await asyncio.gather(*(_aiohttp_stream(session, 2 if i % 2 else None) for i in range(8))))
+
+    print(asyncio.run(main()))
+
+
 @case
 def uvloop_tasks() -> None:
     """The same on uvloop's event loop."""
@@ -320,6 +342,35 @@ def fork_mid_stream() -> None:
         first = [next(chunks) for _ in range(3)]
         status = _fork_and_wait(lambda: print("child read", _work(0)))
         print("parent read", len(first) + sum(1 for _ in chunks), "child exit", status)
+
+
+@case
+def fork_mid_aiohttp_stream() -> None:
+    """os.fork while an aiohttp stream is half read, on a running event loop: the child makes a
+    call of its own (httpx, through the SDK) and exits without running the loop it inherited
+    (whose selector would read the parent's socket): its exit handlers run, then ``os._exit``, as
+    multiprocessing's fork children do. The parent reads on."""
+    import asyncio
+    import atexit
+
+    import aiohttp
+
+    def child() -> None:
+        print("child read", _work(0))
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        os._exit(0)
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as session:
+            request = {"model": "mock-gpt", "messages": MESSAGES, "stream": True, **body(tokens=10)}
+            async with session.post(os.environ["MOCK_URL"] + "/chat/completions", json=request) as response:
+                first = [await response.content.readline() for _ in range(3)]
+                status = _fork_and_wait(child)
+                rest = [line async for line in response.content]
+        print("parent read", len(first) + len(rest), "child exit", status)
+
+    asyncio.run(main())
 
 
 @case

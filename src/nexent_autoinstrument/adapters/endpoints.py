@@ -22,7 +22,8 @@ from .protocol import Protocol, Reader, RequestField, ResponseHeader
 PROTOCOLS: tuple[Protocol, ...] = (openai.PROTOCOL, anthropic.PROTOCOL, ollama.PROTOCOL, gemini.PROTOCOL,
                                    cohere.PROTOCOL)
 #: The HTTP clients whose requests are matched against every route, and the releases supported.
-HTTP_CLIENTS: dict[str, tuple[str, ...]] = {"httpx": ("httpx >= 0.23",), "httpx2": ("httpx2 >= 2.0",)}
+HTTP_CLIENTS: dict[str, tuple[str, ...]] = {"httpx": ("httpx >= 0.23",), "httpx2": ("httpx2 >= 2.0",),
+                                            "aiohttp": ("aiohttp >= 3.9",)}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from . import httpx, stainless
+from . import aiohttp, httpx, stainless
 
 
 class _LayerInstrumentor(BaseInstrumentor):
@@ -58,3 +58,9 @@ class HTTPX2Instrumentor(_LayerInstrumentor):
     """httpx2, which openai 3.x uses."""
 
     layer, library, supported = httpx, "httpx2", httpx.SUPPORTED["httpx2"]
+
+
+class AioHTTPInstrumentor(_LayerInstrumentor):
+    """aiohttp's client (google-genai's async calls, and services that call LLMs with aiohttp): LLM calls."""
+
+    layer, library, supported = aiohttp, "aiohttp", aiohttp.SUPPORTED
