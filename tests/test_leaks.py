@@ -5,7 +5,7 @@ A distinctive secret is planted in every place an application puts one (the ``Au
 ``x-api-key``, ``api-key`` and ``x-goog-api-key`` headers, ``?key=`` and other secret query
 parameters, the userinfo of a URL, which httpx also sends as Basic auth) and a distinctive prompt
 in every call, through the openai SDK (also ``AzureOpenAI``), the anthropic SDK (which traces its
-own calls: the agent adopts its spans), google-genai, ollama, and raw httpx/httpx2. The fake
+own calls: the agent adopts its spans), google-genai, ollama, and raw httpx/httpx2 and aiohttp. The fake
 server (``echo_server.py``) echoes all of it back in error bodies (``message`` and elsewhere),
 response headers and unusual fields of its stream events, in every mode: 400, 401, 429, 500, a
 good answer (JSON and stream), and a stream that ends with the protocol's error event.
@@ -44,7 +44,7 @@ SECRET_PLACES = (
     "openai Authorization", "openai ?key=", "azure api-key", "anthropic x-api-key", "anthropic Authorization",
     "gemini x-goog-api-key", "ollama Authorization", "cohere Authorization",
     "raw gemini ?key=", "httpx userinfo user", "httpx userinfo password",
-    "httpx2 userinfo user", "httpx2 userinfo password", "httpx2 ?api_key=",
+    "httpx2 userinfo user", "httpx2 userinfo password", "httpx2 ?api_key=", "aiohttp x-api-key", "aiohttp ?key=",
 )
 SECRETS = {place: f"sk-LEAK{index:02d}-{TOKEN}" for index, place in enumerate(SECRET_PLACES)}
 #: The userinfo of a URL also travels as ``Authorization: Basic base64(user:password)``.
@@ -54,7 +54,7 @@ BASIC_AUTH = {f"{library} userinfo as Basic auth": base64.b64encode(
 #: One prompt per client of the app.
 PROMPTS = {who: f"PROMPT-LEAK-{who.replace(' ', '-')}-{TOKEN}"
            for who in ("openai", "azure", "anthropic", "gemini", "ollama", "cohere", "raw gemini", "httpx",
-                       "httpx2", "raw ollama")}
+                       "httpx2", "raw ollama", "aiohttp")}
 #: The server's completions: this, then ``-{protocol}``.
 COMPLETION = f"COMPLETION-LEAK-{TOKEN}"
 COMPLETIONS = {f"{protocol} completion": f"{COMPLETION}-{protocol}"
@@ -66,7 +66,7 @@ NEVER = {**SECRETS, **BASIC_AUTH}
 CONTENT = {**{f"{who} prompt": prompt for who, prompt in PROMPTS.items()}, **COMPLETIONS}
 
 #: The LLM calls the app makes: 10 clients x (5 modes x whole and stream, + one stream ending in an error).
-CLIENTS = 10
+CLIENTS = 11
 CALLS = CLIENTS * (2 * (len(MODES) - 1) + 1)
 #: (the openai SDK on 127.0.0.1 is ``openai_compatible``)
 PROVIDERS = {"azure.ai.openai", "anthropic", "gcp.gemini", "ollama", "cohere", "openai_compatible"}
@@ -81,7 +81,7 @@ hostport = root.split("://", 1)[1]
 # A DEBUG handler on stderr for every logger but the app's own HTTP and SDK libraries, which log
 # their requests (URLs with their query, bodies) at DEBUG by design, with or without the agent.
 APPS_LIBRARIES = ("openai", "anthropic", "httpx", "httpx2", "httpcore", "httpcore2", "google_genai", "google",
-                  "ollama", "cohere", "urllib3", "asyncio", "hpack", "h11", "h2")
+                  "ollama", "cohere", "urllib3", "asyncio", "hpack", "h11", "h2", "aiohttp")
 
 class NotTheAppsLibraries(logging.Filter):
     def filter(self, record):
@@ -93,7 +93,8 @@ handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
 logging.root.addHandler(handler)
 logging.root.setLevel(logging.DEBUG)
 
-import anthropic, cohere, httpx, httpx2, ollama, openai
+import asyncio
+import aiohttp, anthropic, cohere, httpx, httpx2, ollama, openai
 from google import genai
 from google.genai import types as genai_types
 
@@ -172,6 +173,15 @@ for mode in plan["modes"]:
                          json={"model": "echo-model", "stream": stream, "messages": messages("raw ollama")}
                          ).raise_for_status()
         attempt(f"httpx2-key {tag}", raw_httpx2_key)
+
+        async def raw_aiohttp():
+            async with aiohttp.ClientSession(headers={"x-api-key": S["aiohttp x-api-key"]}) as session, session.post(
+                    f"{root}/{mode}/v1/messages?key={S['aiohttp ?key=']}", json={
+                        "model": "echo-model", "max_tokens": 16, "stream": stream,
+                        "messages": messages("aiohttp")}) as response:
+                await response.read()
+                response.raise_for_status()
+        attempt(f"aiohttp {tag}", lambda: asyncio.run(raw_aiohttp()))
 
 report["metrics"] = urllib.request.urlopen(
     f"http://127.0.0.1:{os.environ['PROMETHEUS_PORT']}/metrics", timeout=10).read().decode()
@@ -255,7 +265,8 @@ def test_no_secret_leaves_the_process(capture: bool, echo_server: EchoLLMServer,
                         OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=str(capture).lower(),
                         LLM_SLOW_REQUEST_THRESHOLD_SECONDS="0.000001",  # (the slow-call warning is logged too)
                         **exporters)
-        result = run_python(APP, env=env, tmp_path=tmp_path, timeout=120)
+        # (a bound for a hang: the app takes seconds, twenty times as long on a machine loaded far past its cores)
+        result = run_python(APP, env=env, tmp_path=tmp_path, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         report = json.loads(report_path.read_text())
     finally:
