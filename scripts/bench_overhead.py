@@ -27,9 +27,10 @@ Rows (``--rows``):
   ``bench_workloads.ARRIVALS``): paced (each read waits 5 ms for its one event, as from a
   server at network speed), burst (the whole stream in one read), event (one event per read,
   already waiting), events (four per paced read), tiny (16-byte reads) and gzip. ``raw`` reads
-  the chat stream with httpx ``iter_lines`` and ``aiter_lines`` directly (no SDK); only ours
-  measures that. No run is thrown away: a busy machine that makes a paced read find its data
-  waiting is noted under the table.
+  the chat stream with httpx ``iter_lines`` and ``aiter_lines`` directly (no SDK), and with
+  aiohttp's lines from a server on the same event loop over loopback TCP (the reads are then
+  the server's writes, joined where TCP joins them); only ours measures those. No run is thrown
+  away: a busy machine that makes a paced read find its data waiting is noted under the table.
 - ``whole``: instructions per whole streamed call (sync) of 50, 200 and 1,000 chunks, start and
   finish included: the calls in the measured region, divided by their number.
 - ``finish``: end-of-call work per content chunk, up to the cap. Ours: ``lifecycle.end`` alone,
@@ -115,7 +116,8 @@ COLUMNS = {"bare": "bare", OURS: "ours", "openllmetry": "OpenLLMetry", "otel-gen
 ROWS = ("sync", "async", "whole", "finish", "create", "raw", "startup", "concurrency", "memory")
 #: How a stream's bytes arrive (bench_workloads.ARRIVALS): each a row of sync, async and raw.
 ARRIVALS = ("paced", "burst", "event", "events", "tiny", "gzip")
-RAW_KINDS = {"raw": "raw httpx iter_lines", "raw_async": "raw httpx aiter_lines"}
+RAW_KINDS = {"raw": "raw httpx iter_lines", "raw_async": "raw httpx aiter_lines",
+             "raw_aiohttp": "raw aiohttp lines (loopback TCP)"}
 
 WHOLE_CALLS = {50: 10, 200: 3, 1000: 1}  # chunks per call -> calls in the measured region
 CREATE_CALLS = 20
@@ -346,6 +348,10 @@ def memory_job(agent: str, instrumented: bool) -> Job:
     return Job("memory", agent, instrumented, chunks=MEMORY_CHUNKS, arrival="event", callgrind=False)
 
 
+def raw_library(kind: str) -> str:
+    return "aiohttp" if kind == "raw_aiohttp" else "httpx"
+
+
 def variants(kind: str, agent: str, **fields: Any) -> list[Job]:
     return [Job(kind, agent, instrumented, **fields) for instrumented in (False, True)]
 
@@ -373,7 +379,8 @@ def plan(rows: Iterable[str], agents: list[str], slope: tuple[int, int], arrival
             for kind in RAW_KINDS:
                 for arrival in arrivals:
                     for chunks in slope:
-                        jobs.update(variants(kind, OURS, chunks=chunks, library="httpx", arrival=arrival, run=run))
+                        jobs.update(variants(kind, OURS, chunks=chunks, library=raw_library(kind), arrival=arrival,
+                                             run=run))
     if "memory" in rows:  # (bare once, in our venv: every venv has the same openai, httpx2 and pydantic)
         for agent in agents:
             for instrumented in (False, True) if agent == OURS else (True,):
@@ -603,7 +610,7 @@ def instructions_rows(figures: Figures, rows: set[str], agents: list[str], slope
         table.append(("non-streamed create, of which the agent's own work", {"bare": ("n/a", None),
                                                                             OURS: cell(part(True))}))
     if "raw" in rows:
-        table += [comparison(f"{what}, {arrival}, instructions per chunk", steady(kind, arrival, "httpx"),
+        table += [comparison(f"{what}, {arrival}, instructions per chunk", steady(kind, arrival, raw_library(kind)),
                              agents, runs, only_ours=True)
                   for kind, what in RAW_KINDS.items() for arrival in arrivals]
     return table

@@ -13,7 +13,8 @@ environment), a peer instrumenting an SDK tracer provider, both exporting spans 
 to the caller's receiver (``BENCH_OTLP_ENDPOINT``) from their export thread, and the garbage
 collector running. Every kind serves an OpenAI chat completion from memory (``MockTransport``
 of the httpx the installed openai uses), its body arriving in one of the ``ARRIVALS``, except
-``concurrency``, which talks to a real server on loopback. Warm-up calls run before the measured
+``concurrency``, which talks to a real server on loopback, and ``raw_aiohttp``, which has no
+in-memory transport: its server runs on the same event loop, over loopback TCP. Warm-up calls run before the measured
 region, bare and instrumented alike, so lazy imports and first-call work stay out of it, and
 their spans are exported before it starts. Only standard-library, openai and OpenTelemetry
 imports: the peers' venvs have nothing else, and ours is imported only when it is the agent.
@@ -284,6 +285,49 @@ def raw_lines(client: Any) -> int:
     return count
 
 
+class LoopbackServer:
+    """An HTTP/1.1 server on the measured process's own event loop, serving ``answers`` over
+    loopback TCP: for aiohttp, which has no in-memory transport. Its writes are the ``ARRIVALS``'
+    reads (TCP may join those that come without a pause); its work is in the region, with or
+    without an agent alike."""
+
+    def __init__(self, answers: Answers, loop: asyncio.AbstractEventLoop) -> None:
+        self.answers = answers
+        self.server = loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1/chat/completions"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n") if not reader.at_eof() else b""
+            if not head:
+                break
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            await reader.readexactly(length)
+            encoding = self.answers.headers.get("content-encoding")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
+                         + (b"content-encoding: %s\r\n" % encoding.encode() if encoding else b"") + b"\r\n")
+            for pause, data in self.answers.reads or []:
+                if pause:
+                    await asyncio.sleep(pause)
+                if data:
+                    writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+
+async def raw_aiohttp_lines(session: Any, url: str) -> int:
+    """A chat stream read with aiohttp, line by line (no SDK)."""
+    count = 0
+    async with session.post(url, json={**REQUEST, "stream": True},
+                            headers={"authorization": "Bearer sk-bench"}) as response:
+        async for line in response.content:
+            if line.startswith(b"data: "):
+                count += 1
+    return count
+
+
 async def raw_lines_async(client: Any) -> int:
     count = 0
     async with client.stream("POST", f"{BASE_URL}/chat/completions", json={**REQUEST, "stream": True},
@@ -296,14 +340,19 @@ async def raw_lines_async(client: Any) -> int:
 
 # -- the kinds of measurement ---------------------------------------------------------------------------
 
+async def make_session(aiohttp: Any) -> Any:
+    return aiohttp.ClientSession()  # (made on the loop that runs it)
+
+
 def run_streams(job: dict[str, Any]) -> dict[str, Any]:
     """``calls`` streamed calls of ``chunks`` chunks each, inside the region: through the SDK
-    (``sync``, ``async``) or httpx directly (``raw``, ``raw_async``), their bytes arriving as
-    ``arrival`` says."""
+    (``sync``, ``async``), httpx directly (``raw``, ``raw_async``) or aiohttp (``raw_aiohttp``),
+    their bytes arriving as ``arrival`` says."""
     kind, chunks, calls = job["kind"], job["chunks"], job["calls"]
     answers = Answers(arrival=job["arrival"])
     loop = asyncio.new_event_loop()
     call: Callable[[], int]
+    closing: list[Any] = []  # (what to await once the region has ended)
     if kind == "async":
         client = async_client(answers)
         call = lambda: loop.run_until_complete(stream_async(client))  # noqa: E731
@@ -311,6 +360,13 @@ def run_streams(job: dict[str, Any]) -> dict[str, Any]:
         httpx = httpx_module(job["library"])
         client = httpx.AsyncClient(transport=httpx.MockTransport(answers.async_handler(httpx)))
         call = lambda: loop.run_until_complete(raw_lines_async(client))  # noqa: E731
+    elif kind == "raw_aiohttp":
+        import aiohttp
+
+        server = LoopbackServer(answers, loop)
+        session = loop.run_until_complete(make_session(aiohttp))
+        call = lambda: loop.run_until_complete(raw_aiohttp_lines(session, server.url))  # noqa: E731
+        closing.append(session.close())
     elif kind == "raw":
         httpx = httpx_module(job["library"])
         client = httpx.Client(transport=httpx.MockTransport(answers.sync_handler(httpx)))
@@ -324,6 +380,8 @@ def run_streams(job: dict[str, Any]) -> dict[str, Any]:
     with region():
         for _ in range(calls):
             call()
+    for awaitable in closing:
+        loop.run_until_complete(awaitable)
     loop.run_until_complete(loop.shutdown_asyncgens())
     loop.close()
     return {"calls": 2 * calls}
@@ -451,7 +509,7 @@ def versions(job: dict[str, Any]) -> dict[str, Any]:
 
 
 KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "sync": run_streams, "async": run_streams, "raw": run_streams, "raw_async": run_streams,
+    "sync": run_streams, "async": run_streams, "raw": run_streams, "raw_async": run_streams, "raw_aiohttp": run_streams,
     "create": run_creates, "create_otel": run_creates_with_spans, "finish": run_finish, "memory": run_memory,
     "concurrency": run_concurrency, "versions": versions,
 }
