@@ -42,7 +42,7 @@ class Mutation:
 
 
 STREAMS = ("tests/test_openai_streams.py", "tests/test_lifecycle.py")
-AIOHTTP = ("tests/test_aiohttp.py", "tests/conformance", "-k", "aiohttp")
+AIOHTTP = ("tests/test_aiohttp.py", "tests/test_fuzz.py", "tests/conformance", "-k", "aiohttp")
 UNIT = ("tests/test_lifecycle.py", "tests/test_metrics_exposition.py", "tests/test_adapters.py")
 
 MUTATIONS: tuple[Mutation, ...] = (

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from nexent_autoinstrument.conventions import decode_offsets
 from nexent_autoinstrument.guard import internal_errors
 from nexent_autoinstrument.instrumentors.otel import (
+    AioHTTPInstrumentor,
     AnthropicInstrumentor,
     HTTPX2Instrumentor,
     HTTPXInstrumentor,
@@ -103,7 +104,8 @@ class Agent:
 
     def __init__(self, harness: Any) -> None:
         self.harness = harness
-        self.layers = [OpenAIInstrumentor(), AnthropicInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor()]
+        self.layers = [OpenAIInstrumentor(), AnthropicInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor(),
+                       AioHTTPInstrumentor()]
 
     def run(self, call: Any) -> tuple[Any, Any]:
         bare = observe(call)
@@ -190,6 +192,36 @@ def test_bare_http_bodies_are_unchanged(fuzz_server: ScriptedServer, harness: An
             return (response.status_code, body if isinstance(body, (bytes, str)) else list(body))
 
     bare, instrumented = Agent(harness).run(call)
+    assert instrumented == bare
+    if reply.content_type == "text/event-stream" and not reply.cut:  # and it measured what was there
+        span = harness.llm_span()
+        assert len(decode_offsets(span.attributes.get("llm.token.offsets", ""))) == content_chunks(reply)
+
+
+@FUZZ
+@given(reply=st.one_of(sse_reply(), json_reply()), reader=st.sampled_from(["lines", "iter_any", "read"]))
+def test_aiohttp_bodies_are_unchanged(fuzz_server: ScriptedServer, harness: Any, reply: Reply, reader: str) -> None:
+    """The same through aiohttp, whose reads the agent times as they arrive: the server's pieces, cut
+    anywhere, some of them arriving with the headers, before the agent has chosen the body's reader."""
+    import asyncio
+
+    import aiohttp
+
+    fuzz_server.reply = reply
+    url = f"http://127.0.0.1:{fuzz_server.server_address[1]}/v1/chat/completions"
+
+    async def read() -> Any:
+        async with aiohttp.ClientSession() as session, \
+                session.post(url, json={"model": "m", "stream": True}) as response:
+            if reader == "read":
+                body = await response.read()
+            elif reader == "iter_any":  # (its pieces follow the network reads: joined)
+                body = b"".join([piece async for piece in response.content.iter_any()])
+            else:
+                body = [line async for line in response.content]
+            return (response.status, body)
+
+    bare, instrumented = Agent(harness).run(lambda: asyncio.run(read()))
     assert instrumented == bare
     if reply.content_type == "text/event-stream" and not reply.cut:  # and it measured what was there
         span = harness.llm_span()
