@@ -329,7 +329,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("aiohttp's bytes that came with the headers are dropped", PKG + "instrumentors/aiohttp.py",
              "        for at, chunk in held:", "        for at, chunk in ():", AIOHTTP),
     Mutation("an aiohttp response released early ends as an error", PKG + "instrumentors/aiohttp.py",
-             "        elif exc is _closed_by_caller():", "        elif False:", AIOHTTP),
+             "        elif _closed_by_caller(exc):", "        elif False:", AIOHTTP),
     Mutation("an aiohttp read cancelled is closed early", PKG + "instrumentors/aiohttp.py",
              "names.CANCELLED if at is None and _cancelling() else", "names.CANCELLED if False else", AIOHTTP),
     Mutation("aiohttp's decoded body is decoded again", PKG + "instrumentors/aiohttp.py",

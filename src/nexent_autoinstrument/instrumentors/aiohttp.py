@@ -101,7 +101,7 @@ class Arrivals:
         if exc is None:
             exchange.on_complete()
             exchange.end(at=at)
-        elif exc is _closed_by_caller():  # released or closed before its end: by a cancellation, or the caller
+        elif _closed_by_caller(exc):  # released or closed before its end: by a cancellation, or the caller
             exchange.end(names.CANCELLED if at is None and _cancelling() else names.CLOSED_EARLY, at)
         else:
             exchange.on_error(exc)
@@ -123,10 +123,12 @@ def _ignore(chunk: bytes) -> None:
     """The reader of a body nobody reads (an encoding the agent does not decode): timing only."""
 
 
-def _closed_by_caller() -> Any:
-    """The error aiohttp gives a body its caller released or closed before its end."""
-    module = sys.modules.get("aiohttp.client_reqrep")
-    return getattr(module, "_CONNECTION_CLOSED_EXCEPTION", None)
+def _closed_by_caller(exc: BaseException) -> bool:
+    """Whether ``exc`` is the error aiohttp gives a body whose response its caller released or
+    closed before the end (``ClientResponse._notify_content``: that very class and message; a
+    connection that failed gives a subclass, ``ClientPayloadError`` or another)."""
+    closed = getattr(sys.modules.get("aiohttp.client_exceptions"), "ClientConnectionError", None)
+    return type(exc) is closed and exc.args == ("Connection closed",)
 
 
 class _Sending:
