@@ -290,7 +290,7 @@ MUTATIONS: tuple[Mutation, ...] = (
              "        if not settings.enabled:\n            return None", "        pass",
              ("tests/test_lifecycle.py", "tests/test_manual_api.py")),
     Mutation("URL redaction off", PKG + "instrumentors/exchange.py",
-             '"url.full": redact_url(str(self.request.url)),', '"url.full": str(self.request.url),',
+             '"url.full": redact_url(str(self.url)),', '"url.full": str(self.url),',
              ("tests/test_httpx.py", "tests/test_leaks.py")),
     Mutation("the agent's own attributes skip the value-length limit", PKG + "report.py",
              ' or getattr(bounded, "max_value_len", None) is not None', "", ("tests/test_metrics_exposition.py",)),
