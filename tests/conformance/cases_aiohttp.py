@@ -14,8 +14,10 @@ from kit import CLOSED_URL, MOCK_ROOT, MOCK_URL, TOKENS, Seen, Unsupported, case
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 STREAMED = {"outcome": "completed", "ttft": True, "usage": "estimated", "finish_reasons": ["stop"]}
-#: Long and slow enough that the caller leaves while the server is still writing.
-LONG = {"mock_tokens": 40, "mock_itl": 0.02}
+#: A stream that pauses for 3 s after its third token: the caller leaves (by the third) while the
+#: server is still sending, however late a loaded machine runs it (aiohttp reads ahead of its
+#: caller, so a stream whose every byte has arrived is complete).
+LONG = {"mock_tokens": 12, "mock_stall_at": 3, "mock_stall": 3.0}
 EARLY = {"outcome": "closed_early", "ttft": True}
 
 
@@ -103,7 +105,7 @@ async def aiohttp_openai_create_json(seen: Seen) -> None:
 
 @case(**EARLY)
 async def aiohttp_openai_stream_break(seen: Seen) -> None:
-    """OpenAI chat stream: three lines, then ``break`` inside ``async with`` (the response is released)."""
+    """OpenAI chat stream: six lines (three events), then ``break`` inside ``async with`` (the response is released)."""
     async with session() as client, client.post(MOCK_URL + "/chat/completions", json=chat(**LONG)) as response:
         await seen.aitems("lines", response.content, limit=6)
 

@@ -109,8 +109,12 @@ def asyncio_tasks() -> None:
 
 
 async def _aiohttp_stream(session: Any, stop_after: int | None = None, **kwargs: Any) -> int:
-    """An OpenAI chat stream read with aiohttp's lines (no SDK): the data lines read."""
-    request = {"model": "mock-gpt", "messages": MESSAGES, "stream": True, **body(**kwargs)}
+    """An OpenAI chat stream read with aiohttp's lines (no SDK): the data lines read. One the caller
+    leaves early pauses after its first tokens, so that it is still being sent when the caller
+    leaves, however late a loaded machine runs the caller (aiohttp reads ahead: a stream whose
+    every byte has arrived is complete)."""
+    pause = {"mock_stall_at": stop_after, "mock_stall": 3.0} if stop_after else {}
+    request = {"model": "mock-gpt", "messages": MESSAGES, "stream": True, **body(**kwargs), **pause}
     async with session.post(os.environ["MOCK_URL"] + "/chat/completions", json=request) as response:
         return await aread((line async for line in response.content if line.startswith(b"data: {")), stop_after)
 
