@@ -302,22 +302,25 @@ def _data(wrapped: Any, reader: Any, args: tuple[Any, ...], kwargs: dict[str, An
     return result
 
 
+def _stop_watching(reader: Any, exc: BaseException | None) -> None:
+    """The body of ``reader`` ended (``exc`` None: read to its end): it is watched no more."""
+    body = _arriving.pop(id(reader), None)
+    if body is not None:
+        guarded(body.ended, exc)
+
+
 def _eof(wrapped: Any, reader: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     try:
         return wrapped(*args, **kwargs)
     finally:
-        body = _arriving.pop(id(reader), None)
-        if body is not None:
-            guarded(body.ended, None)
+        _stop_watching(reader, None)
 
 
 def _failed(wrapped: Any, reader: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     try:
         return wrapped(*args, **kwargs)
     finally:
-        body = _arriving.pop(id(reader), None)
-        if body is not None:
-            guarded(body.ended, args[0] if args else kwargs.get("exc"))
+        _stop_watching(reader, args[0] if args else kwargs.get("exc"))
 
 
 #: What is patched: (module, attribute path, wrapper).
