@@ -199,12 +199,13 @@ LLM_COST_MATCHED = "llm.cost.matched"
 LLM_COST_MODEL = "llm.cost.model"  # genai-prices' "provider:model" id, or the price file's model name
 LLM_COST_SOURCE = "llm.cost.source"  # "genai-prices" or "LLM_PRICES_FILE"
 LLM_COST_ESTIMATED = "llm.cost.estimated"  # true when the token counts were estimated (llm.usage.source)
-# What the server reports about its own work (Ollama), beside what the agent measured: a ground truth.
+# What the server reports about its own work (Ollama, Bedrock), beside what the agent measured: a ground truth.
 LLM_SERVER_RATE = "llm.server.token_generation_rate"  # tokens/s: the server's output tokens over its decode time
 LLM_SERVER_LOAD = "llm.server.load_duration"  # s: loading the model
 LLM_SERVER_PROMPT_EVAL = "llm.server.prompt_eval_duration"  # s: reading the prompt (prefill)
 LLM_SERVER_EVAL = "llm.server.eval_duration"  # s: generating the output
 LLM_SERVER_TOTAL = "llm.server.total_duration"  # s: the whole request, as the server timed it
+LLM_SERVER_FIRST_BYTE = "llm.server.first_byte_duration"  # s: until its first byte, as the server timed it (Bedrock)
 EVENT_STALL = "llm.stream.stall"
 EVENT_SLOW_REQUEST = "llm.slow_request"
 EVENT_SLOW_TOKEN_RATE = "llm.slow_token_rate"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .wire import Dialect, Dropped, Wire
 
 if TYPE_CHECKING:
+    from ...adapters.bedrock import Operation
     from ...adapters.endpoints import Endpoint
     from .server import MockLLMHandler
 
@@ -156,7 +157,8 @@ class Call:
 
     wire: Wire
 
-    def __init__(self, handler: MockLLMHandler, endpoint: Endpoint, body: dict[str, Any], config: MockConfig,
+    def __init__(self, handler: MockLLMHandler, endpoint: Endpoint | Operation, body: dict[str, Any],
+                 config: MockConfig,
                  started: float, dialect: Dialect, timeline: dict[str, Any] | None) -> None:
         self.handler, self.endpoint, self.body, self.config = handler, endpoint, body, config
         self.started, self.dialect, self.timeline = started, dialect, timeline

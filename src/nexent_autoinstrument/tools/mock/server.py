@@ -25,7 +25,7 @@ from typing import Any
 
 from ...adapters.endpoints import ENDPOINTS, PROTOCOLS, Endpoint
 from ...cli import COMMANDS
-from . import openai
+from . import bedrock, openai
 from .core import Call, MockConfig
 from .wire import DIALECTS, Dialect, Dropped
 
@@ -64,12 +64,14 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         if self.server.verbose:
             super().log_message(format, *args)
 
-    def send_json(self, status: int, payload: Any) -> None:
+    def send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.common_headers()
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         if status >= 500 or status == 429:
             self.send_header("retry-after-ms", "10")  # keeps SDK retries fast in tests
         if status == 429:
@@ -125,7 +127,11 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         self.server.record_request(self.path, dict(self.headers), body)
         if isinstance(body, dict) and isinstance(body.get("options"), dict):  # Ollama's SDK: options={...}
             body = {**{k: v for k, v in body["options"].items() if str(k).startswith("mock_")}, **body}
+        if isinstance(body, dict) and isinstance(body.get("additionalModelRequestFields"), dict):  # Bedrock Converse
+            body = {**{k: v for k, v in body["additionalModelRequestFields"].items()
+                       if str(k).startswith("mock_")}, **body}
         found = route(self.path)
+        on_bedrock = bedrock.route(self.path) if found is None else None
         timeline = None
         if isinstance(body, dict) and body.get("mock_label"):
             label = str(body["mock_label"])
@@ -144,20 +150,26 @@ class MockLLMHandler(BaseHTTPRequestHandler):
             status = 500
         if status is not None:
             time.sleep(min(config.ttft, 0.05))
-            self.send_json(status, (openai if found is None else found[1]).error_body(status))
+            module = found[1] if found is not None else bedrock if on_bedrock is not None else openai
+            error_headers = getattr(module, "error_headers", None)
+            self.send_json(status, module.error_body(status), error_headers(status) if error_headers else None)
             return
         rejects = self.server.config.reject_stream_options or body.get("mock_reject_stream_options")
         if rejects and "stream_options" in body:
             self.send_json(400, {"error": {"message": "Unrecognized request argument supplied: stream_options",
                                            "type": "invalid_request_error", "param": None, "code": None}})
             return
-        if found is None:
+        if found is None and on_bedrock is None:
             parts = self._parts()
             self._answer_route(openai.post_routes(parts, body), parts)
             return
-        endpoint, _, handler = found
         try:
-            handler(Call(self, endpoint, body, config, started, dialect, timeline))
+            if found is not None:
+                endpoint, _, handler = found
+                handler(Call(self, endpoint, body, config, started, dialect, timeline))
+            elif on_bedrock is not None:
+                operation, model = on_bedrock
+                bedrock.handle(Call(self, operation, body, config, started, dialect, timeline), operation, model)
         except Dropped:
             self.close_connection = True
             self.wfile.flush()
@@ -174,6 +186,10 @@ class MockLLMHandler(BaseHTTPRequestHandler):
         if "mock_error" in body:
             overrides["error_status"] = int(body["mock_error"])
         retry = int(self.headers.get("x-stainless-retry-count") or 0)
+        # (botocore's attempts: "amz-sdk-request: ttl=...; attempt=2; max=5")
+        for part in str(self.headers.get("amz-sdk-request") or "").split(";"):
+            if part.strip().startswith("attempt="):
+                retry = int(part.strip().removeprefix("attempt=")) - 1
         if retry < int(body.get("mock_fail_attempts", 0)):
             overrides["error_status"] = int(body.get("mock_fail_status", 503))
         config = replace(config, **overrides)

@@ -59,8 +59,8 @@ class Dialect:
 
 class Wire:
     """Writes the events of one streamed answer in a ``Dialect``, as HTTP chunks: SSE events
-    (``event``) or NDJSON lines (``line``), then ``end``. Raises ``Dropped`` after the event
-    that ``cut_after`` names."""
+    (``event``), NDJSON lines (``line``) or binary frames (``frame``), then ``end``. Raises
+    ``Dropped`` after the event that ``cut_after`` names."""
 
     def __init__(self, out: io.BufferedIOBase, dialect: Dialect, newline: bytes = b"\n") -> None:
         self.out, self.dialect = out, dialect
@@ -87,6 +87,10 @@ class Wire:
     def line(self, data: bytes) -> None:
         """One NDJSON line."""
         self._send(data + self.newline)
+
+    def frame(self, data: bytes) -> None:
+        """One binary frame (Bedrock's event stream), as it is."""
+        self._send(data)
 
     def end(self) -> None:
         """The compressed stream's end, and the chunked body's."""
