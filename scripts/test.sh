@@ -75,7 +75,7 @@ echo "== pytest (openai $(.venv/bin/python -c 'import openai; print(openai.__ver
 
 # The newest release of each earlier openai major (they use httpx, 3.x uses httpx2).
 # The process suite too on 1.x, whose httpx (not httpx2) meets the collector and fork differently.
-# Of the server dialects, the cases read through the openai SDK (the others, and aiohttp's, do not depend on it).
+# Of the server dialects, the cases read through the openai SDK (the others, aiohttp's and Bedrock's, do not depend on it).
 for major in 1 2; do
   echo "== openai ${major}.x"
   venv ".venv-openai${major}" -e '.[dev]' "openai>=${major},<$((major + 1))"
@@ -85,7 +85,7 @@ for major in 1 2; do
                                   tests/test_guest_rules.py)
   ".venv-openai${major}/bin/python" -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests/test_openai_calls.py tests/test_openai_streams.py \
     tests/conformance "${more_tests[@]}" \
-    -k "not aiohttp and (not dialect or ((dialect_openai or dialect_completions or dialect_responses) and not httpx))"
+    -k "not aiohttp and not bedrock and (not dialect or ((dialect_openai or dialect_completions or dialect_responses) and not httpx))"
 done
 
 # An anthropic release from before the SDK traced its own calls (0.x, on httpx): the agent's own span.

@@ -113,15 +113,18 @@ def harness() -> Harness:
 
 @pytest.fixture
 def agent(harness: Harness) -> Iterator[Harness]:
-    """The whole agent as users run it (openai, httpx, httpx2 and aiohttp layers) recording into ``harness``."""
+    """The whole agent as users run it (openai, httpx, httpx2, aiohttp and botocore layers), recording
+    into ``harness``."""
     from nexent_autoinstrument.instrumentors.otel import (
         AioHTTPInstrumentor,
+        BedrockInstrumentor,
         HTTPX2Instrumentor,
         HTTPXInstrumentor,
         OpenAIInstrumentor,
     )
 
-    instrumentors = [OpenAIInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor(), AioHTTPInstrumentor()]
+    instrumentors = [OpenAIInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor(), AioHTTPInstrumentor(),
+                     BedrockInstrumentor()]
     for instrumentor in instrumentors:
         instrumentor.instrument(telemetry=harness.telemetry)
     yield harness

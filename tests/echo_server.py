@@ -1,9 +1,10 @@
 """A fake LLM server that echoes everything it was sent: for the leak suite (``test_leaks.py``).
 
-It speaks five protocols, chosen by the path: OpenAI chat completions (also Azure's
+It speaks six protocols, chosen by the path: OpenAI chat completions (also Azure's
 ``/openai/deployments/{d}/chat/completions``), Anthropic ``/v1/messages``, Gemini
-``models/{m}:generateContent`` / ``:streamGenerateContent``, Ollama ``/api/chat`` and Cohere
-``/v2/chat``. The first
+``models/{m}:generateContent`` / ``:streamGenerateContent``, Ollama ``/api/chat``, Cohere
+``/v2/chat`` and Bedrock's ``/model/{m}/converse`` / ``converse-stream`` (AWS event-stream frames;
+its error code in ``x-amzn-ErrorType``, as Bedrock sends it). The first
 path segment is the mode (so that any SDK can select it through its base URL):
 
 - ``ok``: a normal answer, JSON or a stream (SSE, or NDJSON for Ollama), whose completion text
@@ -28,10 +29,14 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from nexent_autoinstrument.tools.mock.bedrock import ERROR_CODES as BEDROCK_ERROR_CODES
+from nexent_autoinstrument.tools.mock.bedrock import frame
+
 MODES = ("ok", "e400", "e401", "e429", "e500", "streamerr")
 #: Request headers echoed back under their own names too (as a careless proxy would).
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 _GEMINI = re.compile(r"/models/([^/:]+):(generateContent|streamGenerateContent)$")
+_BEDROCK = re.compile(r"/model/[^/]+/(converse|converse-stream)$")
 
 
 def _protocol(path: str) -> str | None:
@@ -45,6 +50,8 @@ def _protocol(path: str) -> str | None:
         return "ollama"
     if path.endswith("/v2/chat"):
         return "cohere"
+    if _BEDROCK.search(path):
+        return "bedrock"
     return None
 
 
@@ -92,10 +99,13 @@ class _Handler(BaseHTTPRequestHandler):
         out.append(("x-echo-body", json.dumps(echo["body"])[:4000]))
         return out
 
-    def _send(self, status: int, content_type: str, payload: bytes, echo: dict[str, Any]) -> None:
+    def _send(self, status: int, content_type: str, payload: bytes, echo: dict[str, Any],
+              error_code: str | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
+        if error_code:
+            self.send_header("x-amzn-ErrorType", error_code)
         for name, value in self._echo_headers(echo):
             self.send_header(name, value)
         self.end_headers()
@@ -140,13 +150,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if protocol == "gemini":
             stream = path.endswith(":streamGenerateContent")
+        elif protocol == "bedrock":
+            stream = path.endswith("-stream")
         elif protocol == "ollama":
             stream = body.get("stream", True) is not False
         else:
             stream = bool(body.get("stream"))
         if mode.startswith("e") or (mode == "streamerr" and not stream):
             status = int(mode[1:]) if mode.startswith("e") else 500
-            self._send(status, "application/json", json.dumps(ERRORS[protocol](status, text, echo)).encode(), echo)
+            code = BEDROCK_ERROR_CODES.get(status, "UnrecognizedClientException") if protocol == "bedrock" else None
+            payload = json.dumps(ERRORS[protocol](status, text, echo)).encode()
+            self._send(status, "application/json", payload, echo, code)
             return
         completion = f"{self.server.completion}-{protocol}"
         if not stream:
@@ -155,7 +169,8 @@ class _Handler(BaseHTTPRequestHandler):
         events = STREAMS[protocol](completion, echo)
         if mode == "streamerr":
             events = [*events[:BEFORE_ERROR[protocol]], STREAM_ERRORS[protocol](text, echo)]
-        content_type = "application/x-ndjson" if protocol == "ollama" else "text/event-stream"
+        content_type = {"ollama": "application/x-ndjson", "bedrock": "application/vnd.amazon.eventstream"}.get(
+            protocol, "text/event-stream")
         self._send_stream(content_type, events, echo)
 
 
@@ -190,8 +205,12 @@ def _cohere_error(status: int, text: str, echo: dict[str, Any]) -> dict[str, Any
     return {"id": "echo-error", "message": text, "x_echo": echo}
 
 
+def _bedrock_error(status: int, text: str, echo: dict[str, Any]) -> dict[str, Any]:
+    return {"message": text, "x_echo": echo}
+
+
 ERRORS = {"openai": _openai_error, "anthropic": _anthropic_error, "gemini": _gemini_error, "ollama": _ollama_error,
-          "cohere": _cohere_error}
+          "cohere": _cohere_error, "bedrock": _bedrock_error}
 
 
 def _openai_whole(completion: str, echo: dict[str, Any]) -> dict[str, Any]:
@@ -305,11 +324,39 @@ def _cohere_stream_error(text: str, echo: dict[str, Any]) -> bytes:
                 "message-end")
 
 
+def _bedrock_whole(completion: str, echo: dict[str, Any]) -> dict[str, Any]:
+    return {"output": {"message": {"role": "assistant", "content": [{"text": completion}], "x_echo": echo}},
+            "stopReason": "end_turn", "usage": {"inputTokens": 5, "outputTokens": 3, "totalTokens": 8},
+            "metrics": {"latencyMs": 5}, "x_echo": echo}
+
+
+def _bedrock_event(kind: str, data: dict[str, Any]) -> bytes:
+    return frame({":event-type": kind, ":content-type": "application/json", ":message-type": "event"},
+                 json.dumps(data).encode())
+
+
+def _bedrock_stream(completion: str, echo: dict[str, Any]) -> list[bytes]:
+    return [_bedrock_event("messageStart", {"role": "assistant", "x_echo": echo}),
+            _bedrock_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": completion},
+                                                 "x_echo": echo}),
+            _bedrock_event("contentBlockStop", {"contentBlockIndex": 0}),
+            _bedrock_event("messageStop", {"stopReason": "end_turn", "x_echo": echo}),
+            _bedrock_event("metadata", {"usage": {"inputTokens": 5, "outputTokens": 3, "totalTokens": 8},
+                                        "metrics": {"latencyMs": 5}, "x_echo": echo})]
+
+
+def _bedrock_stream_error(text: str, echo: dict[str, Any]) -> bytes:
+    return frame({":exception-type": "modelStreamErrorException", ":content-type": "application/json",
+                  ":message-type": "exception"},
+                 json.dumps({"message": text, "originalMessage": text, "x_echo": echo}).encode())
+
+
 WHOLE = {"openai": _openai_whole, "anthropic": _anthropic_whole, "gemini": _gemini_whole, "ollama": _ollama_whole,
-         "cohere": _cohere_whole}
+         "cohere": _cohere_whole, "bedrock": _bedrock_whole}
 STREAMS = {"openai": _openai_stream, "anthropic": _anthropic_stream, "gemini": _gemini_stream,
-           "ollama": _ollama_stream, "cohere": _cohere_stream}
+           "ollama": _ollama_stream, "cohere": _cohere_stream, "bedrock": _bedrock_stream}
 #: How many events of a stream come before the error event of ``streamerr`` (the content, not the end).
-BEFORE_ERROR = {"openai": 2, "anthropic": 3, "gemini": 1, "ollama": 1, "cohere": 3}
+BEFORE_ERROR = {"openai": 2, "anthropic": 3, "gemini": 1, "ollama": 1, "cohere": 3, "bedrock": 2}
 STREAM_ERRORS = {"openai": _openai_stream_error, "anthropic": _anthropic_stream_error,
-                 "gemini": _gemini_stream_error, "ollama": _ollama_stream_error, "cohere": _cohere_stream_error}
+                 "gemini": _gemini_stream_error, "ollama": _ollama_stream_error, "cohere": _cohere_stream_error,
+                 "bedrock": _bedrock_stream_error}

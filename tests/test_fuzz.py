@@ -1,5 +1,6 @@
 """Property-based: whatever a server sends, the user sees exactly what they would see without the
-agent (values, or exception type and message), through the openai SDK and through bare httpx/httpx2."""
+agent (values, or exception type and message), through the openai SDK, bare httpx/httpx2 and
+aiohttp, and botocore's Bedrock event streams."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ from nexent_autoinstrument.guard import internal_errors
 from nexent_autoinstrument.instrumentors.otel import (
     AioHTTPInstrumentor,
     AnthropicInstrumentor,
+    BedrockInstrumentor,
     HTTPX2Instrumentor,
     HTTPXInstrumentor,
     OpenAIInstrumentor,
 )
+from nexent_autoinstrument.tools.mock.bedrock import frame
 from scripted_server import Reply, ScriptedServer
 
 
@@ -105,7 +108,7 @@ class Agent:
     def __init__(self, harness: Any) -> None:
         self.harness = harness
         self.layers = [OpenAIInstrumentor(), AnthropicInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor(),
-                       AioHTTPInstrumentor()]
+                       AioHTTPInstrumentor(), BedrockInstrumentor()]
 
     def run(self, call: Any) -> tuple[Any, Any]:
         bare = observe(call)
@@ -525,3 +528,77 @@ def test_a_skimmed_anthropic_event_is_a_plain_text_delta(event: Any, spacing: di
     read_event(Recorder(), json.loads(data))  # type: ignore[arg-type]
     assert [name for name, _ in recorded] == ["content"]
     assert recorded[0][1][0]
+
+
+# -- Bedrock: AWS event-stream frames, decoded by botocore's own parser ----------------------------------
+
+bedrock_delta = st.one_of(st.fixed_dictionaries({"text": text}),
+                          st.fixed_dictionaries({"toolUse": st.fixed_dictionaries({"input": text})}),
+                          st.fixed_dictionaries({"reasoningContent": st.fixed_dictionaries({"text": text})}))
+bedrock_event = st.one_of(
+    st.tuples(st.just("messageStart"), st.fixed_dictionaries({"role": st.just("assistant")})),
+    st.tuples(st.just("contentBlockDelta"), st.fixed_dictionaries({"contentBlockIndex": st.integers(0, 2),
+                                                                   "delta": bedrock_delta})),
+    st.tuples(st.just("contentBlockStop"), st.fixed_dictionaries({"contentBlockIndex": st.integers(0, 2)})),
+    st.tuples(st.just("messageStop"), st.fixed_dictionaries({"stopReason": st.sampled_from(
+        ["end_turn", "max_tokens", "tool_use", "odd_reason"])})),
+    st.tuples(st.just("metadata"), st.fixed_dictionaries(
+        {"usage": st.fixed_dictionaries({"inputTokens": st.integers(0, 10**6), "outputTokens": st.integers(0, 10**6),
+                                         "totalTokens": st.integers(0, 10**6)}),
+         "metrics": st.fixed_dictionaries({"latencyMs": st.integers(0, 10**6)})})),
+    st.tuples(st.just("someFutureEvent"), st.fixed_dictionaries({"x": text})),
+)
+
+
+def bedrock_content(kind: str, payload: dict[str, Any]) -> bool:
+    """A delta that carries text, tool input or reasoning is content."""
+    delta = payload.get("delta") or {}
+    return kind == "contentBlockDelta" and bool(delta.get("text") or delta.get("toolUse")
+                                               or delta.get("reasoningContent"))
+
+
+@st.composite
+def bedrock_reply(draw: Any) -> tuple[Reply, int | None]:
+    """Frames split anywhere, maybe one byte flipped (a bad checksum) or ending with an exception;
+    and how many content events the caller gets when nothing is wrong (else None)."""
+    events = draw(st.lists(bedrock_event, max_size=8))
+    frames = [frame({":event-type": kind, ":content-type": "application/json", ":message-type": "event"},
+                    json.dumps(payload).encode()) for kind, payload in events]
+    failing = draw(st.booleans())
+    if failing:
+        frames.append(frame({":exception-type": "throttlingException", ":content-type": "application/json",
+                             ":message-type": "exception"}, b'{"message": "slow down"}'))
+    body = bytearray(b"".join(frames))
+    flipped = draw(st.one_of(st.none(), st.integers(0, len(body) - 1))) if body else None
+    if flipped is not None:
+        body[flipped] ^= 0x01
+    cuts = sorted(draw(st.lists(st.integers(0, max(len(body), 1)), max_size=6)))
+    pieces = [bytes(body[a:b]) for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    cut = draw(st.booleans())
+    clean = not (failing or cut or flipped is not None)
+    return (Reply(200, "application/vnd.amazon.eventstream", pieces, cut),
+            sum(bedrock_content(kind, payload) for kind, payload in events) if clean else None)
+
+
+@FUZZ
+@given(drawn=bedrock_reply())
+def test_bedrock_event_streams_are_unchanged(fuzz_server: ScriptedServer, harness: Any,
+                                             drawn: tuple[Reply, int | None]) -> None:
+    """``converse_stream`` read to its end: the same events, or the same error (a bad checksum, a
+    truncated frame, an exception frame), with and without the agent; every content event counted."""
+    import boto3
+    from botocore.config import Config
+
+    fuzz_server.reply, contents = drawn
+    client = boto3.client("bedrock-runtime", region_name="us-east-1",
+                          endpoint_url=f"http://127.0.0.1:{fuzz_server.server_address[1]}",
+                          aws_access_key_id="AKIDFUZZ", aws_secret_access_key="fuzz",
+                          config=Config(retries={"max_attempts": 1}))
+
+    def call() -> list[Any]:
+        return list(client.converse_stream(modelId="m", messages=[])["stream"])
+
+    bare, instrumented = Agent(harness).run(call)
+    assert instrumented == bare
+    if contents is not None:  # and it measured what was there
+        assert len(decode_offsets(harness.llm_span().attributes.get("llm.token.offsets", ""))) == contents

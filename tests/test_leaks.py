@@ -5,7 +5,9 @@ A distinctive secret is planted in every place an application puts one (the ``Au
 ``x-api-key``, ``api-key`` and ``x-goog-api-key`` headers, ``?key=`` and other secret query
 parameters, the userinfo of a URL, which httpx also sends as Basic auth) and a distinctive prompt
 in every call, through the openai SDK (also ``AzureOpenAI``), the anthropic SDK (which traces its
-own calls: the agent adopts its spans), google-genai, ollama, and raw httpx/httpx2 and aiohttp. The fake
+own calls: the agent adopts its spans), google-genai, ollama, boto3's Bedrock runtime (whose
+access key id, secret key and session token sign and ride along every request), and raw
+httpx/httpx2 and aiohttp. The fake
 server (``echo_server.py``) echoes all of it back in error bodies (``message`` and elsewhere),
 response headers and unusual fields of its stream events, in every mode: 400, 401, 429, 500, a
 good answer (JSON and stream), and a stream that ends with the protocol's error event.
@@ -45,6 +47,7 @@ SECRET_PLACES = (
     "gemini x-goog-api-key", "ollama Authorization", "cohere Authorization",
     "raw gemini ?key=", "httpx userinfo user", "httpx userinfo password",
     "httpx2 userinfo user", "httpx2 userinfo password", "httpx2 ?api_key=", "aiohttp x-api-key", "aiohttp ?key=",
+    "bedrock access key id", "bedrock secret access key", "bedrock session token",
 )
 SECRETS = {place: f"sk-LEAK{index:02d}-{TOKEN}" for index, place in enumerate(SECRET_PLACES)}
 #: The userinfo of a URL also travels as ``Authorization: Basic base64(user:password)``.
@@ -54,22 +57,22 @@ BASIC_AUTH = {f"{library} userinfo as Basic auth": base64.b64encode(
 #: One prompt per client of the app.
 PROMPTS = {who: f"PROMPT-LEAK-{who.replace(' ', '-')}-{TOKEN}"
            for who in ("openai", "azure", "anthropic", "gemini", "ollama", "cohere", "raw gemini", "httpx",
-                       "httpx2", "raw ollama", "aiohttp")}
+                       "httpx2", "raw ollama", "aiohttp", "bedrock")}
 #: The server's completions: this, then ``-{protocol}``.
 COMPLETION = f"COMPLETION-LEAK-{TOKEN}"
 COMPLETIONS = {f"{protocol} completion": f"{COMPLETION}-{protocol}"
-               for protocol in ("openai", "anthropic", "gemini", "ollama", "cohere")}
+               for protocol in ("openai", "anthropic", "gemini", "ollama", "cohere", "bedrock")}
 
 #: Never anywhere.
 NEVER = {**SECRETS, **BASIC_AUTH}
 #: Only in span data, and only with content capture on.
 CONTENT = {**{f"{who} prompt": prompt for who, prompt in PROMPTS.items()}, **COMPLETIONS}
 
-#: The LLM calls the app makes: 10 clients x (5 modes x whole and stream, + one stream ending in an error).
-CLIENTS = 11
+#: The LLM calls the app makes: 12 clients x (5 modes x whole and stream, + one stream ending in an error).
+CLIENTS = 12
 CALLS = CLIENTS * (2 * (len(MODES) - 1) + 1)
 #: (the openai SDK on 127.0.0.1 is ``openai_compatible``)
-PROVIDERS = {"azure.ai.openai", "anthropic", "gcp.gemini", "ollama", "cohere", "openai_compatible"}
+PROVIDERS = {"azure.ai.openai", "anthropic", "gcp.gemini", "ollama", "cohere", "openai_compatible", "aws.bedrock"}
 
 APP = r'''
 import json, logging, os, sys, time, urllib.request
@@ -81,7 +84,7 @@ hostport = root.split("://", 1)[1]
 # A DEBUG handler on stderr for every logger but the app's own HTTP and SDK libraries, which log
 # their requests (URLs with their query, bodies) at DEBUG by design, with or without the agent.
 APPS_LIBRARIES = ("openai", "anthropic", "httpx", "httpx2", "httpcore", "httpcore2", "google_genai", "google",
-                  "ollama", "cohere", "urllib3", "asyncio", "hpack", "h11", "h2", "aiohttp")
+                  "ollama", "cohere", "urllib3", "asyncio", "hpack", "h11", "h2", "aiohttp", "botocore", "boto3")
 
 class NotTheAppsLibraries(logging.Filter):
     def filter(self, record):
@@ -94,7 +97,8 @@ logging.root.addHandler(handler)
 logging.root.setLevel(logging.DEBUG)
 
 import asyncio
-import aiohttp, anthropic, cohere, httpx, httpx2, ollama, openai
+import aiohttp, anthropic, boto3, cohere, httpx, httpx2, ollama, openai
+from botocore.config import Config as BotoConfig
 from google import genai
 from google.genai import types as genai_types
 
@@ -182,6 +186,15 @@ for mode in plan["modes"]:
                 await response.read()
                 response.raise_for_status()
         attempt(f"aiohttp {tag}", lambda: asyncio.run(raw_aiohttp()))
+
+        bedrock = boto3.client("bedrock-runtime", region_name="us-east-1", endpoint_url=f"{root}/{mode}",
+                               aws_access_key_id=S["bedrock access key id"],
+                               aws_secret_access_key=S["bedrock secret access key"],
+                               aws_session_token=S["bedrock session token"],
+                               config=BotoConfig(retries={"max_attempts": 1}))
+        converse = {"modelId": "echo-model", "messages": [{"role": "user", "content": [{"text": P["bedrock"]}]}]}
+        attempt(f"bedrock {tag}", lambda: list(bedrock.converse_stream(**converse)["stream"]) if stream else
+                bedrock.converse(**converse))
 
 report["metrics"] = urllib.request.urlopen(
     f"http://127.0.0.1:{os.environ['PROMETHEUS_PORT']}/metrics", timeout=10).read().decode()

@@ -83,12 +83,13 @@ ON_IMPORT: dict[str, tuple[str, Callable[[Any], None]]] = {
     "httpx": ("httpx", _activate("httpx", "httpx")),
     "httpx2": ("httpx2", _activate("httpx", "httpx2")),
     "aiohttp": ("aiohttp", _activate("aiohttp", "aiohttp")),
+    "bedrock": ("botocore", _activate("botocore", "botocore")),
     "fastapi": ("fastapi", _instrument_fastapi),
 }
 
 
 #: The libraries the agent's own layers instrument (the rest are other projects' instrumentations).
-OWN_INSTRUMENTATIONS = frozenset({"openai", "anthropic", "httpx", "httpx2", "aiohttp"})
+OWN_INSTRUMENTATIONS = frozenset({"openai", "anthropic", "httpx", "httpx2", "aiohttp", "bedrock"})
 
 
 def _instrument_libraries(disabled: frozenset[str]) -> None:

@@ -27,7 +27,8 @@ SOURCE_FILE = "LLM_PRICES_FILE"
 #: ``openai_compatible`` servers by their address when genai-prices knows it (DeepSeek, Groq, ...),
 #: else as OpenAI's model of that name (a proxy in front of OpenAI), else not at all.
 PROVIDER_IDS = {"openai": "openai", "openai_compatible": "openai", "azure.ai.openai": "azure",
-                "anthropic": "anthropic", "gcp.gemini": "google", "gcp.vertex_ai": "google", "cohere": "cohere"}
+                "anthropic": "anthropic", "gcp.gemini": "google", "gcp.vertex_ai": "google", "cohere": "cohere",
+                "aws.bedrock": "aws"}
 
 #: How many (provider, server, model) lookups are remembered: the model names come from outsiders
 #: (a server's answer). Past it, a new model is not priced.

@@ -20,7 +20,7 @@ from typing import Any
 
 CASE_MODULES = ("cases_chat", "cases_completions", "cases_responses", "cases_raw", "cases_exits", "cases_errors",
                 "cases_injection", "cases_nongen", "cases_recorded", "cases_providers", "cases_aiohttp",
-                "cases_dialects")
+                "cases_bedrock", "cases_dialects")
 
 RAISED = "<raised>"  # error_type: the class name of the exception the caller got (it varies by SDK version)
 ANY = "<any>"  # error_type: present, whatever its value (an SDK's own span keeps its own error type)

@@ -202,6 +202,43 @@ def gevent_greenlets() -> None:
     print([job.value for job in jobs])
 
 
+def bedrock_client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("bedrock-runtime", region_name="us-east-1",
+                        endpoint_url=os.environ["MOCK_URL"].removesuffix("/v1"), aws_access_key_id="AKIDPROCESS",
+                        aws_secret_access_key="process",
+                        config=Config(retries={"max_attempts": 1}))
+
+
+def bedrock_stream(bedrock: Any, tokens: int = TOKENS) -> Any:
+    """A Bedrock ``converse_stream``'s events (botocore's EventStream)."""
+    return bedrock.converse_stream(modelId="anthropic.claude-3-haiku-20240307-v1:0", messages=[
+        {"role": "user", "content": [{"text": "hello"}]}], additionalModelRequestFields=body(tokens))["stream"]
+
+
+@case
+def bedrock_gevent() -> None:
+    """gevent's patch_all, then boto3: 6 greenlets, one Bedrock stream each on a shared client; the
+    odd ones break off after two events, and close it."""
+    from gevent import monkey
+
+    monkey.patch_all()
+    import gevent
+
+    def job(index: int) -> int:
+        events = bedrock_stream(shared)
+        count = read(events, 2 if index % 2 else None)
+        events.close()  # (a connection left open would warn at exit, wherever the collector runs then)
+        return count
+
+    shared = bedrock_client()
+    jobs = [gevent.spawn(job, i) for i in range(6)]
+    gevent.joinall(jobs)
+    print([job.value for job in jobs])
+
+
 # -- servers: the application is a server; this driver runs it and sends it requests ---------------
 
 WSGI_APP = '''
@@ -375,6 +412,17 @@ def fork_mid_aiohttp_stream() -> None:
         print("parent read", len(first) + len(rest), "child exit", status)
 
     asyncio.run(main())
+
+
+@case
+def fork_mid_bedrock_stream() -> None:
+    """os.fork while a Bedrock stream is half read: the child makes a Bedrock call of its own and
+    exits, the parent reads on."""
+    bedrock = bedrock_client()
+    events = iter(bedrock_stream(bedrock, tokens=10))
+    first = [next(events) for _ in range(3)]
+    status = _fork_and_wait(lambda: print("child read", read(bedrock_stream(bedrock_client()))))
+    print("parent read", len(first) + sum(1 for _ in events), "child exit", status)
 
 
 @case

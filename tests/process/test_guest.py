@@ -43,8 +43,8 @@ CASE_SECONDS = 90
 STRESS = os.environ.get("GUEST_STRESS", "")
 REPEAT = int(os.environ.get("GUEST_REPEAT", "1"))
 #: What the stress runs repeat: the cases where the collector, the scheduler and gevent meet.
-STRESSED = ("abandoned_at_exit", "gevent_greenlets", "threads", "aiohttp_tasks", "fork_after_break", "pool_fork_with",
-            "held_after_break")
+STRESSED = ("abandoned_at_exit", "gevent_greenlets", "threads", "aiohttp_tasks", "bedrock_gevent", "fork_after_break",
+            "pool_fork_with", "held_after_break")
 #: (A hang is reported with every thread's stack: the test sends SIGUSR1 to the process group.
 #: Not ``dump_traceback_later``: its watchdog's lock stays held in a fork child, which then
 #: hangs at exit.)
@@ -77,12 +77,14 @@ EXPECT: dict[str, Expect] = {
     "trio_cancel": Expect({C: 2, X: 2}),
     "anyio_cancel": Expect({C: 2, X: 2}),
     "gevent_greenlets": Expect({C: 5, E: 5}),
+    "bedrock_gevent": Expect({C: 3, E: 3}),
     "gunicorn_gevent": Expect({C: 3, E: 3}, no_more_stderr=True),
     "gunicorn_sync": Expect({C: 3, E: 3}, no_more_stderr=True),
     "gunicorn_uvicorn": Expect({C: 3, E: 3}, no_more_stderr=True),
     "fork_mid_stream": Expect({C: 2}),  # the parent's call, and the child's own
     "fork_after_break": Expect({E: 1, C: 1}),  # the parent's break; the child's own call
     "fork_mid_aiohttp_stream": Expect({C: 2}),  # the parent's aiohttp call, and the child's own
+    "fork_mid_bedrock_stream": Expect({C: 2}),  # the parent's Bedrock call, and the child's own
     **{f"pool_{method}_{style}": Expect({C: 4}) for method in ("fork", "spawn", "forkserver")
        for style in ("with", "close_join")},
     "pool_made_mid_stream": Expect({C: 3}),

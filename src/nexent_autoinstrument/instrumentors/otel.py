@@ -14,7 +14,7 @@ from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from . import aiohttp, httpx, stainless
+from . import aiohttp, botocore, httpx, stainless
 
 
 class _LayerInstrumentor(BaseInstrumentor):
@@ -64,3 +64,9 @@ class AioHTTPInstrumentor(_LayerInstrumentor):
     """aiohttp's client (google-genai's async calls, and services that call LLMs with aiohttp): LLM calls."""
 
     layer, library, supported = aiohttp, "aiohttp", aiohttp.SUPPORTED
+
+
+class BedrockInstrumentor(_LayerInstrumentor):
+    """Amazon Bedrock's runtime calls through botocore (boto3, and the frameworks on top of it)."""
+
+    layer, library, supported = botocore, "botocore", botocore.SUPPORTED

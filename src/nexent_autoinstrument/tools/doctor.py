@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .. import __version__
+from ..adapters import bedrock
 from ..adapters.endpoints import HTTP_CLIENTS, PROTOCOLS
 from ..bootstrap import opentelemetry_installed
 from ..cli import COMMANDS
@@ -26,9 +27,10 @@ from .net import reachable
 Check = tuple[str, str, str]  # (status, what, fix)
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
 
-#: The SDKs (patched, or measured over httpx) and HTTP clients the agent instruments, with the
-#: releases supported: all from the protocol registry.
+#: The SDKs (patched, or measured over httpx), botocore (Bedrock) and the HTTP clients the agent
+#: instruments, with the releases supported: from the protocol registry and Bedrock's declaration.
 LIBRARIES = {**{protocol.sdk.package: ", ".join(protocol.sdk.supported) for protocol in PROTOCOLS if protocol.sdk},
+             bedrock.BOTOCORE.package: ", ".join(bedrock.BOTOCORE.supported),
              **{client: ", ".join(supported) for client, supported in HTTP_CLIENTS.items()}}
 START_SCRIPT = Path("docker") / "start-monitoring.sh"
 INSTALL_PERFORMANCE = "pip install '.[performance]' in a checkout (or the wheel with [performance])"

@@ -1,0 +1,345 @@
+"""botocore: Amazon Bedrock's runtime calls (``converse``, ``converse_stream``, ``invoke_model``,
+``invoke_model_with_response_stream``), made with boto3 directly or by a framework on top of it.
+
+Each patch sits where one fact passes:
+
+- ``BaseClient._make_api_call``: every operation of every client passes here; a Bedrock runtime
+  operation of ``adapters.bedrock.OPERATIONS`` starts a call (model and settings from its
+  parameters, or from the model's own JSON body), current while botocore sends it, retries
+  included. A whole answer is read when it returns; a failure ends the call with botocore's error
+  (its class is the service's error code) and the HTTP status.
+- ``EventStream.__iter__`` and ``close``: a stream's events are measured as the caller pulls them
+  from botocore, which reads and decodes the frames on that pull. A pull that had to wait for
+  the network is an arrival; one that found its frame already decoded was waiting for the caller
+  (the same judgement the HTTP layers make of each read).
+- ``StreamingBody.read`` and ``close``: an ``invoke_model`` answer is read when the caller reads
+  its body to the end.
+
+Nothing of the request's headers (credentials, SigV4 signature) is read. The layer sends nothing
+and adds no header: botocore signs what it sends.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import weakref
+from typing import Any
+from urllib.parse import urlsplit
+
+import wrapt
+
+from .. import bootstrap, lifecycle
+from .. import conventions as names
+from ..adapters import bedrock
+from ..adapters.endpoints import request_attributes
+from ..guard import report_internal_error
+from ..imports import when_imported
+from ..lifecycle import Call
+from ..streams import ItemStream, measure
+from ..timing import ReadTiming
+from .body import MAX_JSON_BODY
+
+_clock = time.perf_counter
+
+#: The releases supported.
+SUPPORTED = bedrock.BOTOCORE.supported
+
+
+class _State:
+    telemetry: Any = None
+    active = False
+
+
+# -- starting a call ----------------------------------------------------------------------------------
+
+def _server(client: Any) -> dict[str, Any]:
+    parts = urlsplit(str(client.meta.endpoint_url))
+    if not parts.hostname:
+        return {}
+    return {names.SERVER_ADDRESS: parts.hostname,
+            names.SERVER_PORT: parts.port or (443 if parts.scheme == "https" else 80)}
+
+
+def _start(telemetry: Any, client: Any, operation: bedrock.Operation, params: dict[str, Any]) -> Call:
+    model = params.get("modelId")
+    model = model if isinstance(model, str) else ""
+    capture = telemetry.settings.capture_content
+    if operation.model_body:
+        family = bedrock.family_of(model)
+        body = bedrock.model_body(params.get("body"), MAX_JSON_BODY)
+        attributes = request_attributes(body, capture, family.request_fields)
+        kind = family.operation
+    else:
+        attributes = request_attributes(params, capture, bedrock.CONVERSE_FIELDS)
+        kind = "chat"
+    lifecycle.take_over_manual_call()
+    tracker = lifecycle.begin(telemetry, kind, model, provider=bedrock.PROVIDER, stream=operation.streams,
+                              attributes={**_server(client), **attributes}, usage_expected=True)
+    return Call(tracker, operation)
+
+
+def _guarded_start(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
+    if not _State.active:
+        return None
+    try:
+        name = args[0] if args else kwargs.get("operation_name")
+        operation = bedrock.OPERATIONS.get(name) if isinstance(name, str) else None
+        if operation is None or client.meta.service_model.service_name != bedrock.SERVICE:
+            return None
+        telemetry = _State.telemetry or bootstrap.current_telemetry()
+        if telemetry is None:
+            return None
+        params = args[1] if len(args) > 1 else kwargs.get("api_params")
+        return _start(telemetry, client, operation, params if isinstance(params, dict) else {})
+    except Exception as exc:
+        report_internal_error("botocore.start", exc)
+        return None
+
+
+def _note_error(tracker: Any, exc: BaseException) -> None:
+    """What a botocore error says that is no free text (its message quotes the server's): the
+    service's code, the HTTP status and the retries."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return
+    error = response.get("Error")
+    code = names.identifier(error.get("Code")) if isinstance(error, dict) else None
+    if code is not None:
+        tracker.annotate({names.LLM_ERROR_CODE: code})
+    metadata = response.get("ResponseMetadata")
+    if isinstance(metadata, dict):
+        _note_metadata(tracker, metadata)
+
+
+def _note_metadata(tracker: Any, metadata: dict[str, Any]) -> None:
+    status, retries = metadata.get("HTTPStatusCode"), metadata.get("RetryAttempts")
+    if isinstance(status, int):
+        tracker.annotate({"http.response.status_code": status})
+    if isinstance(retries, int) and retries > 0:
+        tracker.annotate({"llm.request.retries": retries})
+
+
+# -- what the call returns ------------------------------------------------------------------------------
+
+def _answered(call: Call, result: Any) -> None:
+    operation: bedrock.Operation = call.endpoint
+    tracker = call.tracker
+    metadata = result.get("ResponseMetadata")
+    if isinstance(metadata, dict):
+        _note_metadata(tracker, metadata)
+    if operation.answer_key is None:  # Converse: the answer is the result
+        bedrock.read_converse(tracker, result)
+        lifecycle.end(tracker)
+        return
+    answer = result.get(operation.answer_key)
+    if operation.streams:
+        reader = (bedrock.read_chunk(bedrock.family_of(tracker.model)) if operation.model_body
+                  else bedrock.read_converse_event)
+        _watch_stream(tracker, answer, reader)
+    else:
+        if isinstance(metadata, dict):
+            bedrock.read_answer_headers(tracker, metadata.get("HTTPHeaders"))
+        _watch_body(tracker, answer)
+
+
+def _make_api_call(wrapped: Any, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    call = _guarded_start(client, args, kwargs)
+    if call is None:
+        return wrapped(*args, **kwargs)
+    with lifecycle.Sending(call):  # (which ends the call with the error it raises)
+        try:
+            result = wrapped(*args, **kwargs)
+        except Exception as exc:
+            _guarded(_note_error, call.tracker, exc)
+            raise
+    _guarded(_answered, call, result)
+    return result
+
+
+def _guarded(action: Any, *args: Any) -> None:
+    try:
+        action(*args)
+    except Exception as exc:
+        report_internal_error(f"botocore.{action.__name__.strip('_')}", exc)
+
+
+# -- event streams (converse_stream, invoke_model_with_response_stream) ----------------------------
+
+#: Event streams under measurement, by id; an entry leaves when its stream is collected. An
+#: ``ItemStream`` holds no reference to its stream, so this keeps no stream alive.
+_streams: dict[int, tuple[ItemStream, ReadTiming]] = {}
+
+
+def _watch_stream(tracker: Any, stream: Any, reader: Any) -> None:
+    key = id(stream)
+
+    def collected(_ref: Any) -> None:  # may run inside the garbage collector: only records
+        _streams.pop(key, None)
+        lifecycle.suspend(tracker, names.ABANDONED, by_caller=not tracker.progress.pulling)
+
+    timing = ReadTiming()
+    timing.timed = True
+    timing.headers_at = timing.read_time = _clock()  # (botocore returns when the headers are in)
+    tracker.timed_by(timing)
+    _streams[key] = (ItemStream(tracker, reader, None, weakref.ref(stream, collected)), timing)
+
+
+def _timed_pulls(events: Any, timing: ReadTiming, tracker: Any) -> Any:
+    """botocore's events, each pull timed as a read: how long it waited (for the network, when
+    botocore had no decoded frame left), and how long the caller was away before it."""
+    returned = timing.read_time
+    pull = iter(events).__next__
+    while True:
+        asked = _clock()
+        try:
+            event = pull()
+        except StopIteration:
+            return
+        except Exception as exc:  # (an exception event of the stream: botocore's EventStreamError)
+            _guarded(_note_error, tracker, exc)
+            raise
+        now = timing.read_time = _clock()
+        timing.waited = now - asked
+        timing.away = asked - returned
+        timing.reader_seconds += asked - returned
+        returned = now
+        yield event
+
+
+def _iterate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``EventStream.__iter__``: botocore's events, measured."""
+    entry = _streams.get(id(instance))
+    if entry is None:
+        return wrapped(*args, **kwargs)
+    item_stream, timing = entry
+    return measure(item_stream, _timed_pulls(wrapped(*args, **kwargs), timing, item_stream.tracker))
+
+
+def _close_stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    entry = _streams.get(id(instance))
+    if entry is None:
+        return wrapped(*args, **kwargs)
+    return lifecycle.close_then_end(wrapped, entry[0].tracker, *args)
+
+
+# -- whole answers (invoke_model) ------------------------------------------------------------------------
+
+class _Body:
+    """An ``invoke_model`` answer's body while the caller has not read it to its end."""
+
+    __slots__ = ("chunks", "ref", "size", "tracker")
+
+    def __init__(self, tracker: Any, ref: Any) -> None:
+        self.tracker = tracker
+        self.ref = ref
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+
+#: ``invoke_model`` bodies not read to their end, by id; an entry leaves when its body is collected.
+_bodies: dict[int, _Body] = {}
+
+
+def _watch_body(tracker: Any, body: Any) -> None:
+    key = id(body)
+
+    def collected(_ref: Any) -> None:  # may run inside the garbage collector: only records
+        if _bodies.pop(key, None) is not None:
+            lifecycle.suspend(tracker, names.ABANDONED)
+
+    _bodies[key] = _Body(tracker, weakref.ref(body, collected))
+
+
+def _read_some(body: _Body, instance: Any, amt: Any, chunk: Any) -> None:
+    if not isinstance(chunk, bytes):
+        return
+    if body.size <= MAX_JSON_BODY:
+        body.chunks.append(chunk)
+    body.size += len(chunk)
+    length = getattr(instance, "_content_length", None)
+    whole = amt is None or (not chunk and amt != 0) or (isinstance(length, (int, str)) and str(length).isdigit()
+                                         and body.size >= int(length))
+    if not whole:
+        return
+    del _bodies[id(instance)]
+    tracker = body.tracker
+    if body.size <= MAX_JSON_BODY:
+        answer = bedrock.model_body(b"".join(body.chunks), MAX_JSON_BODY)
+        bedrock.family_of(tracker.model).read_response(tracker, answer)
+    lifecycle.end(tracker)
+
+
+def _read(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``StreamingBody.read``: a watched body read to its end ends its call."""
+    body = _bodies.get(id(instance))
+    if body is None:
+        return wrapped(*args, **kwargs)
+    try:
+        chunk = wrapped(*args, **kwargs)
+    except Exception as exc:
+        lifecycle.end(body.tracker, exc)
+        raise
+    try:
+        _read_some(body, instance, args[0] if args else kwargs.get("amt"), chunk)
+    except Exception as exc:
+        report_internal_error("botocore.read", exc)
+    return chunk
+
+
+def _close_body(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    body = _bodies.pop(id(instance), None)
+    if body is None:
+        return wrapped(*args, **kwargs)
+    return lifecycle.close_then_end(wrapped, body.tracker, *args)
+
+
+# -- switching on and off --------------------------------------------------------------------------------
+
+#: What is patched: (module, attribute path, wrapper).
+_PATCHES = (("botocore.client", "BaseClient._make_api_call", _make_api_call),
+            ("botocore.eventstream", "EventStream.__iter__", _iterate),
+            ("botocore.eventstream", "EventStream.close", _close_stream),
+            ("botocore.response", "StreamingBody.read", _read),
+            ("botocore.response", "StreamingBody.close", _close_body))
+
+
+def _patch(module: Any) -> None:
+    if not _State.active:
+        return
+    try:
+        for module_name, path, wrapper in _PATCHES:
+            __import__(module_name)  # (botocore's own modules, imported by botocore.client anyway)
+            owner_name, _, name = path.partition(".")
+            owner = getattr(sys.modules[module_name], owner_name)
+            if not isinstance(owner.__dict__.get(name), wrapt.FunctionWrapper):
+                wrapt.wrap_function_wrapper(owner, name, wrapper)
+        telemetry = _State.telemetry or bootstrap.current_telemetry()
+        if telemetry is not None:  # (made now, when the library is imported, not by the first call)
+            telemetry.prepare()
+    except Exception as exc:
+        report_internal_error("botocore.patch", exc)
+
+
+def activate(library: str = "botocore", telemetry: Any = None) -> None:
+    """Measure Bedrock runtime calls from now on (patched as soon as botocore's client is imported).
+    ``telemetry``: where to record (tests); by default the agent's pipeline."""
+    _State.active = True
+    if telemetry is not None:
+        _State.telemetry = telemetry
+    when_imported("botocore.client", _patch)
+
+
+def deactivate(library: str = "botocore") -> None:
+    """Stop, and give botocore its functions back."""
+    _State.active = False
+    _State.telemetry = None
+    for module_name, path, _ in _PATCHES:
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        owner_name, _, name = path.partition(".")
+        owner = getattr(module, owner_name)
+        current = owner.__dict__.get(name)
+        if isinstance(current, wrapt.FunctionWrapper):
+            setattr(owner, name, current.__wrapped__)

@@ -1,0 +1,195 @@
+"""The botocore layer against the mock LLM's Bedrock runtime: each chunk's time against the
+server's own send times, a caller that reads late, what a span says (usage from ``metadata``, the
+server's own latency, the request's settings), content capture, every exit leaving nothing behind,
+and botocore's other operations left alone. (What the caller sees, bare against agent, is the
+conformance suite's ``cases_bedrock``; what never leaves the process, ``test_leaks``.)"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+import uuid
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from conftest import Harness, make_harness
+from nexent_autoinstrument.conventions import decode_offsets
+from nexent_autoinstrument.instrumentors import botocore as layer
+from nexent_autoinstrument.instrumentors.otel import BedrockInstrumentor
+
+CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+MESSAGES = [{"role": "user", "content": [{"text": "PROMPT-hello"}]}]
+
+
+def client(mock_llm: Any, service: str = "bedrock-runtime") -> Any:
+    return boto3.client(service, region_name="us-east-1", endpoint_url=mock_llm.base_url.removesuffix("/v1"),
+                        aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret",
+                        config=Config(retries={"max_attempts": 1}))
+
+
+def converse(**mock: Any) -> dict[str, Any]:
+    return {"modelId": CLAUDE, "messages": MESSAGES, "inferenceConfig": {"maxTokens": 64, "temperature": 0.25},
+            "additionalModelRequestFields": mock}
+
+
+def test_chunks_are_timed_against_the_servers_send_times(agent: Harness, mock_llm: Any) -> None:
+    label = uuid.uuid4().hex
+    got: list[float] = []  # when the caller had each content event
+    started = time.perf_counter()
+    result = client(mock_llm).converse_stream(**converse(mock_ttft=0.3, mock_itl=0.03, mock_tokens=6,
+                                                         mock_label=label))
+    events = []
+    for event in result["stream"]:
+        events.append(event)
+        if "contentBlockDelta" in event:
+            got.append(time.perf_counter())
+    attrs = agent.llm_span().attributes
+    timeline = mock_llm.timelines[label]  # (the mock runs in this process: the same clock)
+    offsets = [offset / 1e6 for offset in decode_offsets(attrs["llm.token.offsets"])]
+    assert len(offsets) == len(timeline["tokens"]) == len(got) == 6
+    for since, server_sent, caller_had in zip(offsets, timeline["tokens"], got, strict=True):
+        # Each chunk arrived after the server sent it and before the caller had it (1 ms for the
+        # offsets' rounding to microseconds): bounds that hold at any speed.
+        assert started + since <= caller_had
+        assert server_sent <= timeline["arrived"] + since + 0.001
+    assert attrs["llm.time_to_first_token"] >= 0.3
+    # The usage and the server's own latency are the stream's metadata event, as the caller saw it.
+    metadata = events[-1]["metadata"]
+    assert attrs["gen_ai.usage.input_tokens"] == metadata["usage"]["inputTokens"]
+    assert attrs["gen_ai.usage.output_tokens"] == metadata["usage"]["outputTokens"] == 6
+    assert attrs["llm.usage.source"] == "api"
+    assert attrs["llm.server.total_duration"] == metadata["metrics"]["latencyMs"] / 1000
+    assert attrs["gen_ai.response.finish_reasons"] == ("end_turn",)
+    assert attrs["gen_ai.provider.name"] == "aws.bedrock" and attrs["gen_ai.request.model"] == CLAUDE
+    assert attrs["gen_ai.request.max_tokens"] == 64 and attrs["gen_ai.request.temperature"] == 0.25
+    assert attrs["server.address"] == "127.0.0.1" and attrs["server.port"] == mock_llm.server_address[1]
+    assert attrs["llm.stream.outcome"] == "completed" and attrs["llm.stream.chunks"] == len(events)
+    assert agent.value("llm_time_to_first_token_seconds_count", model=CLAUDE, operation="chat") == 1
+    # Priced from Bedrock's own table (its model ids name the vendor and version).
+    assert attrs["llm.cost.matched"] is True and attrs["llm.cost.model"].startswith("aws:")
+    assert attrs["llm.cost.usd"] > 0
+
+
+def test_a_caller_that_reads_late_is_told_apart_from_the_server(agent: Harness, mock_llm: Any) -> None:
+    """botocore reads the network on the caller's pull: a caller that falls behind finds its events
+    waiting, and the decode rate does not rest on them."""
+    result = client(mock_llm).converse_stream(**converse(mock_ttft=0.05, mock_itl=0.02, mock_tokens=6))
+    for _ in result["stream"]:
+        time.sleep(0.1)
+    attrs = agent.llm_span().attributes
+    assert attrs["llm.stream.waiting_chunks"] >= 4 and attrs["llm.stream.reader_bound"] is True
+    assert attrs["llm.stream.reader_seconds"] >= 0.5
+
+
+def test_invoke_model_reads_the_family_body_and_the_answer_headers(agent: Harness, mock_llm: Any) -> None:
+    body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 50, "temperature": 0.5, "top_k": 5,
+            "messages": [{"role": "user", "content": "PROMPT-hello"}]}
+    result = client(mock_llm).invoke_model(modelId=CLAUDE, body=json.dumps(body))
+    head = result["body"].read(10)
+    assert not agent.llm_spans()  # (the answer is not read yet)
+    answer = json.loads(head + result["body"].read())
+    headers = result["ResponseMetadata"]["HTTPHeaders"]
+    attrs = agent.llm_span().attributes
+    assert attrs["gen_ai.usage.output_tokens"] == answer["usage"]["output_tokens"]
+    assert attrs["gen_ai.usage.input_tokens"] == int(headers["x-amzn-bedrock-input-token-count"])
+    assert attrs["llm.server.total_duration"] == int(headers["x-amzn-bedrock-invocation-latency"]) / 1000
+    assert attrs["gen_ai.response.model"] == answer["model"] and attrs["gen_ai.response.id"] == answer["id"]
+    assert attrs["gen_ai.response.finish_reasons"] == ("end_turn",)
+    assert attrs["gen_ai.request.max_tokens"] == 50 and attrs["gen_ai.request.top_k"] == 5
+    assert attrs["llm.stream"] is False and "llm.time_to_first_token" not in attrs
+
+
+def test_invoke_stream_carries_the_servers_first_byte_time(agent: Harness, mock_llm: Any) -> None:
+    body = {"prompt": "PROMPT-hello", "max_gen_len": 50}
+    result = client(mock_llm).invoke_model_with_response_stream(modelId="meta.llama3-8b-instruct-v1:0",
+                                                                body=json.dumps({**body, "mock_ttft": 0.2}))
+    last = [json.loads(event["chunk"]["bytes"]) for event in result["body"]][-1]
+    metrics = last["amazon-bedrock-invocationMetrics"]
+    attrs = agent.llm_span().attributes
+    assert attrs["llm.server.first_byte_duration"] == metrics["firstByteLatency"] / 1000
+    assert attrs["llm.server.total_duration"] == metrics["invocationLatency"] / 1000
+    assert attrs["gen_ai.operation.name"] == "text_completion" and attrs["gen_ai.response.finish_reasons"] == ("stop",)
+    assert attrs["gen_ai.usage.output_tokens"] == metrics["outputTokenCount"] == 10
+    # The server's first byte is the first token's send time: the agent's TTFT cannot be shorter.
+    assert attrs["llm.time_to_first_token"] >= metrics["firstByteLatency"] / 1000 - 0.001
+
+
+def test_content_capture_on_keeps_prompt_and_completion(mock_llm: Any) -> None:
+    harness = make_harness(capture_content=True)
+    instrumentor = BedrockInstrumentor()
+    instrumentor.instrument(telemetry=harness.telemetry)
+    try:
+        bedrock = client(mock_llm)
+        whole = bedrock.converse(**converse(mock_content="COMPLETION-whole"))
+        streamed = bedrock.converse_stream(**converse(mock_content="COMPLETION streamed"))
+        assert len(list(streamed["stream"])) > 3
+    finally:
+        instrumentor.uninstrument()
+    assert whole["output"]["message"]["content"][0]["text"] == "COMPLETION-whole"
+    spans = harness.llm_spans()
+    assert [s.attributes["llm.stream"] for s in spans] == [False, True]
+    for span, completion in zip(spans, ("COMPLETION-whole", "COMPLETION streamed"), strict=True):
+        assert "PROMPT-hello" in span.attributes["gen_ai.input.messages"]
+        assert completion in span.attributes["gen_ai.output.messages"]
+
+
+def test_every_exit_ends_one_span_and_leaves_nothing_behind(agent: Harness, mock_llm: Any) -> None:
+    bedrock = client(mock_llm)
+    long = converse(mock_tokens=10, mock_stall_at=2, mock_stall=3.0)
+    invoke = {"modelId": CLAUDE, "body": json.dumps({"max_tokens": 20, "messages": []})}
+
+    def read_all() -> None:
+        list(bedrock.converse_stream(**converse())["stream"])
+
+    def break_off() -> None:
+        for _ in bedrock.converse_stream(**long)["stream"]:
+            break
+
+    def close() -> None:
+        stream = bedrock.converse_stream(**long)["stream"]
+        next(iter(stream))
+        stream.close()
+
+    def drop_unread() -> None:
+        bedrock.converse_stream(**long)
+
+    def invoke_read() -> None:
+        bedrock.invoke_model(**invoke)["body"].read()
+
+    def invoke_lines() -> None:
+        list(bedrock.invoke_model(**invoke)["body"].iter_lines())
+
+    def invoke_closed() -> None:
+        bedrock.invoke_model(**invoke)["body"].close()
+
+    def invoke_dropped() -> None:
+        bedrock.invoke_model(**invoke)
+
+    exits = {read_all: "completed", break_off: "closed_early", close: "closed_early", drop_unread: "abandoned",
+             invoke_read: "completed", invoke_lines: "completed", invoke_closed: "closed_early",
+             invoke_dropped: "abandoned"}
+    for leave, outcome in exits.items():
+        agent.exporter.clear()
+        leave()
+        gc.collect()
+        deadline = time.monotonic() + 20  # (a broken-off call ends after its grace, on the agent's thread)
+        while not agent.llm_spans() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert agent.llm_span().attributes["llm.stream.outcome"] == outcome, leave.__name__
+        assert not layer._streams and not layer._bodies, leave.__name__
+
+
+def test_other_operations_and_services_are_not_measured(agent: Harness, mock_llm: Any) -> None:
+    """Only the runtime's generation operations are LLM calls: not the control plane, not S3."""
+    for service, operation in (("bedrock", "list_foundation_models"), ("s3", "list_buckets"),
+                               ("bedrock-runtime", "apply_guardrail")):
+        bedrock = client(mock_llm, service)
+        kwargs = ({"guardrailIdentifier": "g", "guardrailVersion": "1", "source": "INPUT", "content": []}
+                  if operation == "apply_guardrail" else {})
+        with pytest.raises(Exception):  # noqa: B017 (the mock has no such route: any error will do)
+            getattr(bedrock, operation)(**kwargs)
+    assert not agent.llm_spans()
