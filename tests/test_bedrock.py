@@ -10,16 +10,18 @@ import gc
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.config import Config
 
-from conftest import Harness, make_harness
+from conftest import Harness, clean_env, make_harness, run_python
 from nexent_autoinstrument.conventions import decode_offsets
 from nexent_autoinstrument.instrumentors import botocore as layer
 from nexent_autoinstrument.instrumentors.otel import BedrockInstrumentor
+from receivers import OTLPHTTPReceiver, attributes
 
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
 MESSAGES = [{"role": "user", "content": [{"text": "PROMPT-hello"}]}]
@@ -118,6 +120,28 @@ def test_invoke_stream_carries_the_servers_first_byte_time(agent: Harness, mock_
     assert attrs["llm.time_to_first_token"] >= metrics["firstByteLatency"] / 1000 - 0.001
 
 
+def test_errors_are_recorded_by_code_status_and_retries_never_by_their_text(agent: Harness, mock_llm: Any) -> None:
+    bedrock = client(mock_llm)
+    with pytest.raises(Exception, match="mock error 429") as throttled:
+        bedrock.converse(**converse(mock_error=429))
+    stream = bedrock.converse_stream(**converse(mock_error_event=2))["stream"]
+    with pytest.raises(Exception, match="mock stream error") as mid_stream:
+        list(stream)
+    retrying = boto3.client("bedrock-runtime", region_name="us-east-1",
+                            endpoint_url=mock_llm.base_url.removesuffix("/v1"), aws_access_key_id="AKIDEXAMPLE",
+                            aws_secret_access_key="secret", config=Config(retries={"max_attempts": 3, "mode": "standard"}))
+    retrying.converse(**converse(mock_fail_attempts=2))
+    first, second, third = (span.attributes for span in agent.llm_spans())
+    assert first["error.type"] == type(throttled.value).__name__ == "ThrottlingException"
+    assert first["llm.error.code"] == "ThrottlingException" and first["http.response.status_code"] == 429
+    assert second["error.type"] == "EventStreamError" and second["llm.error.code"] == "modelStreamErrorException"
+    assert second["llm.stream.outcome"] == "error" and type(mid_stream.value).__name__ == "EventStreamError"
+    assert third["llm.stream.outcome"] == "completed" and third["llm.request.retries"] == 2
+    for span in agent.llm_spans():  # (the server's text stays out, content capture off)
+        events = [dict(event.attributes or {}) for event in span.events]
+        assert "mock error" not in repr((dict(span.attributes or {}), events)) and "mock stream" not in repr(events)
+
+
 def test_content_capture_on_keeps_prompt_and_completion(mock_llm: Any) -> None:
     harness = make_harness(capture_content=True)
     instrumentor = BedrockInstrumentor()
@@ -193,3 +217,78 @@ def test_other_operations_and_services_are_not_measured(agent: Harness, mock_llm
         with pytest.raises(Exception):  # noqa: B017 (the mock has no such route: any error will do)
             getattr(bedrock, operation)(**kwargs)
     assert not agent.llm_spans()
+
+
+def test_beside_the_official_botocore_instrumentation_each_call_has_one_llm_span(mock_llm: Any) -> None:
+    """opentelemetry-instrumentation-botocore (which ``opentelemetry-bootstrap`` installs wherever
+    botocore is) traces every AWS call; with the agent on, its Bedrock calls are RPC spans beside
+    the agent's one LLM span, and it records no GenAI metrics of its own for them."""
+    from opentelemetry.instrumentation.botocore import BotocoreInstrumentor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    harness = make_harness()
+    reader = InMemoryMetricReader()
+    official, ours = BotocoreInstrumentor(), BedrockInstrumentor()
+    official.instrument(tracer_provider=harness.provider, meter_provider=MeterProvider(metric_readers=[reader]))
+    ours.instrument(telemetry=harness.telemetry)
+    try:
+        bedrock = client(mock_llm)
+        assert len(list(bedrock.converse_stream(**converse())["stream"])) > 3
+        bedrock.converse(**converse())
+    finally:
+        ours.uninstrument()
+        official.uninstrument()
+    llm = harness.llm_spans()
+    assert [s.attributes["llm.stream"] for s in llm] == [True, False]
+    assert all(s.instrumentation_scope.name == "tests" for s in llm)  # (the agent's tracer)
+    rpc = [s for s in harness.spans() if s.attributes.get("rpc.system") == "aws-api"]
+    assert [s.name for s in rpc] == ["Bedrock Runtime.ConverseStream", "Bedrock Runtime.Converse"]
+    assert not any(key.startswith("gen_ai.") for s in rpc for key in s.attributes)
+    data = reader.get_metrics_data()
+    names = [m.name for rm in (data.resource_metrics if data else []) for sm in rm.scope_metrics for m in sm.metrics]
+    assert not [name for name in names if name.startswith("gen_ai.")]
+    # And once the agent is off, the official instrumentation has its Bedrock extension back.
+    from opentelemetry.instrumentation.botocore.extensions import _BOTOCORE_EXTENSIONS
+
+    assert "bedrock-runtime" in _BOTOCORE_EXTENSIONS
+
+
+APP = """
+import os, boto3
+from botocore.config import Config
+from opentelemetry import trace
+
+bedrock = boto3.client("bedrock-runtime", region_name="us-east-1", endpoint_url=os.environ["MOCK_ROOT"],
+                       aws_access_key_id="AKIDAPP", aws_secret_access_key="app", config=Config(retries={"max_attempts": 1}))
+messages = [{"role": "user", "content": [{"text": "hello"}]}]
+with trace.get_tracer("app").start_as_current_span("handle_request"):
+    print("events", len(list(bedrock.converse_stream(modelId="amazon.nova-lite-v1:0", messages=messages)["stream"])))
+    print("stop", bedrock.converse(modelId="amazon.nova-lite-v1:0", messages=messages)["stopReason"])
+"""
+
+
+@pytest.mark.parametrize("door", ["opentelemetry-instrument", "auto-load"])
+def test_both_doors_give_one_llm_span_per_call_in_the_services_trace(door: str, mock_llm: Any,
+                                                                      tmp_path: Path) -> None:
+    """As users run it: ``opentelemetry-instrument`` (which also loads the official botocore
+    instrumentation, installed here as ``opentelemetry-bootstrap`` installs it) or auto-load."""
+    otlp = OTLPHTTPReceiver()
+    try:
+        env = clean_env(ENABLE_TELEMETRY="true", MOCK_ROOT=mock_llm.base_url.removesuffix("/v1"),
+                        OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_METRICS_EXPORTER="none")
+        result = run_python(APP, env=env, instrument=door == "opentelemetry-instrument", tmp_path=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "events 14" in result.stdout and "stop end_turn" in result.stdout  # (10 tokens and 4 other events)
+        spans = [span for _, span in otlp.spans()]
+    finally:
+        otlp.stop()
+    parent = next(span for span in spans if span.name == "handle_request")
+    llm = [span for span in spans if "gen_ai.operation.name" in attributes(span.attributes)]
+    assert [attributes(span.attributes)["llm.stream"] for span in llm] == [True, False]
+    for span in llm:
+        attrs = attributes(span.attributes)
+        assert span.trace_id == parent.trace_id and attrs["gen_ai.provider.name"] == "aws.bedrock"
+        assert attrs["gen_ai.usage.output_tokens"] == 10
+    rpc = [span for span in spans if attributes(span.attributes).get("rpc.system") == "aws-api"]
+    assert len(rpc) == (2 if door == "opentelemetry-instrument" else 0)

@@ -17,6 +17,11 @@ Each patch sits where one fact passes:
 
 Nothing of the request's headers (credentials, SigV4 signature) is read. The layer sends nothing
 and adds no header: botocore signs what it sends.
+
+The official opentelemetry-instrumentation-botocore traces every AWS call; for Bedrock's runtime
+it would also make a second LLM span per call, with its own GenAI metrics. While this layer is
+on, that instrumentation's Bedrock extension is taken out of its table (and put back after): it
+still traces Bedrock's calls as it traces any AWS call, as an RPC span beside the LLM span.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from urllib.parse import urlsplit
 
 import wrapt
 
-from .. import bootstrap, lifecycle
+from .. import bootstrap, guest, lifecycle
 from .. import conventions as names
 from ..adapters import bedrock
 from ..adapters.endpoints import request_attributes
@@ -49,6 +54,23 @@ SUPPORTED = bedrock.BOTOCORE.supported
 class _State:
     telemetry: Any = None
     active = False
+    #: The official instrumentation's Bedrock extension, while this layer has taken it out.
+    official_extension: Any = None
+
+
+#: Where the official botocore instrumentation keeps its extensions, by service.
+_OFFICIAL_EXTENSIONS = "opentelemetry.instrumentation.botocore.extensions"
+
+
+def _take_over_from_official(module: Any) -> None:
+    if not _State.active:
+        return
+    try:
+        extension = module._BOTOCORE_EXTENSIONS.pop(bedrock.SERVICE, None)
+        if extension is not None:
+            _State.official_extension = extension
+    except Exception as exc:
+        report_internal_error("botocore.official", exc)
 
 
 # -- starting a call ----------------------------------------------------------------------------------
@@ -241,6 +263,14 @@ class _Body:
 _bodies: dict[int, _Body] = {}
 
 
+def _forget_inherited() -> None:
+    _streams.clear()
+    _bodies.clear()
+
+
+guest.on_fork(_forget_inherited)  # (a fork child owns none of its parent's calls: its reads are its own)
+
+
 def _watch_body(tracker: Any, body: Any) -> None:
     key = id(body)
 
@@ -304,6 +334,16 @@ _PATCHES = (("botocore.client", "BaseClient._make_api_call", _make_api_call),
             ("botocore.response", "StreamingBody.close", _close_body))
 
 
+def _wraps(current: Any, wrapper: Any) -> bool:
+    """Whether ``wrapper`` is among the wrappers of ``current`` (the official instrumentation wraps
+    ``_make_api_call`` too, before or after this layer)."""
+    while isinstance(current, wrapt.FunctionWrapper):
+        if current._self_wrapper is wrapper:
+            return True
+        current = current.__wrapped__
+    return False
+
+
 def _patch(module: Any) -> None:
     if not _State.active:
         return
@@ -312,7 +352,7 @@ def _patch(module: Any) -> None:
             __import__(module_name)  # (botocore's own modules, imported by botocore.client anyway)
             owner_name, _, name = path.partition(".")
             owner = getattr(sys.modules[module_name], owner_name)
-            if not isinstance(owner.__dict__.get(name), wrapt.FunctionWrapper):
+            if not _wraps(owner.__dict__.get(name), wrapper):
                 wrapt.wrap_function_wrapper(owner, name, wrapper)
         telemetry = _State.telemetry or bootstrap.current_telemetry()
         if telemetry is not None:  # (made now, when the library is imported, not by the first call)
@@ -328,18 +368,24 @@ def activate(library: str = "botocore", telemetry: Any = None) -> None:
     if telemetry is not None:
         _State.telemetry = telemetry
     when_imported("botocore.client", _patch)
+    when_imported(_OFFICIAL_EXTENSIONS, _take_over_from_official)
 
 
 def deactivate(library: str = "botocore") -> None:
     """Stop, and give botocore its functions back."""
     _State.active = False
     _State.telemetry = None
-    for module_name, path, _ in _PATCHES:
+    official = sys.modules.get(_OFFICIAL_EXTENSIONS)
+    if official is not None and _State.official_extension is not None:
+        official._BOTOCORE_EXTENSIONS.setdefault(bedrock.SERVICE, _State.official_extension)
+        _State.official_extension = None
+    for module_name, path, wrapper in _PATCHES:
         module = sys.modules.get(module_name)
         if module is None:
             continue
         owner_name, _, name = path.partition(".")
         owner = getattr(module, owner_name)
         current = owner.__dict__.get(name)
-        if isinstance(current, wrapt.FunctionWrapper):
+        # (Under another wrapper, this layer's stays, switched off: unwrapping would remove the other's.)
+        if isinstance(current, wrapt.FunctionWrapper) and current._self_wrapper is wrapper:
             setattr(owner, name, current.__wrapped__)
