@@ -43,6 +43,7 @@ class Mutation:
 
 STREAMS = ("tests/test_openai_streams.py", "tests/test_lifecycle.py")
 AIOHTTP = ("tests/test_aiohttp.py", "tests/test_fuzz.py", "tests/conformance", "-k", "aiohttp")
+BEDROCK = ("tests/test_bedrock.py", "tests/test_fuzz.py", "tests/conformance", "-k", "bedrock")
 UNIT = ("tests/test_lifecycle.py", "tests/test_metrics_exposition.py", "tests/test_adapters.py")
 
 MUTATIONS: tuple[Mutation, ...] = (
@@ -341,6 +342,26 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("a request made inside an LLM request is taken for its hop", PKG + "instrumentors/aiohttp.py",
              "        if _sending.get() is None:\n            return await wrapped(*args, **kwargs)",
              "        if True:\n            return await wrapped(*args, **kwargs)", AIOHTTP),
+    # -- Bedrock through botocore ------------------------------------------------------------------------
+    Mutation("a Bedrock event that waited for the caller looks like an arrival", PKG + "instrumentors/botocore.py",
+             "        timing.waited = now - asked", "        timing.waited = 1.0", BEDROCK),
+    Mutation("Bedrock's usage in the metadata event ignored", PKG + "adapters/bedrock.py",
+             "        _read_usage(tracker, metadata.get(\"usage\"))", "        pass", BEDROCK),
+    Mutation("Bedrock's latency in milliseconds taken for seconds", PKG + "adapters/bedrock.py",
+             "        tracker.annotate({names.LLM_SERVER_TOTAL: latency / 1000})\n\n\ndef read_invocation_metrics",
+             "        tracker.annotate({names.LLM_SERVER_TOTAL: latency})\n\n\ndef read_invocation_metrics", BEDROCK),
+    Mutation("an InvokeModel body's family not recognised", PKG + "adapters/bedrock.py",
+             "        if any(marker in model_id for marker in family.markers):", "        if False:", BEDROCK),
+    Mutation("an InvokeModel body ends its call at its first read", PKG + "instrumentors/botocore.py",
+             "    whole = amt is None or (not chunk and amt != 0) or", "    whole = True or", BEDROCK),
+    Mutation("a Bedrock stream dropped unread never ends", PKG + "instrumentors/botocore.py",
+             "        _streams.pop(key, None)\n        lifecycle.suspend(tracker, names.ABANDONED",
+             "        _streams.pop(key, None)\n        return\n        lifecycle.suspend(tracker, names.ABANDONED",
+             ("tests/test_bedrock.py",)),
+    Mutation("a botocore error's code and status not noted", PKG + "instrumentors/botocore.py",
+             "            _guarded(_note_error, call.tracker, exc)", "            pass", ("tests/test_bedrock.py",)),
+    Mutation("the official botocore instrumentation's Bedrock spans kept", PKG + "instrumentors/botocore.py",
+             "    when_imported(_OFFICIAL_EXTENSIONS, _take_over_from_official)", "    pass", ("tests/test_bedrock.py",)),
     Mutation("manual generator loses the thrown exception's handling", PKG + "manual.py",
              "            item = self.gen.throw(exc)", "            item = self.gen.send(None)",
              ("tests/test_manual_api.py",)),

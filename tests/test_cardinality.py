@@ -1,9 +1,10 @@
 """The cardinality suite: whatever an outsider controls, the agent's metrics stay bounded.
 
 For each dimension that a caller's input or a server's answer decides (host, port, path, HTTP
-method, request model, response model, error type, finish reason), an app in a fresh
-interpreter sends 2,000 requests that differ only in it, through httpx or the openai SDK (over
-httpx2) with an in-process transport: no sockets, so every value is free. It runs bare and under
+method, request model, response model, error type, finish reason, and through boto3 a Bedrock
+model id and the error code of a stream's exception frame), an app in a fresh interpreter sends
+2,000 requests that differ only in it, through httpx, the openai SDK (over httpx2) or boto3, with
+an in-process transport (botocore's: a ``before-send`` handler): no sockets, so every value is free. It runs bare and under
 the agent (metrics over OTLP to a real receiver, and ``/metrics``). Then:
 
 - every label of every Prometheus family on ``/metrics``, and every attribute of every OTLP
@@ -62,6 +63,8 @@ DIMENSIONS: dict[str, tuple[str, ...]] = {
     "response_model": ("gen_ai.response.model",),
     "error_type": ("error_type", "error.type"),
     "finish_reason": (),
+    "bedrock_model": ("model", "gen_ai.request.model"),
+    "bedrock_error_code": (),  # (a span attribute, llm.error.code; on metrics only botocore's error class)
 }
 
 APP = r'''
@@ -104,7 +107,52 @@ def answer(request, library):
     return library.Response(200, headers={"content-type": "application/json"},
                             content=iter([json.dumps(body).encode()]))
 
-if dimension in ("request_model", "response_model", "finish_reason", "request_and_response_model"):
+if dimension.startswith("bedrock"):
+    import boto3
+    from botocore.awsrequest import AWSResponse
+    from botocore.exceptions import ClientError
+    from nexent_autoinstrument.tools.mock.bedrock import frame
+
+    class Body:  # (what botocore reads an answer from: urllib3's response, here in memory)
+        def __init__(self, data):
+            self.data = data
+        def stream(self, *args, **kwargs):
+            yield self.data
+        def close(self):
+            pass
+
+    def event(kind, payload):
+        return frame({":event-type": kind, ":content-type": "application/json", ":message-type": "event"},
+                     json.dumps(payload).encode())
+
+    case = [0]
+    def send(request, **kwargs):
+        if dimension == "bedrock_model":
+            answer = {"output": {"message": {"role": "assistant", "content": [{"text": "hi"}]}},
+                      "stopReason": "end_turn", "usage": {"inputTokens": 3, "outputTokens": 1, "totalTokens": 4},
+                      "metrics": {"latencyMs": 5}}
+            return AWSResponse(request.url, 200, {"content-type": "application/json"}, Body(json.dumps(answer).encode()))
+        frames = (event("messageStart", {"role": "assistant"})
+                  + event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "hi"}})
+                  + frame({":exception-type": f"kind{case[0]}Exception", ":content-type": "application/json",
+                           ":message-type": "exception"}, b'{"message": "overloaded"}'))
+        return AWSResponse(request.url, 200, {"content-type": "application/vnd.amazon.eventstream"}, Body(frames))
+
+    client = boto3.client("bedrock-runtime", region_name="us-east-1", aws_access_key_id="AKIDCARD",
+                          aws_secret_access_key="card")
+    client.meta.events.register("before-send.bedrock-runtime", send)
+    converse = {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}
+
+    def call(i):
+        case[0] = i
+        if dimension == "bedrock_model":
+            client.converse(modelId=f"vendor.model-{i}-v1:0", **converse)
+            return
+        try:
+            list(client.converse_stream(modelId="vendor.model-v1:0", **converse)["stream"])
+        except ClientError:
+            pass
+elif dimension in ("request_model", "response_model", "finish_reason", "request_and_response_model"):
     import httpx2, openai
     client = openai.OpenAI(base_url="http://llm.example/v1", api_key="sk-test", max_retries=0,
                            http_client=httpx2.Client(transport=httpx2.MockTransport(lambda r: answer(r, httpx2))))
@@ -251,8 +299,9 @@ def test_each_dimension_an_outsider_controls_is_bounded(dimension: str, tmp_path
              f"OTLP: {summary(otlp, keys)}")
     print(facts)  # (shown with -rP, -s)
     # The run measured something: the agent's metrics are there, with the calls in them.
-    assert "http_client_request_duration_seconds" in prometheus, facts
-    assert otlp.get("http.client.request.duration"), facts
+    if not dimension.startswith("bedrock"):  # (botocore's requests get no HTTP metrics of the agent's)
+        assert "http_client_request_duration_seconds" in prometheus, facts
+        assert otlp.get("http.client.request.duration"), facts
     if dimension != "method":  # (only POSTs to an LLM path are LLM calls)
         assert "llm_request_duration_seconds" in prometheus and otlp.get("gen_ai.client.operation.duration"), facts
     problems = bound_violations("/metrics", prometheus, keys) + bound_violations("OTLP", otlp, keys)
