@@ -129,7 +129,8 @@ def test_errors_are_recorded_by_code_status_and_retries_never_by_their_text(agen
         list(stream)
     retrying = boto3.client("bedrock-runtime", region_name="us-east-1",
                             endpoint_url=mock_llm.base_url.removesuffix("/v1"), aws_access_key_id="AKIDEXAMPLE",
-                            aws_secret_access_key="secret", config=Config(retries={"max_attempts": 3, "mode": "standard"}))
+                            aws_secret_access_key="secret",
+                            config=Config(retries={"max_attempts": 3, "mode": "standard"}))
     retrying.converse(**converse(mock_fail_attempts=2))
     first, second, third = (span.attributes for span in agent.llm_spans())
     assert first["error.type"] == type(throttled.value).__name__ == "ThrottlingException"
@@ -260,7 +261,8 @@ from botocore.config import Config
 from opentelemetry import trace
 
 bedrock = boto3.client("bedrock-runtime", region_name="us-east-1", endpoint_url=os.environ["MOCK_ROOT"],
-                       aws_access_key_id="AKIDAPP", aws_secret_access_key="app", config=Config(retries={"max_attempts": 1}))
+                       aws_access_key_id="AKIDAPP", aws_secret_access_key="app",
+                       config=Config(retries={"max_attempts": 1}))
 messages = [{"role": "user", "content": [{"text": "hello"}]}]
 with trace.get_tracer("app").start_as_current_span("handle_request"):
     print("events", len(list(bedrock.converse_stream(modelId="amazon.nova-lite-v1:0", messages=messages)["stream"])))

@@ -4,8 +4,9 @@ For each dimension that a caller's input or a server's answer decides (host, por
 method, request model, response model, error type, finish reason, and through boto3 a Bedrock
 model id and the error code of a stream's exception frame), an app in a fresh interpreter sends
 2,000 requests that differ only in it, through httpx, the openai SDK (over httpx2) or boto3, with
-an in-process transport (botocore's: a ``before-send`` handler): no sockets, so every value is free. It runs bare and under
-the agent (metrics over OTLP to a real receiver, and ``/metrics``). Then:
+an in-process transport (botocore's: a ``before-send`` handler): no sockets, so every value is
+free. It runs bare and under the agent (metrics over OTLP to a real receiver, and ``/metrics``).
+Then:
 
 - every label of every Prometheus family on ``/metrics``, and every attribute of every OTLP
   metric, takes at most its cap (``CAPS``, from the code) plus ``other`` distinct values, and the
@@ -131,7 +132,8 @@ if dimension.startswith("bedrock"):
             answer = {"output": {"message": {"role": "assistant", "content": [{"text": "hi"}]}},
                       "stopReason": "end_turn", "usage": {"inputTokens": 3, "outputTokens": 1, "totalTokens": 4},
                       "metrics": {"latencyMs": 5}}
-            return AWSResponse(request.url, 200, {"content-type": "application/json"}, Body(json.dumps(answer).encode()))
+            body = Body(json.dumps(answer).encode())
+            return AWSResponse(request.url, 200, {"content-type": "application/json"}, body)
         frames = (event("messageStart", {"role": "assistant"})
                   + event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "hi"}})
                   + frame({":exception-type": f"kind{case[0]}Exception", ":content-type": "application/json",

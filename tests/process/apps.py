@@ -212,20 +212,25 @@ def bedrock_client() -> Any:
                         config=Config(retries={"max_attempts": 1}))
 
 
-def bedrock_stream(bedrock: Any, tokens: int = TOKENS) -> Any:
-    """A Bedrock ``converse_stream``'s events (botocore's EventStream)."""
-    return bedrock.converse_stream(modelId="anthropic.claude-3-haiku-20240307-v1:0", messages=[
-        {"role": "user", "content": [{"text": "hello"}]}], additionalModelRequestFields=body(tokens))["stream"]
+def bedrock_stream(bedrock: Any, tokens: int = TOKENS, stall_at: int | None = None) -> Any:
+    """A Bedrock ``converse_stream``'s events (botocore's EventStream); with ``stall_at``, the
+    server pauses 5 s before that token."""
+    stall = {"mock_stall_at": stall_at, "mock_stall": 5.0} if stall_at is not None else {}
+    messages = [{"role": "user", "content": [{"text": "hello"}]}]
+    return bedrock.converse_stream(modelId="anthropic.claude-3-haiku-20240307-v1:0", messages=messages,
+                                   additionalModelRequestFields={**body(tokens), **stall})["stream"]
 
 
 @case
 def bedrock_gevent() -> None:
     """gevent's patch_all, then boto3: 6 greenlets, one Bedrock stream each on a shared client; the
-    odd ones break off after two events, and close it."""
+    odd ones break off after two events, and close it. A seventh is killed while it waits for its
+    stream's third event (the server pauses there)."""
     from gevent import monkey
 
     monkey.patch_all()
     import gevent
+    import gevent.event
 
     def job(index: int) -> int:
         events = bedrock_stream(shared)
@@ -233,10 +238,24 @@ def bedrock_gevent() -> None:
         events.close()  # (a connection left open would warn at exit, wherever the collector runs then)
         return count
 
+    waiting = gevent.event.Event()
+
+    def killed() -> None:
+        events = bedrock_stream(shared, stall_at=1)
+        try:
+            for number, _ in enumerate(events, 1):
+                if number == 2:  # (messageStart and the first token)
+                    waiting.set()
+        finally:
+            events.close()
+
     shared = bedrock_client()
     jobs = [gevent.spawn(job, i) for i in range(6)]
+    victim = gevent.spawn(killed)
+    waiting.wait()
+    victim.kill()
     gevent.joinall(jobs)
-    print([job.value for job in jobs])
+    print([job.value for job in jobs], type(victim.exception).__name__)
 
 
 # -- servers: the application is a server; this driver runs it and sends it requests ---------------

@@ -77,7 +77,7 @@ EXPECT: dict[str, Expect] = {
     "trio_cancel": Expect({C: 2, X: 2}),
     "anyio_cancel": Expect({C: 2, X: 2}),
     "gevent_greenlets": Expect({C: 5, E: 5}),
-    "bedrock_gevent": Expect({C: 3, E: 3}),
+    "bedrock_gevent": Expect({C: 3, E: 3, X: 1}),
     "gunicorn_gevent": Expect({C: 3, E: 3}, no_more_stderr=True),
     "gunicorn_sync": Expect({C: 3, E: 3}, no_more_stderr=True),
     "gunicorn_uvicorn": Expect({C: 3, E: 3}, no_more_stderr=True),
