@@ -29,7 +29,9 @@ Rows (``--rows``):
   already waiting), events (four per paced read), tiny (16-byte reads) and gzip. ``raw`` reads
   the chat stream with httpx ``iter_lines`` and ``aiter_lines`` directly (no SDK), and with
   aiohttp's lines from a server on the same event loop over loopback TCP (the reads are then
-  the server's writes, joined where TCP joins them); only ours measures those. No run is thrown
+  the server's writes, joined where TCP joins them); and boto3's Bedrock ``converse_stream``,
+  its event-stream frames answered from memory (no gzip row: those streams are not compressed).
+  Only ours measures those. No run is thrown
   away: a busy machine that makes a paced read find its data waiting is noted under the table.
 - ``whole``: instructions per whole streamed call (sync) of 50, 200 and 1,000 chunks, start and
   finish included: the calls in the measured region, divided by their number.
@@ -117,7 +119,9 @@ ROWS = ("sync", "async", "whole", "finish", "create", "raw", "startup", "concurr
 #: How a stream's bytes arrive (bench_workloads.ARRIVALS): each a row of sync, async and raw.
 ARRIVALS = ("paced", "burst", "event", "events", "tiny", "gzip")
 RAW_KINDS = {"raw": "raw httpx iter_lines", "raw_async": "raw httpx aiter_lines",
-             "raw_aiohttp": "raw aiohttp lines (loopback TCP)"}
+             "raw_aiohttp": "raw aiohttp lines (loopback TCP)", "bedrock": "boto3 converse_stream events"}
+#: Arrivals a kind has no row for: Bedrock's event streams are not compressed.
+NO_ROW = {("bedrock", "gzip")}
 
 WHOLE_CALLS = {50: 10, 200: 3, 1000: 1}  # chunks per call -> calls in the measured region
 CREATE_CALLS = 20
@@ -349,7 +353,7 @@ def memory_job(agent: str, instrumented: bool) -> Job:
 
 
 def raw_library(kind: str) -> str:
-    return "aiohttp" if kind == "raw_aiohttp" else "httpx"
+    return {"raw_aiohttp": "aiohttp", "bedrock": "botocore"}.get(kind, "httpx")
 
 
 def variants(kind: str, agent: str, **fields: Any) -> list[Job]:
@@ -377,7 +381,7 @@ def plan(rows: Iterable[str], agents: list[str], slope: tuple[int, int], arrival
                 jobs.update(variants("create", agent, calls=CREATE_CALLS, run=run))
         if "raw" in rows:
             for kind in RAW_KINDS:
-                for arrival in arrivals:
+                for arrival in (a for a in arrivals if (kind, a) not in NO_ROW):
                     for chunks in slope:
                         jobs.update(variants(kind, OURS, chunks=chunks, library=raw_library(kind), arrival=arrival,
                                              run=run))
@@ -612,7 +616,7 @@ def instructions_rows(figures: Figures, rows: set[str], agents: list[str], slope
     if "raw" in rows:
         table += [comparison(f"{what}, {arrival}, instructions per chunk", steady(kind, arrival, raw_library(kind)),
                              agents, runs, only_ours=True)
-                  for kind, what in RAW_KINDS.items() for arrival in arrivals]
+                  for kind, what in RAW_KINDS.items() for arrival in arrivals if (kind, arrival) not in NO_ROW]
     return table
 
 

@@ -13,8 +13,10 @@ environment), a peer instrumenting an SDK tracer provider, both exporting spans 
 to the caller's receiver (``BENCH_OTLP_ENDPOINT``) from their export thread, and the garbage
 collector running. Every kind serves an OpenAI chat completion from memory (``MockTransport``
 of the httpx the installed openai uses), its body arriving in one of the ``ARRIVALS``, except
-``concurrency``, which talks to a real server on loopback, and ``raw_aiohttp``, which has no
-in-memory transport: its server runs on the same event loop, over loopback TCP. Warm-up calls run before the measured
+``concurrency``, which talks to a real server on loopback, ``raw_aiohttp``, which has no
+in-memory transport: its server runs on the same event loop, over loopback TCP, and ``bedrock``:
+boto3's ``converse_stream``, answered in memory by a ``before-send`` handler (botocore's own hook
+for that) with AWS event-stream frames arriving as the ``ARRIVALS`` say. Warm-up calls run before the measured
 region, bare and instrumented alike, so lazy imports and first-call work stay out of it, and
 their spans are exported before it starts. Only standard-library, openai and OpenTelemetry
 imports: the peers' venvs have nothing else, and ours is imported only when it is the agent.
@@ -211,13 +213,15 @@ class Answers:
     """What the in-memory server answers: a stream of ``chunks`` content chunks whose bytes come
     as ``arrival`` says (one of ``ARRIVALS``), or (None) a whole chat completion."""
 
-    def __init__(self, chunks: int | None = WARMUP_CHUNKS, arrival: str = "paced") -> None:
+    def __init__(self, chunks: int | None = WARMUP_CHUNKS, arrival: str = "paced",
+                 events: Callable[[int], list[bytes]] = sse_events) -> None:
         self.split, encoding = ARRIVALS[arrival]
+        self.events = events
         self.headers = {"content-type": "text/event-stream", **({"content-encoding": encoding} if encoding else {})}
         self.serve(chunks)
 
     def serve(self, chunks: int | None) -> None:
-        self.reads = None if chunks is None else self.split(sse_events(chunks))
+        self.reads = None if chunks is None else self.split(self.events(chunks))
 
     def sync_handler(self, httpx: Any) -> Callable[[Any], Any]:
         def body(reads: list[Read]) -> Iterator[bytes]:
@@ -329,6 +333,61 @@ async def raw_aiohttp_lines(session: Any, url: str) -> int:
     return count
 
 
+class EventStreamBody:
+    """The raw body botocore reads a Bedrock stream from (what urllib3's response gives it):
+    ``stream()`` yields the ``ARRIVALS``' reads, each after its pause."""
+
+    def __init__(self, reads: list[Read]) -> None:
+        self.reads = reads
+
+    def stream(self, *args: Any, **kwargs: Any) -> Iterator[bytes]:
+        for pause, data in self.reads:
+            if pause:
+                time.sleep(pause)
+            yield data
+
+    def close(self) -> None:
+        pass
+
+
+def bedrock_events(chunks: int) -> list[bytes]:
+    """The frames of a ``converse_stream`` answer of ``chunks`` content events. (The mock LLM's
+    encoder, imported from our package in every venv that runs this kind: only ours has boto3.)"""
+    from nexent_autoinstrument.tools.mock.bedrock import frame
+
+    def event(kind: str, payload: dict[str, Any]) -> bytes:
+        return frame({":event-type": kind, ":content-type": "application/json", ":message-type": "event"},
+                     json.dumps(payload, separators=(",", ":")).encode())
+
+    return [event("messageStart", {"role": "assistant"}),
+            *[event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "tok "}})] * chunks,
+            event("contentBlockStop", {"contentBlockIndex": 0}), event("messageStop", {"stopReason": "end_turn"}),
+            event("metadata", {"usage": {"inputTokens": 1, "outputTokens": chunks, "totalTokens": chunks + 1},
+                               "metrics": {"latencyMs": 5}})]
+
+
+def bedrock_client(answers: Answers) -> Any:
+    """A Bedrock runtime client whose requests are signed as usual and answered from memory."""
+    import boto3
+    from botocore.awsrequest import AWSResponse
+
+    client = boto3.client("bedrock-runtime", region_name="us-east-1", aws_access_key_id="AKIDBENCH",
+                          aws_secret_access_key="bench")
+
+    def answer(request: Any, **kwargs: Any) -> Any:
+        return AWSResponse(request.url, 200, {"content-type": "application/vnd.amazon.eventstream"},
+                           EventStreamBody(answers.reads or []))
+    client.meta.events.register("before-send.bedrock-runtime.ConverseStream", answer)
+    return client
+
+
+def bedrock_stream(client: Any) -> int:
+    count = 0
+    for _ in client.converse_stream(modelId="bench", messages=[{"role": "user", "content": [{"text": "x"}]}])["stream"]:
+        count += 1
+    return count
+
+
 async def raw_lines_async(client: Any) -> int:
     count = 0
     async with client.stream("POST", f"{BASE_URL}/chat/completions", json={**REQUEST, "stream": True},
@@ -347,10 +406,11 @@ async def make_session(aiohttp: Any) -> Any:
 
 def run_streams(job: dict[str, Any]) -> dict[str, Any]:
     """``calls`` streamed calls of ``chunks`` chunks each, inside the region: through the SDK
-    (``sync``, ``async``), httpx directly (``raw``, ``raw_async``) or aiohttp (``raw_aiohttp``),
+    (``sync``, ``async``), httpx directly (``raw``, ``raw_async``), aiohttp (``raw_aiohttp``) or boto3
+    (``bedrock``),
     their bytes arriving as ``arrival`` says."""
     kind, chunks, calls = job["kind"], job["chunks"], job["calls"]
-    answers = Answers(arrival=job["arrival"])
+    answers = Answers(arrival=job["arrival"], events=bedrock_events if kind == "bedrock" else sse_events)
     loop = asyncio.new_event_loop()
     call: Callable[[], int]
     closing: list[Any] = []  # (what to await once the region has ended)
@@ -368,6 +428,9 @@ def run_streams(job: dict[str, Any]) -> dict[str, Any]:
         session = loop.run_until_complete(make_session(aiohttp))
         call = lambda: loop.run_until_complete(raw_aiohttp_lines(session, server.url))  # noqa: E731
         closing.append(session.close())
+    elif kind == "bedrock":
+        bedrock = bedrock_client(answers)
+        call = lambda: bedrock_stream(bedrock)  # noqa: E731
     elif kind == "raw":
         httpx = httpx_module(job["library"])
         client = httpx.Client(transport=httpx.MockTransport(answers.sync_handler(httpx)))
@@ -511,6 +574,7 @@ def versions(job: dict[str, Any]) -> dict[str, Any]:
 
 KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "sync": run_streams, "async": run_streams, "raw": run_streams, "raw_async": run_streams, "raw_aiohttp": run_streams,
+    "bedrock": run_streams,
     "create": run_creates, "create_otel": run_creates_with_spans, "finish": run_finish, "memory": run_memory,
     "concurrency": run_concurrency, "versions": versions,
 }
