@@ -74,15 +74,15 @@ echo "== pytest (openai $(.venv/bin/python -c 'import openai; print(openai.__ver
 .venv/bin/python -m pytest -q -n 3 --dist loadfile "$@"
 
 # The newest release of each earlier openai major (they use httpx, 3.x uses httpx2).
-# The process suite too on 1.x, whose httpx (not httpx2) meets the collector and fork differently.
+# (The process suite on 1.x, whose httpx meets the collector and fork differently, is in
+# scripts/stress.sh, which CI runs next: it is the slowest cell of the matrix.)
 # Of the server dialects, the cases read through the openai SDK (the others, aiohttp's and Bedrock's, do not depend on it).
 for major in 1 2; do
   echo "== openai ${major}.x"
   venv ".venv-openai${major}" -e '.[dev]' "openai>=${major},<$((major + 1))"
-  # 1.x (httpx, the oldest) also runs the engine's own suites and the process suite; 2.x the SDK's.
+  # 1.x (httpx, the oldest) also runs the engine's own suites; 2.x the SDK's.
   more_tests=()
-  [ "$major" = 1 ] && more_tests=(tests/test_lifecycle.py tests/test_measurement_truth.py tests/process
-                                  tests/test_guest_rules.py)
+  [ "$major" = 1 ] && more_tests=(tests/test_lifecycle.py tests/test_measurement_truth.py tests/test_guest_rules.py)
   ".venv-openai${major}/bin/python" -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests/test_openai_calls.py tests/test_openai_streams.py \
     tests/conformance "${more_tests[@]}" \
     -k "not aiohttp and not bedrock and (not dialect or ((dialect_openai or dialect_completions or dialect_responses) and not httpx))"
@@ -91,4 +91,5 @@ done
 # An anthropic release from before the SDK traced its own calls (0.x, on httpx): the agent's own span.
 echo "== anthropic 0.x"
 venv .venv-anthropic-old -e '.[dev]' "anthropic>=0.50,<1"
-.venv-anthropic-old/bin/python -m pytest -q -p no:cacheprovider tests/test_providers.py tests/test_fuzz.py -k "anthropic or providers"
+.venv-anthropic-old/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests/test_providers.py \
+  tests/test_fuzz.py -k "anthropic or providers"
