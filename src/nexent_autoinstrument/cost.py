@@ -89,7 +89,9 @@ class PriceBook:
         over time)."""
         if input_tokens is None:
             return None
-        tokens = (input_tokens, output_tokens or 0, cache_read or 0, cache_write or 0)
+        cached = (cache_read or 0) + (cache_write or 0)
+        # (The cache is part of the input: counts that say otherwise would price the rest below zero.)
+        tokens = (max(input_tokens, cached), output_tokens or 0, cache_read or 0, cache_write or 0)
         for model in models:
             if not model:
                 continue

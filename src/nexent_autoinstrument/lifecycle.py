@@ -155,25 +155,28 @@ def start_http_call(telemetry: Telemetry, endpoint: Any, body: dict[str, Any], u
 # -- while it is sent ---------------------------------------------------------------------------------
 
 class Sending:
-    """While the request is sent: the call's span is current (HTTP spans nest under it) and the
-    HTTP layer sees the call; a failure ends the call. Undone before returning, so the span of a
-    stream never stays current in the caller. (A class: cheaper than a generator, on every call.)"""
+    """While the request is sent: the call's span is current (HTTP spans nest under it) and,
+    where it goes out through one of the agent's HTTP layers (``over_http``), that layer sees the
+    call; a failure ends the call. Undone before returning, so the span of a stream never stays
+    current in the caller. (A class: cheaper than a generator, on every call.)"""
 
-    __slots__ = ("_call", "_call_token", "_token")
+    __slots__ = ("_call", "_call_token", "_over_http", "_token")
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call, over_http: bool = True) -> None:
         self._call = call
+        self._over_http = over_http
 
     def __enter__(self) -> None:
         self._token = context.attach(trace.set_span_in_context(self._call.tracker.span))
-        self._call_token = current_llm_call.set(self._call)
+        self._call_token = current_llm_call.set(self._call) if self._over_http else None
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, traceback: Any) -> None:
         try:
             if exc is not None:
                 end(self._call.tracker, exc)
         finally:
-            current_llm_call.reset(self._call_token)
+            if self._call_token is not None:
+                current_llm_call.reset(self._call_token)
             context.detach(self._token)
 
 

@@ -185,6 +185,17 @@ def bedrock_invoke_claude(seen: Seen) -> None:
     seen("body", {k: v for k, v in json.loads(result["body"].read()).items() if k != "id"})
 
 
+#: An application inference profile: its ARN names no model family; the request's body does.
+PROFILE = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6"
+
+
+@case(**{**STREAMED, "response_model": True}, finish_reasons=["end_turn"])
+def bedrock_invoke_stream_profile_arn(seen: Seen) -> None:
+    """``invoke_model_with_response_stream`` through an application inference profile's ARN, with
+    Anthropic's body: the family is told by the body."""
+    chunks(seen, client().invoke_model_with_response_stream(modelId=PROFILE, body=invoke_body(CLAUDE))["body"])
+
+
 @case(**WHOLE, op="text_completion", finish_reasons=["stop"])
 def bedrock_invoke_llama_in_pieces(seen: Seen) -> None:
     """``invoke_model``, Llama's body, read 7 bytes at a time with ``iter_chunks``."""

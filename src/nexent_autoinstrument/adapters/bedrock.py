@@ -97,14 +97,17 @@ def read_converse(tracker: CallTracker, answer: Any) -> None:
 
 
 def read_converse_event(tracker: CallTracker, event: Any) -> None:
-    """One ``ConverseStream`` event (or a Nova stream chunk): a delta of content, the stop
-    reason, or the usage and the server's latency."""
+    """One ``ConverseStream`` event (or a Nova stream chunk): a delta of content (text, tool
+    input or reasoning text; not a reasoning signature), the stop reason, or the usage and the
+    server's latency."""
     delta_event = event.get("contentBlockDelta")
     if delta_event is not None:  # the per-token path
         delta = delta_event.get("delta") or {}
         text = delta.get("text")
-        if text or delta.get("toolUse") or delta.get("reasoningContent"):
-            tracker.content(text if isinstance(text, str) and text else None)
+        if text:
+            tracker.content(text if isinstance(text, str) else None)
+        elif (delta.get("toolUse") or {}).get("input") or (delta.get("reasoningContent") or {}).get("text"):
+            tracker.content(None)
         return
     stop = event.get("messageStop")
     if stop is not None:
@@ -120,10 +123,17 @@ def read_converse_event(tracker: CallTracker, event: Any) -> None:
 
 
 def _read_usage(tracker: CallTracker, usage: Any) -> None:
+    """Bedrock's ``inputTokens`` leaves out what was read from or written to the prompt cache;
+    the input, as the GenAI conventions count it, is all three."""
     if isinstance(usage, dict):
-        tracker.usage(token_count(usage.get("inputTokens")), token_count(usage.get("outputTokens")),
-                      cache_read=token_count(usage.get("cacheReadInputTokens")),
-                      cache_write=token_count(usage.get("cacheWriteInputTokens")))
+        _usage_with_cache(tracker, usage.get("inputTokens"), usage.get("outputTokens"),
+                          usage.get("cacheReadInputTokens"), usage.get("cacheWriteInputTokens"))
+
+
+def _usage_with_cache(tracker: CallTracker, fresh: Any, output: Any, read: Any, written: Any) -> None:
+    fresh, read, written = token_count(fresh), token_count(read), token_count(written)
+    tracker.usage(None if fresh is None else fresh + (read or 0) + (written or 0), token_count(output),
+                  cache_read=read, cache_write=written)
 
 
 def _read_latency(tracker: CallTracker, metrics: Any) -> None:
@@ -136,9 +146,9 @@ def read_invocation_metrics(tracker: CallTracker, metrics: Any) -> None:
     """``amazon-bedrock-invocationMetrics``: the token counts and the server's own times."""
     if not isinstance(metrics, dict):
         return
-    input_tokens, output_tokens = (token_count(metrics.get(key)) for key in ("inputTokenCount", "outputTokenCount"))
-    if tracker.output_tokens is None or output_tokens is not None:
-        tracker.usage(input_tokens, output_tokens)
+    if tracker.input_tokens is None or tracker.output_tokens is None:  # (the model's own events said less)
+        _usage_with_cache(tracker, metrics.get("inputTokenCount"), metrics.get("outputTokenCount"),
+                          metrics.get("cacheReadInputTokenCount"), metrics.get("cacheWriteInputTokenCount"))
     for key, name in (("invocationLatency", names.LLM_SERVER_TOTAL),
                       ("firstByteLatency", names.LLM_SERVER_FIRST_BYTE)):
         if token_count(metrics.get(key)) is not None:
@@ -214,6 +224,8 @@ class Family:
     name: str
     #: A model id (or inference profile, or ARN) of the family contains one of these.
     markers: tuple[str, ...]
+    #: A request body of the family (and of no other) has one of these keys.
+    body_keys: tuple[str, ...]
     operation: str  # gen_ai.operation.name
     request_fields: tuple[RequestField, ...]
     read_response: Reader
@@ -221,17 +233,17 @@ class Family:
 
 
 FAMILIES: tuple[Family, ...] = (
-    Family(name="anthropic", markers=("anthropic.",), operation="chat",
+    Family(name="anthropic", markers=("anthropic.",), body_keys=("anthropic_version",), operation="chat",
            request_fields=anthropic.PROTOCOL.request_fields, read_response=anthropic.read_response,
            read_event=_read_anthropic_event),
-    Family(name="nova", markers=("amazon.nova",), operation="chat",
+    Family(name="nova", markers=("amazon.nova",), body_keys=("schemaVersion", "inferenceConfig"), operation="chat",
            request_fields=(
                (("inferenceConfig", "max_new_tokens"), "gen_ai.request.max_tokens"),
                (("inferenceConfig", "temperature"), "gen_ai.request.temperature"),
                (("inferenceConfig", "topP"), "gen_ai.request.top_p"),
                (("inferenceConfig", "topK"), "gen_ai.request.top_k")),
            read_response=read_converse, read_event=read_converse_event),
-    Family(name="llama", markers=("meta.llama",), operation="text_completion",
+    Family(name="llama", markers=("meta.llama",), body_keys=("max_gen_len",), operation="text_completion",
            request_fields=(
                (("max_gen_len",), "gen_ai.request.max_tokens"),
                (("temperature",), "gen_ai.request.temperature"),
@@ -239,15 +251,21 @@ FAMILIES: tuple[Family, ...] = (
            read_response=_read_llama_response, read_event=_read_llama_event),
 )
 #: Any other model: measured from its headers and invocation metrics.
-OTHER = Family(name="other", markers=(), operation="text_completion", request_fields=(),
+OTHER = Family(name="other", markers=(), body_keys=(), operation="text_completion", request_fields=(),
                read_response=_read_nothing, read_event=_read_generic_event)
 
 
-def family_of(model_id: str) -> Family:
-    """The family of a model id (a plain id, a cross-region inference profile, or an ARN)."""
+def family_of(model_id: str, body: dict[str, Any] | None = None) -> Family:
+    """The family of a model id (a plain id, a cross-region inference profile, a foundation
+    model's ARN) or, where it does not say (an application inference profile's or a provisioned
+    model's ARN), of the request's own JSON ``body``."""
     for family in FAMILIES:
         if any(marker in model_id for marker in family.markers):
             return family
+    if body:
+        for family in FAMILIES:
+            if any(key in body for key in family.body_keys):
+                return family
     return OTHER
 
 

@@ -125,10 +125,15 @@ def request_attributes(body: Any, capture_content: bool, fields: tuple[RequestFi
     return attributes
 
 
+def _described(value: Any) -> str:
+    """What JSON cannot hold, for captured content: binary data (an image, a document) by its size."""
+    return f"<{len(value)} bytes>" if isinstance(value, (bytes, bytearray, memoryview)) else str(value)
+
+
 def bounded_json(value: Any) -> str:
     """JSON text of ``value``, cut to a bounded length."""
     try:
-        text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+        text = value if isinstance(value, str) else json.dumps(value, default=_described, ensure_ascii=False)
     except (TypeError, ValueError):
         text = repr(value)
     return bounded_text(text)

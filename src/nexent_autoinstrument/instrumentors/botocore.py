@@ -19,9 +19,11 @@ Nothing of the request's headers (credentials, SigV4 signature) is read. The lay
 and adds no header: botocore signs what it sends.
 
 The official opentelemetry-instrumentation-botocore traces every AWS call; for Bedrock's runtime
-it would also make a second LLM span per call, with its own GenAI metrics. While this layer is
-on, that instrumentation's Bedrock extension is taken out of its table (and put back after): it
-still traces Bedrock's calls as it traces any AWS call, as an RPC span beside the LLM span.
+it would make a second LLM span per call, with GenAI metrics of its own, and record the error
+messages botocore raises, which quote the server. While this layer is on, that instrumentation
+leaves the four operations measured here to it (its table's Bedrock runtime entry is replaced,
+and put back after): every other AWS call, other Bedrock runtime operations included, it still
+traces as before.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from __future__ import annotations
 import sys
 import time
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import wrapt
@@ -54,8 +56,10 @@ SUPPORTED = bedrock.BOTOCORE.supported
 class _State:
     telemetry: Any = None
     active = False
-    #: The official instrumentation's Bedrock extension, while this layer has taken it out.
+    #: The official instrumentation's entry for Bedrock's runtime (None: it had none), and whether
+    #: this layer replaces it now.
     official_extension: Any = None
+    replaced = False
 
 
 #: Where the official botocore instrumentation keeps its extensions, by service.
@@ -63,12 +67,21 @@ _OFFICIAL_EXTENSIONS = "opentelemetry.instrumentation.botocore.extensions"
 
 
 def _take_over_from_official(module: Any) -> None:
+    """The official instrumentation's Bedrock runtime entry becomes a plain extension of its own
+    kind that does not trace the operations this layer measures (its module is imported then)."""
     if not _State.active:
         return
     try:
-        extension = module._BOTOCORE_EXTENSIONS.pop(bedrock.SERVICE, None)
-        if extension is not None:
-            _State.official_extension = extension
+        from opentelemetry.instrumentation.botocore.extensions.types import _AwsSdkExtension as plain
+
+        class _LeftToTheAgent(plain):
+            def should_trace_service_call(self) -> bool:
+                return self._call_context.operation not in bedrock.OPERATIONS
+
+        table = module._BOTOCORE_EXTENSIONS
+        if not _State.replaced:
+            _State.official_extension, _State.replaced = table.get(bedrock.SERVICE), True
+        table[bedrock.SERVICE] = lambda: _LeftToTheAgent
     except Exception as exc:
         report_internal_error("botocore.official", exc)
 
@@ -83,13 +96,22 @@ def _server(client: Any) -> dict[str, Any]:
             names.SERVER_PORT: parts.port or (443 if parts.scheme == "https" else 80)}
 
 
+class Invocation(NamedTuple):
+    """What a call is (its ``Call.endpoint``): the operation, and for ``invoke_model*`` the
+    family whose bodies it sends and gets (None for Converse)."""
+
+    operation: bedrock.Operation
+    family: bedrock.Family | None
+
+
 def _start(telemetry: Any, client: Any, operation: bedrock.Operation, params: dict[str, Any]) -> Call:
     model = params.get("modelId")
     model = model if isinstance(model, str) else ""
     capture = telemetry.settings.capture_content
+    family = None
     if operation.model_body:
-        family = bedrock.family_of(model)
         body = bedrock.model_body(params.get("body"), MAX_JSON_BODY)
+        family = bedrock.family_of(model, body)
         attributes = request_attributes(body, capture, family.request_fields)
         kind = family.operation
     else:
@@ -98,7 +120,7 @@ def _start(telemetry: Any, client: Any, operation: bedrock.Operation, params: di
     lifecycle.take_over_manual_call()
     tracker = lifecycle.begin(telemetry, kind, model, provider=bedrock.PROVIDER, stream=operation.streams,
                               attributes={**_server(client), **attributes}, usage_expected=True)
-    return Call(tracker, operation)
+    return Call(tracker, Invocation(operation, family))
 
 
 def _guarded_start(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
@@ -145,7 +167,7 @@ def _note_metadata(tracker: Any, metadata: dict[str, Any]) -> None:
 # -- what the call returns ------------------------------------------------------------------------------
 
 def _answered(call: Call, result: Any) -> None:
-    operation: bedrock.Operation = call.endpoint
+    operation, family = call.endpoint
     tracker = call.tracker
     metadata = result.get("ResponseMetadata")
     if isinstance(metadata, dict):
@@ -156,26 +178,31 @@ def _answered(call: Call, result: Any) -> None:
         return
     answer = result.get(operation.answer_key)
     if operation.streams:
-        reader = (bedrock.read_chunk(bedrock.family_of(tracker.model)) if operation.model_body
-                  else bedrock.read_converse_event)
+        reader = bedrock.read_chunk(family) if family is not None else bedrock.read_converse_event
         _watch_stream(tracker, answer, reader)
     else:
         if isinstance(metadata, dict):
             bedrock.read_answer_headers(tracker, metadata.get("HTTPHeaders"))
-        _watch_body(tracker, answer)
+        _watch_body(tracker, answer, family or bedrock.OTHER)
 
 
 def _make_api_call(wrapped: Any, client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     call = _guarded_start(client, args, kwargs)
     if call is None:
         return wrapped(*args, **kwargs)
-    with lifecycle.Sending(call):  # (which ends the call with the error it raises)
+    # (Its span is current while botocore sends, but it goes out through urllib3, none of the
+    # agent's HTTP layers: an HTTP request made meanwhile, by an event hook, is not one of its.)
+    with lifecycle.Sending(call, over_http=False):  # (which ends the call with the error it raises)
         try:
             result = wrapped(*args, **kwargs)
         except Exception as exc:
             _guarded(_note_error, call.tracker, exc)
             raise
-    _guarded(_answered, call, result)
+    try:
+        _answered(call, result)
+    except Exception as exc:  # (a bug of ours: the call still ends, with what it has)
+        report_internal_error("botocore.answered", exc)
+        lifecycle.end(call.tracker)
     return result
 
 
@@ -250,11 +277,15 @@ def _close_stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: di
 class _Body:
     """An ``invoke_model`` answer's body while the caller has not read it to its end."""
 
-    __slots__ = ("chunks", "ref", "size", "tracker")
+    __slots__ = ("chunks", "family", "ref", "returned_at", "size", "tracker")
 
-    def __init__(self, tracker: Any, ref: Any) -> None:
+    def __init__(self, tracker: Any, family: bedrock.Family, ref: Any) -> None:
         self.tracker = tracker
+        self.family = family
         self.ref = ref
+        #: When botocore returned the answer: the server had generated all of it by then (its
+        #: headers came after), so the call ends there, however late the caller reads the body.
+        self.returned_at = _clock()
         self.chunks: list[bytes] = []
         self.size = 0
 
@@ -271,57 +302,105 @@ def _forget_inherited() -> None:
 guest.on_fork(_forget_inherited)  # (a fork child owns none of its parent's calls: its reads are its own)
 
 
-def _watch_body(tracker: Any, body: Any) -> None:
+def _watch_body(tracker: Any, body: Any, family: bedrock.Family) -> None:
     key = id(body)
 
     def collected(_ref: Any) -> None:  # may run inside the garbage collector: only records
         if _bodies.pop(key, None) is not None:
             lifecycle.suspend(tracker, names.ABANDONED)
 
-    _bodies[key] = _Body(tracker, weakref.ref(body, collected))
+    _bodies[key] = _Body(tracker, family, weakref.ref(body, collected))
 
 
-def _read_some(body: _Body, instance: Any, amt: Any, chunk: Any) -> None:
-    if not isinstance(chunk, bytes):
+def _whole(instance: Any, body: _Body, data: bytes | None) -> None:
+    """The caller has read the whole body (``data``: its bytes, if the agent saw them all)."""
+    if _bodies.pop(id(instance), None) is None:
         return
+    tracker = body.tracker
+    if data is not None:
+        body.family.read_response(tracker, bedrock.model_body(data, MAX_JSON_BODY))
+    lifecycle.end(tracker, at=body.returned_at)
+
+
+def _length(instance: Any) -> int | None:
+    length = getattr(instance, "_content_length", None)
+    return int(length) if isinstance(length, (int, str)) and str(length).isdigit() else None
+
+
+def _read_some(body: _Body, instance: Any, asked: Any, chunk: bytes) -> None:
+    """``chunk`` was read, of at most ``asked`` bytes (None or negative: all the rest)."""
     if body.size <= MAX_JSON_BODY:
         body.chunks.append(chunk)
     body.size += len(chunk)
-    length = getattr(instance, "_content_length", None)
-    whole = amt is None or (not chunk and amt != 0) or (isinstance(length, (int, str)) and str(length).isdigit()
-                                         and body.size >= int(length))
-    if not whole:
-        return
-    del _bodies[id(instance)]
-    tracker = body.tracker
-    if body.size <= MAX_JSON_BODY:
-        answer = bedrock.model_body(b"".join(body.chunks), MAX_JSON_BODY)
-        bedrock.family_of(tracker.model).read_response(tracker, answer)
-    lifecycle.end(tracker)
+    length = _length(instance)
+    if (asked is None or asked < 0 or (not chunk and asked != 0)
+            or (length is not None and body.size >= length)):
+        _whole(instance, body, b"".join(body.chunks) if body.size <= MAX_JSON_BODY else None)
 
 
-def _read(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``StreamingBody.read``: a watched body read to its end ends its call."""
+def _reading(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], got: Any) -> Any:
+    """A read of a watched body; ``got(result, args, kwargs)``: the bytes it read, and how many were asked."""
     body = _bodies.get(id(instance))
     if body is None:
         return wrapped(*args, **kwargs)
     try:
-        chunk = wrapped(*args, **kwargs)
+        result = wrapped(*args, **kwargs)
     except Exception as exc:
+        _bodies.pop(id(instance), None)
         lifecycle.end(body.tracker, exc)
         raise
     try:
-        _read_some(body, instance, args[0] if args else kwargs.get("amt"), chunk)
+        chunk, asked = got(result, args, kwargs)
+        if isinstance(chunk, bytes):
+            _read_some(body, instance, asked, chunk)
     except Exception as exc:
         report_internal_error("botocore.read", exc)
-    return chunk
+    return result
+
+
+def _read(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``StreamingBody.read`` (also under ``iter_lines``, ``iter_chunks`` and iteration)."""
+    return _reading(wrapped, instance, args, kwargs,
+                    lambda chunk, args, kwargs: (chunk, args[0] if args else kwargs.get("amt")))
+
+
+def _read_into(count: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bytes, int]:
+    buffer = memoryview(args[0] if args else kwargs["b"])
+    return bytes(buffer[:count]), len(buffer)
+
+
+def _readinto(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``StreamingBody.readinto`` (what ``io`` readers on top of the body call)."""
+    return _reading(wrapped, instance, args, kwargs, _read_into)
+
+
+def _readlines(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``StreamingBody.readlines``: the rest of the body at once."""
+    return _reading(wrapped, instance, args, kwargs, lambda lines, args, kwargs: (b"".join(lines), None))
+
+
+def _consumed(instance: Any) -> bool:
+    """Whether the body was read to its end through its raw stream (``with body as raw:``)."""
+    length = _length(instance)
+    try:
+        return length is not None and instance._raw_stream.tell() >= length
+    except Exception:  # (a raw stream that cannot tell)
+        return False
 
 
 def _close_body(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    body = _bodies.pop(id(instance), None)
+    """``StreamingBody.close`` and ``__exit__``: a body the agent did not see read to its end ends
+    its call: complete if its raw stream was read to the end, else closed early."""
+    body = _bodies.get(id(instance))
     if body is None:
         return wrapped(*args, **kwargs)
-    return lifecycle.close_then_end(wrapped, body.tracker, *args)
+    if _consumed(instance):
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            _whole(instance, body, None)
+    _bodies.pop(id(instance), None)
+    return lifecycle.close_then_end(lambda: wrapped(*args, **kwargs), body.tracker)
 
 
 # -- switching on and off --------------------------------------------------------------------------------
@@ -331,7 +410,10 @@ _PATCHES = (("botocore.client", "BaseClient._make_api_call", _make_api_call),
             ("botocore.eventstream", "EventStream.__iter__", _iterate),
             ("botocore.eventstream", "EventStream.close", _close_stream),
             ("botocore.response", "StreamingBody.read", _read),
-            ("botocore.response", "StreamingBody.close", _close_body))
+            ("botocore.response", "StreamingBody.readinto", _readinto),
+            ("botocore.response", "StreamingBody.readlines", _readlines),
+            ("botocore.response", "StreamingBody.close", _close_body),
+            ("botocore.response", "StreamingBody.__exit__", _close_body))
 
 
 def _wraps(current: Any, wrapper: Any) -> bool:
@@ -376,9 +458,12 @@ def deactivate(library: str = "botocore") -> None:
     _State.active = False
     _State.telemetry = None
     official = sys.modules.get(_OFFICIAL_EXTENSIONS)
-    if official is not None and _State.official_extension is not None:
-        official._BOTOCORE_EXTENSIONS.setdefault(bedrock.SERVICE, _State.official_extension)
-        _State.official_extension = None
+    if official is not None and _State.replaced:
+        if _State.official_extension is None:
+            official._BOTOCORE_EXTENSIONS.pop(bedrock.SERVICE, None)
+        else:
+            official._BOTOCORE_EXTENSIONS[bedrock.SERVICE] = _State.official_extension
+        _State.official_extension, _State.replaced = None, False
     for module_name, path, wrapper in _PATCHES:
         module = sys.modules.get(module_name)
         if module is None:

@@ -11,7 +11,9 @@ other model), base64-encoded. Errors are answered as Bedrock does: a JSON ``mess
 ``x-amzn-ErrorType``; ``mock_error_event`` ends a stream with an exception frame instead.
 
 Frame faults for tests of the client's decoder: ``mock_bad_crc`` (the Nth frame's message CRC is
-wrong) and ``mock_truncate`` (half of the Nth frame is sent, then the connection is cut). With a
+wrong) and ``mock_truncate`` (half of the Nth frame is sent, then the connection is cut).
+``mock_cached_tokens``: Converse usage with that many more input tokens read from the prompt
+cache (``cacheReadInputTokens``, apart from ``inputTokens``, as Bedrock counts them). With a
 Converse request, ``mock_*`` settings go in ``additionalModelRequestFields``.
 """
 
@@ -119,6 +121,9 @@ def converse(call: Call, streams: bool) -> None:
     stop = STOP_REASONS.get(finish, finish)
     inputs = prompt_tokens(call.body)
     usage = {"inputTokens": inputs, "outputTokens": len(pieces), "totalTokens": inputs + len(pieces)}
+    cached = int_or_none(_settings(call).get("mock_cached_tokens"))
+    if cached:  # (read from the prompt cache: Bedrock counts them apart from inputTokens)
+        usage = {**usage, "cacheReadInputTokens": cached, "totalTokens": usage["totalTokens"] + cached}
     if not streams:
         for _ in call.timed(call.config, pieces):
             pass
@@ -196,7 +201,7 @@ def _family_answer(family: str, model: str, pieces: list[str], finish: str, inpu
 
 
 def invoke(call: Call, streams: bool, model: str) -> None:
-    family = bedrock.family_of(model).name
+    family = bedrock.family_of(model, call.body).name
     pieces, finish = _pieces(call)
     inputs = prompt_tokens(call.body)
     if not streams:
