@@ -388,6 +388,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("tiered prices taken as linear", PKG + "cost.py",
              "        if any(isinstance(value, self._library.types.TieredPrices) for value in vars(model_price).values()):\n"
              "            return None", "        if False:\n            return None", ("tests/test_cost.py",)),
+    Mutation("cache counts beyond the input priced below zero", PKG + "cost.py",
+             "        tokens = (max(input_tokens, cached), output_tokens or 0,", "        tokens = (input_tokens, output_tokens or 0,",
+             ("tests/test_cost.py",)),
     Mutation("cache reads priced as plain input", PKG + "cost.py",
              "        per_read = (total(_MILLION, 0, _MILLION) - inputs) / _MILLION", "        per_read = 0",
              ("tests/test_cost.py",)),

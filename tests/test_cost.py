@@ -111,6 +111,15 @@ def test_the_response_model_is_priced_first_then_the_request_model() -> None:
     assert fallback is not None and fallback.usd == pytest.approx(library_price("openai", "gpt-4o-mini", 1000, 1000))
 
 
+def test_cache_counts_beyond_the_input_never_price_below_zero() -> None:
+    """The input counts the cache's tokens; a server (or reader) whose counts leave them out would
+    price the rest below zero, and a counter cannot go down: the cache is taken as part of it."""
+    assert BOOK is not None
+    odd = BOOK.price("anthropic", None, ("claude-3-5-sonnet-20241022",), 13, 100, NOW, 1500, 0)
+    whole = BOOK.price("anthropic", None, ("claude-3-5-sonnet-20241022",), 1500, 100, NOW, 1500, 0)
+    assert odd is not None and whole is not None and odd.usd == whole.usd > 0
+
+
 def test_no_price_is_no_cost_never_a_zero() -> None:
     assert BOOK is not None
     assert BOOK.price("openai", None, ("mock-gpt",), 100, 100, NOW) is None
