@@ -30,14 +30,13 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
-import wrapt
-
 from .. import bootstrap, guest, lifecycle
 from .. import conventions as names
 from ..adapters.endpoints import HTTP_CLIENTS, endpoint_for
 from ..adapters.sse import decode_json
 from ..guard import report_internal_error
 from ..imports import when_imported
+from . import patching
 from .body import MAX_JSON_BODY, guarded
 from .exchange import Exchange
 
@@ -336,11 +335,7 @@ def _patch(module: Any) -> None:
     if not _State.active:
         return
     try:
-        for module_name, path, wrapper in _PATCHES:
-            owner_name, _, name = path.partition(".")
-            owner = getattr(sys.modules[module_name], owner_name)
-            if not isinstance(owner.__dict__.get(name), wrapt.FunctionWrapper):
-                wrapt.wrap_function_wrapper(owner, name, wrapper)
+        patching.apply(_PATCHES)
         telemetry = _State.telemetry or bootstrap.current_telemetry()
         if telemetry is not None:  # (made now, when the library is imported, not by the first request)
             telemetry.prepare()
@@ -365,11 +360,4 @@ def deactivate(library: str = "aiohttp") -> None:
     """Stop, and give aiohttp its functions back."""
     _State.active = False
     _State.telemetry = None
-    if "aiohttp" not in sys.modules:
-        return
-    for module_name, path, _ in _PATCHES:
-        owner_name, _, name = path.partition(".")
-        owner = getattr(sys.modules[module_name], owner_name)
-        current = owner.__dict__.get(name)
-        if isinstance(current, wrapt.FunctionWrapper):
-            setattr(owner, name, current.__wrapped__)
+    patching.remove(_PATCHES)

@@ -34,8 +34,6 @@ import weakref
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-import wrapt
-
 from .. import bootstrap, guest, lifecycle
 from .. import conventions as names
 from ..adapters import bedrock
@@ -45,6 +43,7 @@ from ..imports import when_imported
 from ..lifecycle import Call
 from ..streams import ItemStream, measure
 from ..timing import ReadTiming
+from . import patching
 from .body import MAX_JSON_BODY
 
 _clock = time.perf_counter
@@ -416,26 +415,11 @@ _PATCHES = (("botocore.client", "BaseClient._make_api_call", _make_api_call),
             ("botocore.response", "StreamingBody.__exit__", _close_body))
 
 
-def _wraps(current: Any, wrapper: Any) -> bool:
-    """Whether ``wrapper`` is among the wrappers of ``current`` (the official instrumentation wraps
-    ``_make_api_call`` too, before or after this layer)."""
-    while isinstance(current, wrapt.FunctionWrapper):
-        if current._self_wrapper is wrapper:
-            return True
-        current = current.__wrapped__
-    return False
-
-
 def _patch(module: Any) -> None:
     if not _State.active:
         return
     try:
-        for module_name, path, wrapper in _PATCHES:
-            __import__(module_name)  # (botocore's own modules, imported by botocore.client anyway)
-            owner_name, _, name = path.partition(".")
-            owner = getattr(sys.modules[module_name], owner_name)
-            if not _wraps(owner.__dict__.get(name), wrapper):
-                wrapt.wrap_function_wrapper(owner, name, wrapper)
+        patching.apply(_PATCHES)
         telemetry = _State.telemetry or bootstrap.current_telemetry()
         if telemetry is not None:  # (made now, when the library is imported, not by the first call)
             telemetry.prepare()
@@ -464,13 +448,4 @@ def deactivate(library: str = "botocore") -> None:
         else:
             official._BOTOCORE_EXTENSIONS[bedrock.SERVICE] = _State.official_extension
         _State.official_extension, _State.replaced = None, False
-    for module_name, path, wrapper in _PATCHES:
-        module = sys.modules.get(module_name)
-        if module is None:
-            continue
-        owner_name, _, name = path.partition(".")
-        owner = getattr(module, owner_name)
-        current = owner.__dict__.get(name)
-        # (Under another wrapper, this layer's stays, switched off: unwrapping would remove the other's.)
-        if isinstance(current, wrapt.FunctionWrapper) and current._self_wrapper is wrapper:
-            setattr(owner, name, current.__wrapped__)
+    patching.remove(_PATCHES)
