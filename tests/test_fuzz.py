@@ -551,10 +551,11 @@ bedrock_event = st.one_of(
 
 
 def bedrock_content(kind: str, payload: dict[str, Any]) -> bool:
-    """A delta that carries text, tool input or reasoning is content."""
+    """A delta that carries text, tool input or reasoning text is content (an empty piece of tool
+    input, or a reasoning signature alone, is none)."""
     delta = payload.get("delta") or {}
-    return kind == "contentBlockDelta" and bool(delta.get("text") or delta.get("toolUse")
-                                               or delta.get("reasoningContent"))
+    tool, reasoning = delta.get("toolUse") or {}, delta.get("reasoningContent") or {}
+    return kind == "contentBlockDelta" and bool(delta.get("text") or tool.get("input") or reasoning.get("text"))
 
 
 @st.composite
