@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import random
 import re
@@ -36,7 +37,7 @@ from nexent_autoinstrument.adapters.openai import (
     skim_response_event,
 )
 from nexent_autoinstrument.adapters.protocol import Protocol, Route
-from nexent_autoinstrument.adapters.sse import EventFilter, NDJSONDecoder, PlainReads, SSEDecoder
+from nexent_autoinstrument.adapters.sse import EventFilter, NDJSONDecoder, PlainReads, SSEDecoder, events_of
 from nexent_autoinstrument.adapters.usage import cached_input, usage_counts
 from nexent_autoinstrument.tools.mock import Dialect, Wire
 
@@ -125,6 +126,48 @@ def test_sse_decoder_dispatches_each_event_when_its_blank_line_is_read(body: byt
         seen += decoder.feed(body[byte:byte + 1])
         assert seen == spec_events(body[:byte + 1])
     assert decoder.finish() == [] and decoder.idle
+
+
+sse_line = st.one_of(
+    st.binary(max_size=12).filter(lambda v: b"\n" not in v and b"\r" not in v).map(lambda v: b"data: " + v),
+    st.sampled_from([b"", b"", b"event: x", b"id: 1", b": comment", b"data", b"data:x", b"data:  y", b"retry: 5"]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(lines=st.lists(st.tuples(sse_line, st.sampled_from([b"\n", b"\n", b"\n", b"\r\n", b"\r"])), max_size=14),
+       cuts=st.lists(st.integers(0, 200), max_size=6))
+def test_events_taken_as_regions_are_the_events_of_the_spec(lines: list[tuple[bytes, bytes]], cuts: list[int]) -> None:
+    """``feed_region`` takes a read with ``\\n`` line ends whole and gives the bytes of the events
+    it completes; a read it leaves to ``feed`` is taken whole by it. Together, read in any pieces,
+    they give the spec's events, as ``feed`` alone does, and hold what it holds."""
+    body = b"".join(line + end for line, end in lines)
+    bounds = sorted({0, len(body), *(cut for cut in cuts if cut < len(body))})
+    decoder, reference, seen = SSEDecoder(), SSEDecoder(), []
+    for start, end in itertools.pairwise(bounds):
+        region = decoder.feed_region(body[start:end])
+        if region is None:
+            seen += decoder.feed(body[start:end])
+        else:
+            assert not region or (region.endswith(b"\n\n") and b"\r" not in region)
+            seen += events_of(region)
+        reference.feed(body[start:end])
+        assert decoder.idle == reference.idle
+    assert seen == spec_events(body)
+
+
+@pytest.mark.parametrize("read", [b"data: a\r\n\r\n", b"\n", b"data: a\n\rdata: b\n\n"])
+def test_a_read_with_cr_or_leading_blank_lines_is_left_to_the_general_decoder(read: bytes) -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed_region(read) is None
+    assert decoder.feed(read) == spec_events(read)  # (it took nothing)
+
+
+def test_the_events_of_a_region() -> None:
+    decoder = SSEDecoder()
+    region = decoder.feed_region(b"data: a\n\n: keep-alive\n\nevent: x\ndata: b\n\n\ndata: c\ndata: d\n\ndata: e")
+    assert region is not None and not decoder.idle
+    assert events_of(region) == [b"a", b"b", b"c\nd"]
+    assert decoder.feed_region(b"\n") == b"" and decoder.feed_region(b"\n") == b"data: e\n\n" and decoder.idle
 
 
 def test_the_end_of_the_body_completes_no_sse_event() -> None:

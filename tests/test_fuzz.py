@@ -293,6 +293,105 @@ def test_a_read_recognised_without_decoding_is_the_learned_delta_with_other_text
         assert not (content and other == plain_delta(content))  # only an empty text is left to the decoder
 
 
+@settings(max_examples=400, deadline=None)
+@given(learned=text.filter(bool), events=st.lists(st.one_of(text.map(plain_delta), text.map(plain_delta), chunk),
+                                                  max_size=10),
+       raw_texts=st.lists(st.binary(max_size=6), max_size=3),
+       others=st.lists(st.sampled_from([b": keep-alive", b"event: ping\ndata: {}", b"data: a\ndata: b", b"id: 7"]),
+                       max_size=2),
+       spacing=st.sampled_from([compact, {}]), ascii_only=st.booleans(), order=st.randoms(use_true_random=False))
+def test_plain_deltas_told_apart_at_once_are_those_told_apart_one_by_one(
+        learned: str, events: list[dict[str, Any]], raw_texts: list[bytes], others: list[bytes],
+        spacing: dict[str, Any], ascii_only: bool, order: Any) -> None:
+    """A read of many events: the plain deltas ``PlainReads.sort_events`` counts at once are
+    exactly those ``matches_data`` recognises one by one in events of one data line, and the
+    others' bytes hold the other events, in order. Where an event has the learned bytes around
+    something that is no JSON string text (any bytes there), it may give up, never count it."""
+    from nexent_autoinstrument.adapters.openai import skim_chat_event
+    from nexent_autoinstrument.adapters.sse import PlainReads, events_of
+
+    def dumps(event: dict[str, Any]) -> bytes:
+        return json.dumps(event, ensure_ascii=ascii_only, **spacing).encode()
+
+    plain = PlainReads(b'"content":"')
+    first = dumps(plain_delta(learned))
+    if not skim_chat_event(first):
+        return
+    plain.learn(b"", first)
+    blocks = [b"data: " + dumps(event) for event in events]
+    blocks += [b"data: " + plain.data_prefix + text + plain.data_suffix for text in raw_texts]
+    blocks += others
+    order.shuffle(blocks)
+    region = b"".join(block + b"\n\n" for block in blocks)
+
+    def one_by_one(block: bytes) -> bool:
+        return block.startswith(b"data: ") and b"\n" not in block and plain.matches_data(block[6:])
+
+    result = plain.sort_events(region)
+    if result is not None:  # the events handed on are all the others, in order, and maybe some plain ones
+        count, rest = result
+        handed_on, counted, position = events_of(rest), [], 0
+        for data in events_of(region):
+            if position < len(handed_on) and handed_on[position] == data:
+                position += 1
+            else:
+                counted.append(data)
+        assert position == len(handed_on)  # (in their order)
+        assert len(counted) == count and all(map(plain.matches_data, counted))
+        if not others:  # (next to other lines a plain delta may be handed on; else each is counted)
+            assert count == sum(map(one_by_one, blocks))
+    elif not raw_texts and not others and spacing is compact and any(map(one_by_one, blocks)):
+        raise AssertionError("a stream as servers write it was not told apart")  # (it never gives up on one)
+
+
+@st.composite
+def steady_sse_reply(draw: Any) -> Reply:
+    """A stream as servers write it: a role delta, many plain deltas like one another, with now and
+    then another chunk, a finish and maybe usage, read all at once, an event per read, or cut
+    anywhere (reads of many events go through ``PlainReads.sort_lines``)."""
+    role = {**plain_delta(""), "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                            "logprobs": None, "finish_reason": None}]}
+    middle = draw(st.lists(st.one_of(text.map(plain_delta), text.map(plain_delta), chunk), max_size=30))
+    finish = {**plain_delta(""), "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]}
+    tail = [{"id": "chatcmpl-1", "choices": [], "usage": draw(usage)}] if draw(st.booleans()) else []
+    events = [json.dumps(event, **compact).encode() for event in [role, *middle, finish, *tail]] + [b"[DONE]"]
+    body = b"".join(b"data: " + event + b"\n\n" for event in events)
+    how = draw(st.sampled_from(["whole", "per event", "cut"]))
+    if how == "whole":
+        pieces = [body]
+    elif how == "per event":
+        pieces = [b"data: " + event + b"\n\n" for event in events]
+    else:
+        cuts = sorted(draw(st.lists(st.integers(0, len(body)), max_size=8)))
+        pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    return Reply(200, "text/event-stream", pieces, False)
+
+
+@FUZZ
+@given(reply=steady_sse_reply())
+def test_a_steady_stream_is_measured_alike_however_it_is_read(fuzz_server: ScriptedServer, harness: Any,
+                                                               reply: Reply) -> None:
+    """Every event is a chunk and every content event one content chunk, whether the plain deltas
+    came one per read or many (told apart in one pass), and the caller's lines are unchanged."""
+    import httpx
+
+    fuzz_server.reply = reply
+    url = f"http://127.0.0.1:{fuzz_server.server_address[1]}/v1/chat/completions"
+
+    def call() -> list[str]:
+        with httpx.Client() as client, client.stream("POST", url, json={"model": "m", "stream": True}) as response:
+            return list(response.iter_lines())
+
+    bare, instrumented = Agent(harness).run(call)
+    assert instrumented == bare
+    attributes = harness.llm_span().attributes
+    events = b"".join(reply.pieces).count(b"\n\n") - 1  # (not [DONE])
+    assert attributes["llm.stream.chunks"] == events
+    assert len(decode_offsets(attributes.get("llm.token.offsets", ""))) == content_chunks(reply)
+    assert attributes["gen_ai.response.finish_reasons"][-1:] == ("stop",)
+    assert attributes["llm.stream.outcome"] == "completed"
+
+
 # -- the other providers' protocols ---------------------------------------------------------------
 
 count_value = st.one_of(st.integers(-3, 10**6), st.none(), st.just("7"), st.floats(allow_nan=False))

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import repeat
+from operator import sub
 from typing import Any
 
 
@@ -72,6 +74,13 @@ def _normalize(raw: bytes) -> bytes:
     return raw.replace(b"\r", b"\n") if _CR in raw else raw
 
 
+def events_of(region: bytes) -> list[bytes]:
+    """The data of the events in ``region``, whole events with ``\\n`` line ends, each ending with
+    its blank line (``SSEDecoder.feed_region``)."""
+    *blocks, _ = region.split(b"\n\n")
+    return [data for block in blocks if (data := _data_of(block)) is not None]
+
+
 class SSEDecoder:
     """Server-sent events from byte chunks split anywhere (mid-line, mid-character, mid-``\\r\\n``)."""
 
@@ -109,6 +118,32 @@ class SSEDecoder:
             if data is not None:
                 events.append(data)
         return events
+
+    def feed_region(self, chunk: bytes) -> bytes | None:
+        """``feed`` for a stream with ``\\n`` line ends, without looking into the events: the bytes
+        of the whole events ``chunk`` completes, each with its blank line (``events_of`` tells
+        their data); nothing (held) if it completes none. None for a read with a ``\\r``, with
+        nothing taken: ``feed`` takes it."""
+        if self._cr or _CR in chunk:
+            return None
+        if _LF not in chunk:  # (a piece of a line: held, as a read of a few bytes mostly is)
+            if chunk:
+                self._buffer += chunk
+                self.idle = False
+            return b""
+        buffer = self._buffer + chunk if self._buffer else chunk
+        end = buffer.rfind(b"\n\n") + 2
+        if end == 1:
+            if buffer.startswith(b"\n"):
+                return None  # (blank lines that end no event: ``feed`` drops them)
+            self._buffer, self.idle = buffer, False
+            return b""
+        if end == len(buffer):
+            self._buffer, self.idle = b"", True
+            return buffer
+        # (What follows never begins with a line end: that would be a later blank line.)
+        self._buffer, self.idle = buffer[end:], False
+        return buffer[:end]
 
     def finish(self) -> list[bytes]:
         """The body ended: the events its end completes. None: every line end was acted on when
@@ -245,6 +280,17 @@ _NON_EMPTY_TEXT = re.compile(_TEXT + b"+")
 _BACKSLASH, _QUOTE = b"\\"[0], b'"'[0]
 
 
+def _indexes(items: list[Any], value: Any) -> Iterator[int]:
+    """Where ``value`` is in ``items``, found by ``list.index`` (a C-level search between them)."""
+    at = -1
+    while True:
+        try:
+            at = items.index(value, at + 1)
+        except ValueError:
+            return
+        yield at
+
+
 class PlainReads:
     """Recognises, from its bytes alone, a plain content delta: an event that differs from a
     plain delta already seen (``learn``) only in the text of ``key``. ``matches`` takes a network
@@ -305,8 +351,7 @@ class PlainReads:
             found = self._text_in(data, 0)
             if found is not None:
                 start, end = found
-                self.data_prefix, self.data_suffix = data[:start], data[end:]
-                self._data_around = len(data) - end + start
+                self._learn_data(data[:start], data[end:])
             return
         found = self._text_in(read, data_line)
         if found is None:
@@ -314,8 +359,46 @@ class PlainReads:
         start, end = found
         self.prefix, self.suffix, self._around = read[:start], read[end:], len(read) - end + start
         value = data_line + 5 + (read[data_line + 5:data_line + 6] == b" ")  # (after "data:" and one space)
-        self.data_prefix, self.data_suffix = self.prefix[value:], self.suffix[:-2]
-        self._data_around = self._around - value - 2
+        self._learn_data(self.prefix[value:], self.suffix[:-2])
+
+    def _learn_data(self, prefix: bytes, suffix: bytes) -> None:
+        self.data_prefix, self.data_suffix = prefix, suffix
+        self._data_around = len(prefix) + len(suffix)
+
+    def sort_events(self, region: bytes) -> tuple[int, bytes] | None:
+        """Of the whole events in ``region`` (``SSEDecoder.feed_region``): how many are the learned
+        plain delta with some other non-empty text, and the bytes of the others. The region is cut
+        into data lines at each blank line followed by one, and the cuts are checked against the
+        template as C-level calls over them all: no Python step per event (it would cost more
+        than the reader's own work). None where the region does not begin with a data line, or a
+        cut with the template's bytes around it has no JSON string text there (each event is then
+        looked at alone)."""
+        prefix, suffix = self.data_prefix, self.data_suffix
+        if not prefix or not region.startswith(b"data: "):
+            return None
+        pieces = region.split(b"\n\ndata: ")  # (each a data line's value, but where other lines follow)
+        pieces[0] = pieces[0][6:]  # (not a copy of the region without its first "data: " and last blank line)
+        pieces[-1] = pieces[-1][:-2]
+        texts = list(map(bytes.removesuffix, map(bytes.removeprefix, pieces, repeat(prefix)), repeat(suffix)))
+        around = self._data_around  # (what a piece loses when both ends are there; never more)
+        others = []
+        if sum(map(len, texts)) != sum(map(len, pieces)) - around * len(pieces) or b"" in texts:
+            # Some are not a plain delta (another event, an empty text, other lines after): those
+            # alone are handed on, found by C-level searches.
+            odd = list(map(around.__ne__, map(sub, map(len, pieces), map(len, texts))))
+            for index in _indexes(texts, b""):
+                odd[index] = True
+            for index in _indexes(odd, True):
+                others.append(b"data: " + pieces[index] + b"\n\n")
+                texts[index] = b""
+            texts = list(filter(None, texts))
+        joined = b"".join(texts)
+        # (A text is a JSON string's, on its line: with escapes, the exact check of each.)
+        if _BACKSLASH in joined:
+            valid = all(map(_NON_EMPTY_TEXT.fullmatch, texts))
+        else:
+            valid = _QUOTE not in joined and _LF not in joined and _CR not in joined
+        return (len(texts), b"".join(others)) if valid else None
 
     @staticmethod
     def _one_event(read: bytes) -> int | None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import conventions as names
 from .. import guest, lifecycle
-from ..adapters.sse import EventFilter, NDJSONDecoder, PlainReads, SSEDecoder, decode_json
+from ..adapters.sse import EventFilter, NDJSONDecoder, PlainReads, SSEDecoder, decode_json, events_of
 from ..guard import report_internal_error
 
 if TYPE_CHECKING:
@@ -71,14 +71,17 @@ class EventBody:
     """A streamed body of events (SSE, or NDJSON lines) -> the call's tracker: one chunk per
     event, its reader's facts, and whether the protocol's end came."""
 
-    __slots__ = ("_decoder", "_end_key", "_end_marker", "_end_values", "_inflate", "_plain", "_read_event", "_skim",
-                 "_tracker", "done")
+    __slots__ = ("_decoder", "_end_key", "_end_marker", "_end_values", "_feed_region", "_inflate", "_plain",
+                 "_read_event", "_skim", "_tracker", "done")
 
     def __init__(self, tracker: CallTracker, endpoint: Endpoint, decoder: SSEDecoder | NDJSONDecoder,
                  plain: PlainReads | None, inflate: Callable[[bytes], bytes] | None) -> None:
         self._tracker = tracker
         self._decoder = decoder
         self._plain = plain
+        #: Where line ends are ``\n``, as servers write them: the plain deltas of a read are then
+        #: told apart all at once (with a template to tell them by: SSE only).
+        self._feed_region = decoder.feed_region if plain is not None and isinstance(decoder, SSEDecoder) else None
         self._inflate = inflate
         # (the endpoint's fields, looked up once: read per event)
         self._read_event = endpoint.read_event
@@ -98,11 +101,50 @@ class EventBody:
             # splitting the read into events and parsing its JSON.
             tracker.content(None, 1, 1)
             return
+        if known is not None and self._feed_region is not None:
+            region = self._feed_region(chunk)
+            if region is not None:
+                if region:
+                    self._region(region, chunk, plain, known)
+                return
+        self._events(decoder.feed(chunk), chunk, plain, known, tracker.content_chunks)
+
+    def _region(self, region: bytes, chunk: bytes, plain: PlainReads | None, known: PlainReads) -> None:
+        """The whole events ``chunk`` completed. Once a plain delta's template and the response are
+        known, the plain deltas among them are told apart all at once (``PlainReads.sort_events``):
+        a read that brings many events costs less per event than a read of one."""
+        tracker = self._tracker
+        contents_before = tracker.content_chunks
+        start = 0
+        while start < len(region) and not (known.data_prefix and tracker.response_id is not None):
+            end = region.index(b"\n\n", start) + 2  # (one event at a time, until they can be)
+            self._events(events_of(region[start:end]), chunk, plain, known, contents_before)
+            start = end
+        rest = region[start:] if start else region
+        if not rest:
+            return
+        several = rest.find(b"\n\n") != len(rest) - 2  # (one event is looked at alone: it may teach a read's template)
+        sorted_events = known.sort_events(rest) if several and self._skim is not None else None
+        if sorted_events is None:
+            self._events(events_of(rest), chunk, plain, known, contents_before)
+            return
+        count, others = sorted_events
+        if count and tracker.content_chunks == contents_before:
+            tracker.content(None, 1, 1)  # (the read's first content takes its arrival; the rest waited for it)
+            count -= 1
+        tracker.waited_contents(count)
+        if others:
+            self._events(events_of(others), chunk, plain, known, contents_before)
+
+    def _events(self, events: list[bytes], chunk: bytes, plain: PlainReads | None, known: PlainReads | None,
+                contents_before: int) -> None:
+        """The data of events of ``chunk``, one by one (content chunks recorded before
+        ``contents_before`` came in earlier reads)."""
+        tracker = self._tracker
         read_event, skim, end_marker = self._read_event, self._skim, self._end_marker
         end_key, end_values = self._end_key, self._end_values
-        contents_before = tracker.content_chunks
         waiting = 0  # plain content deltas after this read's first content, recorded together
-        for data in decoder.feed(chunk):
+        for data in events:
             if data == end_marker:  # ([DONE]: the end, not a chunk; the SDK never yields it either)
                 self.done = True
                 continue
