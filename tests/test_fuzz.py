@@ -296,7 +296,9 @@ def test_a_read_recognised_without_decoding_is_the_learned_delta_with_other_text
 @settings(max_examples=400, deadline=None)
 @given(learned=text.filter(bool), events=st.lists(st.one_of(text.map(plain_delta), text.map(plain_delta), chunk),
                                                   max_size=10),
-       raw_texts=st.lists(st.binary(max_size=6), max_size=3),
+       raw_texts=st.lists(st.one_of(st.binary(max_size=6), st.lists(  # (bytes that matter in a JSON string)
+           st.sampled_from([b'"', b"\\", b"a", b"\n", b"\r", b"}", b"\\n"]), min_size=1, max_size=4).map(b"".join)),
+           max_size=3),
        others=st.lists(st.sampled_from([b": keep-alive", b"event: ping\ndata: {}", b"data: a\ndata: b", b"id: 7"]),
                        max_size=2),
        spacing=st.sampled_from([compact, {}]), ascii_only=st.booleans(), order=st.randoms(use_true_random=False))

@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -315,6 +316,32 @@ def test_a_read_of_many_events_is_read_in_one_pass(instrumented: Any, monkeypatc
     assert len(tries) <= 1
     # (the events after the first two contents, which tell the response and the template: in one pass)
     assert sorted_events == [(398, event % b'"delta":{},"finish_reason":"stop"' + b"data: [DONE]\n\n")]
+
+
+def test_each_read_of_several_events_is_one_arrival(instrumented: Any) -> None:
+    """A server (or proxy) that flushes four events at a time, each flush after a pause: the first
+    content of each read arrived when the read returned, the rest of the read waited for it."""
+    import httpx
+
+    event = b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,%s}]}\n\n'
+    role = event % b'"delta":{"role":"assistant","content":""},"finish_reason":null'
+    words = [event % b'"delta":{"content":"w%d "},"finish_reason":null' % i for i in range(20)]
+    reads = [role, *(b"".join(words[i:i + 4]) for i in range(0, 20, 4)),
+             event % b'"delta":{},"finish_reason":"stop"' + b"data: [DONE]\n\n"]
+
+    def paced() -> Iterator[bytes]:
+        for read in reads:
+            time.sleep(0.02)  # (each read waits for its bytes: an arrival, however slow the machine)
+            yield read
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, content=paced()))
+    with httpx.Client(transport=transport) as client, client.stream(
+            "POST", "http://llm.test/v1/chat/completions", json={"model": "m", "stream": True}) as response:
+        assert b"".join(response.iter_raw()) == b"".join(reads)
+    attrs = instrumented.llm_span().attributes
+    assert attrs["llm.stream.chunks"] == 22 and len(decode_offsets(attrs["llm.token.offsets"])) == 20
+    assert attrs["llm.stream.waiting_chunks"] == 15  # (five reads: five arrivals)
 
 
 def test_reads_of_one_event_after_a_read_of_many_are_recognised_whole(instrumented: Any,
