@@ -129,6 +129,11 @@ MUTATIONS: tuple[Mutation, ...] = (
              "            tracker.content(None, 1, 1)  # (the read's first content takes its arrival; the rest waited for it)\n"
              "            count -= 1", "            pass",
              ("tests/test_httpx.py", "tests/test_result.py", "tests/test_fuzz.py")),
+    Mutation("a read's events looked at one by one fail at an odd run of line ends", PKG + "instrumentors/body.py",
+             '            end = region.find(b"\\n\\n", start) + 2', '            end = region.index(b"\\n\\n", start) + 2',
+             ("tests/test_fuzz.py",)),
+    Mutation("a template of several data lines tells a read's events apart", PKG + "adapters/sse.py",
+             ' or _LF in prefix or _LF in suffix:', ':', ("tests/test_httpx.py",)),
     Mutation("SSE decoder drops multi-line data", PKG + "adapters/sse.py",
              '    return b"\\n".join(data) if data else None', "    return data[-1] if data else None",
              ("tests/test_adapters.py",)),

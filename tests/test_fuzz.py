@@ -155,7 +155,7 @@ def content_chunks(reply: Reply) -> int:
     """How many events of an SSE body carry content: an oracle written apart from the agent."""
     count = 0
     for block in b"".join(reply.pieces).decode().split("\n\n"):
-        data = block.removeprefix("data: ")
+        data = block.lstrip("\n").removeprefix("data: ")  # (after blank lines that end no event)
         try:
             event = json.loads(data)
         except ValueError:
@@ -357,12 +357,16 @@ def steady_sse_reply(draw: Any) -> Reply:
     finish = {**plain_delta(""), "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]}
     tail = [{"id": "chatcmpl-1", "choices": [], "usage": draw(usage)}] if draw(st.booleans()) else []
     events = [json.dumps(event, **compact).encode() for event in [role, *middle, finish, *tail]] + [b"[DONE]"]
-    body = b"".join(b"data: " + event + b"\n\n" for event in events)
+    # (mostly one blank line after each, as servers write them; now and then more, or a comment)
+    ends = draw(st.lists(st.sampled_from([b"\n\n"] * 6 + [b"\n\n\n", b"\n\n\n\n", b"\n\n: ping\n\n"]),
+                         min_size=len(events), max_size=len(events)))
+    written = [b"data: " + event + end for event, end in zip(events, ends, strict=True)]
+    body = b"".join(written)
     how = draw(st.sampled_from(["whole", "per event", "cut"]))
     if how == "whole":
         pieces = [body]
     elif how == "per event":
-        pieces = [b"data: " + event + b"\n\n" for event in events]
+        pieces = written
     else:
         cuts = sorted(draw(st.lists(st.integers(0, len(body)), max_size=8)))
         pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
@@ -387,7 +391,7 @@ def test_a_steady_stream_is_measured_alike_however_it_is_read(fuzz_server: Scrip
     bare, instrumented = Agent(harness).run(call)
     assert instrumented == bare
     attributes = harness.llm_span().attributes
-    events = b"".join(reply.pieces).count(b"\n\n") - 1  # (not [DONE])
+    events = b"".join(reply.pieces).count(b"\ndata: ")  # (every event but the first, and [DONE])
     assert attributes["llm.stream.chunks"] == events
     assert len(decode_offsets(attributes.get("llm.token.offsets", ""))) == content_chunks(reply)
     assert attributes["gen_ai.response.finish_reasons"][-1:] == ("stop",)

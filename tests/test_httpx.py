@@ -344,6 +344,27 @@ def test_each_read_of_several_events_is_one_arrival(instrumented: Any) -> None:
     assert attrs["llm.stream.waiting_chunks"] == 15  # (five reads: five arrivals)
 
 
+def test_a_template_of_several_data_lines_never_counts_a_line_alone(instrumented: Any) -> None:
+    """A plain delta learned from an event of two data lines: a later event whose second line is
+    the same bytes without ``data:`` is another field, its data the first line alone (no JSON),
+    never a plain delta, however many come in one read."""
+    import httpx
+
+    head = b'data: {"id":"c1","model":"m","choices":[{"index":0,"delta":{"content":"%s"},'
+    tail = b'"logprobs":null,"finish_reason":null}]}\n\n'
+    role = b'data: {"id":"c1","model":"m","choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n'
+    learned = head % b"hi" + b"\ndata: " + tail
+    lookalike = head % b"yo" + b"\n" + tail
+    reads = [role, learned, lookalike * 2]
+    transport = httpx.MockTransport(lambda request: httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, content=iter(reads)))
+    with httpx.Client(transport=transport) as client, client.stream(
+            "POST", "http://llm.test/v1/chat/completions", json={"model": "m", "stream": True}) as response:
+        assert b"".join(response.iter_raw()) == b"".join(reads)
+    attrs = instrumented.llm_span().attributes
+    assert attrs["llm.stream.chunks"] == 4 and len(decode_offsets(attrs["llm.token.offsets"])) == 1
+
+
 def test_reads_of_one_event_after_a_read_of_many_are_recognised_whole(instrumented: Any,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A stream whose first read brings several events (a server that flushed late) and then one

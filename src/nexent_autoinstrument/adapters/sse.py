@@ -374,8 +374,8 @@ class PlainReads:
         cut with the template's bytes around it has no JSON string text there (each event is then
         looked at alone)."""
         prefix, suffix = self.data_prefix, self.data_suffix
-        if not prefix or not region.startswith(b"data: "):
-            return None
+        if not prefix or not region.startswith(b"data: ") or _LF in prefix or _LF in suffix:
+            return None  # (a template of several data lines is not one of a line's bytes)
         pieces = region.split(b"\n\ndata: ")  # (each a data line's value, but where other lines follow)
         pieces[0] = pieces[0][6:]  # (not a copy of the region without its first "data: " and last blank line)
         pieces[-1] = pieces[-1][:-2]

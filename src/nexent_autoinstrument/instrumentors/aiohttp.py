@@ -83,7 +83,10 @@ class Arrivals:
         for at, chunk in held:
             timing.waited = at - self._last
             timing.read_time = self._last = at
-            feed(chunk)
+            try:  # (as each later read's: a bug of ours in one read leaves the others measured)
+                feed(chunk)
+            except Exception as exc:
+                report_internal_error("aiohttp.data", exc)
         self._feed = feed
         if self._end is not None:
             self._ended(*self._end)

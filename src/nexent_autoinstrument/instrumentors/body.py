@@ -117,7 +117,9 @@ class EventBody:
         contents_before = tracker.content_chunks
         start = 0
         while start < len(region) and not (known.data_prefix and tracker.response_id is not None):
-            end = region.index(b"\n\n", start) + 2  # (one event at a time, until they can be)
+            end = region.find(b"\n\n", start) + 2  # (one event at a time, until they can be)
+            if end == 1:
+                return  # (only the last line end of an odd run of them is left: no event)
             self._events(events_of(region[start:end]), chunk, plain, known, contents_before)
             start = end
         rest = region[start:] if start else region
