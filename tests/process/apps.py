@@ -455,6 +455,11 @@ def fork_after_break() -> None:
         print("child exit", status)
 
 
+def _sigterm_handler(_: int) -> str:
+    """What a worker does on SIGTERM (a pool's ``terminate()`` sends it): as without the agent."""
+    return repr(signal.getsignal(signal.SIGTERM))
+
+
 def _pool_case(method: str, as_context: bool) -> None:
     import multiprocessing
 
@@ -462,12 +467,14 @@ def _pool_case(method: str, as_context: bool) -> None:
     if as_context:
         with context.Pool(2) as pool:
             counts = pool.map(_work, range(4))
+            handlers = pool.map(_sigterm_handler, range(2))
     else:
         pool = context.Pool(2)
         counts = pool.map(_work, range(4))
+        handlers = pool.map(_sigterm_handler, range(2))
         pool.close()
         pool.join()
-    print(method, counts)
+    print(method, counts, handlers)
 
 
 for _method in ("fork", "spawn", "forkserver"):
