@@ -318,10 +318,21 @@ def test_a_read_of_many_events_is_read_in_one_pass(instrumented: Any, monkeypatc
     assert sorted_events == [(398, event % b'"delta":{},"finish_reason":"stop"' + b"data: [DONE]\n\n")]
 
 
+def read_raw_stream(reads: Iterator[bytes]) -> bytes:
+    """A chat stream served from ``reads`` (each one network read) and read raw with httpx: what
+    the caller got."""
+    import httpx
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, content=reads))
+    with httpx.Client(transport=transport) as client, client.stream(
+            "POST", "http://llm.test/v1/chat/completions", json={"model": "m", "stream": True}) as response:
+        return b"".join(response.iter_raw())
+
+
 def test_each_read_of_several_events_is_one_arrival(instrumented: Any) -> None:
     """A server (or proxy) that flushes four events at a time, each flush after a pause: the first
     content of each read arrived when the read returned, the rest of the read waited for it."""
-    import httpx
 
     event = b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,%s}]}\n\n'
     role = event % b'"delta":{"role":"assistant","content":""},"finish_reason":null'
@@ -334,11 +345,7 @@ def test_each_read_of_several_events_is_one_arrival(instrumented: Any) -> None:
             time.sleep(0.02)  # (each read waits for its bytes: an arrival, however slow the machine)
             yield read
 
-    transport = httpx.MockTransport(lambda request: httpx.Response(
-        200, headers={"content-type": "text/event-stream"}, content=paced()))
-    with httpx.Client(transport=transport) as client, client.stream(
-            "POST", "http://llm.test/v1/chat/completions", json={"model": "m", "stream": True}) as response:
-        assert b"".join(response.iter_raw()) == b"".join(reads)
+    assert read_raw_stream(paced()) == b"".join(reads)
     attrs = instrumented.llm_span().attributes
     assert attrs["llm.stream.chunks"] == 22 and len(decode_offsets(attrs["llm.token.offsets"])) == 20
     assert attrs["llm.stream.waiting_chunks"] == 15  # (five reads: five arrivals)
@@ -348,7 +355,6 @@ def test_a_template_of_several_data_lines_never_counts_a_line_alone(instrumented
     """A plain delta learned from an event of two data lines: a later event whose second line is
     the same bytes without ``data:`` is another field, its data the first line alone (no JSON),
     never a plain delta, however many come in one read."""
-    import httpx
 
     head = b'data: {"id":"c1","model":"m","choices":[{"index":0,"delta":{"content":"%s"},'
     tail = b'"logprobs":null,"finish_reason":null}]}\n\n'
@@ -356,11 +362,7 @@ def test_a_template_of_several_data_lines_never_counts_a_line_alone(instrumented
     learned = head % b"hi" + b"\ndata: " + tail
     lookalike = head % b"yo" + b"\n" + tail
     reads = [role, learned, lookalike * 2]
-    transport = httpx.MockTransport(lambda request: httpx.Response(
-        200, headers={"content-type": "text/event-stream"}, content=iter(reads)))
-    with httpx.Client(transport=transport) as client, client.stream(
-            "POST", "http://llm.test/v1/chat/completions", json={"model": "m", "stream": True}) as response:
-        assert b"".join(response.iter_raw()) == b"".join(reads)
+    assert read_raw_stream(iter(reads)) == b"".join(reads)
     attrs = instrumented.llm_span().attributes
     assert attrs["llm.stream.chunks"] == 4 and len(decode_offsets(attrs["llm.token.offsets"])) == 1
 
@@ -371,7 +373,6 @@ def test_reads_of_one_event_after_a_read_of_many_are_recognised_whole(instrument
     event per read: the events of the first read teach the template of an event's data, and the
     first read of one event still teaches the template of a read, so the reads after it are
     recognised whole, without splitting them into events."""
-    import httpx
 
     from nexent_autoinstrument.adapters.sse import PlainReads
 
@@ -382,11 +383,7 @@ def test_reads_of_one_event_after_a_read_of_many_are_recognised_whole(instrument
     role = event % b'"delta":{"role":"assistant","content":""},"finish_reason":null'
     words = [event % b'"delta":{"content":"w%d "},"finish_reason":null' % i for i in range(20)]
     reads = [role + b"".join(words[:4]), *words[4:], event % b'"delta":{},"finish_reason":"stop"', b"data: [DONE]\n\n"]
-    transport = httpx.MockTransport(lambda request: httpx.Response(  # (each piece of content: one read)
-        200, headers={"content-type": "text/event-stream"}, content=iter(reads)))
-    with httpx.Client(transport=transport) as client, client.stream(
-            "POST", "http://llm.test/v1/chat/completions", json={"model": "m", "stream": True}) as response:
-        assert b"".join(response.iter_raw()) == b"".join(reads)
+    assert read_raw_stream(iter(reads)) == b"".join(reads)  # (each piece of content: one read)
     attrs = instrumented.llm_span().attributes
     assert attrs["llm.stream.chunks"] == 22 and len(decode_offsets(attrs["llm.token.offsets"])) == 20
     assert whole.count(True) >= 15  # (the 16 reads of one content delta but the first, which is learned)
