@@ -38,7 +38,7 @@ from nexent_autoinstrument.adapters.openai import (
 )
 from nexent_autoinstrument.adapters.protocol import Protocol, Route
 from nexent_autoinstrument.adapters.sse import EventFilter, NDJSONDecoder, PlainReads, SSEDecoder, events_of
-from nexent_autoinstrument.adapters.usage import cached_input, usage_counts
+from nexent_autoinstrument.adapters.usage import cached_input, get_field, usage_counts
 from nexent_autoinstrument.tools.mock import Dialect, Wire
 
 # -- SSE ----------------------------------------------------------------------------------------
@@ -576,6 +576,32 @@ def test_response_events() -> None:
         read_response_event(recorder, event)  # type: ignore[arg-type]
     assert recorder.facts == [("content", ("hi",)), ("content", (None,)), ("content", (None,)),
                               ("finish_reason", ("completed", 0)), ("usage", (2, 3))]
+
+
+class _Reply(CompletionUsage):
+    """An SDK model with a property and a method beside its fields."""
+
+    @property
+    def doubled(self) -> int:
+        return 2 * self.prompt_tokens
+
+    def label(self) -> str:
+        return "reply"
+
+
+def test_a_field_is_read_as_the_model_gives_it_and_a_missing_one_is_not_asked_of_the_model(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    reply = construct_type(type_=_Reply, value={"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5,
+                                                 "reasoning": "undeclared"})
+    asked: list[str] = []
+    lookup = type(reply).__getattr__
+    monkeypatch.setattr(type(reply), "__getattr__", lambda self, name: asked.append(name) or lookup(self, name))
+    assert (get_field(reply, "prompt_tokens"), get_field(reply, "reasoning")) == (2, "undeclared")
+    assert (get_field(reply, "doubled"), get_field(reply, "label")()) == (4, "reply")
+    assert get_field(reply, "prompt_tokens_details") is None  # declared, not sent
+    assert get_field(reply, "input_tokens_details") is None and asked == []  # (pydantic would raise inside)
+    assert get_field(SimpleNamespace(a=1), "a") == 1 and get_field(SimpleNamespace(), "a") is None
+    assert (get_field({"a": 1}, "a"), get_field({}, "a")) == (1, None)
 
 
 USAGES = [

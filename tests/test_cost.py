@@ -3,7 +3,6 @@ model with no price gets no cost, and pricing at a call's end imports nothing.""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.abc
 import json
 import logging
@@ -283,10 +282,10 @@ def test_estimated_token_counts_give_an_estimated_cost_and_no_input_count_none()
     from test_result import RESULT
 
     tracer = TracerProvider().get_tracer("t")
-    estimated = dataclasses.replace(RESULT, model="gpt-4o-mini", response_model=None, input_tokens=1200,
+    estimated = RESULT._replace(model="gpt-4o-mini", response_model=None, input_tokens=1200,
                                     output_tokens=340, cache_read_tokens=1000, usage_source="estimated")
-    no_input = dataclasses.replace(estimated, input_tokens=None)
-    answered = dataclasses.replace(estimated, response_model="gpt-4o-2024-08-06", usage_source="api")
+    no_input = estimated._replace(input_tokens=None)
+    answered = estimated._replace(response_model="gpt-4o-2024-08-06", usage_source="api")
     spans = []
     for result in (estimated, no_input, answered):
         span = tracer.start_span("call")

@@ -160,6 +160,32 @@ def test_gaps_are_added_in_bulk_exactly_as_one_by_one(harness: Any) -> None:
     assert all(len(set(values)) == 1 for key, values in exposed.items() if "_created" not in key), exposed
 
 
+@given(st.lists(st.one_of(st.floats(-1, 200, allow_nan=False), st.sampled_from(conventions.SECONDS_BUCKETS)),
+                max_size=20))
+def test_one_observation_written_directly_equals_the_clients_own(values: list[float]) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from nexent_autoinstrument.metrics import Exemplar, observe
+
+    registry = CollectorRegistry()
+    ours = Histogram("ours", "o", buckets=conventions.SECONDS_BUCKETS, registry=registry)
+    theirs = Histogram("theirs", "t", buckets=conventions.SECONDS_BUCKETS, registry=registry)
+    exemplar = Exemplar.of(TracerProvider().get_tracer("t").start_span("call"), with_context=False)
+    assert exemplar is not None
+    for index, value in enumerate(values):
+        with_exemplar = exemplar if index % 2 else None
+        observe(ours, value, with_exemplar)
+        theirs.observe(value, None if with_exemplar is None else with_exemplar.labels)
+
+    def exposed(name: str) -> list[Any]:
+        [family] = [f for f in registry.collect() if f.name == name]
+        return [(s.name.replace(name, ""), s.labels, s.value,
+                 None if s.exemplar is None else (s.exemplar.labels, s.exemplar.value))
+                for s in family.samples if not s.name.endswith("_created")]
+    assert exposed("ours") == exposed("theirs")
+
+
 @pytest.mark.parametrize("limits", [{}, {"max_span_attributes": 3}, {"max_span_attribute_length": 2}])
 def test_attributes_set_without_revalidation_equal_the_public_path(limits: dict[str, int]) -> None:
     from opentelemetry.sdk.trace import SpanLimits, TracerProvider

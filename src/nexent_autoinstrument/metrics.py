@@ -170,17 +170,44 @@ def bucket_counts(ordered: Sequence[float], bounds: Sequence[float]) -> list[int
     return counts
 
 
+def _parts(child: Any) -> tuple[list[Any], Any, Sequence[float]] | None:
+    """A prometheus_client histogram child's bucket values, sum and bounds, as the agent writes
+    them directly; None if the client has changed inside."""
+    buckets, total = getattr(child, "_buckets", None), getattr(child, "_sum", None)
+    bounds = getattr(child, "_upper_bounds", None)
+    if buckets is None or total is None or bounds is None or len(bounds) != len(buckets):
+        return None
+    return buckets, total, bounds
+
+
+def observe(child: Any, value: float, exemplar: Exemplar | None = None, parts: Any = False) -> None:
+    """``child.observe(value, exemplar labels)``, without the client checking again the labels the
+    agent made valid (a trace id and a span id) and walking the bounds one by one. ``parts``: the
+    child's ``_parts``, if known."""
+    if parts is False:
+        parts = _parts(child)
+    if parts is None:
+        child.observe(value, None if exemplar is None else exemplar.labels)
+        return
+    buckets, total, bounds = parts
+    index = bisect_left(bounds, value)
+    buckets[index].inc(1)
+    total.inc(value)
+    if exemplar is not None:
+        buckets[index].set_exemplar(PrometheusExemplar(exemplar.labels, value, time.time()))
+
+
 def add_observations(child: Any, ordered: Sequence[float], exemplar: Exemplar | None = None) -> None:
     """Add many observations to a prometheus_client histogram child at once. Its bucket values
     are per bucket (cumulated at exposition), so each non-empty bucket is one ``inc``; works in
     multiprocess mode too. Falls back to ``observe`` per value if the client changes inside.
     ``exemplar``: the call's, put on the largest value (the gap a person looks into)."""
-    buckets, total = getattr(child, "_buckets", None), getattr(child, "_sum", None)
-    bounds = getattr(child, "_upper_bounds", None)
-    if buckets is None or total is None or bounds is None or len(bounds) != len(buckets):
+    parts = _parts(child)
+    if parts is None:
         for index, value in enumerate(ordered, 1):
             child.observe(value, exemplar.labels if exemplar is not None and index == len(ordered) else None)
         return
+    buckets, total, bounds = parts
     for value, count in zip(buckets, bucket_counts(ordered, bounds[:-1]), strict=True):
         if count:
             value.inc(count)
@@ -260,7 +287,7 @@ class LLMMetrics:
         self._prom: dict[str, Any] = {}
         self._label_names = {spec.name: spec.labels for spec in names.METRICS}
         #: (metric, *label values) -> its Prometheus child and its OpenTelemetry attributes.
-        self._children: dict[tuple[str, ...], tuple[Any, dict[str, str]]] = {}
+        self._children: dict[tuple[str, ...], tuple[Any, dict[str, str], Any]] = {}
         #: The bounded GenAI attributes -> the attribute dicts made of them (for the call, for each token type).
         self._genai: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
         for spec in names.METRICS:
@@ -291,26 +318,27 @@ class LLMMetrics:
                     self._otel[spec.name] = meter.create_counter(spec.name, unit=spec.unit,
                                                                  description=spec.description)
 
-    def _series(self, name: str, *values: str) -> tuple[Any, dict[str, str]]:
+    def _series(self, name: str, *values: str) -> tuple[Any, dict[str, str], Any]:
         """The Prometheus child of metric ``name`` for label ``values`` (in the metric's label
-        order), and the same labels as OpenTelemetry attributes. Cached: ``labels()`` checks and
-        converts its arguments again on every call."""
+        order), the same labels as OpenTelemetry attributes, and the child's ``_parts``. Cached:
+        ``labels()`` checks and converts its arguments again on every call."""
         key = (name, *values)
         series = self._children.get(key)
         if series is None:
-            series = self._children[key] = (self._prom[name].labels(*values),
-                                            dict(zip(self._label_names[name], values, strict=True)))
+            child = self._prom[name].labels(*values)
+            series = self._children[key] = (child, dict(zip(self._label_names[name], values, strict=True)),
+                                            _parts(child))
         return series
 
     def _observe(self, name: str, value: float, *values: str, exemplar: Exemplar | None = None) -> None:
-        child, attributes = self._series(name, *values)
+        child, attributes, parts = self._series(name, *values)
         otel = self._otel.get(name)
-        child.observe(value, None if exemplar is None else exemplar.labels)
+        observe(child, value, exemplar, parts)
         if otel is not None:
             otel.record(value, attributes, context=None if exemplar is None else exemplar.context)
 
     def _add(self, name: str, value: float, *values: str) -> None:
-        child, attributes = self._series(name, *values)
+        child, attributes, _ = self._series(name, *values)
         child.inc(value)
         otel = self._otel.get(name)
         if otel is not None:

@@ -1,6 +1,6 @@
 """A finished call's result -> its span and its metrics: the one place they are written.
 
-``CallTracker.finish`` measures a call into a frozen ``CallResult``; ``emit`` turns that result
+``CallTracker.finish`` measures a call into an immutable ``CallResult``; ``emit`` turns that result
 into the span's attributes, events and status, the contract metrics and the slow-call warning.
 Nothing here runs per chunk.
 """
@@ -8,8 +8,7 @@ Nothing here runs per chunk.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opentelemetry.trace import Status, StatusCode
 
@@ -24,10 +23,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("nexent_autoinstrument")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallResult:
+class CallResult(NamedTuple):
     """What one call measured, once it ended: its span and its metrics are made of this alone.
-    Times are in seconds from the call's start, unless said otherwise; None: not measured."""
+    Times are in seconds from the call's start, unless said otherwise; None: not measured.
+    (Immutable, and a tuple: made on every call's end, where a frozen dataclass costs four
+    times as much to build.)"""
 
     operation: str
     model: str

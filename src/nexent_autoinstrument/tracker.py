@@ -497,6 +497,8 @@ class CallTracker:
     def _gaps(self) -> list[float]:
         """Gaps between consecutive timed content chunks (within the offsets cap), ascending."""
         times = self._times
+        if len(times) < 2:
+            return []
         if not self._waiting:
             gaps = [b - a for a, b in itertools.pairwise(times)]
         else:

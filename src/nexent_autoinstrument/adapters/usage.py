@@ -26,10 +26,35 @@ def field_maps(source: Any) -> tuple[dict[str, Any], ...] | None:
 
 
 def get_field(source: Any, key: str) -> Any:
-    """A field of an SDK object or of a plain dict; None when absent."""
+    """A field of an SDK object or of a plain dict; None when absent. An SDK model (pydantic 2)
+    is read from its field dictionaries, so that a field it lacks is not an exception caught
+    inside pydantic (see ``field_maps``)."""
     if isinstance(source, dict):
         return source.get(key)
+    extra = getattr(source, "__pydantic_extra__", _ABSENT)
+    if extra is not _ABSENT:
+        declared = getattr(source, "__dict__", None)
+        if isinstance(declared, dict) and key in declared:
+            return declared[key]
+        if isinstance(extra, dict) and key in extra:
+            return extra[key]
+        if key not in _class_attributes(type(source)):  # (no property or method of that name either)
+            return None
     return getattr(source, key, None)
+
+
+#: The names each model class has as class attributes (properties, methods), by class.
+_CLASS_ATTRIBUTES: dict[type, frozenset[str]] = {}
+_MAX_CLASSES = 1024
+
+
+def _class_attributes(cls: type) -> frozenset[str]:
+    names = _CLASS_ATTRIBUTES.get(cls)
+    if names is None:
+        names = frozenset(name for klass in cls.__mro__ for name in vars(klass))
+        if len(_CLASS_ATTRIBUTES) < _MAX_CLASSES:
+            _CLASS_ATTRIBUTES[cls] = names
+    return names
 
 
 def token_count(value: Any) -> int | None:
@@ -55,10 +80,7 @@ def cached_input(usage: Any) -> int | None:
 
 def usage_counts(usage: Any) -> tuple[int | None, int | None] | None:
     """(input_tokens, output_tokens) of a usage object or dict, else None."""
-    maps = field_maps(usage)
     for input_key, output_key in _USAGE_FIELDS:
-        if maps is not None and not any(input_key in fields or output_key in fields for fields in maps):
-            continue  # (not asked for fields it lacks)
         input_tokens = token_count(get_field(usage, input_key))
         output_tokens = token_count(get_field(usage, output_key))
         if input_tokens is not None or output_tokens is not None:
