@@ -186,8 +186,11 @@ def test_one_observation_written_directly_equals_the_clients_own(values: list[fl
     assert exposed("ours") == exposed("theirs")
 
 
-@pytest.mark.parametrize("limits", [{}, {"max_span_attributes": 3}, {"max_span_attribute_length": 2}])
-def test_attributes_set_without_revalidation_equal_the_public_path(limits: dict[str, int]) -> None:
+@pytest.mark.parametrize(("limits", "checked"), [
+    ({}, False), ({"max_span_attributes": 3}, True), ({"max_span_attribute_length": 2}, True),
+    ({"max_span_attribute_length": 8}, True), ({"max_span_attribute_length": 10}, False)])
+def test_attributes_set_without_revalidation_equal_the_public_path(limits: dict[str, int], checked: bool) -> None:
+    """``checked``: a limit cuts or drops one of them, so the SDK's own path sets them."""
     from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
     from nexent_autoinstrument.report import set_valid_attributes
@@ -198,7 +201,10 @@ def test_attributes_set_without_revalidation_equal_the_public_path(limits: dict[
                "gen_ai.response.id": "chatcmpl-1", "llm.stream": True, "llm.ttft_seconds": 0.25, "a": 3}
     for span in (ours, public):
         span.set_attributes({"a": 1, "b": 2})
+    public_path = ours.set_attributes
+    ours.set_attributes = lambda attributes: (checked or pytest.fail("checked again"), public_path(attributes))
     set_valid_attributes(ours, the_end)
+    ours.set_attributes = public_path
     public.set_attributes(the_end)
     # also when the attribute count or length limits apply
     assert dict(ours.attributes) == dict(public.attributes)

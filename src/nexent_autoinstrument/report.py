@@ -206,14 +206,25 @@ def set_valid_attributes(span: Any, attributes: dict[str, Any]) -> None:
     float, or a tuple of one of them) without the SDK checking each again, which costs about as
     much per attribute as the rest of the call's end. Goes
     through the public API whenever the span's attributes are not the SDK's bounded mapping as we
-    know it, or a limit (attribute count, value length) could apply."""
+    know it, or a limit (attribute count, value length) would cut or drop one."""
     bounded = getattr(span, "_attributes", None)
     store, lock = getattr(bounded, "_dict", None), getattr(bounded, "_lock", None)
-    room = getattr(bounded, "maxlen", None)
+    room, longest = getattr(bounded, "maxlen", None), getattr(bounded, "max_value_len", None)
     if (type(bounded).__name__ != "BoundedAttributes" or not isinstance(store, dict) or lock is None
-            or getattr(bounded, "_immutable", True) or getattr(bounded, "max_value_len", None) is not None
+            or getattr(bounded, "_immutable", True) or (longest is not None and not _fit(attributes, longest))
             or (room is not None and len(store) + len(attributes) > room)):
         span.set_attributes(attributes)
         return
     with lock:
         store.update(attributes)
+
+
+def _fit(attributes: dict[str, Any], longest: int) -> bool:
+    """Whether every text among the values (alone or in a tuple) is within the length limit."""
+    for value in attributes.values():
+        if isinstance(value, str):
+            if len(value) > longest:
+                return False
+        elif isinstance(value, tuple) and any(isinstance(item, str) and len(item) > longest for item in value):
+            return False
+    return True
