@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -213,6 +213,37 @@ def test_attributes_set_without_revalidation_equal_the_public_path(limits: dict[
     public.end()
     set_valid_attributes(ours, {"late": (1,)})  # an ended span stays as it was
     assert "late" not in ours.attributes
+
+
+_texts = st.text(max_size=12)
+_attribute_values = st.one_of(
+    _texts, st.booleans(), st.integers(), st.floats(), st.none(), st.binary(max_size=3),
+    st.tuples(_texts, _texts), st.tuples(st.integers(), st.integers()), st.tuples(st.integers(), st.booleans()),
+    st.tuples(st.floats(), st.integers()), st.tuples(), st.tuples(st.none()), st.lists(st.integers(), max_size=2),
+    st.dictionaries(_texts, st.integers(), max_size=1))
+
+
+@settings(max_examples=200)
+@given(st.dictionaries(st.sampled_from("abcdefgh"), _attribute_values, max_size=8),
+       st.dictionaries(st.sampled_from("abcdefgh"), _attribute_values, max_size=8),
+       st.one_of(st.none(), st.integers(0, 12)), st.one_of(st.none(), st.integers(1, 10)))
+def test_any_attributes_end_as_the_sdks_own_checks_leave_them(before: dict[str, Any], the_end: dict[str, Any],
+                                                             longest: int | None, count: int | None) -> None:
+    import logging
+
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+
+    from nexent_autoinstrument.report import set_valid_attributes
+
+    logging.getLogger("opentelemetry").setLevel(logging.ERROR)  # (the SDK warns of each value it drops)
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attribute_length=longest, max_span_attributes=count))
+    ours, public = provider.get_tracer("t").start_span("a"), provider.get_tracer("t").start_span("b")
+    for span in (ours, public):
+        span.set_attributes(before)
+    set_valid_attributes(ours, the_end)
+    public.set_attributes(the_end)
+    assert dict(ours.attributes) == dict(public.attributes)
+    assert ours.dropped_attributes == public.dropped_attributes
 
 
 # Budgets: every label and attribute that a caller or a server decides keeps at most its budget

@@ -90,11 +90,11 @@ def emit(result: CallResult, span: Any, writer: Any, start_ns: int, ended_early:
     if prices is not None and result.input_tokens is not None:
         cost, priced = price_of(result, prices, start_ns), True
     if span.is_recording():
-        if annotations:
-            writer.set_attributes(annotations)
         attributes = span_attributes(result, getattr(getattr(span, "_attributes", None), "max_value_len", None))
         if priced:
             attributes.update(cost_attributes(result, cost))
+        if annotations:  # (first: the end's own win a name they share)
+            attributes = {**annotations, **attributes}
         if writer is span:
             set_valid_attributes(span, attributes)
         else:
@@ -202,16 +202,16 @@ def span_attributes(result: CallResult, value_limit: int | None = None) -> dict[
 
 
 def set_valid_attributes(span: Any, attributes: dict[str, Any]) -> None:
-    """Set attributes that are valid by construction (the agent's own values: str, bool, int,
-    float, or a tuple of one of them) without the SDK checking each again, which costs about as
-    much per attribute as the rest of the call's end. Goes
-    through the public API whenever the span's attributes are not the SDK's bounded mapping as we
-    know it, or a limit (attribute count, value length) would cut or drop one."""
+    """Set attributes on the span without the SDK checking each again (which costs about as much
+    per attribute as the rest of the call's end) when its checks would change none of them: each
+    value is a str, bool, int or float, or a tuple of one of them, and no text is over the length
+    limit. Goes through the public API otherwise, whenever the span's attributes are not the SDK's
+    bounded mapping as we know it, or the attribute count limit could apply."""
     bounded = getattr(span, "_attributes", None)
     store, lock = getattr(bounded, "_dict", None), getattr(bounded, "_lock", None)
     room, longest = getattr(bounded, "maxlen", None), getattr(bounded, "max_value_len", None)
     if (type(bounded).__name__ != "BoundedAttributes" or not isinstance(store, dict) or lock is None
-            or getattr(bounded, "_immutable", True) or (longest is not None and not _fit(attributes, longest))
+            or getattr(bounded, "_immutable", True) or not _unchanged(attributes, longest)
             or (room is not None and len(store) + len(attributes) > room)):
         span.set_attributes(attributes)
         return
@@ -219,12 +219,23 @@ def set_valid_attributes(span: Any, attributes: dict[str, Any]) -> None:
         store.update(attributes)
 
 
-def _fit(attributes: dict[str, Any], longest: int) -> bool:
-    """Whether every text among the values (alone or in a tuple) is within the length limit."""
+_SCALARS = frozenset({str, bool, int, float})
+
+
+def _unchanged(attributes: dict[str, Any], longest: int | None) -> bool:
+    """Whether the SDK's checks would keep every value as it is (exact types: a subclass, a list,
+    a mixed tuple or a text over ``longest`` is the SDK's to convert, cut or drop)."""
     for value in attributes.values():
-        if isinstance(value, str):
-            if len(value) > longest:
+        kind = type(value)
+        if kind is str:
+            if longest is not None and len(value) > longest:
                 return False
-        elif isinstance(value, tuple) and any(isinstance(item, str) and len(item) > longest for item in value):
+        elif kind is tuple:
+            first = type(value[0]) if value else str
+            if first not in _SCALARS or any(type(item) is not first for item in value):
+                return False
+            if first is str and longest is not None and any(len(item) > longest for item in value):
+                return False
+        elif kind not in _SCALARS:
             return False
     return True
