@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
+from operator import sub
 from typing import Any
 
 # Prometheus exposition names (counters are declared without ``_total``; the client adds it).
@@ -121,12 +123,7 @@ def encode_offsets(offsets: Sequence[int], max_length: int | None = None) -> tup
     exports as one string instead of an array of values, each of which OTLP encodes on its own.
     Cut at a comma to fit ``max_length`` (an attribute length limit), never inside a number.
     Returns the text and whether it was cut."""
-    previous = 0
-    deltas = []
-    for offset in offsets:
-        deltas.append(offset - previous)
-        previous = offset
-    text = ",".join(map(str, deltas))
+    text = ",".join(map(str, map(sub, offsets, chain((0,), offsets))))  # (C-level: no Python step per offset)
     if max_length is None or len(text) <= max_length:
         return text, False
     return text[:text.rfind(",", 0, max_length + 1)] if "," in text[:max_length + 1] else "", True

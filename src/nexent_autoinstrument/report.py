@@ -220,22 +220,25 @@ def set_valid_attributes(span: Any, attributes: dict[str, Any]) -> None:
 
 
 _SCALARS = frozenset({str, bool, int, float})
+_KINDS = _SCALARS | {tuple}
+_is_text, _is_tuple = str.__instancecheck__, tuple.__instancecheck__
 
 
 def _unchanged(attributes: dict[str, Any], longest: int | None) -> bool:
     """Whether the SDK's checks would keep every value as it is (exact types: a subclass, a list,
-    a mixed tuple or a text over ``longest`` is the SDK's to convert, cut or drop)."""
-    for value in attributes.values():
-        kind = type(value)
-        if kind is str:
-            if longest is not None and len(value) > longest:
-                return False
-        elif kind is tuple:
+    a mixed tuple or a text over ``longest`` is the SDK's to convert, cut or drop). The types and
+    the texts' lengths are screened at C level: no Python step per attribute."""
+    values = attributes.values()
+    kinds = set(map(type, values))
+    if not kinds <= _KINDS:
+        return False
+    if longest is not None and str in kinds and max(map(len, filter(_is_text, values))) > longest:
+        return False
+    if tuple in kinds:
+        for value in filter(_is_tuple, values):
             first = type(value[0]) if value else str
             if first not in _SCALARS or any(type(item) is not first for item in value):
                 return False
             if first is str and longest is not None and any(len(item) > longest for item in value):
                 return False
-        elif kind not in _SCALARS:
-            return False
     return True

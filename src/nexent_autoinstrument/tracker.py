@@ -14,6 +14,8 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from itertools import repeat
+from operator import mul, sub
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
@@ -477,7 +479,7 @@ class CallTracker:
             itl_p50=percentile(gaps, 0.50) if gaps else None,
             itl_p99=percentile(gaps, 0.99) if gaps else None,
             itl_max=max(self._max_gap, gaps[-1]) if gaps else None,
-            offsets=tuple([int((t - started) * 1e6) for t in self._times]),
+            offsets=tuple(map(int, map(mul, map(sub, self._times, repeat(started)), repeat(1e6)))),
             offsets_truncated=self.content_chunks > len(self._times),
             chunks=self.chunks, content_chunks=self.content_chunks, waiting_chunks=self.waiting_chunks,
             reader_bound=reader_bound,
@@ -500,7 +502,7 @@ class CallTracker:
         if len(times) < 2:
             return []
         if not self._waiting:
-            gaps = [b - a for a, b in itertools.pairwise(times)]
+            gaps = list(map(sub, itertools.islice(times, 1, None), times))
         else:
             waiting = set(self._waiting)
             gaps = [times[i + 1] - times[i] for i in range(len(times) - 1)

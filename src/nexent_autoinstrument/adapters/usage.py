@@ -10,6 +10,7 @@ _USAGE_FIELDS = (("prompt_tokens", "completion_tokens"), ("input_tokens", "outpu
 
 
 _ABSENT = object()
+_NO_FIELDS: dict[str, Any] = {}
 
 
 def field_maps(source: Any) -> tuple[dict[str, Any], ...] | None:
@@ -31,10 +32,10 @@ def get_field(source: Any, key: str) -> Any:
     inside pydantic (see ``field_maps``)."""
     if isinstance(source, dict):
         return source.get(key)
-    extra = getattr(source, "__pydantic_extra__", _ABSENT)
+    extra: Any = getattr(source, "__pydantic_extra__", _ABSENT)
     if extra is not _ABSENT:
-        declared = getattr(source, "__dict__", None)
-        if isinstance(declared, dict) and key in declared:
+        declared = getattr(source, "__dict__", _NO_FIELDS)
+        if key in declared:
             return declared[key]
         if isinstance(extra, dict) and key in extra:
             return extra[key]
