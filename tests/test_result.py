@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -233,3 +234,28 @@ def test_chunks_recorded_together_measure_what_one_call_each_measures(reads: lis
         patch.setattr(tracker_module, "clock", lambda: next(ticks))
         one_each, together = measured(False), measured(True)
     assert together == one_each
+
+
+@given(reads=st.lists(st.tuples(st.floats(0.001, 1.0), st.booleans(), st.integers(1, 3)), min_size=1, max_size=30),
+       cap=st.integers(0, 40))
+def test_the_gaps_are_those_between_consecutive_chunks_that_both_arrived_when_read(
+        reads: list[tuple[float, bool, int]], cap: int) -> None:
+    """Reads of one or more content chunks, each read's data waiting or not: a gap is measured
+    between two consecutive chunks (within the offsets cap) only when both took their read's
+    arrival, the first chunk of a read whose data did not wait."""
+    call = lifecycle.begin(make_harness(token_timestamps_max=cap).telemetry, "chat", "m", stream=True)
+    timing = ReadTiming()
+    call.timed_by(timing)
+    timing.timed, at, chunks = True, 0.0, []
+    for pause, fresh, contents in reads:
+        at += pause
+        timing.read_time = at
+        timing.waited, timing.away = (0.01, 0.0) if fresh else (0.00001, 0.1)
+        for position in range(contents):
+            call.content(None, 1, 1)
+            chunks.append((at, fresh and position == 0))
+    result = call.finish()
+    assert result is not None
+    kept = chunks[:cap]
+    expected = sorted(b - a for (a, a_timed), (b, b_timed) in itertools.pairwise(kept) if a_timed and b_timed)
+    assert result.gaps == pytest.approx(tuple(expected))

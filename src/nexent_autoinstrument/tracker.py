@@ -503,10 +503,10 @@ class CallTracker:
             return []
         if not self._waiting:
             gaps = list(map(sub, itertools.islice(times, 1, None), times))
-        else:
-            waiting = set(self._waiting)
-            gaps = [times[i + 1] - times[i] for i in range(len(times) - 1)
-                    if i not in waiting and i + 1 not in waiting]
+        else:  # (C-level set operations: no Python step per chunk, when most waited)
+            timed = set(range(len(times))).difference(self._waiting)
+            firsts = list(timed.intersection(map((1).__rsub__, timed)))  # chunks timed, as the next one is
+            gaps = list(map(sub, map(times.__getitem__, map((1).__add__, firsts)), map(times.__getitem__, firsts)))
         gaps.sort()
         return gaps
 
