@@ -12,6 +12,7 @@ from dataclasses import MISSING, fields
 from types import SimpleNamespace
 from typing import Any
 
+import pydantic
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -594,13 +595,38 @@ def test_a_field_is_read_as_the_model_gives_it_and_a_missing_one_is_not_asked_of
     reply = construct_type(type_=_Reply, value={"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5,
                                                  "reasoning": "undeclared"})
     asked: list[str] = []
-    lookup = type(reply).__getattr__
-    monkeypatch.setattr(type(reply), "__getattr__", lambda self, name: asked.append(name) or lookup(self, name))
+    lookup = pydantic.BaseModel.__getattr__
+    monkeypatch.setattr(pydantic.BaseModel, "__getattr__", lambda self, name: asked.append(name) or lookup(self, name))
     assert (get_field(reply, "prompt_tokens"), get_field(reply, "reasoning")) == (2, "undeclared")
     assert (get_field(reply, "doubled"), get_field(reply, "label")()) == (4, "reply")
     assert get_field(reply, "prompt_tokens_details") is None  # declared, not sent
     assert get_field(reply, "input_tokens_details") is None and asked == []  # (pydantic would raise inside)
     assert get_field(SimpleNamespace(a=1), "a") == 1 and get_field(SimpleNamespace(), "a") is None
+
+
+class _Forwarding:
+    """A proxy that forwards every attribute to the object it wraps."""
+
+    def __init__(self, wrapped: Any) -> None:
+        self._wrapped = wrapped
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+
+class _Computed(CompletionUsage):
+    """A model that answers some names itself."""
+
+    def __getattr__(self, name: str) -> Any:
+        return f"computed {name}" if name == "input_tokens" else super().__getattr__(name)
+
+
+def test_an_object_that_answers_names_itself_is_asked_for_the_field() -> None:
+    usage = CompletionUsage(prompt_tokens=2, completion_tokens=3, total_tokens=5)
+    assert get_field(_Forwarding(usage), "prompt_tokens") == 2  # (it answers __pydantic_extra__ too)
+    assert usage_counts(_Forwarding(usage)) == (2, 3)
+    computed = construct_type(type_=_Computed, value={"prompt_tokens": 2})
+    assert (get_field(computed, "input_tokens"), get_field(computed, "prompt_tokens")) == ("computed input_tokens", 2)
     assert (get_field({"a": 1}, "a"), get_field({}, "a")) == (1, None)
 
 

@@ -259,3 +259,22 @@ def test_the_gaps_are_those_between_consecutive_chunks_that_both_arrived_when_re
     kept = chunks[:cap]
     expected = sorted(b - a for (a, a_timed), (b, b_timed) in itertools.pairwise(kept) if a_timed and b_timed)
     assert result.gaps == pytest.approx(tuple(expected))
+
+
+@pytest.mark.parametrize("adopted", [False, True])
+def test_attributes_reported_during_the_call_yield_a_name_to_the_end_as_they_did_when_set_first(adopted: bool) -> None:
+    """On the agent's span the end's value of a name wins, in the end's place; on a span adopted from
+    an SDK, which keeps the first value of a name, the one reported during the call."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from nexent_autoinstrument.adoption import Adoption
+
+    span = TracerProvider().get_tracer("t").start_span("call", attributes={"first": 1})
+    writer = Adoption(span) if adopted else span
+    result = RESULT._replace(error_type="timeout")
+    emit(result, span, writer, 0, False, {"error.type": "from the call", "llm.request.retries": 1},
+         None, None)  # type: ignore[arg-type]
+    assert span.attributes["error.type"] == ("from the call" if adopted else "timeout")
+    assert span.attributes["llm.request.retries"] == 1
+    if not adopted:
+        assert list(span.attributes)[:2] == ["first", "llm.request.retries"]  # (the end's names after)

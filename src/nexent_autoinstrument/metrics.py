@@ -186,7 +186,7 @@ def observe(child: Any, value: float, exemplar: Exemplar | None = None, parts: A
     child's ``_parts``, if known."""
     if parts is False:
         parts = _parts(child)
-    if parts is None:
+    if parts is None or value != value:  # (NaN: the client counts it in no bucket)
         child.observe(value, None if exemplar is None else exemplar.labels)
         return
     buckets, total, bounds = parts

@@ -93,11 +93,13 @@ def emit(result: CallResult, span: Any, writer: Any, start_ns: int, ended_early:
         attributes = span_attributes(result, getattr(getattr(span, "_attributes", None), "max_value_len", None))
         if priced:
             attributes.update(cost_attributes(result, cost))
-        if annotations:  # (first: the end's own win a name they share)
-            attributes = {**annotations, **attributes}
         if writer is span:
+            if annotations:  # (set first: the end's own win a name they share, and take its place)
+                attributes = {**{k: v for k, v in annotations.items() if k not in attributes}, **attributes}
             set_valid_attributes(span, attributes)
-        else:
+        else:  # (an adoption keeps the first value of a name: the annotations' win there, as on the span)
+            if annotations:
+                writer.set_attributes(annotations)
             writer.set_attributes(attributes)
         for index, gap, at in result.stalls:
             span.add_event(names.EVENT_STALL, {"llm.stall.gap_seconds": gap, "llm.stall.chunk_index": index},

@@ -32,29 +32,36 @@ def get_field(source: Any, key: str) -> Any:
     inside pydantic (see ``field_maps``)."""
     if isinstance(source, dict):
         return source.get(key)
-    extra: Any = getattr(source, "__pydantic_extra__", _ABSENT)
-    if extra is not _ABSENT:
+    names = _model_attributes(type(source))
+    if names is not None:
         declared = getattr(source, "__dict__", _NO_FIELDS)
         if key in declared:
             return declared[key]
+        extra = getattr(source, "__pydantic_extra__", None)
         if isinstance(extra, dict) and key in extra:
             return extra[key]
-        if key not in _class_attributes(type(source)):  # (no property or method of that name either)
+        if key not in names:  # (no property or method of that name either)
             return None
     return getattr(source, key, None)
 
 
-#: The names each model class has as class attributes (properties, methods), by class.
-_CLASS_ATTRIBUTES: dict[type, frozenset[str]] = {}
+#: By class: the names of its class attributes (properties, methods) if it is a plain pydantic 2
+#: model, else None (any other class, or a model with an ``__getattr__`` of its own).
+_MODEL_ATTRIBUTES: dict[type, frozenset[str] | None] = {}
 _MAX_CLASSES = 1024
 
 
-def _class_attributes(cls: type) -> frozenset[str]:
-    names = _CLASS_ATTRIBUTES.get(cls)
-    if names is None:
-        names = frozenset(name for klass in cls.__mro__ for name in vars(klass))
-        if len(_CLASS_ATTRIBUTES) < _MAX_CLASSES:
-            _CLASS_ATTRIBUTES[cls] = names
+def _model_attributes(cls: type) -> frozenset[str] | None:
+    try:
+        return _MODEL_ATTRIBUTES[cls]
+    except KeyError:
+        pass
+    mro = cls.__mro__
+    model = next((klass for klass in mro if "__pydantic_extra__" in vars(klass)), None)
+    lookup = next((klass for klass in mro if "__getattr__" in vars(klass)), None)
+    names = frozenset(name for klass in mro for name in vars(klass)) if model is not None and lookup is model else None
+    if len(_MODEL_ATTRIBUTES) < _MAX_CLASSES:
+        _MODEL_ATTRIBUTES[cls] = names
     return names
 
 
