@@ -349,6 +349,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("an attribute of another type is set without the SDK's checks", PKG + "report.py",
              "    if not kinds <= _KINDS:\n        return False", "    if False:\n        return False",
              ("tests/test_metrics_exposition.py",)),
+    Mutation("a name set again keeps its old place among the span's attributes", PKG + "report.py",
+             "            del store[name]\n", "            pass\n", ("tests/test_metrics_exposition.py",)),
     Mutation("a tuple of mixed types is set without the SDK's checks", PKG + "report.py",
              " or any(type(item) is not first for item in value)", "", ("tests/test_metrics_exposition.py",)),
     Mutation("a text in a tuple over the length limit is set uncut", PKG + "report.py",

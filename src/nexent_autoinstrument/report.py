@@ -218,6 +218,8 @@ def set_valid_attributes(span: Any, attributes: dict[str, Any]) -> None:
         span.set_attributes(attributes)
         return
     with lock:
+        for name in store.keys() & attributes.keys():  # (as the SDK does: a name set again moves to the end)
+            del store[name]
         store.update(attributes)
 
 
