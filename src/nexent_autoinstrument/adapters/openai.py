@@ -11,7 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .protocol import SDK, Protocol, Route
-from .usage import cached_input, field_maps, get_field, usage_counts
+from .usage import cached_input, get_field, usage_counts
 
 if TYPE_CHECKING:
     from ..tracker import CallTracker
@@ -19,16 +19,8 @@ if TYPE_CHECKING:
 
 def _reasoning(delta: Any) -> Any:
     """The reasoning text some compatible servers add to a delta (``reasoning_content``,
-    ``reasoning``), which the SDK does not declare: looked up in the model's fields, not asked
-    for as attributes (see ``field_maps``)."""
-    maps = field_maps(delta)
-    if maps is None:  # another kind of object
-        return get_field(delta, "reasoning_content") or get_field(delta, "reasoning")
-    for fields in maps:
-        value = fields.get("reasoning_content") or fields.get("reasoning")
-        if value:
-            return value
-    return None
+    ``reasoning``), which the SDK does not declare."""
+    return get_field(delta, "reasoning_content") or get_field(delta, "reasoning")
 
 
 # Readers of the SDK's parsed items: plain attribute access on the hot path. The SDK does not

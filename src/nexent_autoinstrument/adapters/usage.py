@@ -9,27 +9,14 @@ from typing import Any
 _USAGE_FIELDS = (("prompt_tokens", "completion_tokens"), ("input_tokens", "output_tokens"))
 
 
-_ABSENT = object()
 _NO_FIELDS: dict[str, Any] = {}
-
-
-def field_maps(source: Any) -> tuple[dict[str, Any], ...] | None:
-    """The dictionaries that hold the fields of ``source``: a plain dict itself, or an SDK model's
-    (pydantic 2) declared fields, then the undeclared ones the server sent; None for anything
-    else. A lookup there is a dictionary's, while asking a model for a field it lacks raises and
-    catches an AttributeError inside pydantic (22k instructions, more than a whole chunk)."""
-    if isinstance(source, dict):
-        return (source,)
-    extra = getattr(source, "__pydantic_extra__", _ABSENT)
-    if extra is _ABSENT:
-        return None
-    return tuple(fields for fields in (getattr(source, "__dict__", None), extra) if isinstance(fields, dict))
 
 
 def get_field(source: Any, key: str) -> Any:
     """A field of an SDK object or of a plain dict; None when absent. An SDK model (pydantic 2)
-    is read from its field dictionaries, so that a field it lacks is not an exception caught
-    inside pydantic (see ``field_maps``)."""
+    is read from its field dictionaries (declared, then the undeclared ones the server sent): a
+    field it lacks, asked of the model, is an AttributeError raised and caught inside pydantic
+    (22k instructions, more than a whole chunk)."""
     if isinstance(source, dict):
         return source.get(key)
     names = _model_attributes(type(source))
