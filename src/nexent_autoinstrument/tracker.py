@@ -293,7 +293,17 @@ class CallTracker:
         if text and self.texts is not None:
             self.texts.append(text)
         if fresh is False:
-            self._waited(index, now)
+            # Already there when read: it arrived earlier, at an unknown time, so it is no arrival
+            # time and no gap (the caller read late, or it came bundled). (Inline: this runs for
+            # every chunk of a read that found its data waiting.)
+            if self.first_content is None:
+                self.first_content = now
+            self.waiting_chunks += 1
+            if index < self._times_cap:
+                self._waiting.append(index)
+            if self._previous is not None:
+                self._end_run(index - 1)
+            self._read_at = now
             return
         if fresh:
             self._arrival_at = now
@@ -336,17 +346,6 @@ class CallTracker:
         elif self._read_at is not None:  # after a chunk that waited: the real gap is at least this
             self._long_gap(index, now - self._read_at, now)
         self._run_first, self._run_first_index = now, index
-
-    def _waited(self, index: int, now: float) -> None:
-        """A content chunk that was already there when read: it arrived earlier, at an unknown
-        time, so it is no arrival time and no gap (the caller read late, or it came bundled)."""
-        if self.first_content is None:
-            self.first_content = now
-        self.waiting_chunks += 1
-        if index < self._times_cap:
-            self._waiting.append(index)
-        self._end_run(index - 1)
-        self._read_at = now
 
     def _end_run(self, last_index: int) -> None:
         """The run of timed arrivals (if any) ended with chunk ``last_index``: count its gaps."""

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
-from itertools import repeat
-from operator import sub
+from collections.abc import Callable
 from typing import Any
 
 
@@ -280,17 +278,6 @@ _NON_EMPTY_TEXT = re.compile(_TEXT + b"+")
 _BACKSLASH, _QUOTE = b"\\"[0], b'"'[0]
 
 
-def _indexes(items: list[Any], value: Any) -> Iterator[int]:
-    """Where ``value`` is in ``items``, found by ``list.index`` (a C-level search between them)."""
-    at = -1
-    while True:
-        try:
-            at = items.index(value, at + 1)
-        except ValueError:
-            return
-        yield at
-
-
 class PlainReads:
     """Recognises, from its bytes alone, a plain content delta: an event that differs from a
     plain delta already seen (``learn``) only in the text of ``key``. ``matches`` takes a network
@@ -367,38 +354,29 @@ class PlainReads:
 
     def sort_events(self, region: bytes) -> tuple[int, bytes] | None:
         """Of the whole events in ``region`` (``SSEDecoder.feed_region``): how many are the learned
-        plain delta with some other non-empty text, and the bytes of the others. The region is cut
-        into data lines at each blank line followed by one, and the cuts are checked against the
-        template as C-level calls over them all: no Python step per event (it would cost more
-        than the reader's own work). None where the region does not begin with a data line, or a
-        cut with the template's bytes around it has no JSON string text there (each event is then
-        looked at alone)."""
-        prefix, suffix = self.data_prefix, self.data_suffix
-        if not prefix or not region.startswith(b"data: ") or _LF in prefix or _LF in suffix:
-            return None  # (a template of several data lines is not one of a line's bytes)
+        plain delta with some other non-empty text (``matches_data``), and the bytes of the
+        others, in their order. The region is cut into data lines at each blank line followed by
+        one; a cut that is not a plain delta (another event, other lines after it) is handed on
+        whole. None where no template of one line's bytes is known (one of several data lines is
+        not: a cut's bytes are its data only for an event of one data line), or the region does
+        not begin with a data line."""
+        prefix, suffix, around = self.data_prefix, self.data_suffix, self._data_around
+        if not prefix or _LF in prefix or _LF in suffix or not region.startswith(b"data: "):
+            return None
         pieces = region.split(b"\n\ndata: ")  # (each a data line's value, but where other lines follow)
-        pieces[0] = pieces[0][6:]  # (not a copy of the region without its first "data: " and last blank line)
+        pieces[0] = pieces[0][6:]
         pieces[-1] = pieces[-1][:-2]
-        texts = list(map(bytes.removesuffix, map(bytes.removeprefix, pieces, repeat(prefix)), repeat(suffix)))
-        around = self._data_around  # (what a piece loses when both ends are there; never more)
+        count = 0
         others = []
-        if sum(map(len, texts)) != sum(map(len, pieces)) - around * len(pieces) or b"" in texts:
-            # Some are not a plain delta (another event, an empty text, other lines after): those
-            # alone are handed on, found by C-level searches.
-            odd = list(map(around.__ne__, map(sub, map(len, pieces), map(len, texts))))
-            for index in _indexes(texts, b""):
-                odd[index] = True
-            for index in _indexes(odd, True):
-                others.append(b"data: " + pieces[index] + b"\n\n")
-                texts[index] = b""
-            texts = list(filter(None, texts))
-        joined = b"".join(texts)
-        # (A text is a JSON string's, on its line: with escapes, the exact check of each.)
-        if _BACKSLASH in joined:
-            valid = all(map(_NON_EMPTY_TEXT.fullmatch, texts))
-        else:
-            valid = _QUOTE not in joined and _LF not in joined and _CR not in joined
-        return (len(texts), b"".join(others)) if valid else None
+        for piece in pieces:  # (``matches_data``, inlined: a call per event would cost a third more)
+            text = piece.removeprefix(prefix).removesuffix(suffix)
+            if text and len(text) == len(piece) - around and (
+                    _NON_EMPTY_TEXT.fullmatch(text) is not None if _BACKSLASH in text
+                    else _QUOTE not in text and _LF not in text and _CR not in text):
+                count += 1
+            else:
+                others.append(b"data: " + piece + b"\n\n")
+        return count, b"".join(others)
 
     @staticmethod
     def _one_event(read: bytes) -> int | None:

@@ -80,7 +80,7 @@ class EventBody:
         self._decoder = decoder
         self._plain = plain
         #: Where line ends are ``\n``, as servers write them: the plain deltas of a read are then
-        #: told apart all at once (with a template to tell them by: SSE only).
+        #: told apart from their bytes in one pass (with a template to tell them by: SSE only).
         self._feed_region = decoder.feed_region if plain is not None and isinstance(decoder, SSEDecoder) else None
         self._inflate = inflate
         # (the endpoint's fields, looked up once: read per event)
@@ -111,8 +111,9 @@ class EventBody:
 
     def _region(self, region: bytes, chunk: bytes, plain: PlainReads | None, known: PlainReads) -> None:
         """The whole events ``chunk`` completed. Once a plain delta's template and the response are
-        known, the plain deltas among them are told apart all at once (``PlainReads.sort_events``):
-        a read that brings many events costs less per event than a read of one."""
+        known, the plain deltas among them are told apart from their bytes
+        (``PlainReads.sort_events``) and recorded together: a read that brings many events costs
+        less per event than a read of one."""
         tracker = self._tracker
         contents_before = tracker.content_chunks
         start = 0
