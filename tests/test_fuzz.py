@@ -301,14 +301,15 @@ def test_a_read_recognised_without_decoding_is_the_learned_delta_with_other_text
            max_size=3),
        others=st.lists(st.sampled_from([b": keep-alive", b"event: ping\ndata: {}", b"data: a\ndata: b", b"id: 7"]),
                        max_size=2),
-       spacing=st.sampled_from([compact, {}]), ascii_only=st.booleans(), order=st.randoms(use_true_random=False))
+       spacing=st.sampled_from([compact, {}]), ascii_only=st.booleans(), order=st.randoms(use_true_random=False),
+       copies=st.sampled_from([1, 1, 4]), odd_ones=st.sampled_from(["anywhere", "first", "last"]))
 def test_plain_deltas_told_apart_at_once_are_those_told_apart_one_by_one(
         learned: str, events: list[dict[str, Any]], raw_texts: list[bytes], others: list[bytes],
-        spacing: dict[str, Any], ascii_only: bool, order: Any) -> None:
-    """A read of many events: the plain deltas ``PlainReads.sort_events`` counts at once are
-    exactly those ``matches_data`` recognises one by one in events of one data line, and the
-    others' bytes hold the other events, in order. Where an event has the learned bytes around
-    something that is no JSON string text (any bytes there), it may give up, never count it."""
+        spacing: dict[str, Any], ascii_only: bool, order: Any, copies: int, odd_ones: str) -> None:
+    """A read of several events: the plain deltas ``PlainReads.sort_events`` counts are exactly
+    those ``matches_data`` recognises one by one in events of one data line, and the others'
+    bytes hold the other events, in order: for a few events (checked one by one) and for many
+    (``copies``: checked together, the odd ones at either end set aside, wherever they are)."""
     from nexent_autoinstrument.adapters.openai import skim_chat_event
     from nexent_autoinstrument.adapters.sse import PlainReads, events_of
 
@@ -323,12 +324,15 @@ def test_plain_deltas_told_apart_at_once_are_those_told_apart_one_by_one(
     blocks = [b"data: " + dumps(event) for event in events]
     blocks += [b"data: " + plain.data_prefix + text + plain.data_suffix for text in raw_texts]
     blocks += others
-    order.shuffle(blocks)
-    region = b"".join(block + b"\n\n" for block in blocks)
 
     def one_by_one(block: bytes) -> bool:
         return block.startswith(b"data: ") and b"\n" not in block and plain.matches_data(block[6:])
 
+    blocks *= copies
+    order.shuffle(blocks)
+    if odd_ones != "anywhere":  # (first or last, as a response's first event and its end are)
+        blocks.sort(key=one_by_one, reverse=odd_ones == "last")
+    region = b"".join(block + b"\n\n" for block in blocks)
     result = plain.sort_events(region)
     if result is not None:  # the events handed on are all the others, in order, and maybe some plain ones
         count, rest = result
@@ -344,6 +348,29 @@ def test_plain_deltas_told_apart_at_once_are_those_told_apart_one_by_one(
             assert count == sum(map(one_by_one, blocks))
     elif not raw_texts and not others and spacing is compact and any(map(one_by_one, blocks)):
         raise AssertionError("a stream as servers write it was not told apart")  # (it never gives up on one)
+
+
+@settings(max_examples=400, deadline=None)
+@given(learned=text.filter(bool), texts=st.lists(st.one_of(
+           text.map(lambda t: json.dumps(t)[1:-1].encode()),  # (a JSON string's body, escapes and all)
+           st.binary(max_size=6), st.lists(st.sampled_from([b'"', b"\\", b"a", b"\n", b"\r", b"\\n"]),
+                                           min_size=1, max_size=4).map(b"".join)), max_size=30),
+       trims=st.lists(st.sampled_from(["both", "both", "both", "head", "tail", "none"]), max_size=30))
+def test_plain_deltas_checked_together_are_those_matches_data_takes(learned: str, texts: list[bytes],
+                                                                   trims: list[str]) -> None:
+    """``PlainReads._all_plain``, the check of many events at once, says yes exactly when
+    ``matches_data`` takes every one of them: any text between the template's bytes, or a piece
+    that lacks them at either end."""
+    from nexent_autoinstrument.adapters.sse import PlainReads
+
+    plain = PlainReads(b'"content":"')
+    plain.learn(b"", json.dumps(plain_delta(learned), separators=(",", ":")).encode())
+    prefix, suffix = plain.data_prefix, plain.data_suffix
+    assert prefix and suffix
+    shapes = {"both": lambda t: prefix + t + suffix, "head": lambda t: prefix + t, "tail": lambda t: t + suffix,
+              "none": lambda t: t}
+    pieces = [shapes[trim](t) for t, trim in zip(texts, trims + ["both"] * len(texts), strict=False)]
+    assert plain._all_plain(pieces) is all(map(plain.matches_data, pieces))
 
 
 @st.composite
