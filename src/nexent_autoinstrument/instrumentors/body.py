@@ -80,7 +80,7 @@ class EventBody:
         self._decoder = decoder
         self._plain = plain
         #: Where line ends are ``\n``, as servers write them: the plain deltas of a read are then
-        #: told apart from their bytes in one pass (with a template to tell them by: SSE only).
+        #: told apart from their bytes, without a parse (with a template to tell them by: SSE only).
         self._feed_region = decoder.feed_region if plain is not None and isinstance(decoder, SSEDecoder) else None
         self._inflate = inflate
         # (the endpoint's fields, looked up once: read per event)
