@@ -277,8 +277,9 @@ _TEXT = rb'(?:[^"\\\r\n]|\\[^\r\n])'
 _TEXT_RUN = re.compile(_TEXT + b"*")
 _NON_EMPTY_TEXT = re.compile(_TEXT + b"+")
 _BACKSLASH, _QUOTE = b"\\"[0], b'"'[0]
-#: Above this many events, a read's plain deltas are checked together: one pass of C-level calls
-#: costs more than a Python step per event for a few events, and less for many.
+#: Above this many cuts of a read (an event's data line each, with any lines up to the next one),
+#: its plain deltas are checked together: one pass of C-level calls costs more than a Python step
+#: per cut for a few, and less for many.
 _MANY_EVENTS = 12
 
 
@@ -359,11 +360,12 @@ class PlainReads:
     def sort_events(self, region: bytes) -> tuple[int, bytes] | None:
         """Of the whole events in ``region`` (``SSEDecoder.feed_region``): how many are the learned
         plain delta with some other non-empty text (``matches_data``), and the bytes of the
-        others, in their order. The region is cut into data lines at each blank line followed by
-        one; a cut that is not a plain delta (another event, other lines after it) is handed on
-        whole. None where no template of one line's bytes is known (one of several data lines is
-        not: a cut's bytes are its data only for an event of one data line), or the region does
-        not begin with a data line."""
+        others, in their order. The region is cut at each blank line followed by a data line; a
+        cut that is not one plain delta alone (another event, other lines or blank lines after
+        it, an event without a data line merged into it) is handed on whole, to be parsed. None
+        where the region does not begin with a data line, or no template is known, or the known
+        one spans several lines (a cut's bytes are its data only for an event of one data
+        line)."""
         prefix, suffix, around = self.data_prefix, self.data_suffix, self._data_around
         if not prefix or _LF in prefix or _LF in suffix or not region.startswith(b"data: "):
             return None
@@ -373,16 +375,17 @@ class PlainReads:
         if len(pieces) > _MANY_EVENTS:
             # The events at either end that are no plain delta (the response's first, its end, its
             # usage) are set aside, and the others checked together, as C-level calls over them all.
-            first, last, matches = 0, len(pieces), self.matches_data
-            while first < last and not matches(pieces[first]):
+            first, last, plain_data = 0, len(pieces), self.matches_data
+            while first < last and not plain_data(pieces[first]):
                 first += 1
-            while last > first and not matches(pieces[last - 1]):
+            while last > first and not plain_data(pieces[last - 1]):
                 last -= 1
             if self._all_plain(pieces[first:last]):
                 return last - first, b"".join([b"data: " + piece + b"\n\n" for piece in pieces[:first] + pieces[last:]])
         count = 0
         others = []
-        for piece in pieces:  # (``matches_data``, inlined: it runs per event of a read of a few)
+        # (``matches_data``, inlined: this runs per cut of a read of a few, or of many with an odd one amid them)
+        for piece in pieces:
             text = piece.removeprefix(prefix).removesuffix(suffix)
             if text and len(text) == len(piece) - around and (
                     _NON_EMPTY_TEXT.fullmatch(text) is not None if _BACKSLASH in text
@@ -394,8 +397,8 @@ class PlainReads:
 
     def _all_plain(self, pieces: list[bytes]) -> bool:
         """Whether every one of ``pieces`` is what ``matches_data`` takes, found without a Python
-        step per piece. (A trim shortens a piece by its template's bytes or not at all, so the
-        lengths add up only if each piece lost both.)"""
+        step per piece. (``removeprefix`` and ``removesuffix`` take off exactly the template's
+        bytes or nothing, so the lengths add up only if each piece lost both.)"""
         texts = list(map(bytes.removesuffix, map(bytes.removeprefix, pieces, repeat(self.data_prefix)),
                          repeat(self.data_suffix)))
         if not all(texts) or sum(map(len, texts)) != sum(map(len, pieces)) - self._data_around * len(pieces):
