@@ -31,6 +31,14 @@ from nexent_autoinstrument.tracker import Telemetry
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+#: Property tests try ``examples(n)`` inputs: n in the test command, more where scripts/stress.sh
+#: sets TEST_EXAMPLES_SCALE (it runs them again, deeper).
+EXAMPLES_SCALE = float(os.environ.get("TEST_EXAMPLES_SCALE", "1"))
+
+
+def examples(count: int) -> int:
+    """How many examples a property test of ``count`` examples tries in this run."""
+    return max(1, round(count * EXAMPLES_SCALE))
 
 
 @dataclass

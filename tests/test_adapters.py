@@ -22,6 +22,7 @@ from openai.types.completion import Completion
 from openai.types.completion_usage import CompletionUsage
 from openai.types.responses import ResponseUsage
 
+from conftest import examples
 from nexent_autoinstrument.adapters import anthropic as anthropic_adapter
 from nexent_autoinstrument.adapters import gemini as gemini_adapter
 from nexent_autoinstrument.adapters import ollama as ollama_adapter
@@ -134,7 +135,7 @@ sse_line = st.one_of(
     st.sampled_from([b"", b"", b"event: x", b"id: 1", b": comment", b"data", b"data:x", b"data:  y", b"retry: 5"]))
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(250), deadline=None)
 @given(lines=st.lists(st.tuples(sse_line, st.sampled_from([b"\n", b"\n", b"\n", b"\r\n", b"\r"])), max_size=14),
        cuts=st.lists(st.integers(0, 200), max_size=6))
 def test_events_taken_as_regions_are_the_events_of_the_spec(lines: list[tuple[bytes, bytes]], cuts: list[int]) -> None:
@@ -342,7 +343,7 @@ def drop(data: bytes) -> bool:
     return data.startswith(b"DROP")
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(stream=sse_stream())
 def test_any_events_in_any_dialect_are_decoded_as_the_spec_says_whatever_the_reads(stream: Any) -> None:
     serialized, datas, tail, reads = stream
@@ -356,7 +357,7 @@ def test_any_events_in_any_dialect_are_decoded_as_the_spec_says_whatever_the_rea
     assert decoder.finish() == [] and decoder.idle
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(stream=sse_stream())
 def test_the_event_filter_hands_on_exactly_the_kept_events_as_soon_as_each_is_complete(stream: Any) -> None:
     serialized, datas, tail, reads = stream
@@ -369,7 +370,7 @@ def test_the_event_filter_hands_on_exactly_the_kept_events_as_soon_as_each_is_co
     assert out + strip.flush() == b"".join(kept) + tail
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(lines=st.lists(st.one_of(VALUE, st.sampled_from([b'{"a":1}', b"  ", b"\t{}"])), max_size=8),
        ends=st.lists(LINE_END, min_size=8, max_size=8), last_end=st.booleans(),
        cuts=st.lists(st.integers(0, 120), max_size=8))
@@ -395,7 +396,7 @@ PLAIN_DIALECTS = {  # (line end, data line prefix, lines before it)
 }
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(learned=st.sampled_from(sorted(PLAIN_DIALECTS)), read=st.sampled_from(sorted(PLAIN_DIALECTS)),
        text=st.text(min_size=1, max_size=5))
 def test_a_plain_read_is_recognised_only_in_the_dialect_learned(learned: str, read: str, text: str) -> None:

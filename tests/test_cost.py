@@ -18,7 +18,7 @@ from genai_prices import data_snapshot, types
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import Harness, make_harness
+from conftest import Harness, examples, make_harness
 from nexent_autoinstrument import conventions as names
 from nexent_autoinstrument.cost import MAX_LOOKUPS, SOURCE_FILE, SOURCE_TABLE, load_price_book
 from nexent_autoinstrument.instrumentors.otel import OpenAIInstrumentor
@@ -72,7 +72,7 @@ def usages(draw: st.DrawFn) -> tuple[int, int, int, int]:
     return tokens_in, draw(st.integers(0, 300_000)), cache_read, draw(st.integers(0, tokens_in - cache_read))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(entry=st.sampled_from(PRICED), tokens=usages())
 def test_every_price_is_the_librarys_own_sum(entry: tuple[str, str, bool], tokens: tuple[int, int, int, int]) -> None:
     provider, model, _ = entry

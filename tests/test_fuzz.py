@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import examples
 from nexent_autoinstrument.conventions import decode_offsets
 from nexent_autoinstrument.guard import internal_errors
 from nexent_autoinstrument.instrumentors.otel import (
@@ -126,7 +127,7 @@ class Agent:
             assert dict(internal_errors) == errors_before
 
 
-FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+FUZZ = settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                         HealthCheck.function_scoped_fixture])
 
 
@@ -231,7 +232,7 @@ def test_aiohttp_bodies_are_unchanged(fuzz_server: ScriptedServer, harness: Any,
         assert len(decode_offsets(span.attributes.get("llm.token.offsets", ""))) == content_chunks(reply)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(event=chunk, spacing=st.sampled_from([compact, {}]))
 def test_a_skimmed_event_is_a_plain_content_delta(event: dict[str, Any], spacing: dict[str, Any]) -> None:
     """Whenever the byte skim lets an event through unparsed, parsing it would have told nothing
@@ -259,7 +260,7 @@ def plain_delta(content: str) -> dict[str, Any]:
             "choices": [{"index": 0, "delta": {"content": content}, "logprobs": None, "finish_reason": None}]}
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(learned=text.filter(bool), other=st.one_of(text.map(plain_delta), chunk), spacing=st.sampled_from([compact, {}]),
        ascii_only=st.booleans())
 def test_a_read_recognised_without_decoding_is_the_learned_delta_with_other_text(
@@ -293,7 +294,7 @@ def test_a_read_recognised_without_decoding_is_the_learned_delta_with_other_text
         assert not (content and other == plain_delta(content))  # only an empty text is left to the decoder
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(learned=text.filter(bool), events=st.lists(st.one_of(text.map(plain_delta), text.map(plain_delta), chunk),
                                                   max_size=10),
        raw_texts=st.lists(st.one_of(st.binary(max_size=6), st.lists(  # (bytes that matter in a JSON string)
@@ -350,7 +351,7 @@ def test_plain_deltas_told_apart_at_once_are_those_told_apart_one_by_one(
         raise AssertionError("a stream as servers write it was not told apart")  # (it never gives up on one)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(learned=text.filter(bool), texts=st.lists(st.one_of(
            text.map(lambda t: json.dumps(t)[1:-1].encode()),  # (a JSON string's body, escapes and all)
            st.binary(max_size=6), st.lists(st.sampled_from([b'"', b"\\", b"a", b"\n", b"\r", b"\\n"]),
@@ -638,7 +639,7 @@ def test_anthropic_streams_are_unchanged(fuzz_server: ScriptedServer, harness: A
     assert instrumented == bare
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(event=anthropic_event, spacing=st.sampled_from([compact, {}]))
 def test_a_skimmed_anthropic_event_is_a_plain_text_delta(event: Any, spacing: dict[str, Any]) -> None:
     """Whenever Anthropic's byte skim lets an event through unparsed, parsing it would have told

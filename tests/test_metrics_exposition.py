@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ROOT
+from conftest import ROOT, examples
 from nexent_autoinstrument import conventions, lifecycle
 
 
@@ -223,7 +223,7 @@ _attribute_values = st.one_of(
     st.dictionaries(_texts, st.integers(), max_size=1))
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(100))
 @given(st.dictionaries(st.sampled_from("abcdefgh"), _attribute_values, max_size=8),
        st.dictionaries(st.sampled_from("abcdefgh"), _attribute_values, max_size=8),
        st.one_of(st.none(), st.integers(0, 12)), st.one_of(st.none(), st.integers(1, 10)))

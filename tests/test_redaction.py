@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import examples
 from nexent_autoinstrument.redaction import FALLBACK, redact_url
 
 H = "https://api.example.com/v1/x"
@@ -172,7 +173,7 @@ def urls_with_secrets(draw: st.DrawFn) -> tuple[str, list[str]]:
     return url, secrets
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(250))
 @given(urls_with_secrets())
 def test_planted_secrets_never_appear(case: tuple[str, list[str]]) -> None:
     url, secrets = case
@@ -195,7 +196,7 @@ def harmless_urls(draw: st.DrawFn) -> str:
     return url
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(250))
 @given(harmless_urls())
 def test_nothing_secret_means_no_change(url: str) -> None:
     assert redact_url(url) == url
@@ -204,7 +205,7 @@ def test_nothing_secret_means_no_change(url: str) -> None:
 URL_CHARS = "htps:/\\?#@&;=%[]:.+ \t\nAaKkEeYy0\x00\ud800"
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(250))
 @given(st.one_of(
     st.text(),
     st.text(URL_CHARS, max_size=40),
