@@ -69,9 +69,9 @@ echo "== ruff, mypy"
 .venv/bin/mypy
 
 echo "== pytest (openai $(.venv/bin/python -c 'import openai; print(openai.__version__)'))"
-# Three workers on two cores: many tests wait (for a server, a subprocess, a timer), and the
+# Four workers on two cores: many tests wait (for a server, a subprocess, a timer), and the
 # suite is written to hold on a machine loaded past its cores. A file's tests stay together.
-.venv/bin/python -m pytest -q -n 3 --dist loadfile "$@"
+.venv/bin/python -m pytest -q -n 4 --dist loadfile "$@"
 
 # The newest release of each earlier openai major (they use httpx, 3.x uses httpx2).
 # (The process suite on 1.x, whose httpx meets the collector and fork differently, is in
