@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -94,21 +95,25 @@ def serve_posts(handle: Any) -> ThreadingHTTPServer:
 
 
 class OTLPHTTPReceiver(_Store):
-    """Accepts OTLP/HTTP protobuf on /v1/traces and /v1/metrics."""
+    """Accepts OTLP/HTTP protobuf on /v1/traces and /v1/metrics; also as a forward proxy would
+    get them (the whole URL as the request's target), each target noted in ``targets``."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.targets: list[str] = []
         self.server = serve_posts(self._receive)
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def _receive(self, path: str, headers: Any, body: bytes) -> tuple[int, str, bytes]:
+    def _receive(self, target: str, headers: Any, body: bytes) -> tuple[int, str, bytes]:
         kinds = {"/v1/traces": (ExportTraceServiceRequest, self.traces),
                  "/v1/metrics": (ExportMetricsServiceRequest, self.metrics)}
+        path = urlsplit(target).path
         if path in kinds:
             kind, store = kinds[path]
             message = kind()
             message.ParseFromString(body)
             with self.lock:
+                self.targets.append(target)
                 store.append(message)
         return 200, "application/x-protobuf", ExportTraceServiceResponse().SerializeToString()
 

@@ -127,6 +127,28 @@ def test_otlp_http_export_through_both_doors(door: str, otlp: OTLPHTTPReceiver, 
     assert b"sk-e2e-secret" not in b"".join(r.SerializeToString() for r in otlp.traces)
 
 
+@pytest.mark.parametrize("bypassed", [False, True], ids=["proxied", "no_proxy"])
+def test_the_export_takes_the_proxy_the_environment_names(bypassed: bool, otlp: OTLPHTTPReceiver, mock_llm: Any,
+                                                          tmp_path: Path) -> None:
+    """HTTP_PROXY and NO_PROXY apply to the OTLP/HTTP export as requests applies them, export
+    after export (the agent reads them once, not for each export)."""
+    proxy = OTLPHTTPReceiver()
+    try:
+        collector = otlp.endpoint.replace("127.0.0.1", "localhost")
+        env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=collector, OTEL_BSP_SCHEDULE_DELAY="50",
+                      HTTP_PROXY=proxy.endpoint, NO_PROXY="127.0.0.1" + (",localhost" if bypassed else ""))
+        two_exports = APP + "import time; time.sleep(0.5); print('chunks', handle_request())\n"
+        result = run_python(two_exports, env=env, tmp_path=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count("chunks 12") == 2 and "internal_errors {}" in result.stdout
+        went, skipped = (otlp, proxy) if bypassed else (proxy, otlp)
+        assert len([span for _, span in went.spans() if span.name == "chat mock-gpt"]) == 2
+        assert len(went.targets) >= 2 and not skipped.targets
+        assert set(went.targets) == {"/v1/traces" if bypassed else f"{collector}/v1/traces"}
+    finally:
+        proxy.stop()
+
+
 def test_each_process_has_its_own_instance_id(otlp: OTLPHTTPReceiver, mock_llm: Any, tmp_path: Path) -> None:
     env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, SERVICE_VERSION="1.2.3",
                   OTEL_RESOURCE_ATTRIBUTES="deployment.environment=staging,service.name=from-resource")

@@ -148,6 +148,27 @@ class SpanBatches(SpanProcessor):
         self._due = None
 
 
+def otlp_http_session() -> Any:
+    """A ``requests`` session for an OTLP/HTTP exporter: the environment's proxy and CA-bundle
+    settings (``HTTPS_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``...) apply as requests applies
+    them, read once per destination instead of on every export (requests walks all of
+    ``os.environ`` for them each time: a third of the cost of exporting a small batch)."""
+    import requests
+
+    class SettledSession(requests.Session):
+        _settled: Any = None  # (the arguments, and what requests made of them and the environment)
+
+        def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+            key = (url, stream, verify, cert, tuple(sorted(proxies.items())) if proxies else ())
+            settled = self._settled
+            if settled is None or settled[0] != key:
+                settled = self._settled = (key, super().merge_environment_settings(url, proxies, stream, verify, cert))
+            merged = settled[1]
+            return {**merged, "proxies": dict(merged["proxies"])}
+
+    return SettledSession()
+
+
 def metric_reader(exporter: Any) -> Any:
     """A metric reader that the agent's thread collects every ``OTEL_METRIC_EXPORT_INTERVAL``
     and passes to ``exporter`` (the SDK's ``MetricReader``, made when first needed: it imports

@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from . import __version__, guest
-from .exporting import SpanBatches, metric_reader
+from .exporting import SpanBatches, metric_reader, otlp_http_session
 from .guard import export_warnings
 from .lifecycle import end_unfinished
 from .net import accepts_connections
@@ -166,7 +166,7 @@ def _otlp_span_exporter(settings: Settings) -> Any:
         return Grpc(**_otlp_options(settings, "traces"))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
-    return Http(**_otlp_options(settings, "traces"))
+    return Http(**_otlp_options(settings, "traces"), session=otlp_http_session())
 
 
 def _otlp_metric_exporter(settings: Settings) -> Any:
@@ -176,7 +176,7 @@ def _otlp_metric_exporter(settings: Settings) -> Any:
         return Grpc(**_otlp_options(settings, "metrics"))
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
 
-    return Http(**_otlp_options(settings, "metrics"))
+    return Http(**_otlp_options(settings, "metrics"), session=otlp_http_session())
 
 
 def _jaeger_span_exporter(settings: Settings) -> Any:
