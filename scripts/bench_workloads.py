@@ -157,8 +157,9 @@ region = Region()
 
 # -- the agents ---------------------------------------------------------------------------------------
 
-def otlp_tracer_provider() -> Any:
-    """An SDK tracer provider exporting over OTLP/HTTP in batches to the caller's receiver, made global."""
+def otlp_tracer_provider(session: Any = None) -> Any:
+    """An SDK tracer provider exporting over OTLP/HTTP in batches to the caller's receiver (through
+    ``session``, if given: a ``requests`` session), made global."""
     from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
@@ -167,7 +168,8 @@ def otlp_tracer_provider() -> Any:
 
     provider = TracerProvider(resource=Resource.create())  # (service.name from OTEL_SERVICE_NAME)
     endpoint = os.environ["BENCH_OTLP_ENDPOINT"]
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces",
+                                                                         session=session)))
     trace.set_tracer_provider(provider)
     return provider
 
@@ -466,11 +468,14 @@ def run_creates_with_spans(job: dict[str, Any]) -> dict[str, Any]:
     """The OpenTelemetry SDK's part of an instrumented ``create``, without any agent: each of
     ``calls`` bare ``create`` calls inside a span made as ours makes its span (``span_name`` and
     ``span_attributes``, read from one of ours by the caller), current while the call runs, its
-    context injected into the request's headers, and exported over OTLP/HTTP."""
+    context injected into the request's headers, and exported over OTLP/HTTP through the session
+    ours exports through (so that the export's HTTP work is the same on both sides)."""
     from opentelemetry import context, propagate, trace
     from opentelemetry.trace import SpanKind
 
-    tracer = otlp_tracer_provider().get_tracer("bench")
+    from nexent_autoinstrument.exporting import otlp_http_session
+
+    tracer = otlp_tracer_provider(otlp_http_session()).get_tracer("bench")
     name, attributes = job["span_name"], job["span_attributes"]
     client = sync_client(Answers(None))
 
