@@ -7,12 +7,13 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import random
 from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import examples
@@ -304,6 +305,8 @@ def test_a_read_recognised_without_decoding_is_the_learned_delta_with_other_text
                        max_size=2),
        spacing=st.sampled_from([compact, {}]), ascii_only=st.booleans(), order=st.randoms(use_true_random=False),
        copies=st.sampled_from([1, 1, 4]), odd_ones=st.sampled_from(["anywhere", "first", "last"]))
+@example(learned="w", events=[{"choices": [], "usage": {"completion_tokens": 3}}, *map(plain_delta, "abc")],
+         raw_texts=[], others=[], spacing=compact, ascii_only=True, order=random.Random(0), copies=4, odd_ones="first")
 def test_plain_deltas_told_apart_at_once_are_those_told_apart_one_by_one(
         learned: str, events: list[dict[str, Any]], raw_texts: list[bytes], others: list[bytes],
         spacing: dict[str, Any], ascii_only: bool, order: Any, copies: int, odd_ones: str) -> None:
