@@ -219,6 +219,9 @@ MUTATIONS: tuple[Mutation, ...] = (
              "    if False:", ("tests/test_pipeline_e2e.py",)),
     Mutation("spans nobody takes are retried at exit", PKG + "pipeline.py",
              "                self._drop_spans_nobody_takes()\n", "", ("tests/test_pipeline_e2e.py",)),
+    Mutation("the export ignores the environment's proxies", PKG + "exporting.py",
+             'return {**merged, "proxies": dict(merged["proxies"])}', 'return {**merged, "proxies": {}}',
+             ("tests/test_pipeline_e2e.py", "-k", "proxy")),
     # -- how calls end ----------------------------------------------------------------------------------
     Mutation("finish guard removed (a call can emit twice)", PKG + "tracker.py",
              "        try:\n            self._finish_token.pop()\n        except IndexError:\n            return None",
