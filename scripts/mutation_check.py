@@ -222,6 +222,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("the export ignores the environment's proxies", PKG + "exporting.py",
              'return {**merged, "proxies": dict(merged["proxies"])}', 'return {**merged, "proxies": {}}',
              ("tests/test_pipeline_e2e.py", "-k", "proxy")),
+    Mutation("a named credential provider is ignored", PKG + "pipeline.py",
+             "    if any(os.environ.get(name) for name in named):", "    if False:",
+             ("tests/test_pipeline_e2e.py", "-k", "credential")),
     # -- how calls end ----------------------------------------------------------------------------------
     Mutation("finish guard removed (a call can emit twice)", PKG + "tracker.py",
              "        try:\n            self._finish_token.pop()\n        except IndexError:\n            return None",

@@ -96,11 +96,11 @@ def serve_posts(handle: Any) -> ThreadingHTTPServer:
 
 class OTLPHTTPReceiver(_Store):
     """Accepts OTLP/HTTP protobuf on /v1/traces and /v1/metrics; also as a forward proxy would
-    get them (the whole URL as the request's target), each target noted in ``targets``."""
+    get them (the whole URL as the request's target). ``posts``: each one's target and headers."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.targets: list[str] = []
+        self.posts: list[tuple[str, dict[str, str]]] = []
         self.server = serve_posts(self._receive)
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
 
@@ -113,7 +113,7 @@ class OTLPHTTPReceiver(_Store):
             message = kind()
             message.ParseFromString(body)
             with self.lock:
-                self.targets.append(target)
+                self.posts.append((target, {k.lower(): v for k, v in headers.items()}))
                 store.append(message)
         return 200, "application/x-protobuf", ExportTraceServiceResponse().SerializeToString()
 

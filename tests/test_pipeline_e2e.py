@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import time
@@ -135,18 +136,44 @@ def test_the_export_takes_the_proxy_the_environment_names(bypassed: bool, otlp: 
     proxy = OTLPHTTPReceiver()
     try:
         collector = otlp.endpoint.replace("127.0.0.1", "localhost")
-        env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=collector, OTEL_BSP_SCHEDULE_DELAY="50",
-                      HTTP_PROXY=proxy.endpoint, NO_PROXY="127.0.0.1" + (",localhost" if bypassed else ""))
-        two_exports = APP + "import time; time.sleep(0.5); print('chunks', handle_request())\n"
-        result = run_python(two_exports, env=env, tmp_path=tmp_path)
+        env = {k: v for k, v in app_env(mock_llm).items() if not k.lower().endswith("_proxy")}  # (the runner's own)
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=collector, OTEL_BSP_MAX_EXPORT_BATCH_SIZE="1",  # (a POST per span)
+                   HTTP_PROXY=proxy.endpoint, NO_PROXY="127.0.0.1" + (",localhost" if bypassed else ""))
+        result = run_python(APP, env=env, tmp_path=tmp_path)
         assert result.returncode == 0, result.stderr
-        assert result.stdout.count("chunks 12") == 2 and "internal_errors {}" in result.stdout
+        assert "chunks 12" in result.stdout and "internal_errors {}" in result.stdout
         went, skipped = (otlp, proxy) if bypassed else (proxy, otlp)
-        assert len([span for _, span in went.spans() if span.name == "chat mock-gpt"]) == 2
-        assert len(went.targets) >= 2 and not skipped.targets
-        assert set(went.targets) == {"/v1/traces" if bypassed else f"{collector}/v1/traces"}
+        assert {span.name for _, span in went.spans()} == {"chat mock-gpt", "handle_request"}
+        assert len(went.posts) == 2 and not skipped.posts
+        assert {target for target, _ in went.posts} == {"/v1/traces" if bypassed else f"{collector}/v1/traces"}
     finally:
         proxy.stop()
+
+
+def test_a_named_credential_provider_makes_the_export_session(otlp: OTLPHTTPReceiver, mock_llm: Any,
+                                                              tmp_path: Path) -> None:
+    """OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER: the exporter sends through the session
+    the named provider (an entry point of an installed package) makes, not the agent's."""
+    from opentelemetry.exporter.otlp.proto.http import _common
+
+    if not hasattr(_common, "_load_session_from_envvar"):
+        pytest.skip("this OTLP exporter has no credential providers")
+    package = tmp_path / "site"
+    (package / "otlp_credentials-1.0.dist-info").mkdir(parents=True)
+    (package / "otlp_credentials-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: otlp-credentials\nVersion: 1.0\n")
+    (package / "otlp_credentials-1.0.dist-info" / "entry_points.txt").write_text(
+        "[opentelemetry_otlp_credential_provider]\ntest_provider = otlp_credentials:session\n")
+    (package / "otlp_credentials.py").write_text(
+        "import requests\n\ndef session():\n    made = requests.Session()\n"
+        "    made.headers['x-credential'] = 'from-the-provider'\n    return made\n")
+    env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
+                  OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER="test_provider")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package), env.get("PYTHONPATH")]))
+    result = run_python(APP, env=env, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "chunks 12" in result.stdout and "internal_errors {}" in result.stdout
+    assert otlp.posts and all(headers.get("x-credential") == "from-the-provider" for _, headers in otlp.posts)
 
 
 def test_each_process_has_its_own_instance_id(otlp: OTLPHTTPReceiver, mock_llm: Any, tmp_path: Path) -> None:

@@ -159,6 +159,17 @@ def _otlp_options(settings: Settings, signal: str) -> dict[str, Any]:
     return options
 
 
+def _http_session(signal: str) -> dict[str, Any]:
+    """The agent's session for an OTLP/HTTP exporter, unless a credential provider is named
+    (``OTEL_PYTHON_EXPORTER_OTLP_HTTP_[TRACES_|METRICS_]CREDENTIAL_PROVIDER``): the exporter then
+    exports through the session that provider makes."""
+    named = ("OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
+             f"OTEL_PYTHON_EXPORTER_OTLP_HTTP_{signal.upper()}_CREDENTIAL_PROVIDER")
+    if any(os.environ.get(name) for name in named):
+        return {}
+    return {"session": otlp_http_session()}
+
+
 def _otlp_span_exporter(settings: Settings) -> Any:
     if settings.otlp_protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
@@ -166,7 +177,7 @@ def _otlp_span_exporter(settings: Settings) -> Any:
         return Grpc(**_otlp_options(settings, "traces"))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
-    return Http(**_otlp_options(settings, "traces"), session=otlp_http_session())
+    return Http(**_otlp_options(settings, "traces"), **_http_session("traces"))
 
 
 def _otlp_metric_exporter(settings: Settings) -> Any:
@@ -176,7 +187,7 @@ def _otlp_metric_exporter(settings: Settings) -> Any:
         return Grpc(**_otlp_options(settings, "metrics"))
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
 
-    return Http(**_otlp_options(settings, "metrics"), session=otlp_http_session())
+    return Http(**_otlp_options(settings, "metrics"), **_http_session("metrics"))
 
 
 def _jaeger_span_exporter(settings: Settings) -> Any:
