@@ -305,6 +305,7 @@ def test_a_read_recognised_without_decoding_is_the_learned_delta_with_other_text
                        max_size=2),
        spacing=st.sampled_from([compact, {}]), ascii_only=st.booleans(), order=st.randoms(use_true_random=False),
        copies=st.sampled_from([1, 1, 4]), odd_ones=st.sampled_from(["anywhere", "first", "last"]))
+# (always: a read of many events led by ones that are no plain delta, which those set aside must keep)
 @example(learned="w", events=[{"choices": [], "usage": {"completion_tokens": 3}}, *map(plain_delta, "abc")],
          raw_texts=[], others=[], spacing=compact, ascii_only=True, order=random.Random(0), copies=4, odd_ones="first")
 def test_plain_deltas_told_apart_at_once_are_those_told_apart_one_by_one(

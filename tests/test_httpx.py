@@ -317,11 +317,12 @@ def test_a_read_of_many_events_is_read_in_one_pass(instrumented: Any, monkeypatc
     assert len(decode_offsets(attrs["llm.token.offsets"])) == 400
     assert attrs["llm.stream.waiting_chunks"] >= 400 - len(reads)  # all but each read's first content
     assert len(tries) <= 1
-    # (the events after the first two contents, which tell the response and the template: one pass
-    # per read, and only the end of the response left to parse)
-    assert sum(count for count, _ in sorted_events) == 398 and len(sorted_events) <= len(reads)
-    assert b"".join(others for _, others in sorted_events) == (
-        event % b'"delta":{},"finish_reason":"stop"' + b"data: [DONE]\n\n")
+    # (the plain deltas after the first two contents, which tell the response and the template: one
+    # pass per read, none handed on to be parsed; a read that TCP left with one event takes the
+    # one-event path)
+    counted = sum(count for count, _ in sorted_events)
+    assert 398 - len(reads) <= counted <= 398 and len(sorted_events) <= len(reads)
+    assert b'"content":"w "' not in b"".join(others for _, others in sorted_events)
 
 
 def read_raw_stream(reads: Iterator[bytes]) -> bytes:

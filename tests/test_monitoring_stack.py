@@ -366,7 +366,7 @@ def populated_prometheus(tmp_path_factory: pytest.TempPathFactory, mock_llm: Any
     prometheus.host_address = network.host_address
     try:
         prometheus.wait(lambda: any(r["value"][1] == "1" for r in prometheus.query('up{job="llm-apps"}')), 30)
-        slow = {"ttft": 3.2, "itl": 0.25, "tokens": 20, "stall_at": 3, "stall": 3.0}  # ~11 s, 4 tokens/s
+        slow = {"ttft": 3.2, "itl": 0.25, "tokens": 20, "stall_at": 3, "stall": 3.0}  # ~11 s, a token every 0.25 s
         slow_calls = []
         for _ in range(2):  # two, ending 3 s apart: a rate needs the counter seen rising
             thread = threading.Thread(target=post_chat, args=(base,), kwargs={"model": "mock-slow", "mock": slow})

@@ -156,7 +156,9 @@ def otlp_http_session() -> Any:
     import requests
 
     class SettledSession(requests.Session):
-        _settled: Any = None  # (the arguments, and what requests made of them and the environment)
+        # The arguments, and what requests made of them and the environment. (The session's own
+        # verify, cert and proxies, which requests merges in too, are set before its first request.)
+        _settled: Any = None
 
         def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
             key = (url, stream, verify, cert, tuple(sorted(proxies.items())) if proxies else ())
