@@ -154,9 +154,8 @@ def test_a_named_credential_provider_makes_the_export_session(otlp: OTLPHTTPRece
                                                               tmp_path: Path) -> None:
     """OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER: the exporter sends through the session
     the named provider (an entry point of an installed package) makes, not the agent's."""
-    from opentelemetry.exporter.otlp.proto.http import _common
-
-    if not hasattr(_common, "_load_session_from_envvar"):
+    common = pytest.importorskip("opentelemetry.exporter.otlp.proto.http._common")
+    if not hasattr(common, "_load_session_from_envvar"):
         pytest.skip("this OTLP exporter has no credential providers")
     package = tmp_path / "site"
     (package / "otlp_credentials-1.0.dist-info").mkdir(parents=True)
