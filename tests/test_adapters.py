@@ -14,7 +14,7 @@ from typing import Any
 
 import pydantic
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from openai._models import construct_type
 from openai.types.chat import ChatCompletionChunk
@@ -138,6 +138,7 @@ sse_line = st.one_of(
 @settings(max_examples=examples(250), deadline=None)
 @given(lines=st.lists(st.tuples(sse_line, st.sampled_from([b"\n", b"\n", b"\n", b"\r\n", b"\r"])), max_size=14),
        cuts=st.lists(st.integers(0, 200), max_size=6))
+@example(lines=[(b"data: abc", b"\n"), (b"", b"\n")], cuts=[3])  # (always: a read of a piece of a line, held)
 def test_events_taken_as_regions_are_the_events_of_the_spec(lines: list[tuple[bytes, bytes]], cuts: list[int]) -> None:
     """``feed_region`` takes a read with ``\\n`` line ends whole and gives the bytes of the events
     it completes; a read it leaves to ``feed`` is taken whole by it. Together, read in any pieces,
