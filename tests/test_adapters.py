@@ -408,9 +408,12 @@ def test_a_plain_read_is_recognised_only_in_the_dialect_learned(learned: str, re
         return before + prefix + event.encode() + newline * 2
 
     plain = learned_from(write(learned, "tok"))
-    assert (plain.prefix != b"") is (learned in ("lf", "named", "nospace"))  # one event, "\n" only
+    from_the_read = learned in ("lf", "named", "nospace")  # one event, "\n" only
+    # (else from the event, where it was one: a read of it is then taken as servers write them)
+    assert plain.prefix == (write(learned, "tok") if from_the_read else write("lf", "tok")).split(b"tok")[0] \
+        or (plain.prefix == b"" and learned in ("two events", "lf after cr"))
     if plain.matches(write(read, text)):
-        assert read == learned
+        assert read == learned or (read == "lf" and not from_the_read)
         decoder = SSEDecoder()
         [data] = decoder.feed(write(read, text))
         assert json.loads(data)["choices"][0]["delta"]["content"] == text and decoder.idle
@@ -428,49 +431,60 @@ def learned_from(read: bytes, whole: bool = True) -> PlainReads:
 _LEARNED = (b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"tok "},'
             b'"finish_reason":null}]}\n\n')
 PLAIN_READS = [
-    ("another text", _LEARNED.replace(b"tok ", b"other words"), True),
-    ("escaped quote and line end in the text", _LEARNED.replace(b"tok ", b'say \\"hi\\"\\n'), True),
-    ("unicode escape", _LEARNED.replace(b"tok ", b"\\u00e9t\\u00e9"), True),
-    ("raw UTF-8 text", _LEARNED.replace(b"tok ", "été 你好".encode()), True),
-    ("a field after the text", _LEARNED.replace(b"tok ", b'a","refusal":"no'), False),
-    ("an unescaped quote after an escape", _LEARNED.replace(b"tok ", b'a\\n","refusal":"no'), False),
-    ("a line end in the text", _LEARNED.replace(b"tok ", b"a\n\ndata: b"), False),
-    ("a carriage return in the text", _LEARNED.replace(b"tok ", b"a\rb"), False),
-    ("an escape cut in two", _LEARNED.replace(b"tok ", b"a\\"), False),
-    ("empty text", _LEARNED.replace(b"tok ", b""), False),
-    ("another finish reason", _LEARNED.replace(b"null", b'"stop"'), False),
-    ("another id", _LEARNED.replace(b"c1", b"c2"), False),
-    ("two events in one read", _LEARNED + _LEARNED, False),
+    ("another text", _LEARNED.replace(b"tok ", b"other words"), 1),
+    ("escaped quote and line end in the text", _LEARNED.replace(b"tok ", b'say \\"hi\\"\\n'), 1),
+    ("unicode escape", _LEARNED.replace(b"tok ", b"\\u00e9t\\u00e9"), 1),
+    ("raw UTF-8 text", _LEARNED.replace(b"tok ", "été 你好".encode()), 1),
+    ("a field after the text", _LEARNED.replace(b"tok ", b'a","refusal":"no'), 0),
+    ("an unescaped quote after an escape", _LEARNED.replace(b"tok ", b'a\\n","refusal":"no'), 0),
+    ("a line end in the text", _LEARNED.replace(b"tok ", b"a\n\ndata: b"), 0),
+    ("a carriage return in the text", _LEARNED.replace(b"tok ", b"a\rb"), 0),
+    ("an escape cut in two", _LEARNED.replace(b"tok ", b"a\\"), 0),
+    ("empty text", _LEARNED.replace(b"tok ", b""), 0),
+    ("another finish reason", _LEARNED.replace(b"null", b'"stop"'), 0),
+    ("another id", _LEARNED.replace(b"c1", b"c2"), 0),
+    ("two events in one read", _LEARNED + _LEARNED.replace(b"tok ", b"a\\\"b"), 2),
+    ("three events, one of them no plain delta", _LEARNED * 2 + _LEARNED.replace(b"null", b'"stop"') + _LEARNED, 0),
+    ("two events with a comment between", _LEARNED + b": keep-alive\n\n" + _LEARNED, 0),
+    ("two events, the second with a field after its data", _LEARNED + _LEARNED[:-1] + b"id: 2\n\n", 0),
 ]
 
 
 @pytest.mark.parametrize(("read", "plain"), [(r, p) for _, r, p in PLAIN_READS], ids=[n for n, _, _ in PLAIN_READS])
-def test_a_read_is_recognised_as_the_learned_delta_only_when_just_its_text_differs(read: bytes, plain: bool) -> None:
+@pytest.mark.parametrize("whole", [True, False], ids=["learned from a read", "learned from an event"])
+def test_a_read_is_recognised_as_the_learned_delta_only_when_just_its_text_differs(read: bytes, plain: int,
+                                                                                   whole: bool) -> None:
+    """A read is counted as that many plain deltas only when it is nothing else (one, or several
+    back to back); the template of a read is the same, learned from a read of the event or from
+    the event alone."""
     assert not PlainReads(b'"content":"').matches(_LEARNED)  # nothing learned yet
-    reads = learned_from(_LEARNED)
-    assert reads.matches(_LEARNED)
-    assert reads.matches(read) is plain
+    reads = learned_from(_LEARNED, whole)
+    assert reads.prefix == _LEARNED[:_LEARNED.index(b"tok ")]
+    assert reads.matches(_LEARNED) == 1
+    assert reads.matches(read) == plain
     if plain:  # what the bytes say is what a parse says: the learned event with another text
-        [data] = SSEDecoder().feed(read)
-        event = json.loads(data)
-        assert event["choices"][0]["delta"]["content"]
-        event["choices"][0]["delta"]["content"] = "tok "
-        assert event == json.loads(_LEARNED[6:-2])
+        events = SSEDecoder().feed(read)
+        assert len(events) == plain
+        for data in events:
+            event = json.loads(data)
+            assert event["choices"][0]["delta"]["content"]
+            event["choices"][0]["delta"]["content"] = "tok "
+            assert event == json.loads(_LEARNED[6:-2])
 
 
 @pytest.mark.parametrize("whole", [True, False], ids=["learned from a read", "learned from an event"])
 @pytest.mark.parametrize(("read", "plain"), [(r, p) for _, r, p in PLAIN_READS], ids=[n for n, _, _ in PLAIN_READS])
-def test_an_event_of_a_read_of_many_is_recognised_only_when_just_its_text_differs(read: bytes, plain: bool,
+def test_an_event_of_a_read_of_many_is_recognised_only_when_just_its_text_differs(read: bytes, plain: int,
                                                                                    whole: bool) -> None:
     """The same, for the data of each event of a read that brings several (a burst, or events cut
     across reads): the template of the event's data, learned from a read of one event or from an
     event of a read of many, is the same."""
     reads = learned_from(_LEARNED, whole)
-    assert reads.data_prefix and (reads.prefix != b"") is whole
+    assert reads.data_prefix
     in_a_burst = learned_from(_LEARNED + read, False)
     assert (in_a_burst.data_prefix, in_a_burst.data_suffix) == (reads.data_prefix, reads.data_suffix)
     first = SSEDecoder().feed(read)[0]
-    assert reads.matches_data(first) is (plain or first == _LEARNED[6:-2])  # (two events: the first is it)
+    assert reads.matches_data(first) is (plain > 0 or first == _LEARNED[6:-2])  # (several events: the first is it)
     if reads.matches_data(first):
         event = json.loads(first)
         assert event["choices"][0]["delta"]["content"]
@@ -479,11 +493,16 @@ def test_an_event_of_a_read_of_many_is_recognised_only_when_just_its_text_differ
 
 
 def test_only_a_read_of_one_event_of_one_data_line_is_learned() -> None:
-    for read in (b'event: "content":"a"\ndata: {"text":"b"}\n\n',  # the key in the name, not in the data
-                 b'data: {"content":"a"}\n\ndata: {"content":"b"}\n\n', b'data: {"content":"a"}\ndata: x\n\n',
-                 b'data: {"content":"a"}\r\n\r\n', b'data: {"content":"a"}\n', b'id: 1\ndata: {"content":"a"}\n\n'):
+    """A read of another shape teaches no read's template: where the event's data is one line, a
+    read of it is taken as servers write events, one ``data: `` line, and only that."""
+    for read, learned in ((b'event: "content":"a"\ndata: {"text":"b"}\n\n', b""),  # the key in the name only
+                          (b'data: {"content":"a"}\ndata: x\n\n', b""), (b'data: {"content":"a"}\n', b""),
+                          (b'data: {"content":"a"}\r\n\r\n', b'data: {"content":"'),
+                          (b'id: 1\ndata: {"content":"a"}\n\n', b'data: {"content":"'),
+                          (b'data: {"content":"a"}\n\ndata: {"content":"b"}\n\n', b'data: {"content":"')):
         reads = learned_from(read)
-        assert not reads.prefix and not reads.matches(read)
+        assert reads.prefix == learned
+        assert reads.matches(read) == (2 if read.count(b"\n\ndata: ") == 1 else 0)
 
 
 # -- what counts as content ---------------------------------------------------------------------

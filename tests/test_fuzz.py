@@ -364,8 +364,8 @@ def test_plain_deltas_told_apart_at_once_are_those_told_apart_one_by_one(
 def test_plain_deltas_checked_together_are_those_matches_data_takes(learned: str, texts: list[bytes],
                                                                    trims: list[str]) -> None:
     """``PlainReads._all_plain``, the check of many events at once, says yes exactly when
-    ``matches_data`` takes every one of them: any text between the template's bytes, or a piece
-    that lacks them at either end."""
+    ``matches_data`` takes the data line of every one of them: any text between the template's
+    bytes, or an event that lacks them at either end."""
     from nexent_autoinstrument.adapters.sse import PlainReads
 
     plain = PlainReads(b'"content":"')
@@ -375,7 +375,7 @@ def test_plain_deltas_checked_together_are_those_matches_data_takes(learned: str
     shapes = {"both": lambda t: prefix + t + suffix, "head": lambda t: prefix + t, "tail": lambda t: t + suffix,
               "none": lambda t: t}
     pieces = [shapes[trim](t) for t, trim in zip(texts, trims + ["both"] * len(texts), strict=False)]
-    assert plain._all_plain(pieces) is all(map(plain.matches_data, pieces))
+    assert plain._all_plain([b"data: " + piece for piece in pieces]) is all(map(plain.matches_data, pieces))
 
 
 @st.composite

@@ -314,6 +314,14 @@ class CallTracker:
             self._long_gap(index, now - previous, now)
         self._previous = now
 
+    def contents(self, count: int) -> None:
+        """``count`` content chunks (one token each, no text kept) came in one read: the first
+        took the read's arrival (``content``), the others waited for it (``waited_contents``)."""
+        if count > 0:
+            self.content(None, 1, 1)
+            if count > 1:
+                self.waited_contents(count - 1)
+
     def waited_contents(self, count: int) -> None:
         """``count`` more content chunks (one token each, no text kept) that came in the read that
         brought the content chunk before them, so were waiting for it: what ``content(None, 1, 1)``

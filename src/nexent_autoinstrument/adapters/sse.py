@@ -277,17 +277,16 @@ _TEXT = rb'(?:[^"\\\r\n]|\\[^\r\n])'
 _TEXT_RUN = re.compile(_TEXT + b"*")
 _NON_EMPTY_TEXT = re.compile(_TEXT + b"+")
 _BACKSLASH, _QUOTE = b"\\"[0], b'"'[0]
-#: Above this many cuts of a read (an event's data line each, with any lines up to the next one),
-#: its plain deltas are checked together: one pass of C-level calls costs more than a Python step
-#: per cut for a few, and less for many.
+#: Above this many events in a read, its plain deltas are checked together: one pass of C-level
+#: calls costs more than a Python step per event for a few, and less for many.
 _MANY_EVENTS = 12
 
 
 class PlainReads:
     """Recognises, from its bytes alone, a plain content delta: an event that differs from a
     plain delta already seen (``learn``) only in the text of ``key``. ``matches`` takes a network
-    read that is exactly one such event; ``matches_data`` the data of one event of a read that
-    brought several.
+    read that is exactly such events, one or several; ``matches_data`` the data of one event of a
+    read that brought others too.
 
     Servers write the events of one stream alike (the same id, model, fields, order), so the
     bytes before the text and after it repeat. Cutting them off and checking the text between is
@@ -296,7 +295,8 @@ class PlainReads:
     doubt: parsed. (One regular expression serves every stream: a pattern per stream would churn
     the ``re`` module's cache, which the application shares.)"""
 
-    __slots__ = ("_around", "_data_around", "data_prefix", "data_suffix", "key", "prefix", "suffix")
+    __slots__ = ("_around", "_data_around", "_event_around", "_event_prefix", "data_prefix", "data_suffix", "key",
+                 "prefix", "suffix")
 
     def __init__(self, key: bytes) -> None:
         self.key = key  # e.g. b'"content":"', ending where the text's string begins
@@ -304,19 +304,25 @@ class PlainReads:
         self._around = 0  # len(prefix) + len(suffix)
         self.data_prefix = self.data_suffix = b""  # around the text in the event's data
         self._data_around = 0
+        self._event_prefix = b""  # "data: " and data_prefix: around the text in an event's lines
+        self._event_around = 0
 
-    def matches(self, read: bytes) -> bool:
-        """Whether ``read`` is the learned plain delta with some other non-empty text."""
+    def matches(self, read: bytes) -> int:
+        """How many learned plain deltas with other non-empty texts ``read`` is, back to back
+        (0: it is anything else)."""
         if not self.prefix:
-            return False
+            return 0
         # (``removeprefix`` and ``removesuffix`` cost a fraction of ``startswith``'s argument
         # parsing; the length tells whether both ends were there.)
         text = read.removeprefix(self.prefix).removesuffix(self.suffix)
         if not text or len(text) != len(read) - self._around:
-            return False
+            return 0
+        if _LF in text:  # (several events: each checked as ``matches_data`` checks it)
+            several = self.sort_events(read)
+            return several[0] if several is not None and not several[1] else 0
         if _BACKSLASH in text:  # escapes: the exact check
-            return _NON_EMPTY_TEXT.fullmatch(text) is not None
-        return _QUOTE not in text and _LF not in text and _CR not in text
+            return 1 if _NON_EMPTY_TEXT.fullmatch(text) is not None else 0
+        return 1 if _QUOTE not in text and _CR not in text else 0
 
     def matches_data(self, data: bytes) -> bool:
         """Whether ``data``, one event's, is the learned plain delta's with some other non-empty text."""
@@ -333,9 +339,9 @@ class PlainReads:
         """``data``, an event of ``read`` (all the decoder was given since it last completed an
         event), is a plain content delta. If ``read`` is that one whole event, the bytes around
         its text become the template of a read and of an event's data; else of an event's data,
-        unless one is known. A read is one event only with ``\\n`` line ends and one ``data`` line
-        (after an ``event`` line, or not): a read of any other shape, or in another dialect, is
-        never learned as a read, so never matched as one."""
+        unless one is known (and of a read, the event written as one ``data:`` line). A read is
+        one event only with ``\\n`` line ends and one ``data`` line (after an ``event`` line, or
+        not): a read of any other shape is never learned as a read."""
         data_line = self._one_event(read)
         if data_line is None:
             if self.data_prefix:
@@ -343,65 +349,78 @@ class PlainReads:
             found = self._text_in(data, 0)
             if found is not None:
                 start, end = found
-                self._learn_data(data[:start], data[end:])
+                prefix, suffix = data[:start], data[end:]
+                if _LF in prefix or _LF in suffix or _CR in prefix or _CR in suffix:
+                    self._learn_data(prefix, suffix)  # (data of several lines: no read is one line of it)
+                else:  # (a read of it is as servers write events: one data line)
+                    self._learn(b"data: " + prefix, suffix + b"\n\n", 6)
             return
         found = self._text_in(read, data_line)
         if found is None:
             return
         start, end = found
-        self.prefix, self.suffix, self._around = read[:start], read[end:], len(read) - end + start
-        value = data_line + 5 + (read[data_line + 5:data_line + 6] == b" ")  # (after "data:" and one space)
-        self._learn_data(self.prefix[value:], self.suffix[:-2])
+        self._learn(read[:start], read[end:], data_line + 5 + (read[data_line + 5:data_line + 6] == b" "))
+
+    def _learn(self, prefix: bytes, suffix: bytes, data_at: int) -> None:
+        """The template of a read of one event, whose data begins at ``data_at``, and so of its data."""
+        self.prefix, self.suffix, self._around = prefix, suffix, len(prefix) + len(suffix)
+        self._learn_data(prefix[data_at:], suffix[:-2])
 
     def _learn_data(self, prefix: bytes, suffix: bytes) -> None:
         self.data_prefix, self.data_suffix = prefix, suffix
         self._data_around = len(prefix) + len(suffix)
+        # (An event of one data line, as ``sort_events`` finds them: none if the data has several.)
+        one_line = _LF not in prefix and _LF not in suffix
+        self._event_prefix = b"data: " + prefix if one_line else b""
+        self._event_around = self._data_around + 6
 
     def sort_events(self, region: bytes) -> tuple[int, bytes] | None:
         """Of the whole events in ``region`` (``SSEDecoder.feed_region``): how many are the learned
-        plain delta with some other non-empty text (``matches_data``), and the bytes of the
-        others, in their order. The region is cut at each blank line followed by a data line; a
-        cut that is not one plain delta alone (another event, other lines or blank lines after
-        it, an event without a data line merged into it) is handed on whole, to be parsed. None
-        where the region does not begin with a data line, or no template is known, or the known
-        one spans several lines (a cut's bytes are its data only for an event of one data
-        line)."""
-        prefix, suffix, around = self.data_prefix, self.data_suffix, self._data_around
-        if not prefix or _LF in prefix or _LF in suffix or not region.startswith(b"data: "):
+        plain delta with some other non-empty text (``matches_data``) on one ``data: `` line, and
+        the bytes of the others, in their order. None where the region does not begin with a data
+        line, or no template is known, or the known one spans several lines."""
+        prefix, suffix, around = self._event_prefix, self.data_suffix, self._event_around
+        if not prefix or not region.startswith(b"data: "):
             return None
-        pieces = region.split(b"\n\ndata: ")  # (each a data line's value, but where other lines follow)
-        pieces[0] = pieces[0][6:]
-        pieces[-1] = pieces[-1][:-2]
-        if len(pieces) > _MANY_EVENTS:
+        # (A short separator: CPython prepares the search for a long one anew at every cut, which
+        # in a region of many events costs more than the rest of the work.)
+        events = region.split(b"\n\n")
+        events.pop()  # (what follows the last blank line: nothing, or a line end that ends no event)
+        if len(events) > _MANY_EVENTS:
             # The events at either end that are no plain delta (the response's first, its end, its
             # usage) are set aside, and the others checked together, as C-level calls over them all.
-            first, last, plain_data = 0, len(pieces), self.matches_data
-            while first < last and not plain_data(pieces[first]):
+            first, last, plain = 0, len(events), self._plain_event
+            while first < last and not plain(events[first]):
                 first += 1
-            while last > first and not plain_data(pieces[last - 1]):
+            while last > first and not plain(events[last - 1]):
                 last -= 1
-            if self._all_plain(pieces[first:last]):
-                return last - first, b"".join([b"data: " + piece + b"\n\n" for piece in pieces[:first] + pieces[last:]])
+            if self._all_plain(events[first:last]):
+                return last - first, b"".join([event + b"\n\n" for event in events[:first] + events[last:]])
         count = 0
         others = []
-        # (``matches_data``, inlined: this runs per cut of a read of a few, or of many with an odd one amid them)
-        for piece in pieces:
-            text = piece.removeprefix(prefix).removesuffix(suffix)
-            if text and len(text) == len(piece) - around and (
+        # (``_plain_event``, inlined: this runs per event of a read of a few, or of many with an odd one amid them)
+        for event in events:
+            text = event.removeprefix(prefix).removesuffix(suffix)
+            if text and len(text) == len(event) - around and (
                     _NON_EMPTY_TEXT.fullmatch(text) is not None if _BACKSLASH in text
                     else _QUOTE not in text and _LF not in text and _CR not in text):
                 count += 1
             else:
-                others.append(b"data: " + piece + b"\n\n")
+                others.append(event + b"\n\n")
         return count, b"".join(others)
 
-    def _all_plain(self, pieces: list[bytes]) -> bool:
-        """Whether every one of ``pieces`` is what ``matches_data`` takes, found without a Python
-        step per piece. (``removeprefix`` and ``removesuffix`` take off exactly the template's
-        bytes or nothing, so the lengths add up only if each piece lost both.)"""
-        texts = list(map(bytes.removesuffix, map(bytes.removeprefix, pieces, repeat(self.data_prefix)),
+    def _plain_event(self, event: bytes) -> bool:
+        """Whether ``event``, its lines without the blank line, is one ``data: `` line whose value
+        ``matches_data`` takes."""
+        return event.startswith(b"data: ") and self.matches_data(event[6:])
+
+    def _all_plain(self, events: list[bytes]) -> bool:
+        """Whether every one of ``events`` is what ``_plain_event`` takes, found without a Python
+        step per event. (``removeprefix`` and ``removesuffix`` take off exactly the template's
+        bytes or nothing, so the lengths add up only if each event lost both.)"""
+        texts = list(map(bytes.removesuffix, map(bytes.removeprefix, events, repeat(self._event_prefix)),
                          repeat(self.data_suffix)))
-        if not all(texts) or sum(map(len, texts)) != sum(map(len, pieces)) - self._data_around * len(pieces):
+        if not all(texts) or sum(map(len, texts)) != sum(map(len, events)) - self._event_around * len(events):
             return False
         joined = b"".join(texts)
         if _BACKSLASH in joined:

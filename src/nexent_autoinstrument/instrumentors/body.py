@@ -96,10 +96,10 @@ class EventBody:
         tracker, decoder = self._tracker, self._decoder
         known = self._plain if tracker.texts is None else None  # (None: every event is decoded)
         plain = known if decoder.idle else None  # (None: this read is not whole events)
-        if plain is not None and plain.matches(chunk):
-            # One plain content delta, like the last: a chunk, and nothing else to learn. Saves
-            # splitting the read into events and parsing its JSON.
-            tracker.content(None, 1, 1)
+        if plain is not None and (count := plain.matches(chunk)):
+            # Plain content deltas, like the last, and nothing else: chunks, and nothing to learn.
+            # Saves splitting the read into events and parsing their JSON.
+            tracker.contents(count)
             return
         if known is not None and self._feed_region is not None:
             region = self._feed_region(chunk)
@@ -132,10 +132,10 @@ class EventBody:
             self._events(events_of(rest), chunk, plain, known, contents_before)
             return
         count, others = sorted_events
-        if count and tracker.content_chunks == contents_before:
-            tracker.content(None, 1, 1)  # (the read's first content takes its arrival; the rest waited for it)
-            count -= 1
-        tracker.waited_contents(count)
+        if tracker.content_chunks == contents_before:
+            tracker.contents(count)
+        else:
+            tracker.waited_contents(count)
         if others:
             self._events(events_of(others), chunk, plain, known, contents_before)
 
