@@ -339,13 +339,14 @@ def read_raw_stream(reads: Iterator[bytes]) -> bytes:
 
 def test_each_read_of_several_events_is_one_arrival(instrumented: Any) -> None:
     """A server (or proxy) that flushes four events at a time, each flush after a pause: the first
-    content of each read arrived when the read returned, the rest of the read waited for it."""
+    content of each read arrived when the read returned, the rest of the read waited for it (in a
+    read of plain deltas alone, and in one that also brings the stream's end)."""
 
     event = b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,%s}]}\n\n'
     role = event % b'"delta":{"role":"assistant","content":""},"finish_reason":null'
     words = [event % b'"delta":{"content":"w%d "},"finish_reason":null' % i for i in range(20)]
-    reads = [role, *(b"".join(words[i:i + 4]) for i in range(0, 20, 4)),
-             event % b'"delta":{},"finish_reason":"stop"' + b"data: [DONE]\n\n"]
+    reads = [role, *(b"".join(words[i:i + 4]) for i in range(0, 16, 4)),
+             b"".join(words[16:]) + event % b'"delta":{},"finish_reason":"stop"' + b"data: [DONE]\n\n"]
 
     def paced() -> Iterator[bytes]:
         for read in reads:
@@ -374,11 +375,13 @@ def test_a_template_of_several_data_lines_never_counts_a_line_alone(instrumented
     assert attrs["llm.stream.chunks"] == 4 and len(decode_offsets(attrs["llm.token.offsets"])) == 1
 
 
-def test_reads_of_one_event_after_a_read_of_many_are_recognised_whole(instrumented: Any,
+@pytest.mark.parametrize("field", [b"data: ", b"data:"], ids=["data-space", "data-no-space"])
+def test_reads_of_one_event_after_a_read_of_many_are_recognised_whole(instrumented: Any, field: bytes,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A stream whose first read brings several events (a server that flushed late) and then one
-    event per read: the events of the first read teach the template of an event's data, and the
-    first read of one event still teaches the template of a read, so the reads after it are
+    event per read: the events of the first read teach the template of an event's data (and of a
+    read, as servers write one: ``data: `` and the data), and the first read of one event still
+    teaches the template of a read as this server writes it, so the reads after it are
     recognised whole, without splitting them into events."""
 
     from nexent_autoinstrument.adapters.sse import PlainReads
@@ -386,14 +389,16 @@ def test_reads_of_one_event_after_a_read_of_many_are_recognised_whole(instrument
     whole = []
     matches = PlainReads.matches
     monkeypatch.setattr(PlainReads, "matches", lambda self, read: whole.append(matches(self, read)) or whole[-1])
-    event = b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,%s}]}\n\n'
+    event = field + b'{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,%s}]}'
+    event += b"\n\n"
     role = event % b'"delta":{"role":"assistant","content":""},"finish_reason":null'
     words = [event % b'"delta":{"content":"w%d "},"finish_reason":null' % i for i in range(20)]
-    reads = [role + b"".join(words[:4]), *words[4:], event % b'"delta":{},"finish_reason":"stop"', b"data: [DONE]\n\n"]
+    reads = [role + b"".join(words[:4]), *words[4:], event % b'"delta":{},"finish_reason":"stop"',
+             field + b"[DONE]\n\n"]
     assert read_raw_stream(iter(reads)) == b"".join(reads)  # (each piece of content: one read)
     attrs = instrumented.llm_span().attributes
     assert attrs["llm.stream.chunks"] == 22 and len(decode_offsets(attrs["llm.token.offsets"])) == 20
-    assert whole.count(True) >= 15  # (the 16 reads of one content delta but the first, which is learned)
+    assert whole.count(1) >= 15  # (the 16 reads of one content delta but the first, which is learned)
 
 
 @pytest.mark.parametrize("library", LIBRARIES)

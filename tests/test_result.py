@@ -209,8 +209,9 @@ def test_offsets_cut_to_an_attribute_length_limit_stay_whole_numbers() -> None:
 def test_chunks_recorded_together_measure_what_one_call_each_measures(reads: list[tuple[float, bool, int]],
                                                                        cap: int) -> None:
     """A read that brings several content chunks: its first one recorded as it came, the rest in
-    one ``waited_contents`` call, give the result that one ``content`` call per chunk gives."""
-    def measured(together: bool) -> CallResult:
+    one ``waited_contents`` call, or all of them in one ``contents`` call, give the result that
+    one ``content`` call per chunk gives."""
+    def measured(together: bool, at_once: bool = False) -> CallResult:
         call = lifecycle.begin(make_harness(token_timestamps_max=cap).telemetry, "chat", "m", stream=True)
         timing = ReadTiming()
         call.timed_by(timing)
@@ -219,6 +220,9 @@ def test_chunks_recorded_together_measure_what_one_call_each_measures(reads: lis
             at += pause
             timing.read_time = at
             timing.waited, timing.away = (0.01, 0.0) if fresh else (0.00001, 0.1)
+            if at_once:
+                call.contents(contents)
+                continue
             call.content(None, 1, 1)
             if together:
                 call.waited_contents(contents - 1)
@@ -229,11 +233,12 @@ def test_chunks_recorded_together_measure_what_one_call_each_measures(reads: lis
         assert result is not None
         return result
 
-    ticks = iter([0.0, 100.0] * 2)
+    ticks = iter([0.0, 100.0] * 3)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tracker_module, "clock", lambda: next(ticks))
-        one_each, together = measured(False), measured(True)
+        one_each, together, at_once = measured(False), measured(True), measured(True, at_once=True)
     assert together == one_each
+    assert at_once == one_each
 
 
 @given(reads=st.lists(st.tuples(st.floats(0.001, 1.0), st.booleans(), st.integers(1, 3)), min_size=1, max_size=30),

@@ -315,12 +315,46 @@ class CallTracker:
         self._previous = now
 
     def contents(self, count: int) -> None:
-        """``count`` content chunks (one token each, no text kept) came in one read: the first
-        took the read's arrival (``content``), the others waited for it (``waited_contents``)."""
-        if count > 0:
-            self.content(None, 1, 1)
-            if count > 1:
-                self.waited_contents(count - 1)
+        """``count`` content chunks (one token each, no text kept) came in one read: what
+        ``content(None, 1, 1)`` for the first, which took the read's arrival, then
+        ``waited_contents`` for the others record, in one step (a read of several events)."""
+        timing = self._timing
+        if count < 2 or not timing.timed:
+            if count > 0:
+                self.content(None, 1, 1)
+                if count > 1:
+                    self.waited_contents(count - 1)
+            return
+        now = timing.read_time
+        waited = timing.waited
+        fresh = waited > WAITED_READ_SECONDS and waited * 8 > timing.away and now != self._arrival_at
+        index = self.content_chunks
+        self.chunks += count
+        self.content_chunks = index + count
+        self._last_content = now
+        room = min(count, self._times_cap - index)
+        if room > 0:
+            self._times.extend([now] * room)
+            self._waiting.extend(range(index + 1 if fresh else index, index + room))
+        if fresh:
+            self._arrival_at = now
+            self.waiting_chunks += count - 1
+            previous = self._previous
+            if previous is None:
+                self._run_starts(index, now)  # (a run of this one arrival: no gap to count)
+            else:  # (the run ends with this arrival)
+                if now - previous > self._notable_gap:
+                    self._long_gap(index, now - previous, now)
+                self._gap_sum += now - self._run_first
+                self._gap_count += index - self._run_first_index
+                self._previous = None
+        else:
+            if self.first_content is None:
+                self.first_content = now
+            self.waiting_chunks += count
+            if self._previous is not None:
+                self._end_run(index - 1)
+        self._read_at = now
 
     def waited_contents(self, count: int) -> None:
         """``count`` more content chunks (one token each, no text kept) that came in the read that

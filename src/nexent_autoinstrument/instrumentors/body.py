@@ -99,7 +99,10 @@ class EventBody:
         if plain is not None and (count := plain.matches(chunk)):
             # Plain content deltas, like the last, and nothing else: chunks, and nothing to learn.
             # Saves splitting the read into events and parsing their JSON.
-            tracker.contents(count)
+            if count == 1:
+                tracker.content(None, 1, 1)  # (one event per read, as servers flush them: the common case)
+            else:
+                tracker.contents(count)
             return
         if known is not None and self._feed_region is not None:
             region = self._feed_region(chunk)
