@@ -349,22 +349,20 @@ class PlainReads:
             found = self._text_in(data, 0)
             if found is not None:
                 start, end = found
-                prefix, suffix = data[:start], data[end:]
-                if _LF in prefix or _LF in suffix or _CR in prefix or _CR in suffix:
-                    self._learn_data(prefix, suffix)  # (data of several lines: no read is one line of it)
-                else:  # (a read of it is as servers write events: one data line)
-                    self._learn(b"data: " + prefix, suffix + b"\n\n", 6)
+                self._learn_data(data[:start], data[end:])
+                if self._event_prefix:  # (data on one line: a read of it, as servers write events)
+                    self._learn_read(self._event_prefix, self.data_suffix + b"\n\n")
             return
         found = self._text_in(read, data_line)
         if found is None:
             return
         start, end = found
-        self._learn(read[:start], read[end:], data_line + 5 + (read[data_line + 5:data_line + 6] == b" "))
+        self._learn_read(read[:start], read[end:])
+        value = data_line + 5 + (read[data_line + 5:data_line + 6] == b" ")  # (after "data:" and one space)
+        self._learn_data(self.prefix[value:], self.suffix[:-2])
 
-    def _learn(self, prefix: bytes, suffix: bytes, data_at: int) -> None:
-        """The template of a read of one event, whose data begins at ``data_at``, and so of its data."""
+    def _learn_read(self, prefix: bytes, suffix: bytes) -> None:
         self.prefix, self.suffix, self._around = prefix, suffix, len(prefix) + len(suffix)
-        self._learn_data(prefix[data_at:], suffix[:-2])
 
     def _learn_data(self, prefix: bytes, suffix: bytes) -> None:
         self.data_prefix, self.data_suffix = prefix, suffix
