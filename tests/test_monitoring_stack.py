@@ -366,7 +366,10 @@ def populated_prometheus(tmp_path_factory: pytest.TempPathFactory, mock_llm: Any
     prometheus.host_address = network.host_address
     try:
         prometheus.wait(lambda: any(r["value"][1] == "1" for r in prometheus.query('up{job="llm-apps"}')), 30)
-        slow = {"ttft": 3.2, "itl": 0.25, "tokens": 20, "stall_at": 3, "stall": 3.0}  # ~11 s, a token every 0.25 s
+        # ~11 s, a token every 0.25 s. The stall follows the first token, which always arrived when
+        # read (after 3.2 s): a later one may be read late on a loaded machine, and a gap after a
+        # token that was waiting is a lower bound, which makes a stall event but no gap sample.
+        slow = {"ttft": 3.2, "itl": 0.25, "tokens": 20, "stall_at": 1, "stall": 3.0}
         slow_calls = []
         for _ in range(2):  # two, ending 3 s apart: a rate needs the counter seen rising
             thread = threading.Thread(target=post_chat, args=(base,), kwargs={"model": "mock-slow", "mock": slow})
