@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import itertools
 import json
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import openai
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry.trace import format_span_id
 
 from nexent_autoinstrument.adapters.endpoints import ENDPOINTS
 from nexent_autoinstrument.conventions import decode_offsets
+from nexent_autoinstrument.instrumentors.body import MAX_GZIP_HEADER, Inflate
 from nexent_autoinstrument.instrumentors.exchange import header_values
 from nexent_autoinstrument.instrumentors.otel import HTTPX2Instrumentor, HTTPXInstrumentor, OpenAIInstrumentor
 from nexent_autoinstrument.redaction import redact_url
@@ -636,3 +641,67 @@ def test_a_custom_method_is_other_on_the_span(instrumented: Any, plain_server: s
     assert custom.attributes["http.request.method"] == "_OTHER"
     assert custom.attributes["http.request.method_original"] == "PURGE"
     assert [s.attributes["http.request.method"] for s in instrumented.spans() if s.name == "GET"] == ["GET"]
+
+
+# -- compressed bodies -----------------------------------------------------------------------------
+
+
+def gzip_member(events: list[bytes], name: bytes | None, comment: bytes | None, extra: bytes | None,
+                header_crc: bool, crc: int | None = None) -> bytes:
+    """A gzip member (RFC 1952) with the optional header fields given, its data flushed after each
+    event as a streaming server flushes it, and its CRC-32 (``crc``, if given, instead)."""
+    flags = (2 if header_crc else 0) | (4 if extra is not None else 0) | (8 if name is not None else 0) | (
+        16 if comment is not None else 0)
+    header = b"\x1f\x8b\x08" + bytes([flags]) + b"\0\0\0\0\0\xff"
+    if extra is not None:
+        header += len(extra).to_bytes(2, "little") + extra
+    header += b"".join(field + b"\0" for field in (name, comment) if field is not None)
+    if header_crc:
+        header += (zlib.crc32(header) & 0xFFFF).to_bytes(2, "little")
+    packer = zlib.compressobj(wbits=-15)
+    data = b"".join(packer.compress(event) + packer.flush(zlib.Z_SYNC_FLUSH) for event in events) + packer.flush()
+    payload = b"".join(events)
+    check = zlib.crc32(payload) if crc is None else crc
+    return header + data + check.to_bytes(4, "little") + (len(payload) % 2**32).to_bytes(4, "little")
+
+
+def inflated(encoding: str, body: bytes, cuts: list[int]) -> bytes:
+    """``body`` decoded by the agent's ``Inflate``, read in the pieces ``cuts`` make."""
+    inflate = Inflate(encoding)
+    edges = [0, *sorted(cut % (len(body) + 1) for cut in cuts), len(body)]
+    return b"".join(inflate.decompress(body[start:end]) for start, end in itertools.pairwise(edges))
+
+
+_field = st.one_of(st.none(), st.binary(max_size=40).map(lambda b: b.replace(b"\0", b"")))
+
+
+@given(events=st.lists(st.binary(min_size=1, max_size=200), min_size=1, max_size=8), name=_field,
+       comment=_field, extra=st.one_of(st.none(), st.binary(max_size=40)), header_crc=st.booleans(),
+       cuts=st.lists(st.integers(min_value=0, max_value=10**6), max_size=12))
+def test_a_gzip_body_decodes_to_what_zlib_gives_in_any_reads(events: list[bytes], name: bytes | None,
+                                                               comment: bytes | None, extra: bytes | None,
+                                                               header_crc: bool, cuts: list[int]) -> None:
+    """Every optional header field, the header cut anywhere (a body sent a byte per HTTP chunk)."""
+    body = gzip_member(events, name, comment, extra, header_crc)
+    assert inflated("gzip", body, cuts) == zlib.decompressobj(31).decompress(body) == b"".join(events)
+
+
+def test_a_gzip_body_is_decoded_without_checking_its_crc_which_the_callers_library_checks() -> None:
+    body = gzip_member([b"data: one\n\n", b"data: two\n\n"], b"name", None, None, False, crc=0)
+    with pytest.raises(zlib.error):
+        zlib.decompressobj(31).decompress(body)
+    assert inflated("gzip", body, [3, 30]) == b"data: one\n\ndata: two\n\n"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "x-gzip", "deflate"])
+def test_what_is_no_gzip_member_is_left_to_zlib(encoding: str) -> None:
+    """A header longer than the agent keeps is zlib's to read; a body of another format fails as zlib fails."""
+    events = [b"data: x\n\n"] * 3
+    long_name = gzip_member(events, b"n" * MAX_GZIP_HEADER, None, None, True)
+    assert inflated(encoding, long_name, list(range(0, len(long_name), 4096))) == b"".join(events)
+    deflated = zlib.compress(b"".join(events))
+    if encoding == "deflate":
+        assert inflated(encoding, deflated, [1]) == b"".join(events)
+    else:
+        with pytest.raises(zlib.error):
+            inflated(encoding, deflated, [1])

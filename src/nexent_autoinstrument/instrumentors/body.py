@@ -34,6 +34,66 @@ _clock = time.perf_counter
 #: zlib's window bits for the content encodings whose bodies the agent decodes (deflate: the zlib
 #: format, as httpx and servers use it; 32 + 15 also takes a gzip header).
 _WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 47}
+_GZIP_START = b"\x1f\x8b\x08"  # (the magic bytes and the deflate method)
+_FHCRC, _FEXTRA, _FNAME, _FCOMMENT, _FRESERVED = 0x02, 0x04, 0x08, 0x10, 0xE0
+#: A longer gzip header (a huge extra field, a name without its end) is left to zlib.
+MAX_GZIP_HEADER = 2**16
+
+
+def gzip_header_end(data: bytes) -> int | None:
+    """Where the gzip member header that ``data`` begins with ends; None if ``data`` is not all of
+    it yet, -1 if ``data`` begins with no gzip header (RFC 1952, 2.3)."""
+    if data[:3] != _GZIP_START[:len(data)]:
+        return -1
+    if len(data) < 10:
+        return None
+    flags = data[3]
+    if flags & _FRESERVED:
+        return -1
+    end = 10
+    if flags & _FEXTRA:
+        if len(data) < end + 2:
+            return None
+        end += 2 + int.from_bytes(data[end:end + 2], "little")
+    for field in (_FNAME, _FCOMMENT):  # (each ends with a zero byte)
+        if flags & field:
+            zero = data.find(b"\0", end)
+            if zero < 0:
+                return None
+            end = zero + 1
+    if flags & _FHCRC:
+        end += 2
+    return end if len(data) >= end else None
+
+
+class Inflate:
+    """A compressed body's bytes decoded read by read, by ``decompress``: a zlib decompressor's own
+    method (no Python step per read), once a gzip member's header has been read here. A gzip
+    member's data is inflated raw: zlib would also compute its CRC-32, which the caller's library
+    checks anyway, and which costs as much per event as the rest of the agent's work on a read."""
+
+    __slots__ = ("_header", "decompress")
+
+    def __init__(self, encoding: str) -> None:
+        self._header = b""
+        wbits = _WBITS[encoding]
+        # (Until the header is read, ``decompress`` is this object's own method: a reference
+        # cycle, broken by the first read that completes the header.)
+        self.decompress: Callable[[bytes], bytes] = (
+            self._gzip_header if wbits == 31 else zlib.decompressobj(wbits).decompress)
+
+    def _gzip_header(self, chunk: bytes) -> bytes:
+        data = self._header + chunk
+        end = gzip_header_end(data)
+        if end is None and len(data) <= MAX_GZIP_HEADER:
+            self._header = data
+            return b""
+        self._header = b""
+        if end is None or end < 0:  # (not a gzip header zlib would take, or an outsize one: zlib's verdict)
+            self.decompress = zlib.decompressobj(31).decompress
+            return self.decompress(data)
+        self.decompress = zlib.decompressobj(-15).decompress
+        return self.decompress(data[end:])
 
 
 class Recompressed:
@@ -46,14 +106,14 @@ class Recompressed:
 
     def __init__(self, drop: EventFilter, encoding: str) -> None:
         self._filter = drop
-        self._decompress = zlib.decompressobj(_WBITS[encoding]).decompress
+        self._decompress = Inflate(encoding)
         self._compress = zlib.compressobj(wbits=31 if _WBITS[encoding] == 31 else 15)
         self._fed = False
 
     def feed(self, chunk: bytes) -> bytes:
         """The filtered bytes of ``chunk``, compressed and flushed."""
         self._fed = True
-        kept = self._filter.feed(self._decompress(chunk))
+        kept = self._filter.feed(self._decompress.decompress(chunk))
         return self._compress.compress(kept) + self._compress.flush(zlib.Z_SYNC_FLUSH)
 
     def flush(self) -> bytes:
@@ -75,7 +135,7 @@ class EventBody:
                  "_read_event", "_skim", "_tracker", "done")
 
     def __init__(self, tracker: CallTracker, endpoint: Endpoint, decoder: SSEDecoder | NDJSONDecoder,
-                 plain: PlainReads | None, inflate: Callable[[bytes], bytes] | None) -> None:
+                 plain: PlainReads | None, inflate: Inflate | None) -> None:
         self._tracker = tracker
         self._decoder = decoder
         self._plain = plain
@@ -92,7 +152,7 @@ class EventBody:
     def feed(self, chunk: bytes) -> None:
         """One read's bytes (per network read)."""
         if self._inflate is not None:
-            chunk = self._inflate(chunk)
+            chunk = self._inflate.decompress(chunk)
         tracker, decoder = self._tracker, self._decoder
         known = self._plain if tracker.texts is None else None  # (None: every event is decoded)
         plain = known if decoder.idle else None  # (None: this read is not whole events)
@@ -197,7 +257,7 @@ class JSONBody:
 
     __slots__ = ("_body", "_inflate", "_read_response", "_tracker", "done")
 
-    def __init__(self, tracker: CallTracker, endpoint: Endpoint, inflate: Callable[[bytes], bytes] | None) -> None:
+    def __init__(self, tracker: CallTracker, endpoint: Endpoint, inflate: Inflate | None) -> None:
         self._tracker = tracker
         self._read_response = endpoint.read_response
         self._inflate = inflate
@@ -207,7 +267,7 @@ class JSONBody:
     def feed(self, chunk: bytes) -> None:
         """One read's bytes."""
         if self._inflate is not None:
-            chunk = self._inflate(chunk)
+            chunk = self._inflate.decompress(chunk)
         body = self._body
         if body is not None:
             if len(body) + len(chunk) <= MAX_JSON_BODY:
@@ -236,7 +296,7 @@ def reader_for(call: Call, headers: dict[str, str]) -> tuple[BodyReader | None, 
     if encoding not in ("identity", ""):
         if encoding not in _WBITS:
             return None, None  # (br, zstd, several encodings: timing and status only)
-        inflate = zlib.decompressobj(_WBITS[encoding]).decompress  # (the caller's bytes stay as they are)
+        inflate = Inflate(encoding)  # (the caller's bytes stay as they are)
     endpoint, tracker = call.endpoint, call.tracker
     content_type = headers.get("content-type", "")
     if "text/event-stream" in content_type:
