@@ -444,6 +444,7 @@ PLAIN_READS = [
     ("another finish reason", _LEARNED.replace(b"null", b'"stop"'), 0),
     ("another id", _LEARNED.replace(b"c1", b"c2"), 0),
     ("two events in one read", _LEARNED + _LEARNED.replace(b"tok ", b"a\\\"b"), 2),
+    ("two events, an escape cut in two in the second", _LEARNED + _LEARNED.replace(b"tok ", b"a\\"), 0),
     ("three events, one of them no plain delta", _LEARNED * 2 + _LEARNED.replace(b"null", b'"stop"') + _LEARNED, 0),
     ("two events with a comment between", _LEARNED + b": keep-alive\n\n" + _LEARNED, 0),
     ("two events, the second with a field after its data", _LEARNED + _LEARNED[:-1] + b"id: 2\n\n", 0),

@@ -314,7 +314,8 @@ def test_plain_deltas_told_apart_at_once_are_those_told_apart_one_by_one(
     """A read of several events: the plain deltas ``PlainReads.sort_events`` counts are exactly
     those ``matches_data`` recognises one by one in events of one data line, and the others'
     bytes hold the other events, in order: for a few events (checked one by one) and for many
-    (``copies``: checked together, the odd ones at either end set aside, wherever they are)."""
+    (``copies``: checked together, the odd ones at either end set aside, wherever they are).
+    ``matches`` takes the read whole exactly when all of them are plain deltas."""
     from nexent_autoinstrument.adapters.openai import skim_chat_event
     from nexent_autoinstrument.adapters.sse import PlainReads, events_of
 
@@ -338,6 +339,8 @@ def test_plain_deltas_told_apart_at_once_are_those_told_apart_one_by_one(
     if odd_ones != "anywhere":  # (first or last, as a response's first event and its end are)
         blocks.sort(key=one_by_one, reverse=odd_ones == "last")
     region = b"".join(block + b"\n\n" for block in blocks)
+    # A network read of exactly these events is taken whole only when every one is a plain delta.
+    assert plain.matches(region) == (len(blocks) if all(map(one_by_one, blocks)) else 0)
     result = plain.sort_events(region)
     if result is not None:  # the events handed on are all the others, in order, and maybe some plain ones
         count, rest = result

@@ -8,6 +8,7 @@ import itertools
 import json
 import threading
 import time
+import tracemalloc
 import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -705,3 +706,19 @@ def test_what_is_no_gzip_member_is_left_to_zlib(encoding: str) -> None:
     else:
         with pytest.raises(zlib.error):
             inflated(encoding, deflated, [1])
+
+
+def test_a_gzip_header_that_never_ends_is_not_kept() -> None:
+    """A name field without its end, megabytes long: the agent keeps at most ``MAX_GZIP_HEADER``
+    of it (zlib, which reads on, keeps none)."""
+    inflate = Inflate("gzip")
+    piece = b"n" * 2**16
+    tracemalloc.start()
+    try:
+        assert inflate.decompress(b"\x1f\x8b\x08\x08\0\0\0\0\0\xff") == b""
+        for _ in range(64):
+            assert inflate.decompress(piece) == b""
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 2 * MAX_GZIP_HEADER

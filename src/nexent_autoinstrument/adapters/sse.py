@@ -295,13 +295,14 @@ class PlainReads:
     doubt: parsed. (One regular expression serves every stream: a pattern per stream would churn
     the ``re`` module's cache, which the application shares.)"""
 
-    __slots__ = ("_around", "_data_around", "_event_around", "_event_prefix", "data_prefix", "data_suffix", "key",
-                 "prefix", "suffix")
+    __slots__ = ("_around", "_data_around", "_event_around", "_event_prefix", "_joint", "data_prefix", "data_suffix",
+                 "key", "prefix", "suffix")
 
     def __init__(self, key: bytes) -> None:
         self.key = key  # e.g. b'"content":"', ending where the text's string begins
         self.prefix = self.suffix = b""  # around the text in a read of the event
         self._around = 0  # len(prefix) + len(suffix)
+        self._joint = b""  # suffix + prefix: between two such events in a read
         self.data_prefix = self.data_suffix = b""  # around the text in the event's data
         self._data_around = 0
         self._event_prefix = b""  # "data: " and data_prefix: around the text in an event's lines
@@ -317,9 +318,17 @@ class PlainReads:
         text = read.removeprefix(self.prefix).removesuffix(self.suffix)
         if not text or len(text) != len(read) - self._around:
             return 0
-        if _LF in text:  # (several events: each checked as ``matches_data`` checks it)
-            several = self.sort_events(read)
-            return several[0] if several is not None and not several[1] else 0
+        if _LF in text:  # (several events, or anything else)
+            # Between the first event's text and the last's, each joint of two plain deltas is the
+            # template's end and its start again: what the cuts there leave are the texts, each
+            # checked as ``matches_data`` checks one (any other event leaves a quote or a line end).
+            texts = text.split(self._joint)
+            joined = b"".join(texts)
+            if not all(texts) or _LF in joined:
+                return 0
+            if _BACKSLASH in joined:
+                return len(texts) if all(map(_NON_EMPTY_TEXT.fullmatch, texts)) else 0
+            return len(texts) if _QUOTE not in joined and _CR not in joined else 0
         if _BACKSLASH in text:  # escapes: the exact check
             return 1 if _NON_EMPTY_TEXT.fullmatch(text) is not None else 0
         return 1 if _QUOTE not in text and _CR not in text else 0
@@ -363,6 +372,7 @@ class PlainReads:
 
     def _learn_read(self, prefix: bytes, suffix: bytes) -> None:
         self.prefix, self.suffix, self._around = prefix, suffix, len(prefix) + len(suffix)
+        self._joint = suffix + prefix
 
     def _learn_data(self, prefix: bytes, suffix: bytes) -> None:
         self.data_prefix, self.data_suffix = prefix, suffix
