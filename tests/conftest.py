@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -208,11 +209,20 @@ def run_python(code: str, *, env: dict[str, str], instrument: bool = False, time
                tmp_path: Path | None = None, args: tuple[str, ...] = (),
                script_args: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     """Run ``code`` as a script in a fresh interpreter (optionally under opentelemetry-instrument).
-    ``args`` go to the interpreter, ``script_args`` to the script."""
+    ``args`` go to the interpreter, ``script_args`` to the script. On a timeout, every process of
+    its session is killed, the forks it made included, and ``TimeoutExpired`` raised."""
     script_dir = tmp_path or Path(os.environ.get("TMPDIR", "/tmp"))
     script = script_dir / "app_under_test.py"
     script.write_text(code)
     command = [sys.executable, *args, str(script), *script_args]
     if instrument:
         command = [str(BIN / "opentelemetry-instrument"), *command]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=script_dir)
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          cwd=script_dir, start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # (a hung fork would outlive the test, holding its pipes)
+            stdout, stderr = process.communicate()
+            raise subprocess.TimeoutExpired(command, timeout, stdout, stderr) from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

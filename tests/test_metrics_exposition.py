@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -227,6 +227,10 @@ _attribute_values = st.one_of(
 @given(st.dictionaries(st.sampled_from("abcdefgh"), _attribute_values, max_size=8),
        st.dictionaries(st.sampled_from("abcdefgh"), _attribute_values, max_size=8),
        st.one_of(st.none(), st.integers(0, 12)), st.one_of(st.none(), st.integers(1, 10)))
+# (always: a name set again, a mixed tuple whose text is over the length limit, a text in a tuple over it)
+@example({"a": 1, "b": 2}, {"a": 3}, None, None)
+@example({}, {"a": (1, "a text")}, 3, None)
+@example({}, {"a": ("a text", "b")}, 3, None)
 def test_any_attributes_end_as_the_sdks_own_checks_leave_them(before: dict[str, Any], the_end: dict[str, Any],
                                                              longest: int | None, count: int | None) -> None:
     import logging
