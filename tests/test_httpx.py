@@ -721,4 +721,4 @@ def test_a_gzip_header_that_never_ends_is_not_kept() -> None:
         held, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert held < 2 * MAX_GZIP_HEADER
+    assert held < 16 * MAX_GZIP_HEADER  # (kept whole, it would be 64 times that; the margin is other threads')
