@@ -102,18 +102,18 @@ class Recompressed:
     server's, to the same content as the server's without the dropped events (its raw bytes are
     not the server's: the agent compressed them)."""
 
-    __slots__ = ("_compress", "_decompress", "_fed", "_filter")
+    __slots__ = ("_compress", "_fed", "_filter", "_inflate")
 
     def __init__(self, drop: EventFilter, encoding: str) -> None:
         self._filter = drop
-        self._decompress = Inflate(encoding)
+        self._inflate = Inflate(encoding)
         self._compress = zlib.compressobj(wbits=31 if _WBITS[encoding] == 31 else 15)
         self._fed = False
 
     def feed(self, chunk: bytes) -> bytes:
         """The filtered bytes of ``chunk``, compressed and flushed."""
         self._fed = True
-        kept = self._filter.feed(self._decompress.decompress(chunk))
+        kept = self._filter.feed(self._inflate.decompress(chunk))
         return self._compress.compress(kept) + self._compress.flush(zlib.Z_SYNC_FLUSH)
 
     def flush(self) -> bytes:
