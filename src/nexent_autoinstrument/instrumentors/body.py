@@ -138,10 +138,10 @@ class EventBody:
                  plain: PlainReads | None, inflate: Inflate | None) -> None:
         self._tracker = tracker
         self._decoder = decoder
-        self._plain = plain
+        self._plain = plain if tracker.texts is None else None  # (None: every event is decoded, its text kept)
         #: Where line ends are ``\n``, as servers write them: the plain deltas of a read are then
         #: told apart from their bytes, without a parse (with a template to tell them by: SSE only).
-        self._feed_region = decoder.feed_region if plain is not None and isinstance(decoder, SSEDecoder) else None
+        self._feed_region = decoder.feed_region if self._plain is not None and isinstance(decoder, SSEDecoder) else None
         self._inflate = inflate
         # (the endpoint's fields, looked up once: read per event)
         self._read_event = endpoint.read_event
@@ -153,17 +153,17 @@ class EventBody:
         """One read's bytes (per network read)."""
         if self._inflate is not None:
             chunk = self._inflate.decompress(chunk)
-        tracker, decoder = self._tracker, self._decoder
-        known = self._plain if tracker.texts is None else None  # (None: every event is decoded)
-        plain = known if decoder.idle else None  # (None: this read is not whole events)
-        if plain is not None and (count := plain.matches(chunk)):
+        known, decoder = self._plain, self._decoder
+        if known is not None and decoder.idle and (count := known.matches(chunk)):
             # Plain content deltas, like the last, and nothing else: chunks, and nothing to learn.
             # Saves splitting the read into events and parsing their JSON.
             if count == 1:
-                tracker.content(None, 1, 1)  # (one event per read, as servers flush them: the common case)
+                self._tracker.content(None, 1, 1)  # (one event per read, as servers flush them: the common case)
             else:
-                tracker.contents(count)
+                self._tracker.contents(count)
             return
+        tracker = self._tracker
+        plain = known if decoder.idle else None  # (None: this read is not whole events)
         if known is not None and self._feed_region is not None:
             region = self._feed_region(chunk)
             if region is not None:
