@@ -78,13 +78,15 @@ MUTATIONS: tuple[Mutation, ...] = (
              ("tests/test_result.py",)),
     Mutation("waiting chunks timed as arrivals", PKG + "tracker.py",
              "            # wrong arrival time.\n"
-             "            fresh = waited > WAITED_READ_SECONDS and waited * 8 > timing.away and now != self._arrival_at",
+             "            fresh = waited > WAITED_READ_SECONDS and waited * 8 > asked - timing.previous_read_time \\\n"
+             "                and now != self._arrival_at",
              "            # wrong arrival time.\n            fresh = now != self._arrival_at",
              ("tests/test_measurement_truth.py",)),
     Mutation("contents of one read: data that waited taken as an arrival", PKG + "tracker.py",
-             "        waited = timing.waited\n"
-             "        fresh = waited > WAITED_READ_SECONDS and waited * 8 > timing.away and now != self._arrival_at",
-             "        waited = timing.waited\n        fresh = now != self._arrival_at", ("tests/test_result.py",)),
+             "        waited = now - asked\n"
+             "        fresh = waited > WAITED_READ_SECONDS and waited * 8 > asked - timing.previous_read_time \\\n"
+             "            and now != self._arrival_at",
+             "        waited = now - asked\n        fresh = now != self._arrival_at", ("tests/test_result.py",)),
     Mutation("client time not recorded", PKG + "instrumentors/exchange.py",
              "self.timing.request_sent = _clock()", "pass", ("tests/test_measurement_truth.py",)),
     Mutation("finish reasons deduplicated, not one per choice", PKG + "tracker.py",
@@ -223,8 +225,8 @@ MUTATIONS: tuple[Mutation, ...] = (
              "self._gap_count += last_index - self._run_first_index + 1",
              ("tests/test_result.py", "tests/test_measurement_truth.py", "tests/test_metrics_exposition.py")),
     Mutation("content timed when the SDK parsed it, not when its read returned", PKG + "tracker.py",
-             "            now = timing.read_time\n            waited = timing.waited",
-             "            now = clock()\n            waited = timing.waited",
+             "            now, asked = timing.read_time, timing.asked",
+             "            now, asked = clock(), timing.asked",
              ("tests/test_result.py", "tests/test_measurement_truth.py")),
     Mutation("chunks recorded together are not counted as waiting", PKG + "tracker.py",
              "        self.waiting_chunks += count\n        self._last_content = now",
@@ -462,7 +464,8 @@ MUTATIONS: tuple[Mutation, ...] = (
              "        if False:\n            lifecycle.end(self.tracker, exc)", AIOHTTP),
     # -- aiohttp: reads timed as the data arrive ----------------------------------------------------
     Mutation("aiohttp's reads all look like data that waited", PKG + "instrumentors/aiohttp.py",
-             "        timing.waited = now - self._last  #", "        timing.waited = 0.0  #", AIOHTTP),
+             "        timing.asked = timing.previous_read_time = self._last\n        timing.read_time = self._last = now",
+             "        timing.asked = timing.previous_read_time = now\n        timing.read_time = self._last = now", AIOHTTP),
     Mutation("aiohttp's bytes that came with the headers are dropped", PKG + "instrumentors/aiohttp.py",
              "        for at, chunk in held:", "        for at, chunk in ():", AIOHTTP),
     Mutation("an aiohttp response released early ends as an error", PKG + "instrumentors/aiohttp.py",
@@ -480,7 +483,8 @@ MUTATIONS: tuple[Mutation, ...] = (
              "        if True:\n            return await wrapped(*args, **kwargs)", AIOHTTP),
     # -- Bedrock through botocore ------------------------------------------------------------------------
     Mutation("a Bedrock event that waited for the caller looks like an arrival", PKG + "instrumentors/botocore.py",
-             "        timing.waited = now - asked", "        timing.waited = 1.0", BEDROCK),
+             "        timing.asked, timing.previous_read_time = asked, returned",
+             "        timing.asked, timing.previous_read_time = asked - 1.0, asked - 1.0", BEDROCK),
     Mutation("Bedrock's usage in the metadata event ignored", PKG + "adapters/bedrock.py",
              "        _read_usage(tracker, metadata.get(\"usage\"))", "        pass", BEDROCK),
     Mutation("Bedrock's latency in milliseconds taken for seconds", PKG + "adapters/bedrock.py",

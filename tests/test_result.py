@@ -18,6 +18,15 @@ from nexent_autoinstrument.report import CallResult, emit, span_attributes
 from nexent_autoinstrument.timing import ReadTiming
 
 
+def read_as(timing: ReadTiming, fresh: bool) -> None:
+    """The HTTP layer's clock readings for a read that returned at ``timing.read_time``: it waited
+    10 ms for its data, the caller never away (fresh), or it returned at once after the caller had
+    been away 100 ms."""
+    waited, away = (0.01, 0.0) if fresh else (0.00001, 0.1)
+    timing.asked = timing.read_time - waited
+    timing.previous_read_time = timing.asked - away
+
+
 def timed_call(monkeypatch: pytest.MonkeyPatch, reads: list[tuple[float, bool]], end: float,
                **settings: Any) -> CallResult:
     """A streamed call started at 0 whose content came in ``reads``: (when the read returned,
@@ -30,7 +39,7 @@ def timed_call(monkeypatch: pytest.MonkeyPatch, reads: list[tuple[float, bool]],
     timing.timed, timing.request_sent, timing.headers_at = True, 0.05, 0.08
     for read_time, fresh in reads:
         timing.read_time = read_time
-        timing.waited, timing.away = (0.01, 0.0) if fresh else (0.00001, 0.1)
+        read_as(timing, fresh)
         timing.reader_seconds += 0.001
         call.content()
     result = call.finish()
@@ -219,7 +228,7 @@ def test_chunks_recorded_together_measure_what_one_call_each_measures(reads: lis
         for pause, fresh, contents in reads:
             at += pause
             timing.read_time = at
-            timing.waited, timing.away = (0.01, 0.0) if fresh else (0.00001, 0.1)
+            read_as(timing, fresh)
             if at_once:
                 call.contents(contents)
                 continue
@@ -255,7 +264,7 @@ def test_the_gaps_are_those_between_consecutive_chunks_that_both_arrived_when_re
     for pause, fresh, contents in reads:
         at += pause
         timing.read_time = at
-        timing.waited, timing.away = (0.01, 0.0) if fresh else (0.00001, 0.1)
+        read_as(timing, fresh)
         for position in range(contents):
             call.content(None, 1, 1)
             chunks.append((at, fresh and position == 0))

@@ -14,22 +14,24 @@ class ReadTiming:
     read the HTTP layer only stores clock readings; the tracker judges them for the reads that
     brought content (``CallTracker.content``)."""
 
-    __slots__ = ("away", "by_arrival", "connection_reused", "headers_at", "read_time", "reader_seconds",
-                 "request_sent", "timed", "waited")
+    __slots__ = ("asked", "by_arrival", "connection_reused", "headers_at", "previous_read_time", "read_time",
+                 "reader_seconds", "request_sent", "timed")
 
     def __init__(self) -> None:
         #: Whether the HTTP layer times the body's reads (from when reading starts; False: the tracker
         #: reads the clock itself).
         self.timed = False
         #: The reads are the connection's, timed as the data arrived, not the caller's (aiohttp reads
-        #: ahead of its caller): ``waited`` is then the time since the previous arrival, ``away`` 0,
-        #: and the caller's pace is not in them.
+        #: ahead of its caller): each is then asked for when the previous one arrived, and the
+        #: caller's pace is not in them.
         self.by_arrival = False
-        #: The latest read: when it returned (clock: the arrival of the content it completed), how
-        #: long it took, and how long the caller had been away since the previous one (seconds).
+        #: The latest read, in clock readings: when it returned (the arrival of the content it
+        #: completed), when the caller asked for it, and when the read before it returned. (How long
+        #: it waited and how long the caller had been away are differences the tracker takes only
+        #: for the reads that brought content.)
         self.read_time = 0.0
-        self.waited = 0.0
-        self.away = 0.0
+        self.asked = 0.0
+        self.previous_read_time = 0.0
         #: The caller's own time between reads (seconds).
         self.reader_seconds = 0.0
         #: When the request was on the wire, and its response headers in (clock), and whether the

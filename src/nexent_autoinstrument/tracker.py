@@ -272,14 +272,15 @@ class CallTracker:
         timing = self._timing
         fresh: bool | None
         if timing.timed:
-            now = timing.read_time
-            waited = timing.waited
+            now, asked = timing.read_time, timing.asked
+            waited = now - asked
             # The read waited for its data, which then arrived just now, unless an earlier chunk of
             # the same read took that arrival. A short read after a long absence found its data
             # waiting even if the process was not scheduled for a moment, so a busy machine does
             # not turn data that waited into an arrival: the doubt costs a data point, never a
             # wrong arrival time.
-            fresh = waited > WAITED_READ_SECONDS and waited * 8 > timing.away and now != self._arrival_at
+            fresh = waited > WAITED_READ_SECONDS and waited * 8 > asked - timing.previous_read_time \
+                and now != self._arrival_at
         else:  # nobody times the reads: the chunk arrived now
             now = clock()
             fresh = None
@@ -325,9 +326,10 @@ class CallTracker:
                 if count > 1:
                     self.waited_contents(count - 1)
             return
-        now = timing.read_time
-        waited = timing.waited
-        fresh = waited > WAITED_READ_SECONDS and waited * 8 > timing.away and now != self._arrival_at
+        now, asked = timing.read_time, timing.asked
+        waited = now - asked
+        fresh = waited > WAITED_READ_SECONDS and waited * 8 > asked - timing.previous_read_time \
+            and now != self._arrival_at
         index = self.content_chunks
         self.chunks += count
         self.content_chunks = index + count

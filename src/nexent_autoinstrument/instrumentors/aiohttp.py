@@ -71,7 +71,8 @@ class Arrivals:
             self._held.append((now, chunk))
             return
         timing = self._timing
-        timing.waited = now - self._last  # (the connection waited this long for them; ``away`` stays 0)
+        # (asked for when the previous read arrived, by the connection: the caller is never away)
+        timing.asked = timing.previous_read_time = self._last
         timing.read_time = self._last = now
         feed(chunk)
 
@@ -81,7 +82,7 @@ class Arrivals:
         held, self._held = self._held, []
         timing = self._timing
         for at, chunk in held:
-            timing.waited = at - self._last
+            timing.asked = timing.previous_read_time = self._last
             timing.read_time = self._last = at
             try:  # (as each later read's: a bug of ours in one read leaves the others measured)
                 feed(chunk)

@@ -438,8 +438,7 @@ class AsyncReads:
                 return chunk
             now = timing.read_time = _clock()
             returned, self._returned = self._returned, now
-            timing.waited = now - asked
-            timing.away = asked - returned
+            timing.asked, timing.previous_read_time = asked, returned
             timing.reader_seconds += asked - returned
             on_bytes = self._on_bytes
             if on_bytes is not None:
@@ -503,9 +502,7 @@ def response_classes(module: Any) -> tuple[type, type]:
                     returned = asked = _clock()
                     for chunk in reads:  # one network read, or what the parser had buffered
                         now = timing.read_time = _clock()
-                        timing.waited = now - asked
-                        timing.away = asked - returned
-                        returned = now
+                        timing.asked, timing.previous_read_time, returned = asked, returned, now
                         if on_bytes is not None:
                             try:
                                 on_bytes(chunk)

@@ -248,8 +248,7 @@ def _timed_pulls(events: Any, timing: ReadTiming, tracker: Any) -> Any:
             _guarded(_note_error, tracker, exc)
             raise
         now = timing.read_time = _clock()
-        timing.waited = now - asked
-        timing.away = asked - returned
+        timing.asked, timing.previous_read_time = asked, returned
         timing.reader_seconds += asked - returned
         returned = now
         yield event
