@@ -381,17 +381,30 @@ def test_plain_deltas_checked_together_are_those_matches_data_takes(learned: str
     assert plain._all_plain([b"data: " + piece for piece in pieces]) is all(map(plain.matches_data, pieces))
 
 
+def steady_events(middle: list[Any], tail: list[Any]) -> list[bytes]:
+    """The data of a stream's events as servers write them: a role delta, ``middle``, a finish,
+    ``tail`` and ``[DONE]``."""
+    role = {**plain_delta(""), "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                            "logprobs": None, "finish_reason": None}]}
+    finish = {**plain_delta(""), "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]}
+    return [json.dumps(event, **compact).encode() for event in [role, *middle, finish, *tail]] + [b"[DONE]"]
+
+
+#: An odd run of line ends after the first event, read alone: what that read completes ends in a
+#: line end that ends no event, before any template is known.
+ODD_LINE_ENDS = Reply(200, "text/event-stream", [
+    b"data: " + event + end for event, end in zip(steady_events([plain_delta("a")], []),
+                                                  [b"\n\n\n", b"\n\n", b"\n\n", b"\n\n"], strict=True)], False)
+
+
 @st.composite
 def steady_sse_reply(draw: Any) -> Reply:
     """A stream as servers write it: a role delta, many plain deltas like one another, with now and
     then another chunk, a finish and maybe usage, read all at once, an event per read, or cut
-    anywhere (reads of many events go through ``PlainReads.sort_lines``)."""
-    role = {**plain_delta(""), "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                            "logprobs": None, "finish_reason": None}]}
+    anywhere (reads of many events go through ``PlainReads.sort_events``)."""
     middle = draw(st.lists(st.one_of(text.map(plain_delta), text.map(plain_delta), chunk), max_size=30))
-    finish = {**plain_delta(""), "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]}
     tail = [{"id": "chatcmpl-1", "choices": [], "usage": draw(usage)}] if draw(st.booleans()) else []
-    events = [json.dumps(event, **compact).encode() for event in [role, *middle, finish, *tail]] + [b"[DONE]"]
+    events = steady_events(middle, tail)
     # (mostly one blank line after each, as servers write them; now and then more, or a comment)
     ends = draw(st.lists(st.sampled_from([b"\n\n"] * 6 + [b"\n\n\n", b"\n\n\n\n", b"\n\n: ping\n\n"]),
                          min_size=len(events), max_size=len(events)))
@@ -410,6 +423,7 @@ def steady_sse_reply(draw: Any) -> Reply:
 
 @FUZZ
 @given(reply=steady_sse_reply())
+@example(reply=ODD_LINE_ENDS)
 def test_a_steady_stream_is_measured_alike_however_it_is_read(fuzz_server: ScriptedServer, harness: Any,
                                                                reply: Reply) -> None:
     """Every event is a chunk and every content event one content chunk, whether the plain deltas
