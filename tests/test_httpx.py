@@ -268,6 +268,30 @@ def test_every_event_is_a_chunk_whether_read_from_its_bytes_or_parsed(instrument
     assert attrs["llm.stream.chunks"] == len(events) > 12 and len(decode_offsets(attrs["llm.token.offsets"])) == 12
 
 
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_with_content_captured_every_text_of_a_raw_stream_is_kept(harness_factory: Any, mock_llm: Any,
+                                                                  library: str) -> None:
+    """Where texts are kept, no read is taken whole as plain deltas (that keeps no text): the
+    span's output is the whole answer the caller read, however the tokens came."""
+    httpx = importlib.import_module(library)
+    harness = harness_factory(capture_content=True)
+    instrumentor = HTTPXInstrumentor() if library == "httpx" else HTTPX2Instrumentor()
+    instrumentor.instrument(telemetry=harness.telemetry)
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}, "mock_tokens": 12,
+            "mock_ttft": 0.01, "mock_itl": 0.005}
+    try:
+        with httpx.Client() as client, client.stream("POST", mock_llm.base_url + "/chat/completions",
+                                                     json=body) as response:
+            lines = list(response.iter_lines())
+    finally:
+        instrumentor.uninstrument()
+    chunks = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    answer = "".join(choice["delta"].get("content") or "" for chunk in chunks for choice in chunk["choices"])
+    attrs = harness.llm_span().attributes
+    assert len(decode_offsets(attrs["llm.token.offsets"])) == 12
+    assert answer and attrs["gen_ai.output.messages"] == answer
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream"])
 def test_a_stream_whose_type_says_nothing_is_read_in_its_protocols_framing(instrumented: Any,
                                                                            content_type: str) -> None:
