@@ -211,6 +211,9 @@ class Exchange:
             guest.post(self.end, outcome, _clock() if at is None else at)
             return
         self.ended = True
+        # (The call points back at its latest exchange: let go of it, so that the two are freed
+        # when the caller drops them, not by the garbage collector.)
+        call, self.call = self.call, None
         if self.generation != guest.generation:
             return  # the parent's, in a fork child
         tracker = self.tracker
@@ -230,7 +233,7 @@ class Exchange:
             return
         duration = (_clock() if at is None else at) - self.started
         failed = "error.type" in self.attributes
-        if self.deferred and (failed or (self.call is not None and self.call.attempts > 1)):
+        if self.deferred and (failed or (call is not None and call.attempts > 1)):
             self.span = self._start_span()
         if self.span is not None:
             if self.error is not None:
