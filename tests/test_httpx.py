@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import itertools
 import json
@@ -487,6 +488,40 @@ def test_raw_json_call_and_http_error(instrumented: Any, mock_llm: Any, library:
     assert spans["completed"].attributes["gen_ai.usage.output_tokens"] == 10
     assert spans["error"].attributes["error.type"] == "429"
     assert instrumented.value("llm_error_count_total", model="mock-gpt", operation="chat", error_type="429") == 1
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_call_is_freed_when_the_caller_drops_it_without_the_collector(instrumented: Any, mock_llm: Any,
+                                                                         library: str) -> None:
+    """Once the caller has its answer and drops the response, what measured the call (its tracker,
+    its span, its times, the body's reader) is freed by reference counting: no reference cycle of
+    ours holds it for the garbage collector (and httpx's own cycles, a response and its stream,
+    hold at most an ended exchange). SDK and raw calls, whole and streamed."""
+    from nexent_autoinstrument.tracker import CallTracker
+
+    httpx = importlib.import_module(library)
+    client = openai.OpenAI(base_url=mock_llm.base_url, api_key="sk-test")
+
+    def calls() -> None:
+        client.chat.completions.create(**CHAT)
+        for _ in client.chat.completions.create(**CHAT, stream=True):
+            pass
+        with httpx.Client() as raw:
+            raw.post(mock_llm.base_url + "/chat/completions", json=CHAT).json()
+            with raw.stream("POST", mock_llm.base_url + "/chat/completions", json={**CHAT, "stream": True}) as body:
+                for _ in body.iter_lines():
+                    pass
+
+    calls()  # (warm: what is made once)
+    gc.collect()
+    gc.disable()
+    try:
+        calls()
+        left = [o for o in gc.get_objects() if isinstance(o, CallTracker)]
+    finally:
+        gc.enable()
+    assert len(instrumented.llm_spans()) == 8
+    assert not left, [referrer for tracker in left for referrer in gc.get_referrers(tracker) if referrer is not left]
 
 
 @pytest.mark.parametrize("library", LIBRARIES)

@@ -211,9 +211,15 @@ class Exchange:
             guest.post(self.end, outcome, _clock() if at is None else at)
             return
         self.ended = True
-        # (The call points back at its latest exchange: let go of it, so that the two are freed
-        # when the caller drops them, not by the garbage collector.)
-        call, self.call = self.call, None
+        try:
+            self._end(outcome, at)
+        finally:
+            # What measured the call is let go of: the call points back at its latest exchange, and
+            # the transport's own reference cycles (httpx's response and its stream) may hold this
+            # exchange until the garbage collector runs. The caller's dropping them frees the rest.
+            self.call = self.tracker = self.body = None
+
+    def _end(self, outcome: str | None, at: float | None) -> None:
         if self.generation != guest.generation:
             return  # the parent's, in a fork child
         tracker = self.tracker
@@ -233,7 +239,7 @@ class Exchange:
             return
         duration = (_clock() if at is None else at) - self.started
         failed = "error.type" in self.attributes
-        if self.deferred and (failed or (call is not None and call.attempts > 1)):
+        if self.deferred and (failed or (self.call is not None and self.call.attempts > 1)):
             self.span = self._start_span()
         if self.span is not None:
             if self.error is not None:
