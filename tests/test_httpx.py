@@ -524,6 +524,81 @@ def test_a_call_is_freed_when_the_caller_drops_it_without_the_collector(instrume
     assert not left, [referrer for tracker in left for referrer in gc.get_referrers(tracker) if referrer is not left]
 
 
+def _read_whole_transport(httpx: Any) -> Any:
+    """A transport that answers as tests' mocks do: each body given whole, read before the client
+    returns (``MockTransport`` with ``content``/``json``, as respx does)."""
+    answer = {"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10}}
+    events = b"".join(b'data: {"id":"c2","object":"chat.completion.chunk","created":1,"model":"m","choices":'
+                      b'[{"index":0,"delta":{"content":"%d"},"finish_reason":null}]}\n\n' % i for i in range(5))
+
+    def answer_of(request: Any) -> Any:
+        if json.loads(request.content).get("stream"):
+            return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=events + b"data: [DONE]\n\n")
+        return httpx.Response(200, json=answer)
+
+    return httpx.MockTransport(answer_of)
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_body_the_transport_read_whole_is_measured_as_it_comes(instrumented: Any, library: str) -> None:
+    """A body read whole by the transport is never read through the agent: its call ends with the
+    response, measured from that body, not later when the response is dropped (then as abandoned,
+    with nothing read). Sync and async, a whole answer and a stream."""
+    httpx = importlib.import_module(library)
+    url = "http://llm.test/v1/chat/completions"
+    with httpx.Client(transport=_read_whole_transport(httpx)) as client:
+        whole = client.post(url, json=CHAT)
+        with client.stream("POST", url, json={**CHAT, "stream": True}) as streamed:
+            lines = [line for line in streamed.iter_lines() if line]
+
+    async def read_async() -> Any:
+        async with httpx.AsyncClient(transport=_read_whole_transport(httpx)) as client:
+            response = await client.post(url, json=CHAT)
+            async with client.stream("POST", url, json={**CHAT, "stream": True}) as streamed:
+                return response, [line async for line in streamed.aiter_lines() if line]
+
+    whole_async, lines_async = asyncio.run(read_async())
+    spans = instrumented.llm_spans()  # (while the responses are still held)
+    assert whole.json()["usage"]["completion_tokens"] == 7 and whole_async.json() == whole.json()
+    assert len(lines) == len(lines_async) == 6
+    assert sorted(s.attributes["llm.stream"] for s in spans) == [False, False, True, True]
+    for span in spans:
+        attributes = span.attributes
+        assert attributes["llm.stream.outcome"] == "completed"
+        if attributes["llm.stream"]:
+            assert attributes["llm.stream.chunks"] == 5 and attributes["gen_ai.response.id"] == "c2"
+            assert attributes["llm.stream.waiting_chunks"] == 5  # (all there with the headers: no arrival timed)
+        else:
+            assert attributes["gen_ai.usage.output_tokens"] == 7 and attributes["gen_ai.response.id"] == "c1"
+
+
+def test_an_sdk_call_whose_body_the_transport_read_whole_ends_its_attempt_with_it(harness_factory: Any) -> None:
+    """The SDK measures such a call from what it parses; the HTTP attempt ends with the response."""
+    from openai import _base_client
+
+    httpx = getattr(_base_client, "httpx2", None) or _base_client.httpx  # the SDK's own: httpx2 from openai 3.x
+    harness = harness_factory(http_attempt_spans="all")
+    layers = [OpenAIInstrumentor(), HTTPXInstrumentor(), HTTPX2Instrumentor()]
+    for layer in layers:
+        layer.instrument(telemetry=harness.telemetry)
+    try:
+        client = openai.OpenAI(base_url="http://llm.test/v1", api_key="sk-test",
+                               http_client=httpx.Client(transport=_read_whole_transport(httpx)))
+        answer = client.chat.completions.create(**CHAT)
+        chunks = list(client.chat.completions.create(**CHAT, stream=True))
+        attempts_at_return = len(http_spans(harness))
+    finally:
+        for layer in layers:
+            layer.uninstrument()
+    assert answer.usage is not None and answer.usage.completion_tokens == 7 and len(chunks) == 5
+    assert attempts_at_return == 2
+    whole, streamed = sorted(harness.llm_spans(), key=lambda s: s.attributes["llm.stream"])
+    assert whole.attributes["gen_ai.usage.output_tokens"] == 7
+    assert streamed.attributes["llm.stream.chunks"] == 5 and streamed.attributes["llm.stream.outcome"] == "completed"
+
+
 @pytest.mark.parametrize("library", LIBRARIES)
 def test_raw_stream_closed_early_and_dropped(instrumented: Any, mock_llm: Any, library: str) -> None:
     httpx = importlib.import_module(library)

@@ -177,6 +177,21 @@ class Exchange:
                 return  # the SDK raises, or reads and parses the whole body itself
         self.body, self.strip = reader_for(self.call, headers)
 
+    def came_whole(self, content: bytes) -> None:
+        """The body came already read, with the headers (an in-memory transport, a test's mock):
+        nothing will read it through the agent. It is one read, complete now, and the exchange
+        ends. An SDK's streamed call is left to the SDK's parsed items, as the SDK reads them."""
+        if not self.owns_call:
+            self.body = self.strip = None
+        on_bytes = bytes_reader(self)
+        if on_bytes is not None:
+            timing = self.timing
+            timing.timed = True
+            timing.read_time = timing.asked = timing.previous_read_time = _clock()  # (it did not wait)
+            guarded(on_bytes, content)
+        guarded(self.on_complete)
+        self.end()
+
     def stop_filtering(self) -> bytes:
         """The caller's bytes pass unchanged from now on; what the filter held back, to go first."""
         strip, self.strip = self.strip, None
@@ -339,6 +354,13 @@ def observe_response(module: Any, response: Any, exchange: Exchange, is_async: b
     try:
         exchange.response = weakref.ref(response)
         exchange.responded(response.status_code, response.headers.raw, response.extensions.get("network_stream"))
+        if response.is_closed:  # read by the transport already (or closed unread: no content)
+            try:
+                content = response.content
+            except Exception:
+                content = b""
+            exchange.came_whole(content)
+            return
         classes = body_classes(module)
         response.stream = (classes.async_response if is_async else classes.response)(response.stream, exchange)
     except Exception as exc:
