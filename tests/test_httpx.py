@@ -532,10 +532,11 @@ def _read_whole_transport(httpx: Any) -> Any:
               "usage": {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10}}
     events = b"".join(b'data: {"id":"c2","object":"chat.completion.chunk","created":1,"model":"m","choices":'
                       b'[{"index":0,"delta":{"content":"%d"},"finish_reason":null}]}\n\n' % i for i in range(5))
+    events += b"data: [DONE]\n\n"
 
     def answer_of(request: Any) -> Any:
         if json.loads(request.content).get("stream"):
-            return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=events + b"data: [DONE]\n\n")
+            return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=events)
         return httpx.Response(200, json=answer)
 
     return httpx.MockTransport(answer_of)
