@@ -233,8 +233,9 @@ class Answers:
                 yield data
 
         def handler(request: Any) -> Any:
-            if self.reads is None:
-                return httpx.Response(200, headers={"content-type": "application/json"}, content=COMPLETION)
+            if self.reads is None:  # (a body the client reads, as from the network: not one read already)
+                return httpx.Response(200, headers={"content-type": "application/json"},
+                                      content=body([(0.0, COMPLETION)]))
             return httpx.Response(200, headers=self.headers, content=body(self.reads))
         return handler
 
