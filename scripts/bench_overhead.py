@@ -41,7 +41,8 @@ Rows (``--rows``):
   whole call at 1,000 chunks less at 50, per chunk between, less what it adds per chunk in the
   steady state. That is a difference of differences, within about 2,000 instructions of noise
   (see below), and a negative figure means the peer's cost per chunk grows along a stream.
-- ``create``: instructions per non-streamed ``create`` call.
+- ``create``: instructions per non-streamed ``create`` call, its answer a body the client reads
+  (as from the network; not one that came already read, which the agent takes at once).
 - ``startup``: wall time of ``python -c pass`` (and ``-c 'import openai'``), median of
   ``--startup-runs`` interleaved runs, with telemetry on (ours: ENABLE_TELEMETRY=true through
   the installed .pth hook; peers: opentelemetry-instrument's sitecustomize with
