@@ -575,6 +575,22 @@ def test_a_body_the_transport_read_whole_is_measured_as_it_comes(instrumented: A
             assert attributes["gen_ai.usage.output_tokens"] == 7 and attributes["gen_ai.response.id"] == "c1"
 
 
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_body_a_response_hook_read_is_measured(instrumented: Any, mock_llm: Any, library: str) -> None:
+    """A response event hook that reads the body (to log it, or before ``raise_for_status``) reads
+    it inside ``send``, before the agent sees the response: the call is measured from that body."""
+    httpx = importlib.import_module(library)
+    with httpx.Client(event_hooks={"response": [lambda response: response.read()]}) as client:
+        whole = client.post(mock_llm.base_url + "/chat/completions", json=CHAT)
+        with client.stream("POST", mock_llm.base_url + "/chat/completions", json={**CHAT, "stream": True}) as body:
+            lines = [line for line in body.iter_lines() if line.startswith("data: {")]
+    spans = {s.attributes["llm.stream"]: s.attributes for s in instrumented.llm_spans()}
+    assert whole.json()["usage"]["completion_tokens"] == 10
+    assert len(lines) == 12  # (the role's chunk, ten tokens, the finish)
+    assert spans[False]["gen_ai.usage.output_tokens"] == 10 and spans[False]["llm.stream.outcome"] == "completed"
+    assert spans[True]["llm.stream.chunks"] == len(lines) and spans[True]["llm.stream.outcome"] == "completed"
+
+
 def test_an_sdk_call_whose_body_the_transport_read_whole_ends_its_attempt_with_it(harness_factory: Any) -> None:
     """The SDK measures such a call from what it parses; the HTTP attempt ends with the response."""
     from openai import _base_client
