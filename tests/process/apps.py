@@ -389,6 +389,11 @@ def _fork_and_wait(in_child: Callable[[], None]) -> int:
     pid = os.fork()
     if pid == 0:
         in_child()
+        # (A collection before the exit, bare and under the agent alike: which of the parent's
+        # objects the child's exit finalizes, and so whether its copy of the parent's connection
+        # warns as an unclosed socket, otherwise depends on where the collector's thresholds fall,
+        # which any change to the code loaded moves.)
+        gc.collect()
         sys.exit(0)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
