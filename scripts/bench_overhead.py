@@ -69,8 +69,10 @@ warm-up calls (as many as are measured: CPython specialises code as it runs it, 
 calls of a fresh interpreter cost both bare and instrumented code more). The garbage collector
 runs, and the hash seed and address-space layout vary from run to run, as in an application:
 where collections fall and how dictionaries probe then differ between runs, so every callgrind
-measurement is made ``--runs`` times and a cell gives the median and the spread
-(``--gc-paused`` pauses the collector in the region, a diagnostic). Those runs go ``--jobs`` at
+measurement is made ``--runs`` times and a cell gives the median and the spread.
+``--gc-paused`` adds a diagnostic column beside ours: what ours adds when the collector is
+paused in the region, bare and instrumented alike (the difference from ours is what the
+collector's work adds, at the thresholds where it fell in those runs). Those runs go ``--jobs`` at
 a time (instruction counts do not depend on load); the timed rows run afterwards, one thing at
 a time.
 """
@@ -94,9 +96,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -115,7 +117,10 @@ AGENTS: dict[str, list[str]] = {
     "openllmetry": ["opentelemetry-instrumentation-openai"],
     "otel-genai-openai": ["opentelemetry-instrumentation-genai-openai"],
 }
-COLUMNS = {"bare": "bare", OURS: "ours", "openllmetry": "OpenLLMetry", "otel-genai-openai": "genai-openai"}
+#: The diagnostic column of ``--gc-paused``: ours, the collector paused in the region (bare and instrumented).
+PAUSED = "ours-gc-paused"
+COLUMNS = {"bare": "bare", OURS: "ours", PAUSED: "ours, collector paused", "openllmetry": "OpenLLMetry",
+           "otel-genai-openai": "genai-openai"}
 ROWS = ("sync", "async", "whole", "finish", "create", "raw", "startup", "concurrency", "memory")
 #: How a stream's bytes arrive (bench_workloads.ARRIVALS): each a row of sync, async and raw.
 ARRIVALS = ("paced", "burst", "event", "events", "tiny", "gzip")
@@ -254,9 +259,10 @@ class Job:
     arrival: str = "paced"
     run: int = 0  # which of the repeated runs
     callgrind: bool = True
+    gc_paused: bool = False  # the collector paused in the measured region (a diagnostic)
 
     def spec(self, **extra: Any) -> str:
-        fields = {k: v for k, v in asdict(self).items() if k not in ("callgrind", "run")}
+        fields = {k: v for k, v in asdict(self).items() if k not in ("callgrind", "run", "gc_paused")}
         return json.dumps({**fields, **extra})
 
     def cost(self) -> float:
@@ -271,7 +277,7 @@ class Job:
         if self.kind == "concurrency":
             return what
         what += f", {self.calls} x {self.chunks:,} chunks {self.arrival}" if self.chunks else f", {self.calls} calls"
-        return what + f" (run {self.run + 1})"
+        return what + (", collector paused" if self.gc_paused else "") + f" (run {self.run + 1})"
 
 
 def run_worker(python: str, spec: str, env: dict[str, str], prefix: list[str] | None = None) -> dict[str, Any]:
@@ -297,7 +303,7 @@ def run_measured(job: Job, prefix: list[str] | None = None, fields: dict[str, An
     return result
 
 
-def run_job(job: Job, markers: str, gc_paused: bool = False, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_job(job: Job, markers: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one job; a callgrind job's result gets the instructions counted in its region (every thread)."""
     if not job.callgrind:
         return run_measured(job, fields=fields)
@@ -305,7 +311,7 @@ def run_job(job: Job, markers: str, gc_paused: bool = False, fields: dict[str, A
         out = os.path.join(scratch, "callgrind.out")
         callgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
         result = run_measured(job, callgrind, fields, extra={"BENCH_CALLGRIND_MARKERS": markers,
-                                                      **({"BENCH_GC_PAUSED": "1"} if gc_paused else {})})
+                                                      **({"BENCH_GC_PAUSED": "1"} if job.gc_paused else {})})
         for name in os.listdir(scratch):
             text = Path(scratch, name).read_text(errors="replace")
             if "Client Request: region" in text:
@@ -320,7 +326,7 @@ def rerun_reason(job: Job, result: dict[str, Any]) -> str | None:
     return str(result["error"]) if "error" in result else None
 
 
-def run_jobs(jobs: list[Job], markers: str, parallel: int, gc_paused: bool = False) -> dict[Job, dict[str, Any]]:
+def run_jobs(jobs: list[Job], markers: str, parallel: int) -> dict[Job, dict[str, Any]]:
     """All jobs, ``parallel`` at a time, longest first; progress on stderr."""
     results: dict[Job, dict[str, Any]] = {}
     done = 0
@@ -330,7 +336,7 @@ def run_jobs(jobs: list[Job], markers: str, parallel: int, gc_paused: bool = Fal
         nonlocal done
         started = time.perf_counter()
         for attempt in range(1, 4):
-            result = run_job(job, markers, gc_paused)
+            result = run_job(job, markers)
             why = rerun_reason(job, result)
             if why is None or attempt == 3:
                 break
@@ -361,8 +367,14 @@ def variants(kind: str, agent: str, **fields: Any) -> list[Job]:
     return [Job(kind, agent, instrumented, **fields) for instrumented in (False, True)]
 
 
-def plan(rows: Iterable[str], agents: list[str], slope: tuple[int, int], arrivals: list[str], runs: int) -> list[Job]:
-    """The pooled jobs (callgrind and memory) the rows need, each callgrind job ``runs`` times."""
+#: The kinds of job whose rows get the ``--gc-paused`` column (ours, bare and instrumented).
+PAUSABLE = {"sync", "async", "create", *RAW_KINDS}
+
+
+def plan(rows: Iterable[str], agents: list[str], slope: tuple[int, int], arrivals: list[str], runs: int,
+         gc_column: bool = False) -> list[Job]:
+    """The pooled jobs (callgrind and memory) the rows need, each callgrind job ``runs`` times;
+    with ``gc_column``, ours again with the collector paused."""
     jobs: set[Job] = set()
     rows = set(rows)
     for run in range(runs):
@@ -390,6 +402,9 @@ def plan(rows: Iterable[str], agents: list[str], slope: tuple[int, int], arrival
         for agent in agents:
             for instrumented in (False, True) if agent == OURS else (True,):
                 jobs.add(memory_job(agent, instrumented))
+    if gc_column:
+        jobs.update([replace(job, gc_paused=True) for job in jobs if job.agent == OURS and job.kind in PAUSABLE
+                     and job.callgrind])
     return list(jobs)
 
 
@@ -403,8 +418,7 @@ def spans_alone(results: dict[Job, dict[str, Any]], markers: str,
         ours = results.get(Job("create", OURS, True, calls=CREATE_CALLS, run=run), {})
         if "span_attributes" not in ours:
             return job, {"error": "no span of ours to copy"}
-        return job, run_job(job, markers, args.gc_paused,
-                            {"span_name": ours["span_name"], "span_attributes": ours["span_attributes"]})
+        return job, run_job(job, markers, {"span_name": ours["span_name"], "span_attributes": ours["span_attributes"]})
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         return dict(pool.map(one, range(args.runs)))
@@ -500,8 +514,9 @@ class Figures:
         return int(self.result(job)["instructions"])
 
     def slope(self, kind: str, agent: str, instrumented: bool, run: int, sizes: tuple[int, int],
-              arrival: str = "paced", library: str = "") -> float:
-        small, large = (self.count(Job(kind, agent, instrumented, chunks=n, library=library, arrival=arrival, run=run))
+              arrival: str = "paced", library: str = "", paused: bool = False) -> float:
+        small, large = (self.count(Job(kind, agent, instrumented, chunks=n, library=library, arrival=arrival, run=run,
+                                       gc_paused=paused))
                         for n in sizes)
         return (large - small) / (sizes[1] - sizes[0])
 
@@ -530,21 +545,32 @@ def added(pairs: list[tuple[float, float]], percent: bool = False) -> tuple[str,
                   "ratio": ratio, "worst_ratio": ratios[-1]}
 
 
-#: a measure of one agent's venv, bare (False) or instrumented (True), in one of the runs
-Measure = Callable[[str, bool, int], float]
+class Measure(Protocol):
+    """A measure of one agent's venv, bare or instrumented, in one of the runs, the collector
+    running or ``paused`` in the region."""
+
+    def __call__(self, agent: str, instrumented: bool, run: int, paused: bool = False) -> float: ...
 
 
 def comparison(label: str, measure: Measure, agents: list[str], runs: int, percent: bool = False,
-               only_ours: bool = False) -> Row:
+               only_ours: bool = False, gc_column: bool = False) -> Row:
     """A row of instructions: bare (in our venv), then what each agent adds to its own bare run:
-    the median of the runs and, in brackets, the least and the most it added in one."""
+    the median of the runs and, in brackets, the least and the most it added in one. With
+    ``gc_column``, also what ours adds when the collector is paused in both."""
     def bare() -> tuple[str, Any]:
         counts = [measure(OURS, False, run) for run in range(runs)]
         return f"{statistics.median(counts):,.0f}", counts
 
+    def ours(paused: bool) -> tuple[str, Any]:
+        return added([(measure(OURS, False, r, paused), measure(OURS, True, r, paused)) for r in range(runs)], percent)
+
     cells: Cells = {"bare": cell(bare)}
+    if gc_column:
+        cells[PAUSED] = cell(ours, True)
     for agent in agents:
-        if only_ours and agent != OURS:
+        if agent == OURS:
+            cells[agent] = cell(ours, False)
+        elif only_ours:
             cells[agent] = ("n/a", None)
         else:
             cells[agent] = cell(lambda a: added([(measure(a, False, r), measure(a, True, r)) for r in range(runs)],
@@ -553,19 +579,20 @@ def comparison(label: str, measure: Measure, agents: list[str], runs: int, perce
 
 
 def instructions_rows(figures: Figures, rows: set[str], agents: list[str], slope: tuple[int, int],
-                      arrivals: list[str]) -> list[Row]:
-    """The callgrind rows."""
+                      arrivals: list[str], gc_column: bool = False) -> list[Row]:
+    """The callgrind rows (with ``gc_column``, each comparison also with the collector paused)."""
     runs = figures.runs
 
     def steady(kind: str, arrival: str = "paced", library: str = "") -> Measure:
-        return lambda agent, instrumented, run: figures.slope(kind, agent, instrumented, run, slope, arrival, library)
+        return lambda agent, instrumented, run, paused=False: figures.slope(kind, agent, instrumented, run, slope,
+                                                                            arrival, library, paused)
 
     def whole(chunks: int) -> Measure:
-        return lambda agent, instrumented, run: figures.per_call(
-            Job("sync", agent, instrumented, chunks=chunks, calls=WHOLE_CALLS[chunks], run=run))
+        return lambda agent, instrumented, run, paused=False: figures.per_call(
+            Job("sync", agent, instrumented, chunks=chunks, calls=WHOLE_CALLS[chunks], run=run, gc_paused=paused))
 
-    def creates(agent: str, instrumented: bool, run: int) -> float:
-        return figures.per_call(Job("create", agent, instrumented, calls=CREATE_CALLS, run=run))
+    def creates(agent: str, instrumented: bool, run: int, paused: bool = False) -> float:
+        return figures.per_call(Job("create", agent, instrumented, calls=CREATE_CALLS, run=run, gc_paused=paused))
 
     def finish(agent: str) -> tuple[str, Any]:
         """Ours: the end of calls of 1,000 content chunks less that of calls of 50, per chunk
@@ -590,16 +617,18 @@ def instructions_rows(figures: Figures, rows: set[str], agents: list[str], slope
     table: list[Row] = []
     for kind, what in (("sync", "sync SDK stream"), ("async", "async SDK stream")):
         if kind in rows:
-            table += [comparison(f"{what}, {arrival}, instructions per chunk", steady(kind, arrival), agents, runs)
+            table += [comparison(f"{what}, {arrival}, instructions per chunk", steady(kind, arrival), agents, runs,
+                                 gc_column=gc_column)
                       for arrival in arrivals]
     if "whole" in rows:
         table += [comparison(f"whole streamed call (sync, paced), {chunks:,} chunks, instructions per call",
-                             whole(chunks), agents, runs, percent=True) for chunks in WHOLE_CALLS]
+                             whole(chunks), agents, runs, percent=True, gc_column=gc_column) for chunks in WHOLE_CALLS]
     if "finish" in rows:
         cells: Cells = {"bare": ("n/a", None), **{a: cell(finish, a) for a in agents}}
         table.append(("finish (end-of-call work), instructions per content chunk up to the 1,000 cap", cells))
     if "create" in rows:
-        table.append(comparison("non-streamed create, instructions per call", creates, agents, runs))
+        table.append(comparison("non-streamed create, instructions per call", creates, agents, runs,
+                                gc_column=gc_column))
 
         def part(ours_own: bool) -> Callable[[], tuple[str, Any]]:
             def compute() -> tuple[str, Any]:
@@ -616,7 +645,7 @@ def instructions_rows(figures: Figures, rows: set[str], agents: list[str], slope
                                                                             OURS: cell(part(True))}))
     if "raw" in rows:
         table += [comparison(f"{what}, {arrival}, instructions per chunk", steady(kind, arrival, raw_library(kind)),
-                             agents, runs, only_ours=True)
+                             agents, runs, only_ours=True, gc_column=gc_column)
                   for kind, what in RAW_KINDS.items() for arrival in arrivals if (kind, arrival) not in NO_ROW]
     return table
 
@@ -702,8 +731,8 @@ def odd_things(results: dict[Job, dict[str, Any]], concurrency_rounds: list[dict
     return seen
 
 
-def markdown(table: list[Row], agents: list[str]) -> str:
-    columns = ["bare", *agents]
+def markdown(table: list[Row], agents: list[str], gc_column: bool = False) -> str:
+    columns = ["bare", *agents[:1], *([PAUSED] if gc_column else []), *agents[1:]]
     lines = ["| path | " + " | ".join(COLUMNS[c] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for label, cells in table:
         lines.append(f"| {label} | " + " | ".join(cells.get(c, ("", None))[0] for c in columns) + " |")
@@ -726,7 +755,8 @@ def parse_args() -> argparse.Namespace:
                         help="how the streams' bytes arrive, each a row of sync, async and raw (of: %(default)s)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each callgrind measurement (spread shown)")
     parser.add_argument("--gc-paused", action="store_true",
-                        help="a diagnostic: pause the garbage collector in the measured region")
+                        help="a diagnostic column: what ours adds with the garbage collector paused in the "
+                             "measured region (bare and instrumented alike)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the concurrency row")
     parser.add_argument("--startup-runs", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="callgrind runs at a time")
@@ -751,16 +781,16 @@ def parse_args() -> argparse.Namespace:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Every row asked for: the table, what was noticed, the raw results and how long each phase took."""
     rows, agents = set(args.rows), args.agents
-    jobs = plan(rows, agents, args.slope, args.arrivals, args.runs)
+    jobs = plan(rows, agents, args.slope, args.arrivals, args.runs, args.gc_paused)
     phases: dict[str, float] = {}
     results: dict[Job, dict[str, Any]] = {}
     started = time.perf_counter()
     if jobs:
-        results = run_jobs(jobs, ensure_markers() if any(j.callgrind for j in jobs) else "", args.jobs, args.gc_paused)
+        results = run_jobs(jobs, ensure_markers() if any(j.callgrind for j in jobs) else "", args.jobs)
         phases["callgrind and memory"] = time.perf_counter() - started
     if "create" in rows:
         results.update(spans_alone(results, ensure_markers(), args))
-    table = instructions_rows(Figures(results, args.runs), rows, agents, args.slope, args.arrivals)
+    table = instructions_rows(Figures(results, args.runs), rows, agents, args.slope, args.arrivals, args.gc_paused)
     notes: list[str] = []
     measured_startup: dict[str, Any] = {}
     if "startup" in rows:
@@ -807,13 +837,14 @@ def main() -> None:
         f"agent code: {agent_code} (a snapshot taken at the start, measured throughout)",
         f"command: {command}",
         "configuration: as users run it: spans exported over OTLP/HTTP to a local receiver, counted in every "
-        "thread; garbage collector " + ("PAUSED in the measured region (a diagnostic)" if args.gc_paused else "on")
+        "thread; garbage collector on" + ("; the column 'ours, collector paused' pauses it in the measured region, "
+                                          "bare and instrumented alike (a diagnostic)" if args.gc_paused else "")
         + "; hash seed and address-space randomisation as the system has them",
         f"instructions: callgrind, slopes between streams of {args.slope[0]:,} and {args.slope[1]:,} chunks; "
         f"the median of {args.runs} run(s) and [the least..the most added in one]; "
         "x = ratio to bare; n/a: the agent does not instrument that path; n/m: not measured (why)",
     ]
-    text = "\n".join([*header, "", markdown(measured["table"], args.agents)])
+    text = "\n".join([*header, "", markdown(measured["table"], args.agents, args.gc_paused)])
     if measured["notes"]:
         text += "\n\nnoticed while measuring:\n" + "\n".join(f"- {n}" for n in measured["notes"])
     print(text, file=sys.stderr if args.json else sys.stdout)
