@@ -389,10 +389,13 @@ def _fork_and_wait(in_child: Callable[[], None]) -> int:
     pid = os.fork()
     if pid == 0:
         in_child()
-        # (A collection before the exit, bare and under the agent alike: which of the parent's
-        # objects the child's exit finalizes, and so whether its copy of the parent's connection
-        # warns as an unclosed socket, otherwise depends on where the collector's thresholds fall,
-        # which any change to the code loaded moves.)
+        # (A collection before the exit, bare and under the agent alike. The child's copy of the
+        # parent's half-read connection outlives the unwinding in a reference cycle of the
+        # client's own (botocore's connection and urllib3's response; none of the agent's
+        # objects), and warns as an unclosed socket if a full collection finds it before the
+        # interpreter's teardown: the agent's exit work, exporting the child's spans, allocates
+        # enough to run one where the counts stood near it, while bare allocates nothing at exit.
+        # This collection resets the counts.)
         gc.collect()
         sys.exit(0)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
