@@ -561,20 +561,15 @@ def comparison(label: str, measure: Measure, agents: list[str], runs: int, perce
         counts = [measure(OURS, False, run) for run in range(runs)]
         return f"{statistics.median(counts):,.0f}", counts
 
-    def ours(paused: bool) -> tuple[str, Any]:
-        return added([(measure(OURS, False, r, paused), measure(OURS, True, r, paused)) for r in range(runs)], percent)
+    def adds(agent: str, paused: bool = False) -> tuple[str, Any]:
+        return added([(measure(agent, False, r, paused), measure(agent, True, r, paused)) for r in range(runs)],
+                     percent)
 
     cells: Cells = {"bare": cell(bare)}
     if gc_column:
-        cells[PAUSED] = cell(ours, True)
+        cells[PAUSED] = cell(adds, OURS, True)
     for agent in agents:
-        if agent == OURS:
-            cells[agent] = cell(ours, False)
-        elif only_ours:
-            cells[agent] = ("n/a", None)
-        else:
-            cells[agent] = cell(lambda a: added([(measure(a, False, r), measure(a, True, r)) for r in range(runs)],
-                                                percent), agent)
+        cells[agent] = ("n/a", None) if only_ours and agent != OURS else cell(adds, agent)
     return label, cells
 
 
@@ -582,6 +577,9 @@ def instructions_rows(figures: Figures, rows: set[str], agents: list[str], slope
                       arrivals: list[str], gc_column: bool = False) -> list[Row]:
     """The callgrind rows (with ``gc_column``, each comparison also with the collector paused)."""
     runs = figures.runs
+
+    def compare(label: str, measure: Measure, percent: bool = False, only_ours: bool = False) -> Row:
+        return comparison(label, measure, agents, runs, percent, only_ours, gc_column)
 
     def steady(kind: str, arrival: str = "paced", library: str = "") -> Measure:
         return lambda agent, instrumented, run, paused=False: figures.slope(kind, agent, instrumented, run, slope,
@@ -617,18 +615,16 @@ def instructions_rows(figures: Figures, rows: set[str], agents: list[str], slope
     table: list[Row] = []
     for kind, what in (("sync", "sync SDK stream"), ("async", "async SDK stream")):
         if kind in rows:
-            table += [comparison(f"{what}, {arrival}, instructions per chunk", steady(kind, arrival), agents, runs,
-                                 gc_column=gc_column)
+            table += [compare(f"{what}, {arrival}, instructions per chunk", steady(kind, arrival))
                       for arrival in arrivals]
     if "whole" in rows:
-        table += [comparison(f"whole streamed call (sync, paced), {chunks:,} chunks, instructions per call",
-                             whole(chunks), agents, runs, percent=True, gc_column=gc_column) for chunks in WHOLE_CALLS]
+        table += [compare(f"whole streamed call (sync, paced), {chunks:,} chunks, instructions per call",
+                          whole(chunks), percent=True) for chunks in WHOLE_CALLS]
     if "finish" in rows:
         cells: Cells = {"bare": ("n/a", None), **{a: cell(finish, a) for a in agents}}
         table.append(("finish (end-of-call work), instructions per content chunk up to the 1,000 cap", cells))
     if "create" in rows:
-        table.append(comparison("non-streamed create, instructions per call", creates, agents, runs,
-                                gc_column=gc_column))
+        table.append(compare("non-streamed create, instructions per call", creates))
 
         def part(ours_own: bool) -> Callable[[], tuple[str, Any]]:
             def compute() -> tuple[str, Any]:
@@ -644,8 +640,8 @@ def instructions_rows(figures: Figures, rows: set[str], agents: list[str], slope
         table.append(("non-streamed create, of which the agent's own work", {"bare": ("n/a", None),
                                                                             OURS: cell(part(True))}))
     if "raw" in rows:
-        table += [comparison(f"{what}, {arrival}, instructions per chunk", steady(kind, arrival, raw_library(kind)),
-                             agents, runs, only_ours=True, gc_column=gc_column)
+        table += [compare(f"{what}, {arrival}, instructions per chunk", steady(kind, arrival, raw_library(kind)),
+                          only_ours=True)
                   for kind, what in RAW_KINDS.items() for arrival in arrivals if (kind, arrival) not in NO_ROW]
     return table
 
@@ -732,7 +728,7 @@ def odd_things(results: dict[Job, dict[str, Any]], concurrency_rounds: list[dict
 
 
 def markdown(table: list[Row], agents: list[str], gc_column: bool = False) -> str:
-    columns = ["bare", *agents[:1], *([PAUSED] if gc_column else []), *agents[1:]]
+    columns = ["bare", *(c for a in agents for c in ((a, PAUSED) if gc_column and a == OURS else (a,)))]
     lines = ["| path | " + " | ".join(COLUMNS[c] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for label, cells in table:
         lines.append(f"| {label} | " + " | ".join(cells.get(c, ("", None))[0] for c in columns) + " |")
