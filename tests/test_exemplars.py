@@ -162,7 +162,7 @@ def test_a_calls_gaps_put_its_exemplar_on_the_largest() -> None:
     registry = CollectorRegistry()
     histogram = Histogram("gaps", "g", buckets=GAP_BUCKETS, registry=registry)
     span = TracerProvider().get_tracer("t").start_span("call")
-    exemplar = Exemplar.of(span, with_context=False)
+    exemplar = Exemplar.of(span)
     assert exemplar is not None
     add_observations(histogram, [0.001, 0.004, 0.02, 0.6], exemplar)
     encoder, _ = choose_encoder(OPENMETRICS)

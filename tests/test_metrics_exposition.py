@@ -171,7 +171,7 @@ def test_one_observation_written_directly_equals_the_clients_own(values: list[fl
     registry = CollectorRegistry()
     ours = Histogram("ours", "o", buckets=conventions.SECONDS_BUCKETS, registry=registry)
     theirs = Histogram("theirs", "t", buckets=conventions.SECONDS_BUCKETS, registry=registry)
-    exemplar = Exemplar.of(TracerProvider().get_tracer("t").start_span("call"), with_context=False)
+    exemplar = Exemplar.of(TracerProvider().get_tracer("t").start_span("call"))
     assert exemplar is not None
     for index, value in enumerate(values):
         with_exemplar = exemplar if index % 2 else None
@@ -250,21 +250,152 @@ def test_any_attributes_end_as_the_sdks_own_checks_leave_them(before: dict[str, 
     assert ours.dropped_attributes == public.dropped_attributes
 
 
+# The agent's own OpenTelemetry aggregation (metrics.OTelPoints), exported, against the SDK's.
+
+_measurements = st.lists(st.tuples(st.sampled_from(["a", "b"]), st.booleans(),
+                                   st.one_of(st.floats(0, 100, allow_nan=False),
+                                             st.sampled_from(conventions.GENAI_SECONDS_BUCKETS))), max_size=30)
+
+
+def _sdk_points(measurements: list[tuple[str, bool, float]], delta: bool) -> list[dict[str, Any]]:
+    """What the OpenTelemetry SDK exports for ``measurements`` ((attribute value, many values at
+    once, value)) on a histogram with the conventions' bounds and on a counter, over two
+    collections: the first half, then the rest."""
+    from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+
+    temporality = AggregationTemporality.DELTA if delta else AggregationTemporality.CUMULATIVE
+    reader = InMemoryMetricReader(preferred_temporality={Histogram: temporality, Counter: temporality})
+    meter = MeterProvider(metric_readers=[reader]).get_meter("sdk")
+    histogram = meter.create_histogram("h", explicit_bucket_boundaries_advisory=list(conventions.GENAI_SECONDS_BUCKETS))
+    counter = meter.create_counter("c")
+    half = len(measurements) // 2
+    exports = []
+    for part in (measurements[:half], measurements[half:]):
+        for value_of, _, value in part:
+            histogram.record(value, {"k": value_of})
+            counter.add(value, {"k": value_of})
+        exports.append(reader.get_metrics_data())
+    return [_points_of(data) for data in exports]
+
+
+def _points_of(data: Any) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for resource in (data.resource_metrics if data else ()):
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    key = (metric.name, point.attributes["k"])
+                    found[key] = (point.value,) if metric.name == "c" else (
+                        point.count, point.sum, point.min, point.max, list(point.bucket_counts))
+    return found
+
+
+@given(_measurements, st.booleans())
+@example([("a", False, 0.01), ("a", True, 0.02), ("b", False, 100.0), ("a", False, 0.005)], True)
+def test_own_aggregation_exports_what_the_sdk_exports(measurements: list[tuple[str, bool, float]],
+                                                      delta: bool) -> None:
+    """Histograms (one value at a time, or many at once) and sums, cumulative or delta, exported
+    as the OpenTelemetry SDK exports the same measurements (min and max: a delta point's own
+    interval's in the SDK, since the start here)."""
+    from nexent_autoinstrument.metrics import point_key
+
+    points, export = _exported(delta)
+    points.define("h", "s", "h", conventions.GENAI_SECONDS_BUCKETS)
+    points.define("c", "1", "c")
+    half = len(measurements) // 2
+    ours = []
+    for part in (measurements[:half], measurements[half:]):
+        for value_of, many, value in part:
+            key = point_key({"k": value_of})
+            if many:
+                points.add("h", [value], key)
+            else:
+                points.observe("h", value, key)
+            points.increase("c", value, key)
+        ours.append(_points_of(export()))
+    theirs = _sdk_points(measurements, delta)
+    for mine, sdk in zip(ours, theirs, strict=True):
+        assert mine.keys() == sdk.keys()
+        for key, point in sdk.items():
+            if key[0] == "c":
+                assert mine[key][0] == pytest.approx(point[0])
+                continue
+            count, total, low, high, buckets = mine[key]
+            assert (count, buckets) == (point[0], point[4])
+            assert total == pytest.approx(point[1])
+            assert low <= point[2] and high >= point[3]
+            if not delta:
+                assert (low, high) == (point[2], point[3])
+
+
+def test_exemplars_go_to_the_bucket_of_their_value_and_can_be_turned_off() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from nexent_autoinstrument.metric_export import _exemplars
+    from nexent_autoinstrument.metrics import Exemplar, OTelPoints, point_key
+
+    exemplar = Exemplar.of(TracerProvider().get_tracer("t").start_span("call"))
+    assert exemplar is not None
+    key = point_key({"k": "v"})
+    for enabled in (True, False):
+        points = OTelPoints(exemplars=enabled)
+        points.define("h", "s", "h", (1.0, 10.0))
+        points.observe("h", 0.5, key, exemplar)
+        points.observe("h", 5.0, key, exemplar)
+        points.observe("h", 0.7, key, exemplar)
+        points.add("h", [0.1, 20.0], key, exemplar)  # (only the largest of many carries one)
+        points.observe("h", 3.0, key)
+        (metric,) = points.snapshot()
+        found = sorted((e.value, e.trace_id, e.span_id) for e in _exemplars(metric.points[key][5]))
+        ids = exemplar.trace_id, exemplar.span_id
+        assert found == ([(0.7, *ids), (5.0, *ids), (20.0, *ids)] if enabled else [])
+
+
 # Budgets: every label and attribute that a caller or a server decides keeps at most its budget
 # of distinct values, plus ``other`` (see metrics.BUDGETS).
 
 
-def _meter() -> tuple[Any, Any]:
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+def _exported(delta: bool = False) -> tuple[Any, Any]:
+    """The agent's OpenTelemetry metrics, and a function that exports them (cumulative or delta)
+    and returns what the exporter got (None: nothing)."""
+    from opentelemetry.sdk.metrics import Counter, Histogram
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricExportResult
+    from opentelemetry.sdk.resources import Resource
 
-    reader = InMemoryMetricReader()
-    return MeterProvider(metric_readers=[reader]).get_meter("budgets"), reader
+    from nexent_autoinstrument.metric_export import WithAgentPoints
+    from nexent_autoinstrument.metrics import OTelPoints
+
+    temporality = AggregationTemporality.DELTA if delta else AggregationTemporality.CUMULATIVE
+
+    class Kept(MetricExporter):
+        def __init__(self) -> None:
+            super().__init__(preferred_temporality={Histogram: temporality, Counter: temporality})
+            self.exports: list[Any] = []
+
+        def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
+            self.exports.append(metrics_data)
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            pass
+
+    points, kept = OTelPoints(), Kept()
+    exporter = WithAgentPoints(kept, points, lambda: Resource.create({}))
+
+    def export() -> Any:
+        kept.exports.clear()
+        exporter.export(None)
+        return kept.exports[0] if kept.exports else None
+    return points, export
 
 
-def _otel_sets(reader: Any, name: str) -> list[dict[str, Any]]:
-    """The attribute sets of OpenTelemetry metric ``name``'s data points."""
-    data = reader.get_metrics_data()
+def _otel_sets(read: Any, name: str) -> list[dict[str, Any]]:
+    """The attribute sets of OpenTelemetry metric ``name``'s data points, as exported."""
+    data = read()
     return [dict(point.attributes) for resource in (data.resource_metrics if data else ())
             for scope in resource.scope_metrics for metric in scope.metrics if metric.name == name
             for point in metric.data.data_points]
@@ -287,8 +418,8 @@ def _llm(max_model_labels: int = 100) -> tuple[Any, Any, Any]:
 
     from nexent_autoinstrument.metrics import LLMMetrics
 
-    registry, (meter, reader) = CollectorRegistry(), _meter()
-    return LLMMetrics(registry=registry, meter=meter, max_model_labels=max_model_labels), registry, reader
+    registry, (points, reader) = CollectorRegistry(), _exported()
+    return LLMMetrics(registry=registry, points=points, max_model_labels=max_model_labels), registry, reader
 
 
 def _http(**options: Any) -> tuple[Any, Any, Any]:
@@ -296,8 +427,8 @@ def _http(**options: Any) -> tuple[Any, Any, Any]:
 
     from nexent_autoinstrument.metrics import HTTPMetrics
 
-    registry, (meter, reader) = CollectorRegistry(), _meter()
-    return HTTPMetrics(registry=registry, meter=meter, **options), registry, reader
+    registry, (points, reader) = CollectorRegistry(), _exported()
+    return HTTPMetrics(registry=registry, points=points, **options), registry, reader
 
 
 def _call(metrics: Any, **overrides: Any) -> None:

@@ -515,3 +515,46 @@ def test_genai_convention_metrics_over_otlp(otlp: OTLPHTTPReceiver, mock_llm: An
     assert per_chunk[1].min <= per_chunk[1].max
     (itl,) = points(otlp, "llm_inter_token_latency_seconds")  # the contract name, fed the same way
     assert itl[1].count == 11 and itl[0] == {"model": "mock-gpt", "operation": "chat"}
+
+
+FORKING_APP = """
+import os, sys
+import openai
+
+client = openai.OpenAI(base_url=os.environ["MOCK_URL"], api_key="sk-test", max_retries=0)
+
+def call():
+    client.chat.completions.create(model="mock-gpt", messages=[{"role": "user", "content": "hi"}])
+
+call(); call()
+pid = os.fork()
+if pid == 0:
+    call()
+    sys.exit(0)  # (atexit: the child's last export)
+print("child exit", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_a_fork_childs_otlp_metrics_count_only_its_own_calls(otlp: OTLPHTTPReceiver, mock_llm: Any,
+                                                              tmp_path: Path) -> None:
+    """A fork child exports its metrics under its own identity, and they count its calls alone:
+    the parent's two calls are counted once, by the parent."""
+    env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_METRICS_EXPORTER="otlp",
+                  OTEL_TRACES_EXPORTER="none")
+    result = run_python(FORKING_APP, env=env, tmp_path=tmp_path)
+    assert (result.returncode, result.stdout.strip()) == (0, "child exit 0"), result.stderr
+    calls: dict[int, dict[str, int]] = {}
+    with otlp.lock:
+        for request in otlp.metrics:
+            for resource_metrics in request.resource_metrics:
+                pid = attributes(resource_metrics.resource.attributes)["process.pid"]
+                for scope in resource_metrics.scope_metrics:
+                    for metric in scope.metrics:
+                        if metric.name in ("llm_request_duration_seconds", "gen_ai.client.operation.duration",
+                                           "http.client.request.duration"):
+                            # (cumulative points: the last export of each process has them all)
+                            calls.setdefault(pid, {})[metric.name] = sum(p.count for p in metric.histogram.data_points)
+    assert sorted(calls.values(), key=lambda counts: sum(counts.values())) == [
+        dict.fromkeys(("llm_request_duration_seconds", "gen_ai.client.operation.duration",
+                       "http.client.request.duration"), n) for n in (1, 2)], calls
+

@@ -103,8 +103,6 @@ GENAI_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(GENAI_TIME_PER_OUTPUT_CHUNK, "histogram", "Time per output chunk after the first one.", "s", (),
                GAP_BUCKETS),
 )
-#: Histograms fed once per call with all of its gaps (see metrics.BulkHistograms).
-BULK_METRICS = frozenset({INTER_TOKEN_LATENCY, GENAI_TIME_PER_OUTPUT_CHUNK})
 
 # Outcomes of a call (span attribute ``llm.stream.outcome`` and the ``outcome`` label).
 COMPLETED = "completed"  # the response was read to its end

@@ -174,7 +174,8 @@ def otlp_http_session() -> Any:
 def metric_reader(exporter: Any) -> Any:
     """A metric reader that the agent's thread collects every ``OTEL_METRIC_EXPORT_INTERVAL``
     and passes to ``exporter`` (the SDK's ``MetricReader``, made when first needed: it imports
-    the metrics SDK)."""
+    the metrics SDK). ``exporter`` gets None when no instrument of the SDK had data: it adds the
+    agent's own metrics (``metric_export.WithAgentPoints``)."""
     from opentelemetry.sdk.metrics.export import MetricReader
 
     class PeriodicOnAgentThread(MetricReader):
@@ -187,6 +188,7 @@ def metric_reader(exporter: Any) -> Any:
             self._timeout = _setting("OTEL_METRIC_EXPORT_TIMEOUT", 30000)
             self._due = _clock() + self._interval
             self._closed = False
+            self._received = False
             guest.on_tick(self._tick)
 
         def _tick(self) -> float | None:
@@ -196,12 +198,19 @@ def metric_reader(exporter: Any) -> Any:
             if now >= self._due:
                 self._due = now + self._interval
                 try:
-                    self.collect(timeout_millis=self._timeout)
+                    self._collect_and_export(self._timeout)
                 except Exception as exc:
                     report_internal_error("export.metrics", exc)
             return max(0.0, self._due - now)
 
+        def _collect_and_export(self, timeout_millis: float) -> None:
+            self._received = False
+            self.collect(timeout_millis=timeout_millis)
+            if not self._received:  # (no instrument of the SDK had data: the agent's own metrics still go)
+                self._receive_metrics(None, timeout_millis)
+
         def _receive_metrics(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+            self._received = True
             try:
                 _quietly(exporter.export, metrics_data, timeout_millis=timeout_millis)
             except Exception as exc:
@@ -214,7 +223,7 @@ def metric_reader(exporter: Any) -> Any:
             return True
 
         def _flush(self, timeout_millis: float) -> None:
-            super().force_flush(timeout_millis=timeout_millis)  # (collects)
+            self._collect_and_export(timeout_millis)
             exporter.force_flush(timeout_millis=timeout_millis)
 
         def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:

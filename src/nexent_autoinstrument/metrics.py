@@ -1,15 +1,14 @@
 """The LLM metrics, defined once and recorded once per finished call.
 
 Prometheus exposition comes from ``prometheus_client`` (which also gives multiprocess mode).
-When an OpenTelemetry metrics exporter is configured, the same values are recorded on
-OpenTelemetry instruments of the same names and buckets, and on the GenAI semantic-convention
-client metrics (``gen_ai.client.*``) with the attributes the conventions ask for.
+When an OpenTelemetry metrics exporter is configured, the same values are aggregated for
+OpenTelemetry (``OTelPoints``) under the same names and buckets, with the GenAI
+semantic-convention client metrics (``gen_ai.client.*``) and the attributes the conventions ask
+for, and each metrics export carries them as data points.
 
 The gaps between tokens are many per call. They are counted into buckets once, at the end of
 the call, from the sorted gaps, and added to the histograms in one step: to prometheus_client's
-bucket values directly, and to the OpenTelemetry side through ``BulkHistograms``, which the
-pipeline adds to each metrics export (the OpenTelemetry SDK records one value per call of
-``record``, about 9 µs each).
+bucket values directly, and to ``OTelPoints``.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from opentelemetry.trace import set_span_in_context
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
@@ -123,24 +121,22 @@ class ServerBudget:
 
 class Exemplar(NamedTuple):
     """A sampled call's span, for its observations to point to: as Prometheus exemplar labels,
-    as the OpenTelemetry context the SDK's exemplar filter reads, and as ids."""
+    and as ids."""
 
     labels: dict[str, str]
-    context: Any
     trace_id: int
     span_id: int
 
     @staticmethod
-    def of(span: Any, with_context: bool) -> Exemplar | None:
-        """The exemplar of ``span``; None without a span or when it is not sampled. Its
-        OpenTelemetry context is made only ``with_context`` (when there are OpenTelemetry metrics)."""
+    def of(span: Any) -> Exemplar | None:
+        """The exemplar of ``span``; None without a span or when it is not sampled."""
         if span is None:
             return None
         ids = span.get_span_context()
         if not ids.trace_flags.sampled:
             return None
         return Exemplar({"trace_id": format(ids.trace_id, "032x"), "span_id": format(ids.span_id, "016x")},
-                        set_span_in_context(span) if with_context else None, ids.trace_id, ids.span_id)
+                        ids.trace_id, ids.span_id)
 
 
 class _InternalErrorCollector(Collector):
@@ -218,66 +214,123 @@ def add_observations(child: Any, ordered: Sequence[float], exemplar: Exemplar | 
             PrometheusExemplar(exemplar.labels, largest, time.time()))
 
 
-class BulkHistogram(NamedTuple):
-    """One histogram fed many values at once: cumulative points per attribute set, each
-    ``[count, sum, min, max, bucket counts, exemplar]``; the exemplar is the latest sampled
-    call's largest value, ``(value, time ns, trace id, span id)``, or None."""
+#: An attribute set as ``OTelPoints`` keys its data points: made once per series and cached.
+PointKey = frozenset[tuple[str, Any]]
+
+
+def point_key(attributes: dict[str, Any]) -> PointKey:
+    """The key of the data point of ``attributes``."""
+    return frozenset(attributes.items())
+
+
+class OTelMetric(NamedTuple):
+    """One metric the agent aggregates for OpenTelemetry: a histogram (``bounds``) or a monotonic
+    sum (``bounds`` None). Its points, by attribute set: a histogram's ``[count, sum, min, max,
+    bucket counts, exemplar per bucket]`` (an exemplar ``(value, time ns, trace id, span id)``,
+    the latest in its bucket, or None), a sum's ``[value, count]``; cumulative."""
 
     name: str
     unit: str
     description: str
-    bounds: tuple[float, ...]
-    points: dict[frozenset[tuple[str, Any]], list[Any]]
+    bounds: tuple[float, ...] | None
+    points: dict[PointKey, list[Any]]
 
 
-class BulkHistograms:
-    """OpenTelemetry histograms fed many values at once, turned into data points by the
-    pipeline at each metrics export."""
+class OTelPoints:
+    """The agent's OpenTelemetry metrics, aggregated here and turned into data points at each
+    metrics export (``metric_export.WithAgentPoints``). The SDK's instruments clean, hash and
+    filter every measurement again (about 6 us each, about ten per call); here a call costs a
+    dictionary lookup and a few additions per metric, its attributes made valid and keyed once
+    per series. The histograms keep the contract's explicit bounds whatever the exporter's
+    default aggregation; ``exemplars`` False (``OTEL_METRICS_EXEMPLAR_FILTER=always_off``) keeps
+    none."""
 
-    def __init__(self) -> None:
+    def __init__(self, exemplars: bool = True) -> None:
         self.start_ns = time.time_ns()
+        self.exemplars = exemplars
         self._lock = threading.Lock()
-        self._histograms: dict[str, BulkHistogram] = {}
+        self._metrics: dict[str, OTelMetric] = {}
 
-    def define(self, name: str, unit: str, description: str, bounds: tuple[float, ...]) -> None:
-        """Declare a histogram (once)."""
-        self._histograms[name] = BulkHistogram(name, unit, description, bounds, {})
+    def forget(self) -> None:
+        """Start again from nothing, now (in a fork child: the parent's calls are not its own,
+        and the parent's lock may have been held when it forked)."""
+        self._lock = threading.Lock()
+        self.start_ns = time.time_ns()
+        for metric in self._metrics.values():
+            metric.points.clear()
 
-    def add(self, name: str, ordered: Sequence[float], attributes: dict[str, Any],
-            exemplar: Exemplar | None = None) -> None:
-        """Add the ascending values ``ordered`` to histogram ``name`` for ``attributes``; the
-        largest carries ``exemplar``, if given."""
-        histogram = self._histograms[name]
-        counts = bucket_counts(ordered, histogram.bounds)
-        key = frozenset(attributes.items())
-        sample = None if exemplar is None else (ordered[-1], time.time_ns(), exemplar.trace_id, exemplar.span_id)
+    def define(self, name: str, unit: str, description: str, bounds: tuple[float, ...] | None = None) -> None:
+        """Declare a histogram with ``bounds``, or (None) a monotonic sum; once."""
+        self._metrics[name] = OTelMetric(name, unit, description, bounds, {})
+
+    def observe(self, name: str, value: float, key: PointKey, exemplar: Exemplar | None = None) -> None:
+        """One value into histogram ``name``, for the attribute set ``key``."""
+        metric = self._metrics[name]
+        assert metric.bounds is not None
+        self._update(metric, key, 1, value, value, value, bisect_left(metric.bounds, value), None,
+                     exemplar)
+
+    def add(self, name: str, ordered: Sequence[float], key: PointKey, exemplar: Exemplar | None = None) -> None:
+        """The ascending values ``ordered`` into histogram ``name`` at once; the largest carries
+        ``exemplar``, if given."""
+        metric = self._metrics[name]
+        assert metric.bounds is not None
+        high = ordered[-1]
+        self._update(metric, key, len(ordered), sum(ordered), ordered[0], high, bisect_left(metric.bounds, high),
+                     bucket_counts(ordered, metric.bounds), exemplar)
+
+    def _update(self, metric: OTelMetric, key: PointKey, count: int, total: float, low: float, high: float,
+                index: int, counts: list[int] | None, exemplar: Exemplar | None) -> None:
+        """Add ``count`` values to a histogram's point: one, in bucket ``index`` (``counts`` None),
+        or as many as ``counts`` has in each bucket; ``exemplar`` goes with ``high``, in bucket
+        ``index``."""
+        sample = None if exemplar is None or not self.exemplars else (
+            high, time.time_ns(), exemplar.trace_id, exemplar.span_id)
         with self._lock:
-            point = histogram.points.get(key)
+            point = metric.points.get(key)
             if point is None:
-                histogram.points[key] = [len(ordered), sum(ordered), ordered[0], ordered[-1], counts, sample]
-                return
-            point[0] += len(ordered)
-            point[1] += sum(ordered)
-            point[2] = min(point[2], ordered[0])
-            point[3] = max(point[3], ordered[-1])
-            point[4] = [a + b for a, b in zip(point[4], counts, strict=True)]
+                size = len(metric.bounds or ()) + 1
+                point = metric.points[key] = [0, 0.0, low, high, [0] * size, [None] * size]
+            point[0] += count
+            point[1] += total
+            if low < point[2]:
+                point[2] = low
+            if high > point[3]:
+                point[3] = high
+            if counts is None:
+                point[4][index] += 1
+            else:
+                point[4] = [a + b for a, b in zip(point[4], counts, strict=True)]
             if sample is not None:
-                point[5] = sample
+                point[5][index] = sample
 
-    def snapshot(self) -> list[BulkHistogram]:
-        """A copy of every histogram with its points, for an export."""
+    def increase(self, name: str, value: float, key: PointKey) -> None:
+        """Add ``value`` to sum ``name`` for the attribute set ``key``."""
+        points = self._metrics[name].points
         with self._lock:
-            return [h._replace(points={k: [*v[:4], list(v[4]), v[5]] for k, v in h.points.items()})
-                    for h in self._histograms.values()]
+            point = points.get(key)
+            if point is None:
+                points[key] = [value, 1]
+            else:
+                point[0] += value
+                point[1] += 1
+
+    def snapshot(self) -> list[OTelMetric]:
+        """A copy of every metric with its points, for an export."""
+        with self._lock:
+            return [m._replace(points={k: [*v[:4], list(v[4]), list(v[5])] if m.bounds is not None else list(v)
+                                       for k, v in m.points.items()})
+                    for m in self._metrics.values()]
 
 
 class LLMMetrics:
     """Records one finished LLM call into every instrument."""
 
-    def __init__(self, registry: CollectorRegistry | None = REGISTRY, meter: Any = None,
-                 max_model_labels: int = BUDGETS["model"], bulk: BulkHistograms | None = None,
-                 service: tuple[str, str] | None = None) -> None:
-        """``service``: the (name, version) the spans carry, served as ``llm_service_info``."""
+    def __init__(self, registry: CollectorRegistry | None = REGISTRY, points: OTelPoints | None = None,
+                 max_model_labels: int = BUDGETS["model"], service: tuple[str, str] | None = None) -> None:
+        """``points``: where the OpenTelemetry metrics go, when an OpenTelemetry metrics exporter
+        is configured; ``service``: the (name, version) the spans carry, served as
+        ``llm_service_info``."""
         self.model_label = BoundedLabel(max_model_labels)
         self.response_model_label = BoundedLabel(max_model_labels)  # (the size of the request models', its own)
         self.error_label = BoundedLabel(BUDGETS["error_type"])
@@ -286,10 +339,10 @@ class LLMMetrics:
         self.servers = ServerBudget()
         self._prom: dict[str, Any] = {}
         self._label_names = {spec.name: spec.labels for spec in names.METRICS}
-        #: (metric, *label values) -> its Prometheus child and its OpenTelemetry attributes.
-        self._children: dict[tuple[str, ...], tuple[Any, dict[str, str], Any]] = {}
-        #: The bounded GenAI attributes -> the attribute dicts made of them (for the call, for each token type).
-        self._genai: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
+        #: (metric, *label values) -> its Prometheus child, its ``_parts`` and its OpenTelemetry point key.
+        self._children: dict[tuple[str, ...], tuple[Any, Any, PointKey]] = {}
+        #: The bounded GenAI attributes -> the point keys made of them (for the call, for each token type).
+        self._genai: dict[tuple[Any, ...], tuple[PointKey, PointKey, PointKey]] = {}
         for spec in names.METRICS:
             if spec.kind == "histogram":
                 self._prom[spec.name] = Histogram(spec.name, spec.description, spec.labels,
@@ -302,47 +355,35 @@ class LLMMetrics:
                 Gauge(names.SERVICE_INFO, "The service.name and service.version on this process's spans (always 1)",
                       ["service_name", "service_version"], registry=registry,
                       multiprocess_mode="max").labels(*service).set(1)
-        self._otel: dict[str, Any] = {}
-        #: What OpenTelemetry gets in bulk (gaps); None without a meter.
-        self.bulk: BulkHistograms | None = None
-        if meter is not None:
-            self.bulk = bulk or BulkHistograms()
+        self.points = points
+        if points is not None:
             for spec in (*names.METRICS, *names.GENAI_METRICS):
-                if spec.name in names.BULK_METRICS:
-                    self.bulk.define(spec.name, spec.unit, spec.description, spec.buckets)
-                elif spec.kind == "histogram":
-                    self._otel[spec.name] = meter.create_histogram(
-                        spec.name, unit=spec.unit, description=spec.description,
-                        explicit_bucket_boundaries_advisory=list(spec.buckets))
-                else:
-                    self._otel[spec.name] = meter.create_counter(spec.name, unit=spec.unit,
-                                                                 description=spec.description)
+                points.define(spec.name, spec.unit, spec.description,
+                              spec.buckets if spec.kind == "histogram" else None)
 
-    def _series(self, name: str, *values: str) -> tuple[Any, dict[str, str], Any]:
+    def _series(self, name: str, *values: str) -> tuple[Any, Any, PointKey]:
         """The Prometheus child of metric ``name`` for label ``values`` (in the metric's label
-        order), the same labels as OpenTelemetry attributes, and the child's ``_parts``. Cached:
-        ``labels()`` checks and converts its arguments again on every call."""
+        order), the child's ``_parts``, and the key of the same labels as OpenTelemetry
+        attributes. Cached: ``labels()`` checks and converts its arguments again on every call."""
         key = (name, *values)
         series = self._children.get(key)
         if series is None:
             child = self._prom[name].labels(*values)
-            series = self._children[key] = (child, dict(zip(self._label_names[name], values, strict=True)),
-                                            _parts(child))
+            series = self._children[key] = (child, _parts(child),
+                                            point_key(dict(zip(self._label_names[name], values, strict=True))))
         return series
 
     def _observe(self, name: str, value: float, *values: str, exemplar: Exemplar | None = None) -> None:
-        child, attributes, parts = self._series(name, *values)
-        otel = self._otel.get(name)
+        child, parts, key = self._series(name, *values)
         observe(child, value, exemplar, parts)
-        if otel is not None:
-            otel.record(value, attributes, context=None if exemplar is None else exemplar.context)
+        if self.points is not None:
+            self.points.observe(name, value, key, exemplar)
 
     def _add(self, name: str, value: float, *values: str) -> None:
-        child, attributes, _ = self._series(name, *values)
+        child, _, key = self._series(name, *values)
         child.inc(value)
-        otel = self._otel.get(name)
-        if otel is not None:
-            otel.add(value, attributes)
+        if self.points is not None:
+            self.points.increase(name, value, key)
 
     def record(self, *, model: str, operation: str, outcome: str, duration: float,
                ttft: float | None = None, rate: float | None = None, gaps: Sequence[float] = (),
@@ -357,7 +398,7 @@ class LLMMetrics:
         model = self.model_label(model)
         operation = self.operation_label(operation)
         error = None if error_type is None else self.error_label(error_type)
-        exemplar = Exemplar.of(span, self.bulk is not None)
+        exemplar = Exemplar.of(span)
         self._observe(names.REQUEST_DURATION, duration, model, operation, outcome, exemplar=exemplar)
         if ttft is not None:
             self._observe(names.TTFT, ttft, model, operation, exemplar=exemplar)
@@ -378,7 +419,7 @@ class LLMMetrics:
             self._add(names.ERROR_COUNT, 1, model, operation, error)
         for reason in slow_reasons:
             self._add(names.SLOW_REQUESTS, 1, model, operation, reason)
-        if self.bulk is not None:
+        if self.points is not None:
             try:
                 self._record_genai(model, operation, ordered, duration, ttft, input_tokens, output_tokens, error,
                                    provider, response_model, server, stream, exemplar)
@@ -387,9 +428,9 @@ class LLMMetrics:
 
     def _genai_attributes(self, model: str, operation: str, error: str | None, provider: str,
                           response_model: str | None,
-                          server: tuple[str, int] | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        """The attributes the GenAI conventions ask for, every value within its budget: for the
-        call, and for its input and output token counts. Made once per distinct set."""
+                          server: tuple[str, int] | None) -> tuple[PointKey, PointKey, PointKey]:
+        """The attributes the GenAI conventions ask for, every value within its budget, as point
+        keys: for the call, and for its input and output token counts. Made once per distinct set."""
         key = (model, operation, error, self.provider_label(provider),
                None if not response_model else self.response_model_label(response_model),
                None if server is None else self.servers(*server))
@@ -406,8 +447,9 @@ class LLMMetrics:
                     attributes[names.SERVER_PORT] = port
             if error is not None:
                 attributes[names.ERROR_TYPE] = error
-            cached = self._genai[key] = (attributes, {**attributes, names.GEN_AI_TOKEN_TYPE: "input"},
-                                         {**attributes, names.GEN_AI_TOKEN_TYPE: "output"})
+            cached = self._genai[key] = (point_key(attributes),
+                                         point_key({**attributes, names.GEN_AI_TOKEN_TYPE: "input"}),
+                                         point_key({**attributes, names.GEN_AI_TOKEN_TYPE: "output"}))
         return cached
 
     def _record_genai(self, model: str, operation: str, ordered: Sequence[float], duration: float,
@@ -415,43 +457,42 @@ class LLMMetrics:
                       provider: str, response_model: str | None, server: tuple[str, int] | None,
                       stream: bool, exemplar: Exemplar | None) -> None:
         """The GenAI semantic-convention client metrics, with the attributes they require."""
-        assert self.bulk is not None
+        points = self.points
+        assert points is not None
         if ordered:
-            self.bulk.add(names.INTER_TOKEN_LATENCY, ordered,
-                          self._series(names.INTER_TOKEN_LATENCY, model, operation)[1], exemplar)
-        attributes, input_attributes, output_attributes = self._genai_attributes(
-            model, operation, error, provider, response_model, server)
-        context = None if exemplar is None else exemplar.context
-        self._otel[names.GENAI_DURATION].record(duration, attributes, context=context)
+            points.add(names.INTER_TOKEN_LATENCY, ordered, self._series(names.INTER_TOKEN_LATENCY, model, operation)[2],
+                       exemplar)
+        call, input_key, output_key = self._genai_attributes(model, operation, error, provider, response_model, server)
+        points.observe(names.GENAI_DURATION, duration, call, exemplar)
         if input_tokens:
-            self._otel[names.GENAI_TOKEN_USAGE].record(input_tokens, input_attributes)
+            points.observe(names.GENAI_TOKEN_USAGE, input_tokens, input_key)
         if output_tokens:
-            self._otel[names.GENAI_TOKEN_USAGE].record(output_tokens, output_attributes)
+            points.observe(names.GENAI_TOKEN_USAGE, output_tokens, output_key)
         if stream and ttft is not None:
-            self._otel[names.GENAI_TIME_TO_FIRST_CHUNK].record(ttft, attributes, context=context)
+            points.observe(names.GENAI_TIME_TO_FIRST_CHUNK, ttft, call, exemplar)
         if stream and ordered:
-            self.bulk.add(names.GENAI_TIME_PER_OUTPUT_CHUNK, ordered, attributes, exemplar)
+            points.add(names.GENAI_TIME_PER_OUTPUT_CHUNK, ordered, call, exemplar)
 
 
 class HTTPMetrics:
     """``http.client.request.duration`` for every HTTP request the httpx layer traces, each
     attribute within its budget (``BUDGETS``); the method one of ``known_methods`` or ``_OTHER``."""
 
-    def __init__(self, registry: CollectorRegistry | None = REGISTRY, meter: Any = None,
+    def __init__(self, registry: CollectorRegistry | None = REGISTRY, points: OTelPoints | None = None,
                  known_methods: Iterable[str] = names.HTTP_METHODS) -> None:
         self.known_methods = frozenset(known_methods)
         self.servers = ServerBudget()
         self.server_label = self.servers.addresses
         self.status_codes = BoundedLabel(BUDGETS["http_status_code"])
         self.error_label = BoundedLabel(BUDGETS["http_error_type"])
-        #: The bounded attributes -> the Prometheus child and the OpenTelemetry attributes.
-        self._series: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
+        #: The bounded attributes -> the Prometheus child and the OpenTelemetry point key.
+        self._series: dict[tuple[Any, ...], tuple[Any, PointKey]] = {}
         self._prom = Histogram(names.HTTP_CLIENT_DURATION_PROMETHEUS, "Duration of HTTP client requests, to the end "
                                "of the body", ("http_request_method", "http_response_status_code", "server_address"),
                                buckets=names.HTTP_BUCKETS, registry=registry)
-        self._otel = None if meter is None else meter.create_histogram(
-            names.HTTP_CLIENT_DURATION, unit="s", description="Duration of HTTP client requests.",
-            explicit_bucket_boundaries_advisory=list(names.HTTP_BUCKETS))
+        self._points = points
+        if points is not None:
+            points.define(names.HTTP_CLIENT_DURATION, "s", "Duration of HTTP client requests.", names.HTTP_BUCKETS)
 
     def record(self, duration: float, attributes: dict[str, Any]) -> None:
         """Record one request; ``attributes`` use the semantic-convention names."""
@@ -467,10 +508,10 @@ class HTTPMetrics:
         if series is None:
             series = self._series[key] = self._new_series(key)
         series[0].observe(duration)
-        if self._otel is not None:
-            self._otel.record(duration, series[1])
+        if self._points is not None:
+            self._points.observe(names.HTTP_CLIENT_DURATION, duration, series[1])
 
-    def _new_series(self, key: tuple[Any, ...]) -> tuple[Any, dict[str, Any]]:
+    def _new_series(self, key: tuple[Any, ...]) -> tuple[Any, PointKey]:
         method, status, (address, port), no_address, error = key
         child = self._prom.labels(method, "" if status is None else str(status), address)
         attributes: dict[str, Any] = {names.HTTP_REQUEST_METHOD: method}
@@ -482,7 +523,7 @@ class HTTPMetrics:
             attributes[names.HTTP_RESPONSE_STATUS_CODE] = status
         if error is not None:
             attributes[names.ERROR_TYPE] = error
-        return child, attributes
+        return child, point_key(attributes)
 
 
 def exposition(accept: str | None = None) -> tuple[bytes, str]:

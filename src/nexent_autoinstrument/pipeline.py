@@ -266,7 +266,7 @@ class Pipeline:
         # When another SDK configuration came first, join its provider and add nothing to it.
         self.owns_tracer_provider = not isinstance(existing, TracerProvider)
         self.tracer_provider: Any = self._make_tracer_provider(settings) if self.owns_tracer_provider else existing
-        self.bulk_histograms: Any = None
+        self.otel_points: Any = None
         self.meter_provider: Any = None
         self._telemetry = Telemetry(settings, trace.get_tracer("nexent_autoinstrument", __version__,
                                                                tracer_provider=self.tracer_provider),
@@ -307,15 +307,21 @@ class Pipeline:
                 type(self)._all_metric_readers_lock = threading.Lock()
                 self._update_resource(fork_child_identity())
 
-        from .bulk_export import WithBulkHistograms
-        from .metrics import BulkHistograms
+        from .metric_export import WithAgentPoints
+        from .metrics import OTelPoints
 
-        self.bulk_histograms = BulkHistograms()
-        readers = [metric_reader(WithBulkHistograms(e, self.bulk_histograms, self.resource)) for e in exporters]
+        self.otel_points = OTelPoints(exemplars=settings.metrics_exemplar_filter != "always_off")
+        guest.on_fork(self.otel_points.forget)
+        guest.on_fork(self._take_fork_child_identity)
+        readers = [metric_reader(WithAgentPoints(e, self.otel_points, lambda: self.resource)) for e in exporters]
         provider = ForkSafeMeterProvider(metric_readers=readers, resource=self.resource, shutdown_on_exit=False)
         otel_metrics.set_meter_provider(provider)
         _quiet_repeated_exporter_warnings()
         return provider
+
+    def _take_fork_child_identity(self) -> None:
+        """In a fork child: the identity its providers take too (``fork_child_identity``)."""
+        self.resource = self.resource.merge(fork_child_identity())
 
     def _make_metrics(self) -> tuple[Any, Any, Any]:
         """The one-time set-up, when the application imports a library we instrument (or at
@@ -329,11 +335,10 @@ class Pipeline:
         for processor in self._span_processors:
             processor.make_exporter()
         self.meter_provider = self._make_meter_provider(self.settings)
-        meter = self.meter_provider.get_meter("nexent_autoinstrument", __version__) if self.meter_provider else None
+        points = self.otel_points
         service = (self.settings.service_name, self.settings.service_version)
-        return (LLMMetrics(meter=meter, max_model_labels=self.settings.max_model_labels, bulk=self.bulk_histograms,
-                           service=service),
-                HTTPMetrics(meter=meter), load_price_book(self.settings.prices_file) if self.settings.cost else None)
+        return (LLMMetrics(points=points, max_model_labels=self.settings.max_model_labels, service=service),
+                HTTPMetrics(points=points), load_price_book(self.settings.prices_file) if self.settings.cost else None)
 
     def telemetry(self) -> Telemetry:
         """The shared state every call tracker records into."""

@@ -21,6 +21,7 @@ FALSE_WORDS = frozenset({"false", "0", "no", "off", ""})
 TRACE_EXPORTERS = frozenset({"otlp", "jaeger", "console", "none"})
 METRIC_EXPORTERS = frozenset({"otlp", "console", "none"})
 OTLP_PROTOCOLS = frozenset({"http/protobuf", "grpc"})
+EXEMPLAR_FILTERS = frozenset({"trace_based", "always_on", "always_off"})
 #: Which HTTP attempts of an LLM call get a span of their own under the call's span.
 HTTP_ATTEMPT_SPANS = frozenset({"retries", "all"})
 
@@ -50,6 +51,8 @@ class Settings:
     prometheus_port: int | None = None
     traces_exporters: tuple[str, ...] = ("otlp",)
     metrics_exporters: tuple[str, ...] = ("none",)
+    #: Whether OpenTelemetry metric points carry exemplars (of sampled calls): all but ``always_off``.
+    metrics_exemplar_filter: str = "trace_based"
     #: The collector's base URL (None: the default of ``otlp_protocol``, see ``otlp_base``).
     otlp_endpoint: str | None = None
     otlp_protocol: str = "http/protobuf"
@@ -178,6 +181,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("PROMETHEUS_PORT", "prometheus_port", _number(int, 0, 65535)),
     ("OTEL_TRACES_EXPORTER", "traces_exporters", _name_list(TRACE_EXPORTERS)),
     ("OTEL_METRICS_EXPORTER", "metrics_exporters", _name_list(METRIC_EXPORTERS)),
+    ("OTEL_METRICS_EXEMPLAR_FILTER", "metrics_exemplar_filter", _choice(EXEMPLAR_FILTERS)),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint", _otlp_base),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "otlp_protocol", _choice(OTLP_PROTOCOLS)),
     ("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "disabled_instrumentations", _name_set),
