@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 import uuid
 from collections.abc import Iterator
@@ -115,6 +116,37 @@ async def test_every_exit_ends_one_span_and_leaves_nothing_behind(agent: Harness
             await response.read()
     assert [s.attributes["llm.stream.outcome"] for s in agent.llm_spans()] == outcomes
     assert layer._arriving == {} and layer._awaiting == {}
+
+
+def test_a_body_nobody_reads_is_not_kept_alive_by_the_agent(agent: Harness, mock_llm: Any) -> None:
+    """A response dropped unread, its session closed with its event loop: the body never ends,
+    and the agent, which watches it by its reader, keeps neither that reader nor (through it) the
+    connection, its transport and the loop alive. They go with the caller's last reference, as
+    bare (an SDK's own connector finalized later, at exit, finds its loop closed)."""
+    url, body = chat(mock_llm, mock_tokens=10, mock_stall_at=2, mock_stall=3.0)
+
+    async def leave_unread() -> None:
+        async with aiohttp.ClientSession() as session:
+            await session.post(url, json=body)
+
+    gc.collect()
+    before = sum(type(o) is aiohttp.StreamReader for o in gc.get_objects())
+    for _ in range(3):
+        asyncio.run(leave_unread())
+    gc.collect()
+    assert sum(type(o) is aiohttp.StreamReader for o in gc.get_objects()) == before
+
+
+def test_a_new_reader_takes_nothing_watched_under_a_reused_id(agent: Harness) -> None:
+    """What was watched under an id whose reader has gone (a body that never ended) is dropped when
+    a new reader gets that id: its bytes are not taken for the old body's."""
+    reader = object()
+    layer._arriving[id(reader)] = "a body that never ended"  # type: ignore[assignment]
+    try:
+        layer._reader_made(lambda *args, **kwargs: None, reader, (), {})
+        assert id(reader) not in layer._arriving
+    finally:
+        layer._arriving.pop(id(reader), None)
 
 
 async def test_an_sdk_sending_through_aiohttp_is_measured_once(agent: Harness, mock_llm: Any) -> None:

@@ -51,11 +51,13 @@ class Arrivals:
     exchange's ``ReadTiming``) and given to the body's reader. What arrives before the headers
     have chosen the reader (a body's first bytes may come with its headers) is held until then."""
 
-    __slots__ = ("_end", "_exchange", "_feed", "_held", "_last", "_timing", "headers_at", "reader")
+    __slots__ = ("_end", "_exchange", "_feed", "_held", "_last", "_timing", "headers_at", "reader_id")
 
-    def __init__(self, exchange: Exchange, reader: Any) -> None:
+    def __init__(self, exchange: Exchange, reader_id: int) -> None:
         self._exchange = exchange
-        self.reader = reader  # (kept while watched: its id is its key in ``_arriving``)
+        #: The id of the body's ``StreamReader``, its key in ``_arriving`` (the reader itself is not
+        #: kept: a body that never ends, its loop closed under it, would keep its connection alive).
+        self.reader_id = reader_id
         timing = self._timing = exchange.timing
         timing.timed = timing.by_arrival = True
         self.headers_at = self._last = _clock()  # (the body is made when its headers are parsed)
@@ -150,7 +152,8 @@ class _Sending:
 _sending: ContextVar[_Sending | None] = ContextVar("nexent_aiohttp_sending", default=None)
 #: Connections (by the id of their protocol) that carry an LLM request whose body is not made yet.
 _awaiting: dict[int, _Sending] = {}
-#: The bodies being watched, by the id of their ``StreamReader``.
+#: The bodies being watched, by the id of their ``StreamReader``. An id is only reused by a new
+#: object, and every new reader drops what was watched under its id (``_reader_made``).
 _arriving: dict[int, Arrivals] = {}
 
 
@@ -218,7 +221,7 @@ def _responded(sending: _Sending, session: Any, kwargs: dict[str, Any], response
     """``_request`` returned: the response's headers choose its body's reader."""
     exchange = sending.exchange
     body = sending.body
-    if body is not None and body.reader is not response.content:
+    if body is not None and body.reader_id != id(response.content):
         body = None  # (the latest body is not this response's)
     decode = kwargs.get("auto_decompress")
     connection = sending.connections[-1] if sending.connections else None
@@ -282,11 +285,13 @@ async def _send(wrapped: Any, request: Any, args: tuple[Any, ...], kwargs: dict[
 
 def _reader_made(wrapped: Any, reader: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     wrapped(*args, **kwargs)
+    if _arriving:  # (a body that never ended, whose reader has gone: its id is this one's now)
+        _arriving.pop(id(reader), None)
     if _awaiting:
         try:
             sending = _awaiting.pop(id(args[0] if args else kwargs.get("protocol")), None)
             if sending is not None:
-                body = sending.body = Arrivals(sending.exchange, reader)
+                body = sending.body = Arrivals(sending.exchange, id(reader))
                 _arriving[id(reader)] = body
         except Exception as exc:
             report_internal_error("aiohttp.reader", exc)
