@@ -308,6 +308,9 @@ def test_a_read_recognised_without_decoding_is_the_learned_delta_with_other_text
 # (always: a read of many events led by ones that are no plain delta, which those set aside must keep)
 @example(learned="w", events=[{"choices": [], "usage": {"completion_tokens": 3}}, *map(plain_delta, "abc")],
          raw_texts=[], others=[], spacing=compact, ascii_only=True, order=random.Random(0), copies=4, odd_ones="first")
+# (always: a few events, one of them the template's with a text that has an escape and a bare quote)
+@example(learned="w", events=[plain_delta("a")], raw_texts=[b'\\n"'], others=[], spacing=compact, ascii_only=True,
+         order=random.Random(0), copies=1, odd_ones="anywhere")
 def test_plain_deltas_told_apart_at_once_are_those_told_apart_one_by_one(
         learned: str, events: list[dict[str, Any]], raw_texts: list[bytes], others: list[bytes],
         spacing: dict[str, Any], ascii_only: bool, order: Any, copies: int, odd_ones: str) -> None:

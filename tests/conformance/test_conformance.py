@@ -327,7 +327,19 @@ def test_process_stderr_has_nothing_more(mode: str, runs: Runs) -> None:
         return Counter(line for line in kit.tidy_stderr(text) if not line.startswith(("== case:", SLOW_CALL_WARNING)))
 
     extra = lines(getattr(runs, mode).stderr) - lines(runs.bare.stderr)
-    assert not extra, "\n".join(extra)
+    assert not extra, "\n".join(f"{line}    [during or after case {_case_of(getattr(runs, mode).stderr, line)}]"
+                                 for line in extra)
+
+
+def _case_of(stderr: str, line: str) -> str:
+    """The case whose marker last came before ``line`` in a runner's stderr."""
+    case = "(none yet)"
+    for seen in kit.tidy_stderr(stderr):
+        if seen.startswith("== case:"):
+            case = seen.removeprefix("== case:")
+        elif seen == line:
+            return case
+    return "(not found)"
 
 
 def test_the_suite_covers_enough() -> None:
