@@ -347,9 +347,37 @@ def test_exemplars_go_to_the_bucket_of_their_value_and_can_be_turned_off() -> No
         points.add("h", [0.1, 20.0], key, exemplar)  # (only the largest of many carries one)
         points.observe("h", 3.0, key)
         (metric,) = points.snapshot()
-        found = sorted((e.value, e.trace_id, e.span_id) for e in _exemplars(metric.points[key][5]))
+        found = sorted((e.value, e.trace_id, e.span_id) for e in _exemplars(metric.points[key][5], 0))
         ids = exemplar.trace_id, exemplar.span_id
         assert found == ([(0.7, *ids), (5.0, *ids), (20.0, *ids)] if enabled else [])
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["cumulative", "delta"])
+def test_each_exemplar_is_exported_once(delta: bool) -> None:
+    """As the SDK: an exemplar goes out in the export after its measurement, and not again, while
+    a cumulative point is sent on at every export."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from nexent_autoinstrument.metrics import Exemplar, point_key
+
+    exemplar = Exemplar.of(TracerProvider().get_tracer("t").start_span("call"))
+    points, export = _exported(delta)
+    points.define("h", "s", "h", (1.0, 10.0))
+    key = point_key({"k": "v"})
+
+    def exported() -> list[tuple[int, list[float]]]:
+        data = export()
+        return [(point.count, [e.value for e in point.exemplars])
+                for resource in (data.resource_metrics if data else ()) for scope in resource.scope_metrics
+                for metric in scope.metrics for point in metric.data.data_points]
+
+    points.observe("h", 5.0, key, exemplar)
+    assert exported() == [(1, [5.0])]
+    assert exported() == ([] if delta else [(1, [])])
+    points.observe("h", 0.5, key)
+    assert exported() == [(1 if delta else 2, [])]
+    points.observe("h", 7.0, key, exemplar)
+    assert exported() == [(1 if delta else 3, [7.0])]
 
 
 # Budgets: every label and attribute that a caller or a server decides keeps at most its budget

@@ -519,29 +519,34 @@ def test_genai_convention_metrics_over_otlp(otlp: OTLPHTTPReceiver, mock_llm: An
 
 FORKING_APP = """
 import os, sys
-import openai
-
-client = openai.OpenAI(base_url=os.environ["MOCK_URL"], api_key="sk-test", max_retries=0)
 
 def call():
+    import openai
+    client = openai.OpenAI(base_url=os.environ["MOCK_URL"], api_key="sk-test", max_retries=0)
     client.chat.completions.create(model="mock-gpt", messages=[{"role": "user", "content": "hi"}])
 
-call(); call()
+early = sys.argv[1] == "before"  # (fork before the library is imported: the child makes its metrics itself)
+if not early:
+    call(); call()
 pid = os.fork()
 if pid == 0:
     call()
     sys.exit(0)  # (atexit: the child's last export)
+if early:
+    call(); call()
 print("child exit", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 """
 
 
-def test_a_fork_childs_otlp_metrics_count_only_its_own_calls(otlp: OTLPHTTPReceiver, mock_llm: Any,
+@pytest.mark.parametrize("fork", ["after", "before"])
+def test_a_fork_childs_otlp_metrics_count_only_its_own_calls(fork: str, otlp: OTLPHTTPReceiver, mock_llm: Any,
                                                               tmp_path: Path) -> None:
     """A fork child exports its metrics under its own identity, and they count its calls alone:
-    the parent's two calls are counted once, by the parent."""
+    the parent's two calls are counted once, by the parent, whether the child was forked after
+    them or before the library was even imported."""
     env = app_env(mock_llm, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_METRICS_EXPORTER="otlp",
                   OTEL_TRACES_EXPORTER="none")
-    result = run_python(FORKING_APP, env=env, tmp_path=tmp_path)
+    result = run_python(FORKING_APP, env=env, tmp_path=tmp_path, script_args=(fork,))
     assert (result.returncode, result.stdout.strip()) == (0, "child exit 0"), result.stderr
     calls: dict[int, dict[str, int]] = {}
     with otlp.lock:

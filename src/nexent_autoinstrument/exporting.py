@@ -205,9 +205,11 @@ def metric_reader(exporter: Any) -> Any:
 
         def _collect_and_export(self, timeout_millis: float) -> None:
             self._received = False
-            self.collect(timeout_millis=timeout_millis)
-            if not self._received:  # (no instrument of the SDK had data: the agent's own metrics still go)
-                self._receive_metrics(None, timeout_millis)
+            try:
+                self.collect(timeout_millis=timeout_millis)
+            finally:  # (no instrument of the SDK had data, or collecting them failed: the agent's own still go)
+                if not self._received:
+                    self._receive_metrics(None, timeout_millis)
 
         def _receive_metrics(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> None:
             self._received = True

@@ -99,8 +99,8 @@ class WithAgentPoints(MetricExporter):
         return MetricsData(resource_metrics=resources)
 
     def _metric(self, metric: OTelMetric, now: int) -> Metric | None:
-        """``metric``'s data points since the start (cumulative) or the last export (delta); None
-        without any."""
+        """``metric``'s data points since the start (cumulative) or the last export (delta), with
+        the exemplars taken since the last export, as the SDK sends each once; None without any."""
         kind = "histogram" if metric.bounds is not None else "sum"
         delta = self._delta[kind]
         start = self._previous_ns if delta else self._points.start_ns
@@ -122,7 +122,7 @@ class WithAgentPoints(MetricExporter):
             points.append(HistogramDataPoint(
                 attributes=attributes, start_time_unix_nano=start, time_unix_nano=now, count=count, sum=total,
                 bucket_counts=buckets, explicit_bounds=list(metric.bounds), min=low, max=high,
-                **({"exemplars": _exemplars(samples)} if _EXEMPLARS else {})))
+                **({"exemplars": _exemplars(samples, self._previous_ns)} if _EXEMPLARS else {})))
         if not points:
             return None
         temporality = AggregationTemporality.DELTA if delta else AggregationTemporality.CUMULATIVE
@@ -139,9 +139,10 @@ def _less(point: list[Any], before: list[Any]) -> list[Any]:
             [a - b for a, b in zip(point[4], before[4], strict=True)], point[5]]
 
 
-def _exemplars(samples: list[tuple[float, int, int, int] | None]) -> list[Any]:
-    """A point's exemplars, each ``(value, time ns, trace id, span id)``, as the SDK's type."""
+def _exemplars(samples: list[tuple[float, int, int, int] | None], since: int) -> list[Any]:
+    """A point's exemplars taken from ``since`` on, each ``(value, time ns, trace id, span id)``,
+    as the SDK's type."""
     if _SDKExemplar is None:
         return []
     return [_SDKExemplar(filtered_attributes=None, value=value, time_unix_nano=at, span_id=span_id, trace_id=trace_id)
-            for value, at, trace_id, span_id in filter(None, samples)]
+            for value, at, trace_id, span_id in filter(None, samples) if at >= since]

@@ -261,7 +261,8 @@ class OTelPoints:
 
     def define(self, name: str, unit: str, description: str, bounds: tuple[float, ...] | None = None) -> None:
         """Declare a histogram with ``bounds``, or (None) a monotonic sum; once."""
-        self._metrics[name] = OTelMetric(name, unit, description, bounds, {})
+        with self._lock:  # (an export may be taking a snapshot)
+            self._metrics[name] = OTelMetric(name, unit, description, bounds, {})
 
     def observe(self, name: str, value: float, key: PointKey, exemplar: Exemplar | None = None) -> None:
         """One value into histogram ``name``, for the attribute set ``key``."""

@@ -274,6 +274,7 @@ class Pipeline:
         if settings.prometheus_port is not None:
             self._telemetry.prepare()  # (the instruments exist before the first scrape)
             self.metrics_server_port = serve_metrics(settings.prometheus_port)
+        guest.on_fork(self._take_fork_child_identity)  # (also a fork before the metrics are made)
         atexit.register(self.shutdown)
         _flush_on_sigterm(self)
         os.register_at_fork(after_in_child=self._flush_when_forked_child_exits)
@@ -312,7 +313,6 @@ class Pipeline:
 
         self.otel_points = OTelPoints(exemplars=settings.metrics_exemplar_filter != "always_off")
         guest.on_fork(self.otel_points.forget)
-        guest.on_fork(self._take_fork_child_identity)
         readers = [metric_reader(WithAgentPoints(e, self.otel_points, lambda: self.resource)) for e in exporters]
         provider = ForkSafeMeterProvider(metric_readers=readers, resource=self.resource, shutdown_on_exit=False)
         otel_metrics.set_meter_provider(provider)

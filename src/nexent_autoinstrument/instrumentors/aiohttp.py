@@ -271,6 +271,7 @@ def _hop(sending: _Sending, request: Any, args: tuple[Any, ...], kwargs: dict[st
     connection = (args[0] if args else kwargs["conn"]).protocol
     _awaiting[id(connection)] = sending
     sending.connections.append(connection)
+    sending.body = None  # (a body is this hop's or none: an earlier hop's reader may be gone, its id reused)
 
 
 async def _send(wrapped: Any, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
