@@ -311,6 +311,9 @@ def test_a_read_recognised_without_decoding_is_the_learned_delta_with_other_text
 # (always: a few events, one of them the template's with a text that has an escape and a bare quote)
 @example(learned="w", events=[plain_delta("a")], raw_texts=[b'\\n"'], others=[], spacing=compact, ascii_only=True,
          order=random.Random(0), copies=1, odd_ones="anywhere")
+# (always: a read of two plain deltas but for the second's empty text, which is no plain delta)
+@example(learned="w", events=[plain_delta("a")], raw_texts=[b""], others=[], spacing=compact, ascii_only=True,
+         order=random.Random(0), copies=1, odd_ones="last")
 def test_plain_deltas_told_apart_at_once_are_those_told_apart_one_by_one(
         learned: str, events: list[dict[str, Any]], raw_texts: list[bytes], others: list[bytes],
         spacing: dict[str, Any], ascii_only: bool, order: Any, copies: int, odd_ones: str) -> None:
